@@ -1,0 +1,1 @@
+//! ds-sandbox: builds the sandbox of one appspace.
