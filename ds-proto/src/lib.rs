@@ -12,12 +12,12 @@
 
 mod control;
 mod error;
+mod frame_guard;
 mod handshake;
 mod session;
 mod socket;
 mod stream;
 mod stream_header;
-mod term_watch;
 
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;

@@ -19,7 +19,7 @@ use crate::handshake::{exchange_hello, Role};
 use crate::socket::ChannelSocket;
 use crate::stream::ProtoStream;
 use crate::stream_header::{self, Destination, StreamKind};
-use crate::term_watch::TermWatch;
+use crate::frame_guard::FrameGuard;
 
 /// yamux's initial (and minimum) per-stream receive window.
 const STREAM_WINDOW: usize = 256 * 1024;
@@ -166,8 +166,10 @@ pub struct SessionHandle {
 #[derive(Debug)]
 pub struct Session {
     handle: SessionHandle,
-    incoming: mpsc::Receiver<Incoming>,
-    control_in: mpsc::Receiver<ControlMessage>,
+    // Behind async locks so that `accept` and `recv_control` can be awaited
+    // concurrently (e.g. in one `select!`).
+    incoming: tokio::sync::Mutex<mpsc::Receiver<Incoming>>,
+    control_in: tokio::sync::Mutex<mpsc::Receiver<ControlMessage>>,
 }
 
 impl Session {
@@ -188,7 +190,7 @@ impl Session {
             Role::Agent => yamux::Mode::Server,
         };
         let (shutdown, shutdown_rx) = mpsc::unbounded_channel();
-        let conn = yamux::Connection::new(TermWatch::new(io, shutdown.clone()), config.yamux(), mode);
+        let conn = yamux::Connection::new(FrameGuard::new(io, shutdown.clone()), config.yamux(), mode);
 
         let liveness = Arc::new(Liveness::new());
         let (opener, open_rx) = mpsc::channel::<OpenReply>(64);
@@ -233,8 +235,8 @@ impl Session {
         }
         Ok(Self {
             handle,
-            incoming,
-            control_in,
+            incoming: tokio::sync::Mutex::new(incoming),
+            control_in: tokio::sync::Mutex::new(control_in),
         })
     }
 
@@ -245,8 +247,8 @@ impl Session {
 
     /// The next stream the peer opened. Fails once the channel has ended,
     /// naming why.
-    pub async fn accept(&mut self) -> Result<Incoming, ProtoError> {
-        match self.incoming.recv().await {
+    pub async fn accept(&self) -> Result<Incoming, ProtoError> {
+        match self.incoming.lock().await.recv().await {
             Some(incoming) => Ok(incoming),
             None => Err(self.handle.end_error()),
         }
@@ -254,8 +256,8 @@ impl Session {
 
     /// The next control message from the peer (pings are answered
     /// internally and never show up here).
-    pub async fn recv_control(&mut self) -> Result<ControlMessage, ProtoError> {
-        match self.control_in.recv().await {
+    pub async fn recv_control(&self) -> Result<ControlMessage, ProtoError> {
+        match self.control_in.lock().await.recv().await {
             Some(msg) => Ok(msg),
             None => Err(self.handle.end_error()),
         }
@@ -487,6 +489,17 @@ async fn drive<T>(
         Failed(ProtoError),
         PeerClosed,
     }
+    /// Ends the channel if the driver unwinds (a multiplexer bug), so that
+    /// streams and callers see an error instead of waiting forever.
+    struct EndOnUnwind(Arc<Liveness>);
+    impl Drop for EndOnUnwind {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                self.0.end("multiplexer failed internally");
+            }
+        }
+    }
+    let _unwind = EndOnUnwind(liveness.clone());
     let mut waiting: Option<OpenReply> = None;
     let mut handles_gone = false;
     let exit = poll_fn(|cx| {

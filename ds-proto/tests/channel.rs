@@ -28,7 +28,7 @@ async fn large_transfer_is_intact() {
 
 #[tokio::test]
 async fn egress_accept_and_deny() {
-    let (mut host, agent) = pair().await;
+    let (host, agent) = pair().await;
     let agent = agent.handle();
     let host_task = tokio::spawn(async move {
         for _ in 0..2 {
@@ -71,7 +71,7 @@ async fn roles_are_enforced_locally() {
 
 #[tokio::test]
 async fn control_messages_flow_both_ways() {
-    let (mut host, mut agent) = pair().await;
+    let (host, agent) = pair().await;
     agent.handle().send_control(ControlMessage::Ready { app_port: 8080 }).await.unwrap();
     assert_eq!(host.recv_control().await.unwrap(), ControlMessage::Ready { app_port: 8080 });
 
@@ -89,7 +89,7 @@ async fn control_messages_flow_both_ways() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousand_concurrent_streams_each_way() {
-    let (mut host, mut agent) = pair().await;
+    let (host, agent) = pair().await;
     let host_h = host.handle();
     let agent_h = agent.handle();
     // Each side both serves the other's streams and opens its own.
@@ -155,7 +155,7 @@ async fn thousand_concurrent_streams_each_way() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_reader_blocks_only_its_writer() {
-    let (host, mut agent) = pair().await;
+    let (host, agent) = pair().await;
     let h = host.handle();
     // The agent accepts the first stream and never reads it; it echoes the rest.
     let (stalled_tx, stalled_rx) = tokio::sync::oneshot::channel();
@@ -198,7 +198,7 @@ async fn slow_reader_blocks_only_its_writer() {
 
 #[tokio::test]
 async fn half_close_keeps_the_other_direction_open() {
-    let (host, mut agent) = pair().await;
+    let (host, agent) = pair().await;
     let h = host.handle();
     let agent_task = tokio::spawn(async move {
         let Ok(Incoming::Http(mut s)) = agent.accept().await else { panic!() };
@@ -221,7 +221,7 @@ async fn half_close_keeps_the_other_direction_open() {
 
 #[tokio::test]
 async fn reset_is_an_error_not_an_end() {
-    let (host, mut agent) = pair().await;
+    let (host, agent) = pair().await;
     let h = host.handle();
     tokio::spawn(async move {
         let Ok(Incoming::Http(mut s)) = agent.accept().await else { panic!() };
@@ -247,7 +247,7 @@ async fn reset_is_an_error_not_an_end() {
 
 #[tokio::test]
 async fn connection_loss_reaches_every_stream_and_call() {
-    let (mut host, mut agent) = pair().await;
+    let (host, agent) = pair().await;
     let h = host.handle();
     let (streams_tx, streams_rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
@@ -308,7 +308,7 @@ async fn local_close_fails_open_streams() {
 
 #[tokio::test]
 async fn dropping_every_handle_closes_the_channel() {
-    let (host, mut agent) = pair().await;
+    let (host, agent) = pair().await;
     drop(host);
     let err = tokio::time::timeout(Duration::from_secs(5), agent.accept()).await.unwrap().unwrap_err();
     assert!(matches!(err, ProtoError::Closed { .. }), "{err}");

@@ -307,7 +307,7 @@ async fn abrupt_socket_loss_fails_open_streams() {
         Session::connect(host_sock, Role::Host, quick()),
         Session::connect(agent_sock, Role::Agent, quick())
     );
-    let (host, mut agent) = (host.unwrap(), agent.unwrap());
+    let (host, agent) = (host.unwrap(), agent.unwrap());
     let h = host.handle();
     let mut s = h.open_http().await.unwrap();
     s.write_all(b"hello").await.unwrap();
@@ -324,4 +324,11 @@ async fn abrupt_socket_loss_fails_open_streams() {
         "{err}"
     );
     assert!(h.is_closed());
+}
+
+#[tokio::test]
+async fn overflowing_stream_credit() {
+    // Found by the fuzzer: yamux adds 256 KiB to this credit unchecked.
+    let reason = host_ends_after(frame(WINDOW_UPDATE, SYN, 2, u32::MAX)).await;
+    assert!(reason.contains("overflowing credit"), "{reason}");
 }

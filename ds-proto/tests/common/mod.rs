@@ -20,7 +20,7 @@ pub async fn pair_with(config: Config) -> (Session, Session) {
 }
 
 /// Agent side: echoes every inbound HTTP stream back until its end.
-pub fn spawn_agent_echo(mut agent: Session) -> tokio::task::JoinHandle<Session> {
+pub fn spawn_agent_echo(agent: Session) -> tokio::task::JoinHandle<Session> {
     tokio::spawn(async move {
         while let Ok(incoming) = agent.accept().await {
             let Incoming::Http(mut stream) = incoming else { panic!("agent got egress") };
@@ -36,7 +36,7 @@ pub fn spawn_agent_echo(mut agent: Session) -> tokio::task::JoinHandle<Session> 
 }
 
 /// Host side: accepts every egress request and echoes its bytes.
-pub fn spawn_host_egress_echo(mut host: Session) -> tokio::task::JoinHandle<Session> {
+pub fn spawn_host_egress_echo(host: Session) -> tokio::task::JoinHandle<Session> {
     tokio::spawn(async move {
         while let Ok(incoming) = host.accept().await {
             let Incoming::Egress(req) = incoming else { panic!("host got http") };
