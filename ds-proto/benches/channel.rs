@@ -19,7 +19,10 @@ fn raw_pair() -> (UnixStream, UnixStream) {
     let (a, b) = StdUnixStream::pair().unwrap();
     a.set_nonblocking(true).unwrap();
     b.set_nonblocking(true).unwrap();
-    (UnixStream::from_std(a).unwrap(), UnixStream::from_std(b).unwrap())
+    (
+        UnixStream::from_std(a).unwrap(),
+        UnixStream::from_std(b).unwrap(),
+    )
 }
 
 async fn session_pair() -> (Session, Session) {
@@ -79,7 +82,9 @@ async fn mux_bulk(streams: usize) -> f64 {
     let readers = tokio::spawn(async move {
         let mut tasks = Vec::new();
         for _ in 0..streams {
-            let Ok(Incoming::Http(s)) = agent.accept().await else { panic!() };
+            let Ok(Incoming::Http(s)) = agent.accept().await else {
+                panic!()
+            };
             tasks.push(tokio::spawn(async move { assert_eq!(drain(s).await, per) }));
         }
         for t in tasks {
@@ -107,7 +112,10 @@ async fn echo_once<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S, buf: &mut [u8; 
 
 fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
     samples.sort();
-    (samples[samples.len() / 2], samples[samples.len() * 99 / 100])
+    (
+        samples[samples.len() / 2],
+        samples[samples.len() * 99 / 100],
+    )
 }
 
 /// 64-byte request/response on one raw socketpair.

@@ -72,7 +72,10 @@ pub fn encode(msg: &ControlMessage) -> Result<Vec<u8>, ProtoError> {
 }
 
 /// Writes one control message.
-pub(crate) async fn write<W: AsyncWrite + Unpin>(w: &mut W, msg: &ControlMessage) -> Result<(), ProtoError> {
+pub(crate) async fn write<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    msg: &ControlMessage,
+) -> Result<(), ProtoError> {
     w.write_all(&encode(msg)?).await?;
     w.flush().await?;
     Ok(())
@@ -80,7 +83,9 @@ pub(crate) async fn write<W: AsyncWrite + Unpin>(w: &mut W, msg: &ControlMessage
 
 /// Reads one control message; `Ok(None)` on a clean end of stream between
 /// messages.
-pub(crate) async fn read<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<ControlMessage>, ProtoError> {
+pub(crate) async fn read<R: AsyncRead + Unpin>(
+    r: &mut R,
+) -> Result<Option<ControlMessage>, ProtoError> {
     let mut len = [0u8; 4];
     let mut got = 0;
     while got < len.len() {
@@ -89,7 +94,9 @@ pub(crate) async fn read<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Contr
             return if got == 0 {
                 Ok(None)
             } else {
-                Err(ProtoError::BadControlMessage("stream ended inside a length prefix".into()))
+                Err(ProtoError::BadControlMessage(
+                    "stream ended inside a length prefix".into(),
+                ))
             };
         }
         got += n;
@@ -162,19 +169,22 @@ mod tests {
             let oversized = (MAX_CONTROL_MESSAGE_LEN as u32 + 1).to_be_bytes().to_vec();
             let huge = u32::MAX.to_be_bytes().to_vec();
             let cases: Vec<Vec<u8>> = vec![
-                vec![0, 0],                                       // truncated length
-                vec![0, 0, 0, 10, b'{'],                          // truncated body
-                oversized,                                        // over the limit
-                huge,                                             // 4 GiB claim, nothing allocated
-                frame(b"not json"),                               // not JSON
-                frame(b"{\"type\":\"launch_missiles\"}"),         // unknown type
-                frame(b"{\"type\":\"ready\"}"),                   // missing field
+                vec![0, 0],                                        // truncated length
+                vec![0, 0, 0, 10, b'{'],                           // truncated body
+                oversized,                                         // over the limit
+                huge,                                              // 4 GiB claim, nothing allocated
+                frame(b"not json"),                                // not JSON
+                frame(b"{\"type\":\"launch_missiles\"}"),          // unknown type
+                frame(b"{\"type\":\"ready\"}"),                    // missing field
                 frame(b"{\"type\":\"ready\",\"app_port\":70000}"), // out of range
                 frame(b"{\"type\":\"ping\",\"nonce\":1,\"x\":2}"), // unknown field
-                frame(&[0xff, 0xfe]),                             // not UTF-8
+                frame(&[0xff, 0xfe]),                              // not UTF-8
             ];
             for case in cases {
-                assert!(read(&mut &case[..]).await.is_err(), "{case:?} should be refused");
+                assert!(
+                    read(&mut &case[..]).await.is_err(),
+                    "{case:?} should be refused"
+                );
             }
         });
     }

@@ -103,11 +103,16 @@ impl<T> FrameGuard<T> {
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for FrameGuard<T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         let n = ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
         let mut bad = false;
-        this.read.feed(&buf[..n], |h| bad |= overflowing_syn_credit(h));
+        this.read
+            .feed(&buf[..n], |h| bad |= overflowing_syn_credit(h));
         if bad {
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -119,19 +124,26 @@ impl<T: AsyncRead + Unpin> AsyncRead for FrameGuard<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for FrameGuard<T> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         let result = Pin::new(&mut this.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = result {
             let mut code = None;
-            this.written.feed(&buf[..n], |h| code = code.or(error_go_away(h)));
+            this.written
+                .feed(&buf[..n], |h| code = code.or(error_go_away(h)));
             if let Some(code) = code {
                 let what = match code {
                     1 => "protocol error",
                     2 => "internal error",
                     _ => "error",
                 };
-                let _ = this.report.send(format!("multiplexer: peer violated the protocol ({what}, code {code})"));
+                let _ = this.report.send(format!(
+                    "multiplexer: peer violated the protocol ({what}, code {code})"
+                ));
             }
         }
         result
@@ -173,7 +185,9 @@ mod tests {
     #[test]
     fn normal_go_away_is_not_an_error() {
         let mut t = FrameTracker::default();
-        t.feed(&header(TYPE_GO_AWAY, 0), |h| assert_eq!(error_go_away(h), None));
+        t.feed(&header(TYPE_GO_AWAY, 0), |h| {
+            assert_eq!(error_go_away(h), None)
+        });
     }
 
     #[test]

@@ -14,11 +14,20 @@ use crate::{Config, ControlMessage, Incoming, Role, Session};
 /// whether a valid hello is prepended (bit 1), so that the fuzzer reaches
 /// the multiplexer and stream decoding without having to discover the hello.
 pub fn drive_session_with_input(input: &[u8]) {
-    let Some((&selector, rest)) = input.split_first() else { return };
-    let role = if selector & 1 == 0 { Role::Host } else { Role::Agent };
+    let Some((&selector, rest)) = input.split_first() else {
+        return;
+    };
+    let role = if selector & 1 == 0 {
+        Role::Host
+    } else {
+        Role::Agent
+    };
     let mut peer_bytes = Vec::with_capacity(rest.len() + crate::HELLO_LEN);
     if selector & 2 == 0 {
-        peer_bytes.extend_from_slice(&crate::handshake::encode_hello(role.peer(), crate::PROTOCOL_VERSION));
+        peer_bytes.extend_from_slice(&crate::handshake::encode_hello(
+            role.peer(),
+            crate::PROTOCOL_VERSION,
+        ));
     }
     peer_bytes.extend_from_slice(rest);
 
@@ -80,7 +89,10 @@ pub fn decode_small_messages(input: &[u8]) {
     if let Ok(text) = std::str::from_utf8(input) {
         if let Ok(dest) = crate::Destination::parse(text) {
             // Whatever parses must print back to something that parses the same.
-            assert_eq!(crate::Destination::parse(&dest.to_string()).ok(), Some(dest));
+            assert_eq!(
+                crate::Destination::parse(&dest.to_string()).ok(),
+                Some(dest)
+            );
         }
     }
 }
@@ -89,7 +101,13 @@ pub fn decode_small_messages(input: &[u8]) {
 mod tests {
     #[test]
     fn sample_inputs_do_not_panic() {
-        for input in [&b""[..], b"\x00", b"\x01", b"\x02garbage", b"\x00\x00\x00\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00\x01\x02"] {
+        for input in [
+            &b""[..],
+            b"\x00",
+            b"\x01",
+            b"\x02garbage",
+            b"\x00\x00\x00\x00\x00\x01\x00\x00\x00\x02\x00\x00\x00\x01\x02",
+        ] {
             super::drive_session_with_input(input);
             super::decode_small_messages(input);
         }

@@ -84,21 +84,32 @@ pub(crate) fn check_hello(hello: &[u8; HELLO_LEN], ours: Role) -> Result<(), Pro
         Some(role) => Err(ProtoError::BadRole(format!(
             "peer claims to be {role:?} too; a channel joins one host and one agent"
         ))),
-        None => Err(ProtoError::BadRole(format!("unknown role byte {}", hello[10]))),
+        None => Err(ProtoError::BadRole(format!(
+            "unknown role byte {}",
+            hello[10]
+        ))),
     }
 }
 
 /// Exchanges hellos on `io` and checks the peer's.
-pub(crate) async fn exchange_hello<T>(io: &mut T, role: Role, timeout: Duration) -> Result<(), ProtoError>
+pub(crate) async fn exchange_hello<T>(
+    io: &mut T,
+    role: Role,
+    timeout: Duration,
+) -> Result<(), ProtoError>
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
     let gone = |e: std::io::Error| match e.kind() {
-        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => ProtoError::ClosedDuringHandshake,
+        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset => {
+            ProtoError::ClosedDuringHandshake
+        }
         _ => ProtoError::Io(e),
     };
     let exchange = async {
-        io.write_all(&encode_hello(role, PROTOCOL_VERSION)).await.map_err(gone)?;
+        io.write_all(&encode_hello(role, PROTOCOL_VERSION))
+            .await
+            .map_err(gone)?;
         io.flush().await.map_err(gone)?;
         let mut theirs = [0u8; HELLO_LEN];
         match io.read_exact(&mut theirs).await {
@@ -135,13 +146,19 @@ mod tests {
     #[test]
     fn same_role_is_refused() {
         let hello = encode_hello(Role::Agent, PROTOCOL_VERSION);
-        assert!(matches!(check_hello(&hello, Role::Agent), Err(ProtoError::BadRole(_))));
+        assert!(matches!(
+            check_hello(&hello, Role::Agent),
+            Err(ProtoError::BadRole(_))
+        ));
     }
 
     #[test]
     fn bad_magic_is_refused() {
         let mut hello = encode_hello(Role::Host, PROTOCOL_VERSION);
         hello[0] = b'X';
-        assert!(matches!(check_hello(&hello, Role::Agent), Err(ProtoError::BadMagic(_))));
+        assert!(matches!(
+            check_hello(&hello, Role::Agent),
+            Err(ProtoError::BadMagic(_))
+        ));
     }
 }

@@ -15,11 +15,11 @@ use tracing::{debug, warn};
 
 use crate::control::{self, ControlMessage};
 use crate::error::ProtoError;
+use crate::frame_guard::FrameGuard;
 use crate::handshake::{exchange_hello, Role};
 use crate::socket::ChannelSocket;
 use crate::stream::ProtoStream;
 use crate::stream_header::{self, Destination, StreamKind};
-use crate::frame_guard::FrameGuard;
 
 /// yamux's initial (and minimum) per-stream receive window.
 const STREAM_WINDOW: usize = 256 * 1024;
@@ -82,13 +82,19 @@ impl Liveness {
     }
 
     pub(crate) fn reason(&self) -> String {
-        self.ended.borrow().as_deref().unwrap_or("channel is up").to_owned()
+        self.ended
+            .borrow()
+            .as_deref()
+            .unwrap_or("channel is up")
+            .to_owned()
     }
 
     /// Rewrites a stream I/O error so that it names the channel's fate.
     pub(crate) fn explain(&self, e: io::Error) -> io::Error {
         match self.ended.borrow().as_deref() {
-            Some(reason) => io::Error::new(io::ErrorKind::BrokenPipe, format!("channel lost: {reason}")),
+            Some(reason) => {
+                io::Error::new(io::ErrorKind::BrokenPipe, format!("channel lost: {reason}"))
+            }
             None => e,
         }
     }
@@ -175,7 +181,11 @@ pub struct Session {
 impl Session {
     /// Runs the handshake on a connected Unix stream socket and starts the
     /// channel. Must be called inside a tokio runtime.
-    pub async fn connect(socket: UnixStream, role: Role, config: Config) -> Result<Self, ProtoError> {
+    pub async fn connect(
+        socket: UnixStream,
+        role: Role,
+        config: Config,
+    ) -> Result<Self, ProtoError> {
         Self::over(ChannelSocket::new(socket)?, role, config).await
     }
 
@@ -190,7 +200,8 @@ impl Session {
             Role::Agent => yamux::Mode::Server,
         };
         let (shutdown, shutdown_rx) = mpsc::unbounded_channel();
-        let conn = yamux::Connection::new(FrameGuard::new(io, shutdown.clone()), config.yamux(), mode);
+        let conn =
+            yamux::Connection::new(FrameGuard::new(io, shutdown.clone()), config.yamux(), mode);
 
         let liveness = Arc::new(Liveness::new());
         let (opener, open_rx) = mpsc::channel::<OpenReply>(64);
@@ -225,13 +236,21 @@ impl Session {
             // The host opens the control stream first, so the agent knows it.
             let open_control = async {
                 let mut stream = handle.open_raw().await?;
-                stream.write_all(&stream_header::encode_opening(&StreamKind::Control)).await?;
+                stream
+                    .write_all(&stream_header::encode_opening(&StreamKind::Control))
+                    .await?;
                 stream.flush().await?;
                 router.control.attach(stream)
             };
             // If the peer broke the channel meanwhile, say why rather than
             // "connection closed".
-            open_control.await.map_err(|e| if handle.is_closed() { handle.end_error() } else { e })?;
+            open_control.await.map_err(|e| {
+                if handle.is_closed() {
+                    handle.end_error()
+                } else {
+                    e
+                }
+            })?;
         }
         Ok(Self {
             handle,
@@ -281,20 +300,27 @@ impl SessionHandle {
 
     async fn open_raw(&self) -> Result<yamux::Stream, ProtoError> {
         let (reply, rx) = oneshot::channel();
-        self.opener.send(reply).await.map_err(|_| self.end_error())?;
+        self.opener
+            .send(reply)
+            .await
+            .map_err(|_| self.end_error())?;
         rx.await.map_err(|_| self.end_error())?
     }
 
     async fn open_kind(&self, kind: &StreamKind) -> Result<yamux::Stream, ProtoError> {
         let mut stream = self.open_raw().await?;
-        stream.write_all(&stream_header::encode_opening(kind)).await?;
+        stream
+            .write_all(&stream_header::encode_opening(kind))
+            .await?;
         Ok(stream)
     }
 
     /// Host side: opens a stream for one inbound HTTP exchange.
     pub async fn open_http(&self) -> Result<ProtoStream, ProtoError> {
         if self.role != Role::Host {
-            return Err(ProtoError::Violation("only the host opens inbound-HTTP streams".into()));
+            return Err(ProtoError::Violation(
+                "only the host opens inbound-HTTP streams".into(),
+            ));
         }
         let stream = self.open_kind(&StreamKind::Http).await?;
         Ok(ProtoStream::new(stream, self.liveness.clone()))
@@ -302,21 +328,34 @@ impl SessionHandle {
 
     /// Agent side: asks the host for a connection to `destination`.
     /// `Ok(Err(reason))` is the host's denial.
-    pub async fn open_egress(&self, destination: Destination) -> Result<Result<ProtoStream, String>, ProtoError> {
+    pub async fn open_egress(
+        &self,
+        destination: Destination,
+    ) -> Result<Result<ProtoStream, String>, ProtoError> {
         if self.role != Role::Agent {
-            return Err(ProtoError::Violation("only the agent opens egress streams".into()));
+            return Err(ProtoError::Violation(
+                "only the agent opens egress streams".into(),
+            ));
         }
         let mut stream = self.open_kind(&StreamKind::Egress(destination)).await?;
         stream.flush().await?;
-        let verdict = tokio::time::timeout(self.header_timeout, stream_header::read_verdict(&mut stream))
-            .await
-            .map_err(|_| ProtoError::BadStreamHeader("host did not answer the egress request in time".into()))??;
+        let verdict = tokio::time::timeout(
+            self.header_timeout,
+            stream_header::read_verdict(&mut stream),
+        )
+        .await
+        .map_err(|_| {
+            ProtoError::BadStreamHeader("host did not answer the egress request in time".into())
+        })??;
         Ok(verdict.map(|()| ProtoStream::new(stream, self.liveness.clone())))
     }
 
     /// Sends a control message to the peer.
     pub async fn send_control(&self, msg: ControlMessage) -> Result<(), ProtoError> {
-        self.control_out.send(msg).await.map_err(|_| self.end_error())
+        self.control_out
+            .send(msg)
+            .await
+            .map_err(|_| self.end_error())
     }
 
     /// Measures one control-stream round trip.
@@ -387,7 +426,9 @@ struct ControlPlumbing {
 impl ControlPlumbing {
     fn attach(&self, stream: yamux::Stream) -> Result<(), ProtoError> {
         let Some(mut outgoing) = lock(&self.outgoing).take() else {
-            return Err(ProtoError::Violation("a second control stream was opened".into()));
+            return Err(ProtoError::Violation(
+                "a second control stream was opened".into(),
+            ));
         };
         let (mut reader, mut writer) = stream.split();
         let handle = self.handle.clone();
@@ -405,7 +446,12 @@ impl ControlPlumbing {
             loop {
                 match control::read(&mut reader).await {
                     Ok(Some(ControlMessage::Ping { nonce })) => {
-                        if handle.control_out.send(ControlMessage::Pong { nonce }).await.is_err() {
+                        if handle
+                            .control_out
+                            .send(ControlMessage::Pong { nonce })
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -449,12 +495,17 @@ struct Router {
 
 impl Router {
     async fn route(&self, mut stream: yamux::Stream) -> Result<(), ProtoError> {
-        let kind = tokio::time::timeout(self.header_timeout, stream_header::read_opening(&mut stream))
-            .await
-            .map_err(|_| ProtoError::BadStreamHeader("no stream header within the timeout".into()))??;
+        let kind = tokio::time::timeout(
+            self.header_timeout,
+            stream_header::read_opening(&mut stream),
+        )
+        .await
+        .map_err(|_| ProtoError::BadStreamHeader("no stream header within the timeout".into()))??;
         let incoming = match (self.role, kind) {
             (Role::Agent, StreamKind::Control) => return self.control.attach(stream),
-            (Role::Agent, StreamKind::Http) => Incoming::Http(ProtoStream::new(stream, self.liveness.clone())),
+            (Role::Agent, StreamKind::Http) => {
+                Incoming::Http(ProtoStream::new(stream, self.liveness.clone()))
+            }
             (Role::Host, StreamKind::Egress(destination)) => Incoming::Egress(EgressRequest {
                 destination,
                 stream,

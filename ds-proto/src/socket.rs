@@ -55,10 +55,9 @@ impl futures::io::AsyncRead for ChannelSocket {
     ) -> Poll<io::Result<usize>> {
         loop {
             ready!(self.sock.poll_read_ready(cx))?;
-            match self
-                .sock
-                .try_io(Interest::READABLE, || recv_refusing_ancillary(&self.sock, buf))
-            {
+            match self.sock.try_io(Interest::READABLE, || {
+                recv_refusing_ancillary(&self.sock, buf)
+            }) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 result => return Poll::Ready(result),
             }
@@ -67,7 +66,11 @@ impl futures::io::AsyncRead for ChannelSocket {
 }
 
 impl futures::io::AsyncWrite for ChannelSocket {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         loop {
             ready!(self.sock.poll_write_ready(cx))?;
             // MSG_NOSIGNAL: a vanished peer is an error here, never a SIGPIPE.

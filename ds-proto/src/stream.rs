@@ -68,7 +68,11 @@ impl ProtoStream {
 }
 
 impl AsyncRead for ProtoStream {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let dst = buf.initialize_unfilled();
         if dst.is_empty() {
             return Poll::Ready(Ok(()));
@@ -83,16 +87,26 @@ impl AsyncRead for ProtoStream {
 }
 
 impl AsyncWrite for ProtoStream {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf).map_err(|e| self.liveness.explain(e))
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner)
+            .poll_write(cx, buf)
+            .map_err(|e| self.liveness.explain(e))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx).map_err(|e| self.liveness.explain(e))
+        Pin::new(&mut self.inner)
+            .poll_flush(cx)
+            .map_err(|e| self.liveness.explain(e))
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.write_closed = true;
-        Pin::new(&mut self.inner).poll_close(cx).map_err(|e| self.liveness.explain(e))
+        Pin::new(&mut self.inner)
+            .poll_close(cx)
+            .map_err(|e| self.liveness.explain(e))
     }
 }

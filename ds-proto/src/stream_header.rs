@@ -48,8 +48,14 @@ impl Destination {
             return Err(bad("longer than the maximum"));
         }
         let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-            let (v6, port) = rest.split_once("]:").ok_or_else(|| bad("unterminated IPv6 literal"))?;
-            if v6.is_empty() || !v6.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.') {
+            let (v6, port) = rest
+                .split_once("]:")
+                .ok_or_else(|| bad("unterminated IPv6 literal"))?;
+            if v6.is_empty()
+                || !v6
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.')
+            {
                 return Err(bad("invalid IPv6 literal"));
             }
             (v6, port)
@@ -58,7 +64,10 @@ impl Destination {
             if host.is_empty() || host.len() > 253 {
                 return Err(bad("host name empty or too long"));
             }
-            if !host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_')) {
+            if !host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+            {
                 return Err(bad("host name has characters outside [A-Za-z0-9._-]"));
             }
             (host, port)
@@ -126,7 +135,9 @@ fn truncated(e: std::io::Error) -> ProtoError {
 }
 
 /// Reads a stream's opening bytes.
-pub(crate) async fn read_opening<R: AsyncRead + Unpin>(r: &mut R) -> Result<StreamKind, ProtoError> {
+pub(crate) async fn read_opening<R: AsyncRead + Unpin>(
+    r: &mut R,
+) -> Result<StreamKind, ProtoError> {
     let mut kind = [0u8; 1];
     r.read_exact(&mut kind).await.map_err(truncated)?;
     match kind[0] {
@@ -141,11 +152,14 @@ pub(crate) async fn read_opening<R: AsyncRead + Unpin>(r: &mut R) -> Result<Stre
             }
             let mut text = vec![0u8; len];
             r.read_exact(&mut text).await.map_err(truncated)?;
-            let text = String::from_utf8(text)
-                .map_err(|_| ProtoError::BadStreamHeader("egress destination is not UTF-8".into()))?;
+            let text = String::from_utf8(text).map_err(|_| {
+                ProtoError::BadStreamHeader("egress destination is not UTF-8".into())
+            })?;
             Ok(StreamKind::Egress(Destination::parse(&text)?))
         }
-        other => Err(ProtoError::BadStreamHeader(format!("unknown stream kind {other}"))),
+        other => Err(ProtoError::BadStreamHeader(format!(
+            "unknown stream kind {other}"
+        ))),
     }
 }
 
@@ -171,7 +185,9 @@ pub(crate) async fn write_verdict<W: AsyncWrite + Unpin>(
 
 /// Reads the host's answer to an egress opening: `Ok(Ok(()))` for accept,
 /// `Ok(Err(reason))` for deny.
-pub(crate) async fn read_verdict<R: AsyncRead + Unpin>(r: &mut R) -> Result<Result<(), String>, ProtoError> {
+pub(crate) async fn read_verdict<R: AsyncRead + Unpin>(
+    r: &mut R,
+) -> Result<Result<(), String>, ProtoError> {
     let mut verdict = [0u8; 1];
     r.read_exact(&mut verdict).await.map_err(truncated)?;
     match verdict[0] {
@@ -187,7 +203,9 @@ pub(crate) async fn read_verdict<R: AsyncRead + Unpin>(r: &mut R) -> Result<Resu
             r.read_exact(&mut text).await.map_err(truncated)?;
             Ok(Err(String::from_utf8_lossy(&text).into_owned()))
         }
-        other => Err(ProtoError::BadStreamHeader(format!("unknown egress verdict {other}"))),
+        other => Err(ProtoError::BadStreamHeader(format!(
+            "unknown egress verdict {other}"
+        ))),
     }
 }
 
@@ -210,18 +228,41 @@ mod tests {
     fn destinations_parse() {
         assert_eq!(
             Destination::parse("example.com:443").unwrap(),
-            Destination { host: "example.com".into(), port: 443 }
+            Destination {
+                host: "example.com".into(),
+                port: 443
+            }
         );
         assert_eq!(
             Destination::parse("[::1]:80").unwrap(),
-            Destination { host: "::1".into(), port: 80 }
+            Destination {
+                host: "::1".into(),
+                port: 80
+            }
         );
-        assert_eq!(Destination::parse("[::1]:80").unwrap().to_string(), "[::1]:80");
+        assert_eq!(
+            Destination::parse("[::1]:80").unwrap().to_string(),
+            "[::1]:80"
+        );
         for bad in [
-            "", "example.com", "example.com:", ":80", "a b:80", "user@host:80", "host:99999",
-            "host:0", "host:+80", "[::1:80", "[zz]:80", "host/path:80", "ho\0st:80",
+            "",
+            "example.com",
+            "example.com:",
+            ":80",
+            "a b:80",
+            "user@host:80",
+            "host:99999",
+            "host:0",
+            "host:+80",
+            "[::1:80",
+            "[zz]:80",
+            "host/path:80",
+            "ho\0st:80",
         ] {
-            assert!(Destination::parse(bad).is_err(), "{bad:?} should be refused");
+            assert!(
+                Destination::parse(bad).is_err(),
+                "{bad:?} should be refused"
+            );
         }
         assert!(Destination::parse(&format!("{}:80", "a".repeat(254))).is_err());
     }
@@ -254,7 +295,10 @@ mod tests {
                 &[KIND_EGRESS, 0, 5, b'a', b':'][..],
                 &[KIND_EGRESS, 0, 4, 0xff, 0xfe, b':', b'1'][..],
             ] {
-                assert!(read_opening(&mut &bad[..]).await.is_err(), "{bad:?} should be refused");
+                assert!(
+                    read_opening(&mut &bad[..]).await.is_err(),
+                    "{bad:?} should be refused"
+                );
             }
         });
     }
@@ -264,10 +308,15 @@ mod tests {
         futures::executor::block_on(async {
             let mut buf = Vec::new();
             write_verdict(&mut buf, Ok(())).await.unwrap();
-            write_verdict(&mut buf, Err("not on the allowlist")).await.unwrap();
+            write_verdict(&mut buf, Err("not on the allowlist"))
+                .await
+                .unwrap();
             let mut r = &buf[..];
             assert_eq!(read_verdict(&mut r).await.unwrap(), Ok(()));
-            assert_eq!(read_verdict(&mut r).await.unwrap(), Err("not on the allowlist".to_owned()));
+            assert_eq!(
+                read_verdict(&mut r).await.unwrap(),
+                Err("not on the allowlist".to_owned())
+            );
             assert!(read_verdict(&mut &[7u8][..]).await.is_err());
             assert!(read_verdict(&mut &[1u8, 0xff, 0xff][..]).await.is_err());
         });

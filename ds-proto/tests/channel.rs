@@ -21,7 +21,9 @@ async fn http_stream_round_trip() {
 async fn large_transfer_is_intact() {
     let (host, agent) = pair().await;
     let _agent = spawn_agent_echo(agent);
-    let payload: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
+    let payload: Vec<u8> = (0..8 * 1024 * 1024u32)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
     let mut stream = host.handle().open_http().await.unwrap();
     assert!(exchange(&mut stream, &payload).await == payload);
 }
@@ -32,14 +34,18 @@ async fn egress_accept_and_deny() {
     let agent = agent.handle();
     let host_task = tokio::spawn(async move {
         for _ in 0..2 {
-            let Incoming::Egress(req) = host.accept().await.unwrap() else { panic!() };
+            let Incoming::Egress(req) = host.accept().await.unwrap() else {
+                panic!()
+            };
             if req.destination().host == "allowed.example" {
                 assert_eq!(req.destination().port, 443);
                 let mut s = req.accept().await.unwrap();
                 s.write_all(b"hello from upstream").await.unwrap();
                 s.shutdown().await.unwrap();
             } else {
-                req.deny("evil.example is not on this appspace's allowlist").await.unwrap();
+                req.deny("evil.example is not on this appspace's allowlist")
+                    .await
+                    .unwrap();
             }
         }
         host
@@ -57,7 +63,10 @@ async fn egress_accept_and_deny() {
         .open_egress(Destination::parse("evil.example:80").unwrap())
         .await
         .unwrap();
-    assert_eq!(denied.unwrap_err(), "evil.example is not on this appspace's allowlist");
+    assert_eq!(
+        denied.unwrap_err(),
+        "evil.example is not on this appspace's allowlist"
+    );
     host_task.await.unwrap();
 }
 
@@ -65,21 +74,50 @@ async fn egress_accept_and_deny() {
 async fn roles_are_enforced_locally() {
     let (host, agent) = pair().await;
     let dest = Destination::parse("a.example:80").unwrap();
-    assert!(matches!(host.handle().open_egress(dest).await, Err(ProtoError::Violation(_))));
-    assert!(matches!(agent.handle().open_http().await, Err(ProtoError::Violation(_))));
+    assert!(matches!(
+        host.handle().open_egress(dest).await,
+        Err(ProtoError::Violation(_))
+    ));
+    assert!(matches!(
+        agent.handle().open_http().await,
+        Err(ProtoError::Violation(_))
+    ));
 }
 
 #[tokio::test]
 async fn control_messages_flow_both_ways() {
     let (host, agent) = pair().await;
-    agent.handle().send_control(ControlMessage::Ready { app_port: 8080 }).await.unwrap();
-    assert_eq!(host.recv_control().await.unwrap(), ControlMessage::Ready { app_port: 8080 });
+    agent
+        .handle()
+        .send_control(ControlMessage::Ready { app_port: 8080 })
+        .await
+        .unwrap();
+    assert_eq!(
+        host.recv_control().await.unwrap(),
+        ControlMessage::Ready { app_port: 8080 }
+    );
 
-    host.handle().send_control(ControlMessage::StatsRequest).await.unwrap();
-    assert_eq!(agent.recv_control().await.unwrap(), ControlMessage::StatsRequest);
-    let stats = AgentStats { http_streams_total: 3, ..AgentStats::default() };
-    agent.handle().send_control(ControlMessage::Stats(stats.clone())).await.unwrap();
-    assert_eq!(host.recv_control().await.unwrap(), ControlMessage::Stats(stats));
+    host.handle()
+        .send_control(ControlMessage::StatsRequest)
+        .await
+        .unwrap();
+    assert_eq!(
+        agent.recv_control().await.unwrap(),
+        ControlMessage::StatsRequest
+    );
+    let stats = AgentStats {
+        http_streams_total: 3,
+        ..AgentStats::default()
+    };
+    agent
+        .handle()
+        .send_control(ControlMessage::Stats(stats.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        host.recv_control().await.unwrap(),
+        ControlMessage::Stats(stats)
+    );
 
     // Pings are answered by the library on either side.
     let rtt = host.handle().ping().await.unwrap();
@@ -148,7 +186,8 @@ async fn thousand_concurrent_streams_each_way() {
             t.await.unwrap();
         }
     });
-    all.await.expect("2,000 concurrent streams finished in time");
+    all.await
+        .expect("2,000 concurrent streams finished in time");
     assert_eq!(agent_server.await.unwrap().1, 1000);
     assert_eq!(host_server.await.unwrap().1, 1000);
 }
@@ -160,7 +199,9 @@ async fn slow_reader_blocks_only_its_writer() {
     // The agent accepts the first stream and never reads it; it echoes the rest.
     let (stalled_tx, stalled_rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
-        let Ok(Incoming::Http(stalled)) = agent.accept().await else { panic!() };
+        let Ok(Incoming::Http(stalled)) = agent.accept().await else {
+            panic!()
+        };
         stalled_tx.send(stalled).unwrap();
         while let Ok(Incoming::Http(mut s)) = agent.accept().await {
             tokio::spawn(async move {
@@ -179,12 +220,18 @@ async fn slow_reader_blocks_only_its_writer() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
     while let Ok(res) = tokio::time::timeout_at(deadline, stuck.write(&chunk)).await {
         accepted += res.unwrap();
-        assert!(accepted <= 4 * 1024 * 1024, "writer was allowed to buffer {accepted} bytes");
+        assert!(
+            accepted <= 4 * 1024 * 1024,
+            "writer was allowed to buffer {accepted} bytes"
+        );
     }
     // yamux grants 256 KiB of credit per stream; the writer stops there.
     // (256 KiB of credit less the stream's one-byte opening.)
     assert!(accepted >= 255 * 1024, "accepted only {accepted} bytes");
-    assert!(accepted <= 512 * 1024, "flow control let {accepted} bytes through");
+    assert!(
+        accepted <= 512 * 1024,
+        "flow control let {accepted} bytes through"
+    );
 
     // Meanwhile other streams are not held up by the stalled one.
     for _ in 0..20 {
@@ -201,10 +248,12 @@ async fn half_close_keeps_the_other_direction_open() {
     let (host, agent) = pair().await;
     let h = host.handle();
     let agent_task = tokio::spawn(async move {
-        let Ok(Incoming::Http(mut s)) = agent.accept().await else { panic!() };
+        let Ok(Incoming::Http(mut s)) = agent.accept().await else {
+            panic!()
+        };
         let mut req = Vec::new();
         s.read_to_end(&mut req).await.unwrap(); // host half-closed
-        // Answer after the host's FIN: our direction still works.
+                                                // Answer after the host's FIN: our direction still works.
         s.write_all(&req).await.unwrap();
         s.write_all(b" and more").await.unwrap();
         s.shutdown().await.unwrap();
@@ -224,7 +273,9 @@ async fn reset_is_an_error_not_an_end() {
     let (host, agent) = pair().await;
     let h = host.handle();
     tokio::spawn(async move {
-        let Ok(Incoming::Http(mut s)) = agent.accept().await else { panic!() };
+        let Ok(Incoming::Http(mut s)) = agent.accept().await else {
+            panic!()
+        };
         s.write_all(b"partial").await.unwrap();
         s.flush().await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -253,7 +304,9 @@ async fn connection_loss_reaches_every_stream_and_call() {
     tokio::spawn(async move {
         let mut held = Vec::new();
         for _ in 0..3 {
-            let Ok(Incoming::Http(mut s)) = agent.accept().await else { panic!() };
+            let Ok(Incoming::Http(mut s)) = agent.accept().await else {
+                panic!()
+            };
             s.write_all(b"hi").await.unwrap();
             held.push(s);
         }
@@ -271,13 +324,18 @@ async fn connection_loss_reaches_every_stream_and_call() {
     drop(held);
     drop(agent);
 
-    let reason = tokio::time::timeout(Duration::from_secs(5), h.closed()).await.unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(5), h.closed())
+        .await
+        .unwrap();
     assert!(!reason.is_empty());
     for mut s in open {
         let mut rest = Vec::new();
         let err = s.read_to_end(&mut rest).await.unwrap_err();
         assert!(
-            matches!(err.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe),
+            matches!(
+                err.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            ),
             "{err}"
         );
     }
@@ -291,10 +349,14 @@ async fn connection_loss_reaches_every_stream_and_call() {
 async fn local_close_fails_open_streams() {
     let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
     let agent = tokio::spawn(async move {
-        let s = ds_proto::Session::connect(b, ds_proto::Role::Agent, Default::default()).await.unwrap();
+        let s = ds_proto::Session::connect(b, ds_proto::Role::Agent, Default::default())
+            .await
+            .unwrap();
         std::mem::forget(s); // never closes gracefully
     });
-    let host = ds_proto::Session::connect(a, ds_proto::Role::Host, Default::default()).await.unwrap();
+    let host = ds_proto::Session::connect(a, ds_proto::Role::Host, Default::default())
+        .await
+        .unwrap();
     agent.await.unwrap();
     let h = host.handle();
     let mut s = h.open_http().await.unwrap();
@@ -310,6 +372,9 @@ async fn local_close_fails_open_streams() {
 async fn dropping_every_handle_closes_the_channel() {
     let (host, agent) = pair().await;
     drop(host);
-    let err = tokio::time::timeout(Duration::from_secs(5), agent.accept()).await.unwrap().unwrap_err();
+    let err = tokio::time::timeout(Duration::from_secs(5), agent.accept())
+        .await
+        .unwrap()
+        .unwrap_err();
     assert!(matches!(err, ProtoError::Closed { .. }), "{err}");
 }

@@ -55,7 +55,10 @@ impl RawPeer {
             let mut buf = [0u8; 65536];
             while matches!(reader.read(&mut buf), Ok(n) if n > 0) {}
         });
-        Self { sock, threads: vec![write, drain] }
+        Self {
+            sock,
+            threads: vec![write, drain],
+        }
     }
 }
 
@@ -110,7 +113,10 @@ async fn not_ds_proto_at_all() {
 async fn other_protocol_version() {
     let (res, _raw) = host_against(wire::hello(Role::Agent, 99).to_vec()).await;
     let err = res.unwrap_err();
-    assert_eq!(err.to_string(), "peer speaks ds-proto version 99, this side speaks version 1");
+    assert_eq!(
+        err.to_string(),
+        "peer speaks ds-proto version 99, this side speaks version 1"
+    );
 }
 
 #[tokio::test]
@@ -132,7 +138,9 @@ async fn truncated_hello_then_close() {
     let (host_sock, mut raw) = UnixStream::pair().unwrap();
     raw.write_all(&wire::hello(Role::Agent, 1)[..7]).unwrap();
     drop(raw);
-    let err = Session::connect(host_sock, Role::Host, quick()).await.unwrap_err();
+    let err = Session::connect(host_sock, Role::Host, quick())
+        .await
+        .unwrap_err();
     assert!(matches!(err, ProtoError::ClosedDuringHandshake), "{err}");
 }
 
@@ -188,7 +196,10 @@ async fn garbage_after_handshake() {
 #[tokio::test]
 async fn agent_may_not_open_http_streams() {
     let reason = host_ends_after(data(SYN, 2, &[2])).await;
-    assert!(reason.contains("protocol violation") || reason.contains("protocol error"), "{reason}");
+    assert!(
+        reason.contains("protocol violation") || reason.contains("protocol error"),
+        "{reason}"
+    );
 }
 
 #[tokio::test]
@@ -212,7 +223,13 @@ async fn stream_that_never_says_what_it_is() {
 
 #[tokio::test]
 async fn malformed_egress_destinations() {
-    for dest in [&b"no-port"[..], b"a b:80", b"x:99999", b"\xff\xfe:80", b"user@host:80"] {
+    for dest in [
+        &b"no-port"[..],
+        b"a b:80",
+        b"x:99999",
+        b"\xff\xfe:80",
+        b"user@host:80",
+    ] {
         let mut payload = vec![3u8];
         payload.extend_from_slice(&(dest.len() as u16).to_be_bytes());
         payload.extend_from_slice(dest);
@@ -227,11 +244,14 @@ async fn malformed_egress_destinations() {
 /// A raw host against a real agent: the control stream carries garbage.
 async fn agent_ends_after_control(payload: Vec<u8>) -> String {
     let (agent_sock, mut raw) = UnixStream::pair().unwrap();
-    raw.write_all(&wire::hello(Role::Host, wire::PROTOCOL_VERSION)).unwrap();
+    raw.write_all(&wire::hello(Role::Host, wire::PROTOCOL_VERSION))
+        .unwrap();
     let mut opening = vec![1u8]; // control stream
     opening.extend_from_slice(&payload);
     raw.write_all(&data(SYN, 1, &opening)).unwrap();
-    let agent = Session::connect(agent_sock, Role::Agent, quick()).await.unwrap();
+    let agent = Session::connect(agent_sock, Role::Agent, quick())
+        .await
+        .unwrap();
     let reason = tokio::time::timeout(Duration::from_secs(5), agent.handle().closed())
         .await
         .expect("agent ended the channel");
@@ -272,17 +292,29 @@ async fn file_descriptors_are_never_accepted() {
     let canary = std::fs::File::create(&path).unwrap();
 
     let (host_sock, raw) = UnixStream::pair().unwrap();
-    (&raw).write_all(&wire::hello(Role::Agent, wire::PROTOCOL_VERSION)).unwrap();
-    let host = Session::connect(host_sock, Role::Host, quick()).await.unwrap();
+    (&raw)
+        .write_all(&wire::hello(Role::Agent, wire::PROTOCOL_VERSION))
+        .unwrap();
+    let host = Session::connect(host_sock, Role::Host, quick())
+        .await
+        .unwrap();
 
     let fds = [canary.as_fd()];
     let mut space = vec![std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
     let mut control = SendAncillaryBuffer::new(&mut space);
     assert!(control.push(SendAncillaryMessage::ScmRights(&fds)));
     let payload = data(SYN, 2, &[2]);
-    rustix::net::sendmsg(&raw, &[std::io::IoSlice::new(&payload)], &mut control, SendFlags::empty()).unwrap();
+    rustix::net::sendmsg(
+        &raw,
+        &[std::io::IoSlice::new(&payload)],
+        &mut control,
+        SendFlags::empty(),
+    )
+    .unwrap();
 
-    let reason = tokio::time::timeout(Duration::from_secs(5), host.handle().closed()).await.unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(5), host.handle().closed())
+        .await
+        .unwrap();
     assert!(reason.contains("ancillary data"), "{reason}");
 
     // The canary is open exactly once in this process: our own handle.
@@ -320,7 +352,10 @@ async fn abrupt_socket_loss_fails_open_streams() {
         .unwrap()
         .unwrap_err();
     assert!(
-        matches!(err.kind(), std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe),
+        matches!(
+            err.kind(),
+            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+        ),
         "{err}"
     );
     assert!(h.is_closed());

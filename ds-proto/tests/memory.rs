@@ -27,7 +27,9 @@ async fn slow_readers_keep_memory_bounded() {
     tokio::spawn(async move {
         let mut held = Vec::new();
         while held.len() < 16 {
-            let Ok(Incoming::Http(s)) = agent.accept().await else { panic!() };
+            let Ok(Incoming::Http(s)) = agent.accept().await else {
+                panic!()
+            };
             held.push(s);
         }
         held_tx.send((agent, held)).unwrap();
@@ -66,7 +68,13 @@ async fn slow_readers_keep_memory_bounded() {
     let grown = live_growth(&region);
     // 16 streams x 256 KiB of credit = 4 MiB may sit in the receiver's
     // buffers; allow the same again for frames in flight and bookkeeping.
-    assert!(pushed <= 16 * 256 * 1024, "writers got {pushed} bytes past flow control");
-    assert!(grown < 10 * 1024 * 1024, "heap grew by {grown} bytes with stalled readers");
+    assert!(
+        pushed <= 16 * 256 * 1024,
+        "writers got {pushed} bytes past flow control"
+    );
+    assert!(
+        grown < 10 * 1024 * 1024,
+        "heap grew by {grown} bytes with stalled readers"
+    );
     eprintln!("pushed {pushed} bytes, heap grew by {grown} bytes");
 }

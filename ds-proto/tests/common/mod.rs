@@ -23,7 +23,9 @@ pub async fn pair_with(config: Config) -> (Session, Session) {
 pub fn spawn_agent_echo(agent: Session) -> tokio::task::JoinHandle<Session> {
     tokio::spawn(async move {
         while let Ok(incoming) = agent.accept().await {
-            let Incoming::Http(mut stream) = incoming else { panic!("agent got egress") };
+            let Incoming::Http(mut stream) = incoming else {
+                panic!("agent got egress")
+            };
             tokio::spawn(async move {
                 let (mut r, mut w) = tokio::io::split(&mut stream);
                 if tokio::io::copy(&mut r, &mut w).await.is_ok() {
@@ -39,7 +41,9 @@ pub fn spawn_agent_echo(agent: Session) -> tokio::task::JoinHandle<Session> {
 pub fn spawn_host_egress_echo(host: Session) -> tokio::task::JoinHandle<Session> {
     tokio::spawn(async move {
         while let Ok(incoming) = host.accept().await {
-            let Incoming::Egress(req) = incoming else { panic!("host got http") };
+            let Incoming::Egress(req) = incoming else {
+                panic!("host got http")
+            };
             tokio::spawn(async move {
                 let mut stream = req.accept().await.unwrap();
                 let (mut r, mut w) = tokio::io::split(&mut stream);

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian 12 machine with only Rust lacks to build and
+# test ds. Idempotent: every step checks first. Tools that are not Debian
+# packages (Deno) go under .ds-tools/ in the checkout.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# C toolchain and libraries: libseccomp for the sandbox's filter, musl-gcc
+# and static glibc for the hostile-app suite's static test programs, npm to
+# fetch Deno, bubblewrap as the benchmark's reference sandbox.
+packages=(gcc libc6-dev pkg-config libseccomp-dev musl-tools npm bubblewrap iproute2)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    as_root apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# Rust components the checks need.
+for c in clippy rustfmt; do
+    rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
+done
+# Static musl Rust programs are one of the sandbox's functional tests; when
+# the target cannot be fetched those tests say so and count as skipped.
+rustup target list --installed 2>/dev/null | grep -q x86_64-unknown-linux-musl \
+    || rustup target add x86_64-unknown-linux-musl \
+    || echo "setup: WARNING: could not add the x86_64-unknown-linux-musl target; musl tests will be skipped"
+
+# Deno, from the npm package the Deno project publishes.
+deno=.ds-tools/deno/node_modules/@deno/linux-x64-glibc/deno
+if [ ! -x "$deno" ]; then
+    echo "setup: fetching Deno from npm (@deno/linux-x64-glibc)"
+    mkdir -p .ds-tools/deno
+    npm install --silent --no-audit --no-fund --prefix .ds-tools/deno @deno/linux-x64-glibc@2
+fi
+mkdir -p .ds-tools/bin
+ln -sf "../deno/node_modules/@deno/linux-x64-glibc/deno" .ds-tools/bin/deno
+.ds-tools/bin/deno --version | head -1

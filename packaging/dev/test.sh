@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: setup, formatting, lints, the fuzz
+# targets' build, and every test of the workspace. Tests that need root or
+# kernel features print SKIPPED loudly when they cannot run.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+./packaging/dev/setup.sh
+export DS_DENO="$PWD/.ds-tools/bin/deno"
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+# The fuzz crate is its own workspace; build it into the same target dir so
+# shared dependencies are not compiled twice.
+cargo build --manifest-path fuzz/Cargo.toml --target-dir target --locked
+cargo test --workspace --locked
