@@ -1,0 +1,142 @@
+//! Stage 3, the agent: PID 1 of the sandbox's pid namespace. It mounts
+//! `/proc`, prepares the app's Landlock layer, drops every capability,
+//! applies rlimits, its own Landlock layer and the seccomp filter (which
+//! the app inherits), becomes non-dumpable, then forks the app and stays
+//! as init: it reaps, forwards signals, and exits with the app's status.
+//!
+//! (The agent's channel work, splicing HTTP and egress streams over
+//! ds-proto, lands with the host.)
+
+use std::ffi::CString;
+use std::io::Read;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use crate::landlock_policy::{self, Enforcement, Layer};
+use crate::spec::SandboxSpec;
+use crate::supervise::{self, Supervisor};
+use crate::sys::{self, CArgv, Forked};
+use crate::{caps, mounts, rlimits, seccomp_filter};
+
+/// Exit status when the command cannot be found.
+const NOT_FOUND: i32 = 127;
+/// Exit status when the command exists but cannot be executed.
+const CANNOT_EXECUTE: i32 = 126;
+/// errno-pipe value meaning "the app's Landlock layer failed".
+const LANDLOCK_FAILED: i32 = -1;
+
+fn fail(what: &str, e: impl std::fmt::Display) -> ! {
+    eprintln!("ds-sandbox: {what}: {e}");
+    std::process::exit(crate::launcher::SETUP_FAILED)
+}
+
+/// Finds `command` the way a shell would, in the sandbox's PATH.
+fn resolve(command: &str) -> PathBuf {
+    if command.contains('/') {
+        return PathBuf::from(command);
+    }
+    for dir in ["/usr/local/bin", "/usr/bin", "/bin", "/app"] {
+        let candidate = Path::new(dir).join(command);
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    PathBuf::from(command)
+}
+
+fn describe(enf: Enforcement) -> &'static str {
+    match enf {
+        Enforcement::Full => "fully enforced",
+        Enforcement::Partial => "partially enforced (older ABI)",
+        Enforcement::None => "NOT enforced (allowed by configuration)",
+    }
+}
+
+/// Runs the agent; never returns.
+pub fn run(spec_fd: RawFd) -> ! {
+    let spec_pipe = sys::adopt_fd(spec_fd).unwrap_or_else(|e| fail("opening the spec pipe", e));
+    let mut json = Vec::new();
+    std::fs::File::from(spec_pipe).read_to_end(&mut json).unwrap_or_else(|e| fail("reading the spec", e));
+    let spec: SandboxSpec = serde_json::from_slice(&json).unwrap_or_else(|e| fail("decoding the spec", e));
+
+    // /proc must be mounted from inside the pid namespace, so here, while
+    // we still hold CAP_SYS_ADMIN in our user namespace.
+    mounts::mount_proc().unwrap_or_else(|e| fail("mounting /proc", e));
+
+    // Everything that allocates is prepared now, before the fork.
+    let Some(command) = spec.command.first() else { fail("starting the app", "no command given") };
+    let program = resolve(command);
+    let c_program = CString::new(program.as_os_str().as_encoded_bytes()).unwrap_or_else(|e| fail("command", e));
+    let argv = CArgv::new(spec.command.iter().map(String::as_str)).unwrap_or_else(|e| fail("arguments", e));
+    let env: Vec<String> = spec.app_environment().into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let envp = CArgv::new(env).unwrap_or_else(|e| fail("environment", e));
+    let app_rules = landlock_policy::build(&spec, Layer::App).unwrap_or_else(|e| fail("preparing Landlock", e));
+    let agent_rules = landlock_policy::build(&spec, Layer::Agent).unwrap_or_else(|e| fail("preparing Landlock", e));
+    let filter = seccomp_filter::build().unwrap_or_else(|e| fail("preparing seccomp", e));
+
+    // Privileges go first: nothing below needs any, and no_new_privs must
+    // be set before Landlock and seccomp.
+    caps::drop_all().unwrap_or_else(|e| fail("dropping capabilities", e));
+    rlimits::apply(&spec.limits, spec.dedicated_host_uid).unwrap_or_else(|e| fail("rlimits", e));
+    let enforcement =
+        landlock_policy::apply(agent_rules, spec.allow_missing_landlock).unwrap_or_else(|e| fail("Landlock", e));
+    // Seccomp last: after it, the setup calls above would be denied.
+    seccomp_filter::load(&filter).unwrap_or_else(|e| fail("seccomp", e));
+    // Non-dumpable: the app (same uid) cannot ptrace us, read our memory or
+    // open our descriptors through /proc/1.
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
+        .unwrap_or_else(|e| fail("making the agent non-dumpable", e));
+
+    if spec.report {
+        eprintln!(
+            "ds-sandbox: landlock ABI {} {}; seccomp filter loaded; no capabilities; uid {} (host {})",
+            landlock_policy::kernel_abi(),
+            describe(enforcement),
+            crate::spec::INSIDE_ID,
+            spec.host_uid
+        );
+    }
+
+    let mut supervisor = Supervisor::new().unwrap_or_else(|e| fail("blocking signals", e));
+    let (err_r, err_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .unwrap_or_else(|e| fail("creating the exec-status pipe", e));
+    let err_w_raw = err_w.as_raw_fd();
+
+    match sys::fork().unwrap_or_else(|e| fail("forking the app", e)) {
+        Forked::Child => {
+            // Between fork and exec: system calls only.
+            let _ = rustix::process::setsid();
+            sys::reset_signal_dispositions();
+            supervise::unblock_all_signals();
+            if landlock_policy::apply(app_rules, spec.allow_missing_landlock).is_err() {
+                sys::report_errno(err_w_raw, LANDLOCK_FAILED);
+                sys::exit_now(crate::launcher::SETUP_FAILED);
+            }
+            // Only stdio and the (close-on-exec) status pipe survive.
+            if sys::dup_cloexec_to(err_w_raw, 3).is_err() || sys::close_range(4, u32::MAX).is_err() {
+                sys::exit_now(crate::launcher::SETUP_FAILED);
+            }
+            let e = sys::exec_path(&c_program, &argv, &envp);
+            let errno = e.raw_os_error().unwrap_or(0);
+            sys::report_errno(3, errno);
+            sys::exit_now(if errno == libc::ENOENT { NOT_FOUND } else { CANNOT_EXECUTE })
+        }
+        Forked::Parent(pid) => {
+            drop(err_w);
+            drop(app_rules);
+            let mut status = [0u8; 4];
+            let got = std::fs::File::from(err_r).read(&mut status).unwrap_or(0);
+            if got == 4 {
+                let errno = i32::from_ne_bytes(status);
+                if errno == LANDLOCK_FAILED {
+                    eprintln!("ds-sandbox: applying the app's Landlock layer failed");
+                } else {
+                    let err = std::io::Error::from_raw_os_error(errno);
+                    eprintln!("ds-sandbox: cannot execute {}: {err}", program.display());
+                }
+            }
+            let exit = supervisor.wait(pid, true).unwrap_or_else(|e| fail("waiting for the app", e));
+            std::process::exit(exit.status())
+        }
+    }
+}

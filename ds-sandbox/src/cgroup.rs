@@ -1,0 +1,344 @@
+//! One cgroup per sandbox: memory (swap off), pids and cpu limits, usage
+//! accounting, and killing everything on stop. cgroup v2 is preferred
+//! (Debian's default); v1 controllers are used where that is what the
+//! machine has.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::spec::Limits;
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+/// Our subtree under each hierarchy.
+const OUR_PARENT: &str = "ds";
+/// v1 controllers we use (cpuacct for usage).
+const V1_CONTROLLERS: [&str; 4] = ["memory", "pids", "cpu", "cpuacct"];
+const CPU_PERIOD_US: u64 = 100_000;
+
+/// Errors from cgroup setup, naming the file involved.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    /// Neither a cgroup2 mount nor the v1 controllers we need were found.
+    #[error("no usable cgroup hierarchy at {CGROUP_ROOT} (need cgroup v2, or v1 memory, pids, cpu and cpuacct controllers)")]
+    Unavailable,
+    /// A cgroup file or directory could not be written.
+    #[error("cgroup: {what} {path}: {source}")]
+    Io {
+        /// What we were doing.
+        what: &'static str,
+        /// On which file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+fn io_err(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> CgroupError {
+    let path = path.to_owned();
+    move |source| CgroupError::Io { what, path, source }
+}
+
+/// Which cgroup interface this machine offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupVersion {
+    /// The unified hierarchy.
+    V2,
+    /// Per-controller hierarchies.
+    V1,
+}
+
+impl CgroupVersion {
+    /// Looks at what is mounted at `/sys/fs/cgroup`.
+    pub fn detect() -> Result<Self, CgroupError> {
+        if let Ok(fs) = rustix::fs::statfs(CGROUP_ROOT) {
+            if fs.f_type as i64 == CGROUP2_SUPER_MAGIC {
+                return Ok(Self::V2);
+            }
+        }
+        if V1_CONTROLLERS.iter().all(|c| Path::new(CGROUP_ROOT).join(c).join("cgroup.procs").exists()) {
+            return Ok(Self::V1);
+        }
+        Err(CgroupError::Unavailable)
+    }
+}
+
+/// Resource usage read from a sandbox's cgroup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Usage {
+    /// Memory in use now, bytes.
+    pub memory_current: u64,
+    /// Highest memory use, bytes.
+    pub memory_peak: u64,
+    /// CPU time used, nanoseconds.
+    pub cpu_ns: u64,
+    /// Tasks now.
+    pub pids_current: u64,
+    /// Times the OOM killer killed a task of the sandbox.
+    pub oom_kills: u64,
+}
+
+/// A sandbox's cgroup (one directory in v2, one per controller in v1).
+#[derive(Debug)]
+pub struct Cgroup {
+    version: CgroupVersion,
+    /// v2: the leaf. v1: memory, pids, cpu, cpuacct leaves (deduplicated).
+    dirs: Vec<PathBuf>,
+    /// v1: which of `dirs` serves each controller.
+    v1_index: Vec<(&'static str, usize)>,
+}
+
+fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
+    fs::write(path, value).map_err(io_err("writing", path))
+}
+
+fn read_u64(path: &Path) -> Option<u64> {
+    fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// The value of `key` in a flat-keyed file like `memory.events`.
+fn read_key(path: &Path, key: &str) -> Option<u64> {
+    let text = fs::read_to_string(path).ok()?;
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
+impl Cgroup {
+    /// Creates the cgroup `name` with `limits` applied. The name must be
+    /// unique among running sandboxes.
+    pub fn create(name: &str, limits: &Limits) -> Result<Self, CgroupError> {
+        let version = CgroupVersion::detect()?;
+        let cg = match version {
+            CgroupVersion::V2 => Self::create_v2(name)?,
+            CgroupVersion::V1 => Self::create_v1(name)?,
+        };
+        // Apply limits before any process joins.
+        if let Err(e) = cg.set_limits(limits) {
+            cg.remove();
+            return Err(e);
+        }
+        Ok(cg)
+    }
+
+    fn create_v2(name: &str) -> Result<Self, CgroupError> {
+        let root = Path::new(CGROUP_ROOT);
+        let parent = root.join(OUR_PARENT);
+        // Controllers must be enabled on every level above the leaf.
+        enable_v2_controllers(root)?;
+        match fs::create_dir(&parent) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_err("creating", &parent)(e)),
+        }
+        enable_v2_controllers(&parent)?;
+        let leaf = parent.join(name);
+        fs::create_dir(&leaf).map_err(io_err("creating", &leaf))?;
+        Ok(Self {
+            version: CgroupVersion::V2,
+            dirs: vec![leaf],
+            v1_index: Vec::new(),
+        })
+    }
+
+    fn create_v1(name: &str) -> Result<Self, CgroupError> {
+        let mut cg = Self {
+            version: CgroupVersion::V1,
+            dirs: Vec::new(),
+            v1_index: Vec::new(),
+        };
+        let mut seen: Vec<PathBuf> = Vec::new();
+        for controller in V1_CONTROLLERS {
+            let mount = Path::new(CGROUP_ROOT).join(controller);
+            // cpu and cpuacct are often one hierarchy under two names.
+            let real = match fs::canonicalize(&mount) {
+                Ok(real) => real,
+                Err(e) => {
+                    cg.remove();
+                    return Err(io_err("resolving", &mount)(e));
+                }
+            };
+            if let Some(i) = seen.iter().position(|r| r == &real) {
+                cg.v1_index.push((controller, i));
+                continue;
+            }
+            seen.push(real);
+            let leaf = mount.join(OUR_PARENT).join(name);
+            if let Err(e) = fs::create_dir_all(&leaf) {
+                cg.remove();
+                return Err(io_err("creating", &leaf)(e));
+            }
+            cg.v1_index.push((controller, cg.dirs.len()));
+            cg.dirs.push(leaf);
+        }
+        Ok(cg)
+    }
+
+    /// The interface in use.
+    pub fn version(&self) -> CgroupVersion {
+        self.version
+    }
+
+    /// The cgroup's directories (for logs and tests).
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
+    fn v1_dir(&self, controller: &str) -> Option<&Path> {
+        let (_, i) = self.v1_index.iter().find(|(c, _)| *c == controller)?;
+        self.dirs.get(*i).map(PathBuf::as_path)
+    }
+
+    /// Applies (or changes) the limits; takes effect at once.
+    pub fn set_limits(&self, limits: &Limits) -> Result<(), CgroupError> {
+        let quota = ((limits.cpus * CPU_PERIOD_US as f64).round() as u64).max(1000);
+        match self.version {
+            CgroupVersion::V2 => {
+                let d = &self.dirs[0];
+                write(&d.join("memory.max"), &limits.memory_bytes.to_string())?;
+                write(&d.join("memory.swap.max"), "0")?;
+                write(&d.join("pids.max"), &limits.pids.to_string())?;
+                write(&d.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))?;
+            }
+            CgroupVersion::V1 => {
+                let mem = self.v1_dir("memory").ok_or(CgroupError::Unavailable)?;
+                let memsw = mem.join("memory.memsw.limit_in_bytes");
+                // memsw must stay >= the plain limit: order the writes so it does.
+                let current_memsw = read_u64(&memsw);
+                if current_memsw.is_some_and(|c| c < limits.memory_bytes) {
+                    write(&memsw, &limits.memory_bytes.to_string())?;
+                }
+                write(&mem.join("memory.limit_in_bytes"), &limits.memory_bytes.to_string())?;
+                if current_memsw.is_some() {
+                    // Swap accounting is on: memory+swap = memory means no swap.
+                    write(&memsw, &limits.memory_bytes.to_string())?;
+                }
+                // Without swap accounting, at least keep the kernel from swapping us.
+                let _ = fs::write(mem.join("memory.swappiness"), "0");
+                let pids = self.v1_dir("pids").ok_or(CgroupError::Unavailable)?;
+                write(&pids.join("pids.max"), &limits.pids.to_string())?;
+                let cpu = self.v1_dir("cpu").ok_or(CgroupError::Unavailable)?;
+                write(&cpu.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+                write(&cpu.join("cpu.cfs_quota_us"), &quota.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves process `pid` (and its future children) into the cgroup.
+    pub fn add_process(&self, pid: u32) -> Result<(), CgroupError> {
+        for d in &self.dirs {
+            write(&d.join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Reads current usage; missing files read as zero.
+    pub fn usage(&self) -> Usage {
+        match self.version {
+            CgroupVersion::V2 => {
+                let d = &self.dirs[0];
+                Usage {
+                    memory_current: read_u64(&d.join("memory.current")).unwrap_or(0),
+                    memory_peak: read_u64(&d.join("memory.peak")).unwrap_or(0),
+                    cpu_ns: read_key(&d.join("cpu.stat"), "usage_usec").unwrap_or(0) * 1000,
+                    pids_current: read_u64(&d.join("pids.current")).unwrap_or(0),
+                    oom_kills: read_key(&d.join("memory.events"), "oom_kill").unwrap_or(0),
+                }
+            }
+            CgroupVersion::V1 => {
+                let file = |ctrl: &str, name: &str| self.v1_dir(ctrl).map(|d| d.join(name));
+                let num = |ctrl: &str, name: &str| file(ctrl, name).and_then(|p| read_u64(&p)).unwrap_or(0);
+                Usage {
+                    memory_current: num("memory", "memory.usage_in_bytes"),
+                    memory_peak: num("memory", "memory.max_usage_in_bytes"),
+                    cpu_ns: num("cpuacct", "cpuacct.usage"),
+                    pids_current: num("pids", "pids.current"),
+                    oom_kills: file("memory", "memory.oom_control")
+                        .and_then(|p| read_key(&p, "oom_kill"))
+                        .unwrap_or(0),
+                }
+            }
+        }
+    }
+
+    fn procs(&self) -> Vec<i32> {
+        let mut pids = Vec::new();
+        for d in &self.dirs {
+            if let Ok(text) = fs::read_to_string(d.join("cgroup.procs")) {
+                pids.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+            }
+        }
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
+    /// Kills every process in the cgroup and waits (briefly) until it is
+    /// empty. Returns whether it is empty.
+    pub fn kill_all(&self) -> bool {
+        if self.version == CgroupVersion::V2 {
+            let _ = fs::write(self.dirs[0].join("cgroup.kill"), "1");
+        }
+        for _ in 0..200 {
+            let pids = self.procs();
+            if pids.is_empty() {
+                return true;
+            }
+            for pid in pids {
+                if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.procs().is_empty()
+    }
+
+    /// Kills what is left and removes the cgroup's directories.
+    pub fn remove(self) {
+        self.kill_all();
+        for d in &self.dirs {
+            for _ in 0..100 {
+                match fs::remove_dir(d) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                    // EBUSY while the last tasks finish exiting.
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        }
+    }
+}
+
+fn enable_v2_controllers(dir: &Path) -> Result<(), CgroupError> {
+    let control = dir.join("cgroup.subtree_control");
+    let enabled = fs::read_to_string(&control).unwrap_or_default();
+    for c in ["memory", "pids", "cpu"] {
+        if !enabled.split_whitespace().any(|e| e == c) {
+            write(&control, &format!("+{c}"))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flat_keyed_files_parse() {
+        let dir = std::env::temp_dir().join(format!("ds-cg-test-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("memory.events");
+        fs::write(&f, "low 0\nhigh 0\nmax 3\noom 1\noom_kill 2\n").unwrap();
+        assert_eq!(read_key(&f, "oom_kill"), Some(2));
+        assert_eq!(read_key(&f, "oom"), Some(1));
+        assert_eq!(read_key(&f, "absent"), None);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,190 @@
+//! `ds-sandbox`: run a command in exactly the sandbox an appspace gets.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use ds_sandbox::spec::{self, Limits, Runtime, SandboxSpec};
+use ds_sandbox::{agent, cgroup, landlock_policy, launcher, stage2};
+
+#[derive(Debug, Parser)]
+#[command(name = "ds-sandbox", version, about = "Run a command in a ds appspace sandbox")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run CMD inside the sandbox an appspace gets; exits with CMD's status
+    /// (128+N when killed by signal N, 125 when the sandbox failed).
+    Exec(ExecArgs),
+    /// Print what this kernel offers (Landlock ABI, cgroup version, ...).
+    Probe,
+    #[command(name = "__stage2", hide = true)]
+    Stage2 {
+        #[arg(long)]
+        sync_fd: i32,
+    },
+    #[command(name = "__agent", hide = true)]
+    Agent {
+        #[arg(long)]
+        spec_fd: i32,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ExecArgs {
+    /// The app's files, mounted read-only at /app.
+    #[arg(long, value_name = "DIR")]
+    app: PathBuf,
+    /// The appspace's data, mounted read-write at /data (created if missing).
+    #[arg(long, value_name = "DIR")]
+    data: PathBuf,
+    /// Runtime files to provide.
+    #[arg(long, value_enum, default_value = "native")]
+    runtime: Runtime,
+    /// Memory limit (swap off), e.g. 64M or 1G.
+    #[arg(long, value_parser = spec::parse_size, default_value = "256M")]
+    memory: u64,
+    /// Most processes and threads at once.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pids: u64,
+    /// CPU share in cores, e.g. 0.5.
+    #[arg(long, value_parser = spec::parse_cpus, default_value = "1")]
+    cpu: f64,
+    /// Size of the /tmp tmpfs.
+    #[arg(long = "tmp-size", value_parser = spec::parse_size, default_value = "64M")]
+    tmp_size: u64,
+    /// The app's $PORT.
+    #[arg(long, default_value_t = spec::DEFAULT_APP_PORT)]
+    port: u16,
+    /// Host uid (and gid) for the appspace when running as root
+    /// (default: derived from the data directory's path).
+    #[arg(long, value_name = "UID", value_parser = clap::value_parser!(u32).range(1..))]
+    host_uid: Option<u32>,
+    /// The Deno binary on the host (default: $DS_DENO, then PATH).
+    #[arg(long, value_name = "PATH")]
+    deno: Option<PathBuf>,
+    /// Extra environment for the app.
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    env: Vec<(String, String)>,
+    /// Run even if the kernel has no Landlock.
+    #[arg(long)]
+    allow_no_landlock: bool,
+    /// Print the layers applied to stderr.
+    #[arg(long)]
+    report: bool,
+    /// The command and its arguments (paths as seen inside).
+    #[arg(last = true, required = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+fn parse_env(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("{s:?} is not KEY=VALUE"))?;
+    if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!("invalid variable name {k:?}"));
+    }
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+/// A stable host uid for a data directory, in a range no distribution
+/// allocates (2,000,000 .. 3,000,000).
+fn derived_host_uid(data: &std::path::Path) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in data.as_os_str().as_encoded_bytes() {
+        h = (h ^ u32::from(*b)).wrapping_mul(0x0100_0193);
+    }
+    2_000_000 + h % 1_000_000
+}
+
+fn find_deno(explicit: Option<PathBuf>) -> Result<PathBuf, String> {
+    if let Some(p) = explicit.or_else(|| std::env::var_os("DS_DENO").map(PathBuf::from)) {
+        return std::fs::canonicalize(&p).map_err(|e| format!("Deno binary {}: {e}", p.display()));
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("deno"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| "--runtime deno needs the Deno binary: pass --deno PATH or set DS_DENO".to_owned())
+}
+
+fn exec(args: ExecArgs) -> Result<i32, String> {
+    let app_dir = std::fs::canonicalize(&args.app).map_err(|e| format!("--app {}: {e}", args.app.display()))?;
+    if !app_dir.is_dir() {
+        return Err(format!("--app {}: not a directory", args.app.display()));
+    }
+    std::fs::create_dir_all(&args.data).map_err(|e| format!("--data {}: {e}", args.data.display()))?;
+    let data_dir = std::fs::canonicalize(&args.data).map_err(|e| format!("--data {}: {e}", args.data.display()))?;
+    if data_dir.starts_with(&app_dir) || app_dir.starts_with(&data_dir) {
+        return Err("--app and --data must not contain each other".into());
+    }
+    let deno_binary = match args.runtime {
+        Runtime::Deno => Some(find_deno(args.deno)?),
+        Runtime::Native => None,
+    };
+    let root = rustix::process::geteuid().is_root();
+    let (host_uid, host_gid) = if root {
+        let id = args.host_uid.unwrap_or_else(|| derived_host_uid(&data_dir));
+        (id, id)
+    } else if args.host_uid.is_some() {
+        return Err("--host-uid needs root; without it the sandbox maps to your own uid".into());
+    } else {
+        (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw())
+    };
+    let spec = SandboxSpec {
+        name: "exec".into(),
+        app_dir,
+        data_dir,
+        runtime: args.runtime,
+        deno_binary,
+        limits: Limits {
+            memory_bytes: args.memory,
+            pids: args.pids,
+            cpus: args.cpu,
+            tmp_bytes: args.tmp_size,
+            ..Limits::default()
+        },
+        host_uid,
+        host_gid,
+        dedicated_host_uid: root,
+        app_port: args.port,
+        proxy_port: if args.port == spec::DEFAULT_PROXY_PORT { spec::DEFAULT_APP_PORT } else { spec::DEFAULT_PROXY_PORT },
+        allow_missing_landlock: args.allow_no_landlock,
+        command: args.command,
+        extra_env: args.env,
+        report: args.report,
+    };
+    launcher::run(&spec).map_err(|e| e.to_string())
+}
+
+fn probe() {
+    let abi = landlock_policy::kernel_abi();
+    let cg = cgroup::CgroupVersion::detect().map(|v| format!("{v:?}")).unwrap_or_else(|e| e.to_string());
+    let userns = std::fs::read_to_string("/proc/sys/user/max_user_namespaces").unwrap_or_default();
+    println!("landlock_abi: {abi}");
+    println!("cgroup: {cg}");
+    println!("max_user_namespaces: {}", userns.trim());
+    println!("running_as_root: {}", rustix::process::geteuid().is_root());
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Exec(args) => match exec(args) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("ds-sandbox: {e}");
+                launcher::SETUP_FAILED
+            }
+        },
+        Command::Probe => {
+            probe();
+            0
+        }
+        Command::Stage2 { sync_fd } => stage2::run(sync_fd),
+        Command::Agent { spec_fd } => agent::run(spec_fd),
+    };
+    ExitCode::from(u8::try_from(code).unwrap_or(255))
+}

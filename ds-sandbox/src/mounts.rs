@@ -1,0 +1,289 @@
+//! The filesystem view: a fresh tmpfs root holding only `/app` (read-only),
+//! `/data` (read-write, nodev nosuid noexec), a capped `/tmp` (noexec), a
+//! minimal `/dev`, `/proc` of the sandbox's pid namespace, a generated
+//! `/etc`, and the runtime's read-only files. The host's root is detached.
+
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{symlink, DirBuilderExt};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{Mode, OFlags, StatVfsMountFlags};
+use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
+
+use crate::spec::{Runtime, SandboxSpec, HOSTNAME, INSIDE_ID};
+
+/// Where the new root is assembled (inside our private mount namespace, so
+/// the host's `/tmp` is not touched).
+const NEW_ROOT: &str = "/tmp";
+const DEVICES: [&str; 5] = ["null", "zero", "full", "random", "urandom"];
+const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Errors building the filesystem view, naming the path.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    /// A mount, file or directory operation failed.
+    #[error("{what} {path}: {source}")]
+    Op {
+        /// What we were doing.
+        what: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+fn op<P: AsRef<Path>>(what: &'static str, path: P) -> impl FnOnce(io::Error) -> MountError {
+    let path = path.as_ref().to_owned();
+    move |source| MountError::Op { what, path, source }
+}
+
+fn rx<T>(r: rustix::io::Result<T>) -> io::Result<T> {
+    r.map_err(io::Error::from)
+}
+
+/// Host files the view is built from, opened (`O_PATH`) right after the
+/// mount namespace was created and before we dropped to the inside uid, so
+/// that their host paths need not be traversable by the appspace's uid.
+#[derive(Debug)]
+pub struct Sources {
+    app: OwnedFd,
+    data: OwnedFd,
+    deno: Option<OwnedFd>,
+    system: Vec<(PathBuf, OwnedFd)>,
+    ca_bundle: Option<OwnedFd>,
+}
+
+fn open_path(path: &Path) -> Result<OwnedFd, MountError> {
+    rx(rustix::fs::open(path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())).map_err(op("opening", path))
+}
+
+/// System library directories a dynamically linked program needs; on a
+/// merged-/usr system `/lib` and `/lib64` are symlinks and only their
+/// targets are mounted.
+fn system_dirs() -> Vec<PathBuf> {
+    ["/usr/lib", "/usr/lib64", "/lib", "/lib64"]
+        .iter()
+        .map(PathBuf::from)
+        .filter(|p| fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()))
+        .collect()
+}
+
+impl Sources {
+    /// Opens everything the view is made of.
+    pub fn open(spec: &SandboxSpec) -> Result<Self, MountError> {
+        let deno = match (spec.runtime, &spec.deno_binary) {
+            (Runtime::Deno, Some(p)) => Some(open_path(p)?),
+            _ => None,
+        };
+        let system = system_dirs()
+            .into_iter()
+            .map(|p| open_path(&p).map(|fd| (p, fd)))
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            app: open_path(&spec.app_dir)?,
+            data: open_path(&spec.data_dir)?,
+            deno,
+            system,
+            ca_bundle: open_path(Path::new(CA_BUNDLE)).ok(),
+        })
+    }
+}
+
+/// The path through which the kernel resolves an open descriptor.
+fn fd_path(fd: &OwnedFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// Flags of the mount holding `fd` that a user namespace may not clear
+/// (the kernel locks them), so every remount must repeat them.
+fn locked_flags(fd: &OwnedFd) -> MountFlags {
+    let Ok(st) = rustix::fs::fstatvfs(fd) else { return MountFlags::empty() };
+    let mut flags = MountFlags::empty();
+    for (vfs, mnt) in [
+        (StatVfsMountFlags::RDONLY, MountFlags::RDONLY),
+        (StatVfsMountFlags::NOSUID, MountFlags::NOSUID),
+        (StatVfsMountFlags::NODEV, MountFlags::NODEV),
+        (StatVfsMountFlags::NOEXEC, MountFlags::NOEXEC),
+        (StatVfsMountFlags::NOATIME, MountFlags::NOATIME),
+        (StatVfsMountFlags::NODIRATIME, MountFlags::NODIRATIME),
+        (StatVfsMountFlags::RELATIME, MountFlags::RELATIME),
+    ] {
+        if st.f_flag.contains(vfs) {
+            flags |= mnt;
+        }
+    }
+    flags
+}
+
+/// Binds `src` onto `target` and remounts it with `flags` (plus the
+/// source's locked flags).
+fn bind(src: &OwnedFd, target: &Path, flags: MountFlags) -> Result<(), MountError> {
+    rx(rustix::mount::mount_bind(fd_path(src), target)).map_err(op("bind-mounting onto", target))?;
+    let flags = flags | locked_flags(src) | MountFlags::BIND;
+    rx(rustix::mount::mount_remount(target, flags, "")).map_err(op("remounting", target))
+}
+
+fn tmpfs(target: &Path, flags: MountFlags, options: &str) -> Result<(), MountError> {
+    let options = CString::new(options).map_err(|e| op("mount options for", target)(e.into()))?;
+    rx(rustix::mount::mount("tmpfs", target, "tmpfs", flags, options.as_c_str())).map_err(op("mounting tmpfs on", target))
+}
+
+fn mkdir(path: &Path, mode: u32) -> Result<(), MountError> {
+    fs::DirBuilder::new().recursive(true).mode(mode).create(path).map_err(op("creating", path))
+}
+
+fn touch(path: &Path) -> Result<(), MountError> {
+    fs::File::create(path).map(drop).map_err(op("creating", path))
+}
+
+fn write_file(path: &Path, text: &str) -> Result<(), MountError> {
+    fs::write(path, text).map_err(op("writing", path))
+}
+
+/// Builds the view in our private mount namespace and switches root to it.
+/// Everything but `/proc` (which must be mounted from inside the new pid
+/// namespace, see [`mount_proc`]).
+pub fn build_root(spec: &SandboxSpec, src: &Sources) -> Result<(), MountError> {
+    // Nothing we mount may propagate back to the host.
+    rx(rustix::mount::mount_change("/", MountPropagationFlags::PRIVATE | MountPropagationFlags::REC))
+        .map_err(op("making mounts private under", "/"))?;
+
+    let root = Path::new(NEW_ROOT);
+    tmpfs(root, MountFlags::NOSUID | MountFlags::NODEV, "mode=0755,size=1m")?;
+    let at = |p: &str| root.join(p);
+
+    mkdir(&at("app"), 0o755)?;
+    bind(&src.app, &at("app"), MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV)?;
+
+    mkdir(&at("data"), 0o755)?;
+    bind(&src.data, &at("data"), MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC)?;
+
+    mkdir(&at("tmp"), 0o1777)?;
+    tmpfs(
+        &at("tmp"),
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        &format!("mode=1777,size={}", spec.limits.tmp_bytes),
+    )?;
+
+    build_dev(&at("dev"))?;
+    build_etc(&at("etc"), src)?;
+
+    for (path, fd) in &src.system {
+        let target = root.join(path.strip_prefix("/").unwrap_or(path));
+        mkdir(&target, 0o755)?;
+        bind(fd, &target, MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV)?;
+    }
+    // Merged /usr: /lib -> usr/lib and /lib64 -> usr/lib64 as on the host.
+    for link in ["lib", "lib64", "bin"] {
+        if let Ok(target) = fs::read_link(Path::new("/").join(link)) {
+            if !at(link).exists() {
+                symlink(&target, at(link)).map_err(op("creating symlink", at(link)))?;
+            }
+        }
+    }
+    if let Some(deno) = &src.deno {
+        let target = at("usr/local/bin/deno");
+        mkdir(&at("usr/local/bin"), 0o755)?;
+        touch(&target)?;
+        bind(deno, &target, MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV)?;
+    }
+    mkdir(&at("proc"), 0o555)?;
+
+    // Switch root and detach the host's tree entirely.
+    let old = at(".old-root");
+    mkdir(&old, 0o700)?;
+    rx(rustix::process::pivot_root(root, &old)).map_err(op("pivot_root into", root))?;
+    rx(rustix::process::chdir("/")).map_err(op("changing directory to", "/"))?;
+    rx(rustix::mount::unmount("/.old-root", UnmountFlags::DETACH)).map_err(op("detaching", "/.old-root"))?;
+    fs::remove_dir("/.old-root").map_err(op("removing", "/.old-root"))?;
+    // The root itself is read-only from here on.
+    rx(rustix::mount::mount_remount(
+        "/",
+        MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV,
+        "mode=0755,size=1m",
+    ))
+    .map_err(op("remounting read-only", "/"))
+}
+
+/// A tmpfs `/dev` with only null, zero, full, random and urandom (bound
+/// from the host, since a user namespace cannot create device nodes).
+fn build_dev(dev: &Path) -> Result<(), MountError> {
+    mkdir(dev, 0o755)?;
+    tmpfs(dev, MountFlags::NOSUID | MountFlags::NOEXEC, "mode=0755,size=64k")?;
+    for name in DEVICES {
+        let target = dev.join(name);
+        touch(&target)?;
+        let host = Path::new("/dev").join(name);
+        rx(rustix::mount::mount_bind(&host, &target)).map_err(op("bind-mounting onto", &target))?;
+    }
+    for (name, to) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        symlink(to, dev.join(name)).map_err(op("creating symlink", dev.join(name)))?;
+    }
+    rx(rustix::mount::mount_remount(
+        dev,
+        MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NOEXEC,
+        "mode=0755,size=64k",
+    ))
+    .map_err(op("remounting read-only", dev))
+}
+
+/// A generated `/etc`: just enough for libc to know who the app is, that
+/// localhost is loopback, and that there is no DNS inside.
+fn build_etc(etc: &Path, src: &Sources) -> Result<(), MountError> {
+    mkdir(etc, 0o755)?;
+    tmpfs(etc, MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC, "mode=0755,size=256k")?;
+    let files = [
+        (
+            "passwd",
+            format!(
+                "app:x:{INSIDE_ID}:{INSIDE_ID}:app:/data:/usr/sbin/nologin\n\
+                 nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+            ),
+        ),
+        ("group", format!("app:x:{INSIDE_ID}:\nnogroup:x:65534:\n")),
+        ("hosts", format!("127.0.0.1\tlocalhost {HOSTNAME}\n::1\tlocalhost ip6-localhost\n")),
+        ("hostname", format!("{HOSTNAME}\n")),
+        ("nsswitch.conf", "passwd: files\ngroup: files\nhosts: files\n".to_owned()),
+        (
+            "resolv.conf",
+            "# No DNS inside a ds sandbox: outbound HTTP(S) goes through $HTTP_PROXY.\n".to_owned(),
+        ),
+    ];
+    for (name, text) in files {
+        write_file(&etc.join(name), &text)?;
+    }
+    if let Some(ca) = &src.ca_bundle {
+        let target = etc.join("ssl/certs/ca-certificates.crt");
+        mkdir(&etc.join("ssl/certs"), 0o755)?;
+        touch(&target)?;
+        bind(ca, &target, MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC)?;
+    }
+    rx(rustix::mount::mount_remount(
+        etc,
+        MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        "mode=0755,size=256k",
+    ))
+    .map_err(op("remounting read-only", etc))
+}
+
+/// Mounts `/proc` for the sandbox's own pid namespace. Must run in a
+/// process inside that namespace (the agent).
+pub fn mount_proc() -> Result<(), MountError> {
+    rx(rustix::mount::mount(
+        "proc",
+        "/proc",
+        "proc",
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        None,
+    ))
+    .map_err(op("mounting", "/proc"))
+}

@@ -1,0 +1,199 @@
+//! What a sandbox is made of: everything the stages need, passed from the
+//! launcher to the later stages as JSON over an inherited pipe.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The uid and gid the app (and the agent) have inside the sandbox.
+pub const INSIDE_ID: u32 = 1000;
+/// The port the app listens on inside its network namespace.
+pub const DEFAULT_APP_PORT: u16 = 8000;
+/// The port of the agent's egress proxy on the sandbox's loopback.
+pub const DEFAULT_PROXY_PORT: u16 = 8001;
+/// The hostname every sandbox sees.
+pub const HOSTNAME: &str = "appspace";
+
+/// Which runtime files the app needs besides its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    /// A native executable: the system's shared libraries are mounted.
+    Native,
+    /// A Deno program: the libraries and the Deno binary are mounted.
+    Deno,
+}
+
+/// Resource limits enforced by the cgroup (and rlimits as a backstop).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Memory limit in bytes (swap is off).
+    pub memory_bytes: u64,
+    /// Most tasks (processes and threads) at once.
+    pub pids: u64,
+    /// CPU share in cores (0.5 = half of one core).
+    pub cpus: f64,
+    /// Size of the `/tmp` tmpfs in bytes (charged to the memory limit too).
+    pub tmp_bytes: u64,
+    /// Most open files per process.
+    pub open_files: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 256 << 20,
+            pids: 64,
+            cpus: 1.0,
+            tmp_bytes: 64 << 20,
+            open_files: 1024,
+        }
+    }
+}
+
+/// The whole description of one sandbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SandboxSpec {
+    /// A short name used for the cgroup and logs.
+    pub name: String,
+    /// Host directory with the app's files, mounted read-only at `/app`.
+    pub app_dir: PathBuf,
+    /// Host directory with the appspace's data, mounted read-write at `/data`.
+    pub data_dir: PathBuf,
+    /// Runtime files to provide.
+    pub runtime: Runtime,
+    /// The Deno binary on the host (for `Runtime::Deno`).
+    pub deno_binary: Option<PathBuf>,
+    /// Resource limits.
+    pub limits: Limits,
+    /// Host uid the sandbox's inside uid maps to.
+    pub host_uid: u32,
+    /// Host gid the sandbox's inside gid maps to.
+    pub host_gid: u32,
+    /// Whether `host_uid` belongs to this appspace alone (started by root),
+    /// as opposed to being the calling user's.
+    pub dedicated_host_uid: bool,
+    /// Port the app listens on.
+    pub app_port: u16,
+    /// Port of the agent's egress proxy.
+    pub proxy_port: u16,
+    /// Refuse to run without Landlock unless this is set.
+    pub allow_missing_landlock: bool,
+    /// The command to run, inside paths.
+    pub command: Vec<String>,
+    /// Extra environment variables for the app.
+    pub extra_env: Vec<(String, String)>,
+    /// Print a one-line report of the layers applied to stderr.
+    pub report: bool,
+}
+
+impl SandboxSpec {
+    /// The app's complete environment: nothing is inherited from the host.
+    pub fn app_environment(&self) -> Vec<(String, String)> {
+        let proxy = format!("http://127.0.0.1:{}", self.proxy_port);
+        let mut env: Vec<(String, String)> = [
+            ("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            ("HOME", "/data"),
+            ("TMPDIR", "/tmp"),
+            ("LANG", "C.UTF-8"),
+            ("USER", "app"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        env.push(("PORT".into(), self.app_port.to_string()));
+        for key in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+            env.push((key.into(), proxy.clone()));
+        }
+        if self.runtime == Runtime::Deno {
+            env.push(("DENO_DIR".into(), "/tmp/.deno".into()));
+            env.push(("DENO_NO_UPDATE_CHECK".into(), "1".into()));
+        }
+        for (k, v) in &self.extra_env {
+            env.retain(|(existing, _)| existing != k);
+            env.push((k.clone(), v.clone()));
+        }
+        env
+    }
+}
+
+/// Parses sizes like `64M`, `1G`, `512k`, `1048576`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    if digits.is_empty() {
+        return Err(format!("invalid size {text:?}: expected a number with an optional K/M/G suffix"));
+    }
+    let n: u64 = digits.parse().map_err(|_| format!("invalid size {text:?}: number too large"))?;
+    let shift = match unit.to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        _ => return Err(format!("invalid size {text:?}: unknown unit {unit:?} (use K, M or G)")),
+    };
+    n.checked_mul(1u64 << shift)
+        .filter(|&b| b > 0)
+        .ok_or_else(|| format!("invalid size {text:?}: must be between 1 byte and 16 EiB"))
+}
+
+/// Parses a CPU share like `0.5` or `2`.
+pub fn parse_cpus(text: &str) -> Result<f64, String> {
+    let v: f64 = text.trim().parse().map_err(|_| format!("invalid CPU share {text:?}: expected a number like 0.5"))?;
+    if !(0.01..=1024.0).contains(&v) {
+        return Err(format!("invalid CPU share {text:?}: must be between 0.01 and 1024"));
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64M"), Ok(64 << 20));
+        assert_eq!(parse_size("1g"), Ok(1 << 30));
+        assert_eq!(parse_size("512K"), Ok(512 << 10));
+        assert_eq!(parse_size("100MiB"), Ok(100 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        for bad in ["", "M", "-1M", "1.5G", "10T", "0", "99999999999999999999G", "64 M"] {
+            assert!(parse_size(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn cpus() {
+        assert_eq!(parse_cpus("0.5"), Ok(0.5));
+        for bad in ["", "0", "-1", "abc", "1e9", "NaN"] {
+            assert!(parse_cpus(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn environment_is_complete_and_overridable() {
+        let spec = SandboxSpec {
+            name: "t".into(),
+            app_dir: "/a".into(),
+            data_dir: "/d".into(),
+            runtime: Runtime::Native,
+            deno_binary: None,
+            limits: Limits::default(),
+            host_uid: 1,
+            host_gid: 1,
+            dedicated_host_uid: true,
+            app_port: 8000,
+            proxy_port: 8001,
+            allow_missing_landlock: false,
+            command: vec!["/app/x".into()],
+            extra_env: vec![("HOME".into(), "/tmp".into())],
+            report: false,
+        };
+        let env = spec.app_environment();
+        assert!(env.contains(&("PORT".into(), "8000".into())));
+        assert!(env.contains(&("HTTPS_PROXY".into(), "http://127.0.0.1:8001".into())));
+        assert!(env.contains(&("HOME".into(), "/tmp".into())));
+        assert_eq!(env.iter().filter(|(k, _)| k == "HOME").count(), 1);
+    }
+}

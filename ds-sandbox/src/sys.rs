@@ -1,0 +1,239 @@
+//! The only module of ds that uses `unsafe`: thin wrappers around the few
+//! system calls that neither `rustix` nor `nix` expose safely (fork, exec
+//! from a descriptor, raw exit, one network ioctl).
+//!
+//! Everything here that runs between `fork` and `exec` is async-signal-safe:
+//! plain system calls on memory prepared before the fork.
+#![allow(unsafe_code)]
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+
+/// A NULL-terminated `char *[]` built before a fork, so that the child only
+/// reads memory and never allocates.
+#[derive(Debug)]
+pub struct CArgv {
+    _owned: Vec<CString>,
+    ptrs: Vec<*const libc::c_char>,
+}
+
+impl CArgv {
+    /// Builds the array; fails if a string holds a NUL byte.
+    pub fn new<I, S>(items: I) -> Result<Self, std::ffi::NulError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<Vec<u8>>,
+    {
+        let owned = items.into_iter().map(CString::new).collect::<Result<Vec<_>, _>>()?;
+        let mut ptrs: Vec<*const libc::c_char> = owned.iter().map(|s| s.as_ptr()).collect();
+        ptrs.push(std::ptr::null());
+        Ok(Self { _owned: owned, ptrs })
+    }
+
+    fn as_ptr(&self) -> *const *const libc::c_char {
+        self.ptrs.as_ptr()
+    }
+}
+
+/// Which side of a fork we are on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forked {
+    /// The new process.
+    Child,
+    /// The original process, with the child's pid.
+    Parent(i32),
+}
+
+/// `fork(2)`.
+///
+/// Callers must be single-threaded (ds-sandbox never starts threads) and
+/// must only make async-signal-safe calls in the child before `exec` or
+/// [`exit_now`].
+pub fn fork() -> io::Result<Forked> {
+    // SAFETY: ds-sandbox is single-threaded, so the child inherits no lock
+    // held by another thread; callers promise async-signal-safe work only in
+    // the child (documented above).
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid)),
+    }
+}
+
+/// `execveat(fd, "", argv, envp, AT_EMPTY_PATH)`: runs the program the
+/// descriptor refers to, even when no path to it exists in this mount
+/// namespace. Returns only on failure.
+pub fn exec_fd(program: BorrowedFd<'_>, argv: &CArgv, envp: &CArgv) -> io::Error {
+    let empty: &CStr = c"";
+    // SAFETY: `argv` and `envp` are NULL-terminated arrays of valid C strings
+    // that outlive the call (CArgv owns them); `empty` is a valid C string;
+    // the descriptor is open (borrowed).
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            program.as_raw_fd(),
+            empty.as_ptr(),
+            argv.as_ptr(),
+            envp.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        );
+    }
+    io::Error::last_os_error()
+}
+
+/// `execve(path, argv, envp)`. Returns only on failure.
+pub fn exec_path(path: &CStr, argv: &CArgv, envp: &CArgv) -> io::Error {
+    // SAFETY: all three pointers are valid, NUL/NULL-terminated and owned by
+    // the caller for the duration of the call.
+    unsafe {
+        libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr());
+    }
+    io::Error::last_os_error()
+}
+
+/// `_exit(2)`: ends the process without running destructors or atexit
+/// handlers (the only correct exit for a forked child that failed to exec).
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: `_exit` is async-signal-safe and never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// Writes `errno` as 4 bytes to `fd`, ignoring failure (used by a forked
+/// child to report why its exec failed).
+pub fn report_errno(fd: RawFd, errno: i32) {
+    let bytes = errno.to_ne_bytes();
+    // SAFETY: `bytes` is a valid 4-byte buffer; a bad fd only yields EBADF.
+    unsafe {
+        libc::write(fd, bytes.as_ptr().cast(), bytes.len());
+    }
+}
+
+/// Sets `IFF_UP` on the loopback interface of the current network
+/// namespace.
+pub fn bring_loopback_up() -> io::Result<()> {
+    use rustix::net::{AddressFamily, SocketType};
+    let sock = rustix::net::socket(AddressFamily::INET, SocketType::DGRAM, None)?;
+    // SAFETY: `ifreq` is plain old data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads the interface named in `req` and writes
+    // its flags into `req`, a valid, exclusively borrowed ifreq.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the union member `ifru_flags` was just written by the kernel.
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    req.ifr_ifru.ifru_flags = flags | (libc::IFF_UP as libc::c_short);
+    // SAFETY: as above; SIOCSIFFLAGS only reads `req`.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The Landlock ABI version of the running kernel, or 0 (or a negative
+/// errno) when Landlock is absent or disabled.
+pub fn landlock_abi_version() -> i32 {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_uint = 1;
+    // SAFETY: with a NULL attribute pointer, size 0 and the VERSION flag the
+    // call only returns a number; no memory is read or written.
+    let v = unsafe {
+        libc::syscall(
+            libc::SYS_landlock_create_ruleset,
+            std::ptr::null::<u8>(),
+            0usize,
+            LANDLOCK_CREATE_RULESET_VERSION,
+        )
+    };
+    if v < 0 {
+        0
+    } else {
+        v as i32
+    }
+}
+
+/// `close_range(first, last, 0)`.
+///
+/// Callers guarantee no live Rust object owns a descriptor in the range
+/// (otherwise its later drop would close a reused number).
+pub fn close_range(first: u32, last: u32) -> io::Result<()> {
+    // SAFETY: closing descriptors has no memory-safety effect; ownership of
+    // the closed numbers is the caller's documented contract.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Restores the default disposition of every catchable signal (the Rust
+/// runtime ignores SIGPIPE, and ignored signals would survive exec).
+/// Async-signal-safe.
+pub fn reset_signal_dispositions() {
+    for sig in 1..32 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL involves no handler code; `signal` is
+        // async-signal-safe.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
+}
+
+/// Takes ownership of descriptor number `fd`, which our parent stage
+/// created for us and named on the command line.
+///
+/// Fails if `fd` is not open. Callers pass each number once.
+pub fn adopt_fd(fd: RawFd) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    if fd < 3 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("descriptor {fd} is stdio")));
+    }
+    rustix::io::fcntl_getfd(
+        // SAFETY: only used to probe that the number is open, for this call.
+        unsafe { BorrowedFd::borrow_raw(fd) },
+    )?;
+    // SAFETY: the number is open (checked above) and, by the stage protocol,
+    // nothing else in this process owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// `dup3(old, new, O_CLOEXEC)`. Async-signal-safe.
+pub fn dup_cloexec_to(old: RawFd, new: RawFd) -> io::Result<()> {
+    if old == new {
+        return Ok(());
+    }
+    // SAFETY: dup3 only manipulates the descriptor table; a bad number
+    // yields EBADF.
+    if unsafe { libc::dup3(old, new, libc::O_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Writes `msg` to stderr with one system call. Async-signal-safe.
+pub fn write_stderr(msg: &[u8]) {
+    // SAFETY: `msg` is a valid buffer of the given length.
+    unsafe {
+        libc::write(2, msg.as_ptr().cast(), msg.len());
+    }
+}
+
+/// `unshare(flags)` for namespace flags only.
+pub fn unshare_namespaces(flags: rustix::thread::UnshareFlags) -> rustix::io::Result<()> {
+    use rustix::thread::UnshareFlags as F;
+    let namespaces = F::NEWUSER | F::NEWNS | F::NEWNET | F::NEWIPC | F::NEWUTS | F::NEWPID | F::NEWCGROUP;
+    if !namespaces.contains(flags) {
+        return Err(rustix::io::Errno::INVAL);
+    }
+    // SAFETY: rustix marks unshare unsafe because CLONE_FILES/CLONE_FS can
+    // invalidate descriptors and working directories other code relies on;
+    // we pass namespace flags only (checked above), which affect neither.
+    unsafe { rustix::thread::unshare_unsafe(flags) }
+}
