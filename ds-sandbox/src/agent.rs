@@ -60,8 +60,8 @@ pub fn run(spec_fd: RawFd) -> ! {
     let spec: SandboxSpec = serde_json::from_slice(&json).unwrap_or_else(|e| fail("decoding the spec", e));
 
     // /proc must be mounted from inside the pid namespace, so here, while
-    // we still hold CAP_SYS_ADMIN in our user namespace.
-    mounts::mount_proc().unwrap_or_else(|e| fail("mounting /proc", e));
+    // we still hold CAP_SYS_ADMIN in our user namespace; then pivot_root.
+    mounts::mount_proc_and_enter_root().unwrap_or_else(|e| fail("entering the sandbox root", e));
 
     // Everything that allocates is prepared now, before the fork.
     let Some(command) = spec.command.first() else { fail("starting the app", "no command given") };

@@ -144,10 +144,9 @@ fn write_file(path: &Path, text: &str) -> Result<(), MountError> {
     fs::write(path, text).map_err(op("writing", path))
 }
 
-/// Builds the view in our private mount namespace and switches root to it.
-/// Everything but `/proc` (which must be mounted from inside the new pid
-/// namespace, see [`mount_proc`]).
-pub fn build_root(spec: &SandboxSpec, src: &Sources) -> Result<(), MountError> {
+/// Builds the view under a tmpfs in our private mount namespace. `/proc`
+/// and the switch of root follow in [`mount_proc_and_enter_root`].
+pub fn build_tree(spec: &SandboxSpec, src: &Sources) -> Result<(), MountError> {
     // Nothing we mount may propagate back to the host.
     rx(rustix::mount::mount_change("/", MountPropagationFlags::PRIVATE | MountPropagationFlags::REC))
         .map_err(op("making mounts private under", "/"))?;
@@ -192,21 +191,7 @@ pub fn build_root(spec: &SandboxSpec, src: &Sources) -> Result<(), MountError> {
         bind(deno, &target, MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV)?;
     }
     mkdir(&at("proc"), 0o555)?;
-
-    // Switch root and detach the host's tree entirely.
-    let old = at(".old-root");
-    mkdir(&old, 0o700)?;
-    rx(rustix::process::pivot_root(root, &old)).map_err(op("pivot_root into", root))?;
-    rx(rustix::process::chdir("/")).map_err(op("changing directory to", "/"))?;
-    rx(rustix::mount::unmount("/.old-root", UnmountFlags::DETACH)).map_err(op("detaching", "/.old-root"))?;
-    fs::remove_dir("/.old-root").map_err(op("removing", "/.old-root"))?;
-    // The root itself is read-only from here on.
-    rx(rustix::mount::mount_remount(
-        "/",
-        MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV,
-        "mode=0755,size=1m",
-    ))
-    .map_err(op("remounting read-only", "/"))
+    mkdir(&at(".old-root"), 0o700)
 }
 
 /// A tmpfs `/dev` with only null, zero, full, random and urandom (bound
@@ -275,15 +260,35 @@ fn build_etc(etc: &Path, src: &Sources) -> Result<(), MountError> {
     .map_err(op("remounting read-only", etc))
 }
 
-/// Mounts `/proc` for the sandbox's own pid namespace. Must run in a
-/// process inside that namespace (the agent).
-pub fn mount_proc() -> Result<(), MountError> {
+/// Mounts `/proc` for the sandbox's own pid namespace and switches root to
+/// the view, detaching the host's tree.
+///
+/// Must run in a process inside the new pid namespace (the agent), and
+/// before the host's tree is detached: the kernel mounts a new procfs in a
+/// user namespace only while a fully visible procfs exists in the same
+/// mount namespace.
+pub fn mount_proc_and_enter_root() -> Result<(), MountError> {
+    let root = Path::new(NEW_ROOT);
+    let proc = root.join("proc");
     rx(rustix::mount::mount(
         "proc",
-        "/proc",
+        &proc,
         "proc",
         MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
         None,
     ))
-    .map_err(op("mounting", "/proc"))
+    .map_err(op("mounting", &proc))?;
+
+    let old = root.join(".old-root");
+    rx(rustix::process::pivot_root(root, &old)).map_err(op("pivot_root into", root))?;
+    rx(rustix::process::chdir("/")).map_err(op("changing directory to", "/"))?;
+    rx(rustix::mount::unmount("/.old-root", UnmountFlags::DETACH)).map_err(op("detaching", "/.old-root"))?;
+    fs::remove_dir("/.old-root").map_err(op("removing", "/.old-root"))?;
+    // The root itself is read-only from here on.
+    rx(rustix::mount::mount_remount(
+        "/",
+        MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV,
+        c"mode=0755,size=1m",
+    ))
+    .map_err(op("remounting read-only", "/"))
 }

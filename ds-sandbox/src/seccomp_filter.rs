@@ -116,9 +116,12 @@ const CLONE_NAMESPACE_FLAGS: &[u64] = &[
 /// with high bits set is still TIOCSTI to the kernel.
 const DENY_IOCTLS: &[u64] = &[libc::TIOCSTI, libc::TIOCLINUX];
 
-/// personality() values allowed (as in Docker's profile): PER_LINUX,
-/// PER_LINUX32, UNAME26 with each, and the 0xffffffff query.
-const PERSONALITY_ALLOWED: &[u64] = &[0x0, 0x8, 0x20000, 0x20008, 0xffff_ffff];
+/// personality() bits that may be set: PER_LINUX32 (0x8) and UNAME26
+/// (0x20000). Everything else (READ_IMPLIES_EXEC, ADDR_NO_RANDOMIZE,
+/// MMAP_PAGE_ZERO, other personas, ...) is refused; that includes the
+/// 0xffffffff query, which libseccomp cannot tell apart from "all bits"
+/// without comparing the argument twice in one rule.
+const PERSONALITY_ALLOWED_BITS: u64 = 0x8 | 0x20000;
 
 /// Builds the filter. It is loaded by the agent once setup is done; the
 /// app inherits it across fork and exec.
@@ -176,20 +179,15 @@ fn deny_socket_families(f: &mut ScmpFilterContext) -> Result<(), SeccompError> {
     Ok(())
 }
 
-/// Denies every personality value outside [`PERSONALITY_ALLOWED`] by
-/// covering the gaps between allowed values with ranges.
+/// Denies every personality value with a bit outside
+/// [`PERSONALITY_ALLOWED_BITS`] (one rule per bit: libseccomp compares an
+/// argument only once per rule).
 fn deny_personalities(f: &mut ScmpFilterContext) -> Result<(), SeccompError> {
     let personality = ScmpSyscall::from(libc::SYS_personality as i32);
     let deny = ScmpAction::Errno(EPERM);
-    for pair in PERSONALITY_ALLOWED.windows(2) {
-        let (lo, hi) = (pair[0], pair[1]);
-        if hi > lo + 1 {
-            let gap = [
-                ScmpArgCompare::new(0, ScmpCompareOp::Greater, lo),
-                ScmpArgCompare::new(0, ScmpCompareOp::Less, hi),
-            ];
-            lib("denying personality values", f.add_rule_conditional(deny, personality, &gap))?;
-        }
+    for bit in (0..32).map(|b| 1u64 << b).filter(|b| b & PERSONALITY_ALLOWED_BITS == 0) {
+        let cmp = ScmpArgCompare::new(0, ScmpCompareOp::MaskedEqual(bit), bit);
+        lib("denying personality values", f.add_rule_conditional(deny, personality, &[cmp]))?;
     }
     let above = ScmpArgCompare::new(0, ScmpCompareOp::Greater, 0xffff_ffff);
     lib("denying personality values", f.add_rule_conditional(deny, personality, &[above]))?;

@@ -64,8 +64,8 @@ pub fn run(sync_fd: RawFd) -> ! {
     namespaces::enter_cgroup().unwrap_or_else(|e| fail("entering the cgroup namespace", e));
     // 6. Hostname and loopback: needs CAP_SYS_ADMIN / CAP_NET_ADMIN here.
     namespaces::configure_uts_and_net(HOSTNAME).unwrap_or_else(|e| fail("configuring the network namespace", e));
-    // 7. The filesystem view and pivot_root; the host tree is gone after.
-    mounts::build_root(&spec, &sources).unwrap_or_else(|e| fail("building the filesystem view", e));
+    // 7. The filesystem view (the agent mounts /proc and enters it).
+    mounts::build_tree(&spec, &sources).unwrap_or_else(|e| fail("building the filesystem view", e));
     drop(sources);
 
     // 8. Hand the spec to the agent through a pipe it inherits.
