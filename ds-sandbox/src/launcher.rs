@@ -100,6 +100,14 @@ pub fn run(spec: &SandboxSpec) -> Result<i32, LaunchError> {
     let usage = cgroup.usage();
     cgroup.remove();
     let status = result?;
+    if spec.report {
+        eprintln!(
+            "ds-sandbox: usage: cpu_ms={} memory_peak_bytes={} oom_kills={}",
+            usage.cpu_ns / 1_000_000,
+            usage.memory_peak,
+            usage.oom_kills
+        );
+    }
     if usage.oom_kills > 0 {
         eprintln!(
             "ds-sandbox: killed: out of memory (the sandbox's limit is {} MiB; {} OOM kill(s))",
