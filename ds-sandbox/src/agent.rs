@@ -56,30 +56,43 @@ fn describe(enf: Enforcement) -> &'static str {
 pub fn run(spec_fd: RawFd) -> ! {
     let spec_pipe = sys::adopt_fd(spec_fd).unwrap_or_else(|e| fail("opening the spec pipe", e));
     let mut json = Vec::new();
-    std::fs::File::from(spec_pipe).read_to_end(&mut json).unwrap_or_else(|e| fail("reading the spec", e));
-    let spec: SandboxSpec = serde_json::from_slice(&json).unwrap_or_else(|e| fail("decoding the spec", e));
+    std::fs::File::from(spec_pipe)
+        .read_to_end(&mut json)
+        .unwrap_or_else(|e| fail("reading the spec", e));
+    let spec: SandboxSpec =
+        serde_json::from_slice(&json).unwrap_or_else(|e| fail("decoding the spec", e));
 
     // /proc must be mounted from inside the pid namespace, so here, while
     // we still hold CAP_SYS_ADMIN in our user namespace; then pivot_root.
     mounts::mount_proc_and_enter_root().unwrap_or_else(|e| fail("entering the sandbox root", e));
 
     // Everything that allocates is prepared now, before the fork.
-    let Some(command) = spec.command.first() else { fail("starting the app", "no command given") };
+    let Some(command) = spec.command.first() else {
+        fail("starting the app", "no command given")
+    };
     let program = resolve(command);
-    let c_program = CString::new(program.as_os_str().as_encoded_bytes()).unwrap_or_else(|e| fail("command", e));
-    let argv = CArgv::new(spec.command.iter().map(String::as_str)).unwrap_or_else(|e| fail("arguments", e));
-    let env: Vec<String> = spec.app_environment().into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let c_program =
+        CString::new(program.as_os_str().as_encoded_bytes()).unwrap_or_else(|e| fail("command", e));
+    let argv = CArgv::new(spec.command.iter().map(String::as_str))
+        .unwrap_or_else(|e| fail("arguments", e));
+    let env: Vec<String> = spec
+        .app_environment()
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
     let envp = CArgv::new(env).unwrap_or_else(|e| fail("environment", e));
-    let app_rules = landlock_policy::build(&spec, Layer::App).unwrap_or_else(|e| fail("preparing Landlock", e));
-    let agent_rules = landlock_policy::build(&spec, Layer::Agent).unwrap_or_else(|e| fail("preparing Landlock", e));
+    let app_rules =
+        landlock_policy::build(&spec, Layer::App).unwrap_or_else(|e| fail("preparing Landlock", e));
+    let agent_rules = landlock_policy::build(&spec, Layer::Agent)
+        .unwrap_or_else(|e| fail("preparing Landlock", e));
     let filter = seccomp_filter::build().unwrap_or_else(|e| fail("preparing seccomp", e));
 
     // Privileges go first: nothing below needs any, and no_new_privs must
     // be set before Landlock and seccomp.
     caps::drop_all().unwrap_or_else(|e| fail("dropping capabilities", e));
     rlimits::apply(&spec.limits, spec.dedicated_host_uid).unwrap_or_else(|e| fail("rlimits", e));
-    let enforcement =
-        landlock_policy::apply(agent_rules, spec.allow_missing_landlock).unwrap_or_else(|e| fail("Landlock", e));
+    let enforcement = landlock_policy::apply(agent_rules, spec.allow_missing_landlock)
+        .unwrap_or_else(|e| fail("Landlock", e));
     // Seccomp last: after it, the setup calls above would be denied.
     seccomp_filter::load(&filter).unwrap_or_else(|e| fail("seccomp", e));
     // Non-dumpable: the app (same uid) cannot ptrace us, read our memory or
@@ -113,13 +126,18 @@ pub fn run(spec_fd: RawFd) -> ! {
                 sys::exit_now(crate::launcher::SETUP_FAILED);
             }
             // Only stdio and the (close-on-exec) status pipe survive.
-            if sys::dup_cloexec_to(err_w_raw, 3).is_err() || sys::close_range(4, u32::MAX).is_err() {
+            if sys::dup_cloexec_to(err_w_raw, 3).is_err() || sys::close_range(4, u32::MAX).is_err()
+            {
                 sys::exit_now(crate::launcher::SETUP_FAILED);
             }
             let e = sys::exec_path(&c_program, &argv, &envp);
             let errno = e.raw_os_error().unwrap_or(0);
             sys::report_errno(3, errno);
-            sys::exit_now(if errno == libc::ENOENT { NOT_FOUND } else { CANNOT_EXECUTE })
+            sys::exit_now(if errno == libc::ENOENT {
+                NOT_FOUND
+            } else {
+                CANNOT_EXECUTE
+            })
         }
         Forked::Parent(pid) => {
             drop(err_w);
@@ -135,7 +153,9 @@ pub fn run(spec_fd: RawFd) -> ! {
                     eprintln!("ds-sandbox: cannot execute {}: {err}", program.display());
                 }
             }
-            let exit = supervisor.wait(pid, true).unwrap_or_else(|e| fail("waiting for the app", e));
+            let exit = supervisor
+                .wait(pid, true)
+                .unwrap_or_else(|e| fail("waiting for the app", e));
             std::process::exit(exit.status())
         }
     }

@@ -21,7 +21,10 @@ pub enum CapsError {
 }
 
 fn call<T>(what: &'static str, r: rustix::io::Result<T>) -> Result<T, CapsError> {
-    r.map_err(|e| CapsError::Call { what, source: e.into() })
+    r.map_err(|e| CapsError::Call {
+        what,
+        source: e.into(),
+    })
 }
 
 /// Highest capability number the running kernel knows.
@@ -36,11 +39,20 @@ fn last_cap() -> u32 {
 /// capabilities there, and makes them ambient so that they survive the
 /// exec into the agent (which needs them to mount `/proc`).
 pub fn become_inside_user_keeping_caps() -> Result<(), CapsError> {
-    call("keeping capabilities across setuid", rustix::thread::set_keep_capabilities(true))?;
+    call(
+        "keeping capabilities across setuid",
+        rustix::thread::set_keep_capabilities(true),
+    )?;
     let gid = rustix::process::Gid::from_raw(INSIDE_ID);
     let uid = rustix::process::Uid::from_raw(INSIDE_ID);
-    call("setresgid to the inside gid", rustix::thread::set_thread_res_gid(gid, gid, gid))?;
-    call("setresuid to the inside uid", rustix::thread::set_thread_res_uid(uid, uid, uid))?;
+    call(
+        "setresgid to the inside gid",
+        rustix::thread::set_thread_res_gid(gid, gid, gid),
+    )?;
+    call(
+        "setresuid to the inside uid",
+        rustix::thread::set_thread_res_uid(uid, uid, uid),
+    )?;
     let all = CapabilitySet::all();
     call(
         "restoring capabilities after setuid",
@@ -55,7 +67,10 @@ pub fn become_inside_user_keeping_caps() -> Result<(), CapsError> {
     )?;
     for cap in 0..=last_cap() {
         if let Some(c) = capability_from_number(cap) {
-            call("raising an ambient capability", rustix::thread::configure_capability_in_ambient_set(c, true))?;
+            call(
+                "raising an ambient capability",
+                rustix::thread::configure_capability_in_ambient_set(c, true),
+            )?;
         }
     }
     Ok(())
@@ -72,12 +87,24 @@ fn capability_from_number(n: u32) -> Option<CapabilitySet> {
 pub fn drop_all() -> Result<(), CapsError> {
     for cap in 0..=last_cap() {
         if let Some(c) = capability_from_number(cap) {
-            call("dropping a bounding-set capability", rustix::thread::remove_capability_from_bounding_set(c))?;
+            call(
+                "dropping a bounding-set capability",
+                rustix::thread::remove_capability_from_bounding_set(c),
+            )?;
         }
     }
-    call("clearing the ambient set", rustix::thread::clear_ambient_capability_set())?;
-    call("setting no_new_privs", rustix::thread::set_no_new_privs(true))?;
-    call("keeping capabilities off across setuid", rustix::thread::set_keep_capabilities(false))?;
+    call(
+        "clearing the ambient set",
+        rustix::thread::clear_ambient_capability_set(),
+    )?;
+    call(
+        "setting no_new_privs",
+        rustix::thread::set_no_new_privs(true),
+    )?;
+    call(
+        "keeping capabilities off across setuid",
+        rustix::thread::set_keep_capabilities(false),
+    )?;
     call(
         "clearing capability sets",
         rustix::thread::set_capabilities(

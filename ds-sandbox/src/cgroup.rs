@@ -55,11 +55,14 @@ impl CgroupVersion {
     /// Looks at what is mounted at `/sys/fs/cgroup`.
     pub fn detect() -> Result<Self, CgroupError> {
         if let Ok(fs) = rustix::fs::statfs(CGROUP_ROOT) {
-            if fs.f_type as i64 == CGROUP2_SUPER_MAGIC {
+            if fs.f_type == CGROUP2_SUPER_MAGIC {
                 return Ok(Self::V2);
             }
         }
-        if V1_CONTROLLERS.iter().all(|c| Path::new(CGROUP_ROOT).join(c).join("cgroup.procs").exists()) {
+        if V1_CONTROLLERS
+            .iter()
+            .all(|c| Path::new(CGROUP_ROOT).join(c).join("cgroup.procs").exists())
+        {
             return Ok(Self::V1);
         }
         Err(CgroupError::Unavailable)
@@ -212,7 +215,10 @@ impl Cgroup {
                 if current_memsw.is_some_and(|c| c < limits.memory_bytes) {
                     write(&memsw, &limits.memory_bytes.to_string())?;
                 }
-                write(&mem.join("memory.limit_in_bytes"), &limits.memory_bytes.to_string())?;
+                write(
+                    &mem.join("memory.limit_in_bytes"),
+                    &limits.memory_bytes.to_string(),
+                )?;
                 if current_memsw.is_some() {
                     // Swap accounting is on: memory+swap = memory means no swap.
                     write(&memsw, &limits.memory_bytes.to_string())?;
@@ -252,7 +258,9 @@ impl Cgroup {
             }
             CgroupVersion::V1 => {
                 let file = |ctrl: &str, name: &str| self.v1_dir(ctrl).map(|d| d.join(name));
-                let num = |ctrl: &str, name: &str| file(ctrl, name).and_then(|p| read_u64(&p)).unwrap_or(0);
+                let num = |ctrl: &str, name: &str| {
+                    file(ctrl, name).and_then(|p| read_u64(&p)).unwrap_or(0)
+                };
                 Usage {
                     memory_current: num("memory", "memory.usage_in_bytes"),
                     memory_peak: num("memory", "memory.max_usage_in_bytes"),

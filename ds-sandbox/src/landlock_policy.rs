@@ -6,8 +6,8 @@
 use std::path::Path;
 
 use landlock::{
-    Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort, PathBeneath, PathFd, Ruleset,
-    RulesetAttr, RulesetCreated, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
+    Access, AccessFs, AccessNet, BitFlags, CompatLevel, Compatible, NetPort, PathBeneath, PathFd,
+    Ruleset, RulesetAttr, RulesetCreated, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
 };
 
 use crate::spec::SandboxSpec;
@@ -60,7 +60,8 @@ fn read_exec() -> BitFlags<AccessFs> {
 
 /// Everything on a writable tree but executing and creating devices.
 fn read_write() -> BitFlags<AccessFs> {
-    AccessFs::from_all(POLICY_ABI) & !(AccessFs::Execute | AccessFs::MakeChar | AccessFs::MakeBlock | AccessFs::IoctlDev)
+    AccessFs::from_all(POLICY_ABI)
+        & !(AccessFs::Execute | AccessFs::MakeChar | AccessFs::MakeBlock | AccessFs::IoctlDev)
 }
 
 /// Builds (but does not apply) the ruleset for `layer`. Paths are those of
@@ -86,7 +87,10 @@ pub fn build(spec: &SandboxSpec, layer: Layer) -> Result<RulesetCreated, Landloc
         }
     }
     let ports: Vec<(u16, BitFlags<AccessNet>)> = match layer {
-        Layer::App => vec![(spec.app_port, AccessNet::BindTcp.into()), (spec.proxy_port, AccessNet::ConnectTcp.into())],
+        Layer::App => vec![
+            (spec.app_port, AccessNet::BindTcp.into()),
+            (spec.proxy_port, AccessNet::ConnectTcp.into()),
+        ],
         Layer::Agent => vec![
             (spec.app_port, AccessNet::BindTcp | AccessNet::ConnectTcp),
             (spec.proxy_port, AccessNet::BindTcp | AccessNet::ConnectTcp),
@@ -103,7 +107,10 @@ pub fn build(spec: &SandboxSpec, layer: Layer) -> Result<RulesetCreated, Landloc
         if !Path::new(path).exists() {
             continue;
         }
-        let fd = PathFd::new(path).map_err(|source| LandlockError::Path { path: path.into(), source })?;
+        let fd = PathFd::new(path).map_err(|source| LandlockError::Path {
+            path: path.into(),
+            source,
+        })?;
         ruleset = ruleset.add_rule(PathBeneath::new(fd, access))?;
     }
     for (port, access) in ports {

@@ -43,9 +43,15 @@ pub enum LaunchError {
 }
 
 /// Sends the spec and runs the id-map handshake with stage 2.
-fn handshake(sync: &mut UnixStream, spec: &SandboxSpec, pid: u32, cgroup: &Cgroup) -> Result<(), LaunchError> {
+fn handshake(
+    sync: &mut UnixStream,
+    spec: &SandboxSpec,
+    pid: u32,
+    cgroup: &Cgroup,
+) -> Result<(), LaunchError> {
     let json = serde_json::to_vec(spec).map_err(|e| LaunchError::Stage(e.into()))?;
-    sync.write_all(&(json.len() as u32).to_be_bytes()).map_err(LaunchError::Stage)?;
+    sync.write_all(&(json.len() as u32).to_be_bytes())
+        .map_err(LaunchError::Stage)?;
     sync.write_all(&json).map_err(LaunchError::Stage)?;
     let mut byte = [0u8; 1];
     // EOF here means stage 2 failed and said why on stderr.
@@ -60,7 +66,10 @@ fn handshake(sync: &mut UnixStream, spec: &SandboxSpec, pid: u32, cgroup: &Cgrou
 /// Makes `dir` (created if missing) and everything in it owned by the
 /// appspace's host ids. Symlinks are changed, never followed.
 fn prepare_data_dir(dir: &Path, uid: u32, gid: u32) -> Result<(), LaunchError> {
-    let err = |source| LaunchError::Data { path: dir.display().to_string(), source };
+    let err = |source| LaunchError::Data {
+        path: dir.display().to_string(),
+        source,
+    };
     std::fs::create_dir_all(dir).map_err(err)?;
     if rustix::process::geteuid().is_root() {
         chown_tree(dir, uid, gid).map_err(err)?;
@@ -95,7 +104,10 @@ pub fn run(spec: &SandboxSpec) -> Result<i32, LaunchError> {
         // denied in its user namespace), so it must not inherit root's.
         rustix::thread::set_thread_groups(&[]).map_err(|e| LaunchError::Stage(e.into()))?;
     }
-    let cgroup = Cgroup::create(&format!("{}-{}", spec.name, std::process::id()), &spec.limits)?;
+    let cgroup = Cgroup::create(
+        &format!("{}-{}", spec.name, std::process::id()),
+        &spec.limits,
+    )?;
     let result = run_in(spec, &cgroup);
     let usage = cgroup.usage();
     cgroup.remove();
@@ -121,7 +133,8 @@ pub fn run(spec: &SandboxSpec) -> Result<i32, LaunchError> {
 fn run_in(spec: &SandboxSpec, cgroup: &Cgroup) -> Result<i32, LaunchError> {
     let (mut ours, theirs) = UnixStream::pair().map_err(LaunchError::Stage)?;
     // Stage 2 inherits its end: clear close-on-exec on that one only.
-    rustix::io::fcntl_setfd(&theirs, rustix::io::FdFlags::empty()).map_err(|e| LaunchError::Stage(e.into()))?;
+    rustix::io::fcntl_setfd(&theirs, rustix::io::FdFlags::empty())
+        .map_err(|e| LaunchError::Stage(e.into()))?;
     let mut supervisor = Supervisor::new().map_err(LaunchError::Stage)?;
     let mut child = Command::new("/proc/self/exe")
         .arg0("ds-sandbox")
@@ -137,6 +150,8 @@ fn run_in(spec: &SandboxSpec, cgroup: &Cgroup) -> Result<i32, LaunchError> {
         return Err(e);
     }
     drop(ours);
-    let exit = supervisor.wait(pid as i32, false).map_err(LaunchError::Stage)?;
+    let exit = supervisor
+        .wait(pid as i32, false)
+        .map_err(LaunchError::Stage)?;
     Ok(exit.status())
 }

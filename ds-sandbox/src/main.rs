@@ -8,7 +8,11 @@ use ds_sandbox::spec::{self, Limits, Runtime, SandboxSpec};
 use ds_sandbox::{agent, cgroup, landlock_policy, launcher, stage2};
 
 #[derive(Debug, Parser)]
-#[command(name = "ds-sandbox", version, about = "Run a command in a ds appspace sandbox")]
+#[command(
+    name = "ds-sandbox",
+    version,
+    about = "Run a command in a ds appspace sandbox"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -81,7 +85,9 @@ struct ExecArgs {
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
-    let (k, v) = s.split_once('=').ok_or_else(|| format!("{s:?} is not KEY=VALUE"))?;
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not KEY=VALUE"))?;
     if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Err(format!("invalid variable name {k:?}"));
     }
@@ -107,16 +113,21 @@ fn find_deno(explicit: Option<PathBuf>) -> Result<PathBuf, String> {
         .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
         .map(|d| d.join("deno"))
         .find(|p| p.is_file())
-        .ok_or_else(|| "--runtime deno needs the Deno binary: pass --deno PATH or set DS_DENO".to_owned())
+        .ok_or_else(|| {
+            "--runtime deno needs the Deno binary: pass --deno PATH or set DS_DENO".to_owned()
+        })
 }
 
 fn exec(args: ExecArgs) -> Result<i32, String> {
-    let app_dir = std::fs::canonicalize(&args.app).map_err(|e| format!("--app {}: {e}", args.app.display()))?;
+    let app_dir = std::fs::canonicalize(&args.app)
+        .map_err(|e| format!("--app {}: {e}", args.app.display()))?;
     if !app_dir.is_dir() {
         return Err(format!("--app {}: not a directory", args.app.display()));
     }
-    std::fs::create_dir_all(&args.data).map_err(|e| format!("--data {}: {e}", args.data.display()))?;
-    let data_dir = std::fs::canonicalize(&args.data).map_err(|e| format!("--data {}: {e}", args.data.display()))?;
+    std::fs::create_dir_all(&args.data)
+        .map_err(|e| format!("--data {}: {e}", args.data.display()))?;
+    let data_dir = std::fs::canonicalize(&args.data)
+        .map_err(|e| format!("--data {}: {e}", args.data.display()))?;
     if data_dir.starts_with(&app_dir) || app_dir.starts_with(&data_dir) {
         return Err("--app and --data must not contain each other".into());
     }
@@ -131,7 +142,10 @@ fn exec(args: ExecArgs) -> Result<i32, String> {
     } else if args.host_uid.is_some() {
         return Err("--host-uid needs root; without it the sandbox maps to your own uid".into());
     } else {
-        (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw())
+        (
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw(),
+        )
     };
     let spec = SandboxSpec {
         name: "exec".into(),
@@ -150,7 +164,11 @@ fn exec(args: ExecArgs) -> Result<i32, String> {
         host_gid,
         dedicated_host_uid: root,
         app_port: args.port,
-        proxy_port: if args.port == spec::DEFAULT_PROXY_PORT { spec::DEFAULT_APP_PORT } else { spec::DEFAULT_PROXY_PORT },
+        proxy_port: if args.port == spec::DEFAULT_PROXY_PORT {
+            spec::DEFAULT_APP_PORT
+        } else {
+            spec::DEFAULT_PROXY_PORT
+        },
         allow_missing_landlock: args.allow_no_landlock,
         command: args.command,
         extra_env: args.env,
@@ -161,7 +179,9 @@ fn exec(args: ExecArgs) -> Result<i32, String> {
 
 fn probe() {
     let abi = landlock_policy::kernel_abi();
-    let cg = cgroup::CgroupVersion::detect().map(|v| format!("{v:?}")).unwrap_or_else(|e| e.to_string());
+    let cg = cgroup::CgroupVersion::detect()
+        .map(|v| format!("{v:?}"))
+        .unwrap_or_else(|e| e.to_string());
     let userns = std::fs::read_to_string("/proc/sys/user/max_user_namespaces").unwrap_or_default();
     println!("landlock_abi: {abi}");
     println!("cgroup: {cg}");

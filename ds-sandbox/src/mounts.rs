@@ -58,7 +58,12 @@ pub struct Sources {
 }
 
 fn open_path(path: &Path) -> Result<OwnedFd, MountError> {
-    rx(rustix::fs::open(path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())).map_err(op("opening", path))
+    rx(rustix::fs::open(
+        path,
+        OFlags::PATH | OFlags::CLOEXEC,
+        Mode::empty(),
+    ))
+    .map_err(op("opening", path))
 }
 
 /// System library directories a dynamically linked program needs; on a
@@ -101,7 +106,9 @@ fn fd_path(fd: &OwnedFd) -> PathBuf {
 /// Flags of the mount holding `fd` that a user namespace may not clear
 /// (the kernel locks them), so every remount must repeat them.
 fn locked_flags(fd: &OwnedFd) -> MountFlags {
-    let Ok(st) = rustix::fs::fstatvfs(fd) else { return MountFlags::empty() };
+    let Ok(st) = rustix::fs::fstatvfs(fd) else {
+        return MountFlags::empty();
+    };
     let mut flags = MountFlags::empty();
     for (vfs, mnt) in [
         (StatVfsMountFlags::RDONLY, MountFlags::RDONLY),
@@ -122,22 +129,36 @@ fn locked_flags(fd: &OwnedFd) -> MountFlags {
 /// Binds `src` onto `target` and remounts it with `flags` (plus the
 /// source's locked flags).
 fn bind(src: &OwnedFd, target: &Path, flags: MountFlags) -> Result<(), MountError> {
-    rx(rustix::mount::mount_bind(fd_path(src), target)).map_err(op("bind-mounting onto", target))?;
+    rx(rustix::mount::mount_bind(fd_path(src), target))
+        .map_err(op("bind-mounting onto", target))?;
     let flags = flags | locked_flags(src) | MountFlags::BIND;
     rx(rustix::mount::mount_remount(target, flags, "")).map_err(op("remounting", target))
 }
 
 fn tmpfs(target: &Path, flags: MountFlags, options: &str) -> Result<(), MountError> {
     let options = CString::new(options).map_err(|e| op("mount options for", target)(e.into()))?;
-    rx(rustix::mount::mount("tmpfs", target, "tmpfs", flags, options.as_c_str())).map_err(op("mounting tmpfs on", target))
+    rx(rustix::mount::mount(
+        "tmpfs",
+        target,
+        "tmpfs",
+        flags,
+        options.as_c_str(),
+    ))
+    .map_err(op("mounting tmpfs on", target))
 }
 
 fn mkdir(path: &Path, mode: u32) -> Result<(), MountError> {
-    fs::DirBuilder::new().recursive(true).mode(mode).create(path).map_err(op("creating", path))
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(mode)
+        .create(path)
+        .map_err(op("creating", path))
 }
 
 fn touch(path: &Path) -> Result<(), MountError> {
-    fs::File::create(path).map(drop).map_err(op("creating", path))
+    fs::File::create(path)
+        .map(drop)
+        .map_err(op("creating", path))
 }
 
 fn write_file(path: &Path, text: &str) -> Result<(), MountError> {
@@ -148,18 +169,33 @@ fn write_file(path: &Path, text: &str) -> Result<(), MountError> {
 /// and the switch of root follow in [`mount_proc_and_enter_root`].
 pub fn build_tree(spec: &SandboxSpec, src: &Sources) -> Result<(), MountError> {
     // Nothing we mount may propagate back to the host.
-    rx(rustix::mount::mount_change("/", MountPropagationFlags::PRIVATE | MountPropagationFlags::REC))
-        .map_err(op("making mounts private under", "/"))?;
+    rx(rustix::mount::mount_change(
+        "/",
+        MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
+    ))
+    .map_err(op("making mounts private under", "/"))?;
 
     let root = Path::new(NEW_ROOT);
-    tmpfs(root, MountFlags::NOSUID | MountFlags::NODEV, "mode=0755,size=1m")?;
+    tmpfs(
+        root,
+        MountFlags::NOSUID | MountFlags::NODEV,
+        "mode=0755,size=1m",
+    )?;
     let at = |p: &str| root.join(p);
 
     mkdir(&at("app"), 0o755)?;
-    bind(&src.app, &at("app"), MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV)?;
+    bind(
+        &src.app,
+        &at("app"),
+        MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV,
+    )?;
 
     mkdir(&at("data"), 0o755)?;
-    bind(&src.data, &at("data"), MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC)?;
+    bind(
+        &src.data,
+        &at("data"),
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+    )?;
 
     mkdir(&at("tmp"), 0o1777)?;
     tmpfs(
@@ -174,7 +210,11 @@ pub fn build_tree(spec: &SandboxSpec, src: &Sources) -> Result<(), MountError> {
     for (path, fd) in &src.system {
         let target = root.join(path.strip_prefix("/").unwrap_or(path));
         mkdir(&target, 0o755)?;
-        bind(fd, &target, MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV)?;
+        bind(
+            fd,
+            &target,
+            MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV,
+        )?;
     }
     // Merged /usr: /lib -> usr/lib and /lib64 -> usr/lib64 as on the host.
     for link in ["lib", "lib64", "bin"] {
@@ -188,7 +228,11 @@ pub fn build_tree(spec: &SandboxSpec, src: &Sources) -> Result<(), MountError> {
         let target = at("usr/local/bin/deno");
         mkdir(&at("usr/local/bin"), 0o755)?;
         touch(&target)?;
-        bind(deno, &target, MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV)?;
+        bind(
+            deno,
+            &target,
+            MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV,
+        )?;
     }
     mkdir(&at("proc"), 0o555)?;
     mkdir(&at(".old-root"), 0o700)
@@ -198,7 +242,11 @@ pub fn build_tree(spec: &SandboxSpec, src: &Sources) -> Result<(), MountError> {
 /// from the host, since a user namespace cannot create device nodes).
 fn build_dev(dev: &Path) -> Result<(), MountError> {
     mkdir(dev, 0o755)?;
-    tmpfs(dev, MountFlags::NOSUID | MountFlags::NOEXEC, "mode=0755,size=64k")?;
+    tmpfs(
+        dev,
+        MountFlags::NOSUID | MountFlags::NOEXEC,
+        "mode=0755,size=64k",
+    )?;
     for name in DEVICES {
         let target = dev.join(name);
         touch(&target)?;
@@ -225,7 +273,11 @@ fn build_dev(dev: &Path) -> Result<(), MountError> {
 /// localhost is loopback, and that there is no DNS inside.
 fn build_etc(etc: &Path, src: &Sources) -> Result<(), MountError> {
     mkdir(etc, 0o755)?;
-    tmpfs(etc, MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC, "mode=0755,size=256k")?;
+    tmpfs(
+        etc,
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        "mode=0755,size=256k",
+    )?;
     let files = [
         (
             "passwd",
@@ -235,9 +287,15 @@ fn build_etc(etc: &Path, src: &Sources) -> Result<(), MountError> {
             ),
         ),
         ("group", format!("app:x:{INSIDE_ID}:\nnogroup:x:65534:\n")),
-        ("hosts", format!("127.0.0.1\tlocalhost {HOSTNAME}\n::1\tlocalhost ip6-localhost\n")),
+        (
+            "hosts",
+            format!("127.0.0.1\tlocalhost {HOSTNAME}\n::1\tlocalhost ip6-localhost\n"),
+        ),
         ("hostname", format!("{HOSTNAME}\n")),
-        ("nsswitch.conf", "passwd: files\ngroup: files\nhosts: files\n".to_owned()),
+        (
+            "nsswitch.conf",
+            "passwd: files\ngroup: files\nhosts: files\n".to_owned(),
+        ),
         (
             "resolv.conf",
             "# No DNS inside a ds sandbox: outbound HTTP(S) goes through $HTTP_PROXY.\n".to_owned(),
@@ -250,7 +308,11 @@ fn build_etc(etc: &Path, src: &Sources) -> Result<(), MountError> {
         let target = etc.join("ssl/certs/ca-certificates.crt");
         mkdir(&etc.join("ssl/certs"), 0o755)?;
         touch(&target)?;
-        bind(ca, &target, MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC)?;
+        bind(
+            ca,
+            &target,
+            MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        )?;
     }
     rx(rustix::mount::mount_remount(
         etc,
@@ -282,7 +344,8 @@ pub fn mount_proc_and_enter_root() -> Result<(), MountError> {
     let old = root.join(".old-root");
     rx(rustix::process::pivot_root(root, &old)).map_err(op("pivot_root into", root))?;
     rx(rustix::process::chdir("/")).map_err(op("changing directory to", "/"))?;
-    rx(rustix::mount::unmount("/.old-root", UnmountFlags::DETACH)).map_err(op("detaching", "/.old-root"))?;
+    rx(rustix::mount::unmount("/.old-root", UnmountFlags::DETACH))
+        .map_err(op("detaching", "/.old-root"))?;
     fs::remove_dir("/.old-root").map_err(op("removing", "/.old-root"))?;
     // The root itself is read-only from here on.
     rx(rustix::mount::mount_remount(

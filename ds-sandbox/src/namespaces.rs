@@ -66,7 +66,11 @@ pub fn enter_cgroup() -> Result<(), NamespaceError> {
 /// inside [`INSIDE_ID`] to the given host ids, and denies `setgroups`.
 pub fn write_id_maps(pid: u32, host_uid: u32, host_gid: u32) -> Result<(), NamespaceError> {
     let put = |file: &'static str, text: String| {
-        fs::write(format!("/proc/{pid}/{file}"), text).map_err(|source| NamespaceError::IdMap { pid, file, source })
+        fs::write(format!("/proc/{pid}/{file}"), text).map_err(|source| NamespaceError::IdMap {
+            pid,
+            file,
+            source,
+        })
     };
     // "deny" must be written before gid_map for an unprivileged writer, and
     // keeps the app from ever dropping or adding supplementary groups.
@@ -78,7 +82,8 @@ pub fn write_id_maps(pid: u32, host_uid: u32, host_gid: u32) -> Result<(), Names
 
 /// Inside: a neutral hostname and a working loopback.
 pub fn configure_uts_and_net(hostname: &str) -> Result<(), NamespaceError> {
-    rustix::system::sethostname(hostname.as_bytes()).map_err(|e| NamespaceError::Hostname(e.into()))?;
+    rustix::system::sethostname(hostname.as_bytes())
+        .map_err(|e| NamespaceError::Hostname(e.into()))?;
     // Domain name too: the host's would otherwise leak.
     rustix::system::setdomainname(b"(none)").map_err(|e| NamespaceError::Hostname(e.into()))?;
     crate::sys::bring_loopback_up().map_err(NamespaceError::Loopback)

@@ -20,8 +20,17 @@ pub struct RlimitError {
 /// process count (RLIMIT_NPROC counts per host uid).
 pub fn apply(limits: &Limits, own_host_uid: bool) -> Result<(), RlimitError> {
     let set = |what, resource, n: u64| {
-        rustix::process::setrlimit(resource, Rlimit { current: Some(n), maximum: Some(n) })
-            .map_err(|e| RlimitError { what, source: e.into() })
+        rustix::process::setrlimit(
+            resource,
+            Rlimit {
+                current: Some(n),
+                maximum: Some(n),
+            },
+        )
+        .map_err(|e| RlimitError {
+            what,
+            source: e.into(),
+        })
     };
     set("core", Resource::Core, 0)?;
     set("nofile", Resource::Nofile, limits.open_files)?;

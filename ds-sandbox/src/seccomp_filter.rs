@@ -5,7 +5,9 @@
 //! (glibc, Rust std, Go, Deno/V8) fall back or fail cleanly.
 
 use libc::{EAFNOSUPPORT, ENOSYS, EPERM};
-use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
+use libseccomp::{
+    ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
+};
 
 /// Errors building or loading the filter.
 #[derive(Debug, thiserror::Error)]
@@ -20,8 +22,14 @@ pub enum SeccompError {
     },
 }
 
-fn lib<T>(what: impl Into<String>, r: Result<T, libseccomp::error::SeccompError>) -> Result<T, SeccompError> {
-    r.map_err(|source| SeccompError::Lib { what: what.into(), source })
+fn lib<T>(
+    what: impl Into<String>,
+    r: Result<T, libseccomp::error::SeccompError>,
+) -> Result<T, SeccompError> {
+    r.map_err(|source| SeccompError::Lib {
+        what: what.into(),
+        source,
+    })
 }
 
 /// Calls denied outright with EPERM: mounting and namespaces, tracing and
@@ -126,15 +134,28 @@ const PERSONALITY_ALLOWED_BITS: u64 = 0x8 | 0x20000;
 /// Builds the filter. It is loaded by the agent once setup is done; the
 /// app inherits it across fork and exec.
 pub fn build() -> Result<ScmpFilterContext, SeccompError> {
-    let mut f = lib("creating the filter", ScmpFilterContext::new(ScmpAction::Allow))?;
+    let mut f = lib(
+        "creating the filter",
+        ScmpFilterContext::new(ScmpAction::Allow),
+    )?;
     // Only native x86-64; i386 (`int 0x80`) and x32 calls hit the
     // bad-architecture action.
-    lib("setting the bad-arch action", f.set_act_badarch(ScmpAction::KillProcess))?;
-    lib("checking the native arch", f.is_arch_present(ScmpArch::Native)).and_then(|present| {
+    lib(
+        "setting the bad-arch action",
+        f.set_act_badarch(ScmpAction::KillProcess),
+    )?;
+    lib(
+        "checking the native arch",
+        f.is_arch_present(ScmpArch::Native),
+    )
+    .and_then(|present| {
         if present {
             Ok(())
         } else {
-            lib("adding the native arch", f.add_arch(ScmpArch::Native).map(|_| ()))
+            lib(
+                "adding the native arch",
+                f.add_arch(ScmpArch::Native).map(|_| ()),
+            )
         }
     })?;
     // no_new_privs is set by the caps step already; keep libseccomp from
@@ -142,20 +163,32 @@ pub fn build() -> Result<ScmpFilterContext, SeccompError> {
     lib("setting no_new_privs", f.set_ctl_nnp(true))?;
 
     for &(name, nr) in DENY_EPERM {
-        lib(format!("denying {name}"), f.add_rule(ScmpAction::Errno(EPERM), ScmpSyscall::from(nr as i32)))?;
+        lib(
+            format!("denying {name}"),
+            f.add_rule(ScmpAction::Errno(EPERM), ScmpSyscall::from(nr as i32)),
+        )?;
     }
     for &(name, nr) in DENY_ENOSYS {
-        lib(format!("denying {name}"), f.add_rule(ScmpAction::Errno(ENOSYS), ScmpSyscall::from(nr as i32)))?;
+        lib(
+            format!("denying {name}"),
+            f.add_rule(ScmpAction::Errno(ENOSYS), ScmpSyscall::from(nr as i32)),
+        )?;
     }
     let clone = ScmpSyscall::from(libc::SYS_clone as i32);
     for &flag in CLONE_NAMESPACE_FLAGS {
         let cmp = ScmpArgCompare::new(0, ScmpCompareOp::MaskedEqual(flag), flag);
-        lib("denying clone with namespace flags", f.add_rule_conditional(ScmpAction::Errno(EPERM), clone, &[cmp]))?;
+        lib(
+            "denying clone with namespace flags",
+            f.add_rule_conditional(ScmpAction::Errno(EPERM), clone, &[cmp]),
+        )?;
     }
     let ioctl = ScmpSyscall::from(libc::SYS_ioctl as i32);
     for &request in DENY_IOCTLS {
         let cmp = ScmpArgCompare::new(1, ScmpCompareOp::MaskedEqual(0xffff_ffff), request);
-        lib("denying a terminal ioctl", f.add_rule_conditional(ScmpAction::Errno(EPERM), ioctl, &[cmp]))?;
+        lib(
+            "denying a terminal ioctl",
+            f.add_rule_conditional(ScmpAction::Errno(EPERM), ioctl, &[cmp]),
+        )?;
     }
     deny_socket_families(&mut f)?;
     deny_personalities(&mut f)?;
@@ -174,7 +207,10 @@ fn deny_socket_families(f: &mut ScmpFilterContext) -> Result<(), SeccompError> {
     ];
     rules.extend((3..=9).map(|family| ScmpArgCompare::new(0, ScmpCompareOp::Equal, family)));
     for cmp in rules {
-        lib("denying socket families", f.add_rule_conditional(deny, socket, &[cmp]))?;
+        lib(
+            "denying socket families",
+            f.add_rule_conditional(deny, socket, &[cmp]),
+        )?;
     }
     Ok(())
 }
@@ -185,12 +221,21 @@ fn deny_socket_families(f: &mut ScmpFilterContext) -> Result<(), SeccompError> {
 fn deny_personalities(f: &mut ScmpFilterContext) -> Result<(), SeccompError> {
     let personality = ScmpSyscall::from(libc::SYS_personality as i32);
     let deny = ScmpAction::Errno(EPERM);
-    for bit in (0..32).map(|b| 1u64 << b).filter(|b| b & PERSONALITY_ALLOWED_BITS == 0) {
+    for bit in (0..32)
+        .map(|b| 1u64 << b)
+        .filter(|b| b & PERSONALITY_ALLOWED_BITS == 0)
+    {
         let cmp = ScmpArgCompare::new(0, ScmpCompareOp::MaskedEqual(bit), bit);
-        lib("denying personality values", f.add_rule_conditional(deny, personality, &[cmp]))?;
+        lib(
+            "denying personality values",
+            f.add_rule_conditional(deny, personality, &[cmp]),
+        )?;
     }
     let above = ScmpArgCompare::new(0, ScmpCompareOp::Greater, 0xffff_ffff);
-    lib("denying personality values", f.add_rule_conditional(deny, personality, &[above]))?;
+    lib(
+        "denying personality values",
+        f.add_rule_conditional(deny, personality, &[above]),
+    )?;
     Ok(())
 }
 

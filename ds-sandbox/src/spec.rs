@@ -123,15 +123,27 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
     if digits.is_empty() {
-        return Err(format!("invalid size {text:?}: expected a number with an optional K/M/G suffix"));
+        return Err(format!(
+            "invalid size {text:?}: expected a number with an optional K/M/G suffix"
+        ));
     }
-    let n: u64 = digits.parse().map_err(|_| format!("invalid size {text:?}: number too large"))?;
-    let shift = match unit.to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("invalid size {text:?}: number too large"))?;
+    let shift = match unit
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
         "" => 0,
         "K" => 10,
         "M" => 20,
         "G" => 30,
-        _ => return Err(format!("invalid size {text:?}: unknown unit {unit:?} (use K, M or G)")),
+        _ => {
+            return Err(format!(
+                "invalid size {text:?}: unknown unit {unit:?} (use K, M or G)"
+            ))
+        }
     };
     n.checked_mul(1u64 << shift)
         .filter(|&b| b > 0)
@@ -140,9 +152,14 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 
 /// Parses a CPU share like `0.5` or `2`.
 pub fn parse_cpus(text: &str) -> Result<f64, String> {
-    let v: f64 = text.trim().parse().map_err(|_| format!("invalid CPU share {text:?}: expected a number like 0.5"))?;
+    let v: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid CPU share {text:?}: expected a number like 0.5"))?;
     if !(0.01..=1024.0).contains(&v) {
-        return Err(format!("invalid CPU share {text:?}: must be between 0.01 and 1024"));
+        return Err(format!(
+            "invalid CPU share {text:?}: must be between 0.01 and 1024"
+        ));
     }
     Ok(v)
 }
@@ -158,7 +175,16 @@ mod tests {
         assert_eq!(parse_size("512K"), Ok(512 << 10));
         assert_eq!(parse_size("100MiB"), Ok(100 << 20));
         assert_eq!(parse_size("4096"), Ok(4096));
-        for bad in ["", "M", "-1M", "1.5G", "10T", "0", "99999999999999999999G", "64 M"] {
+        for bad in [
+            "",
+            "M",
+            "-1M",
+            "1.5G",
+            "10T",
+            "0",
+            "99999999999999999999G",
+            "64 M",
+        ] {
             assert!(parse_size(bad).is_err(), "{bad:?}");
         }
     }

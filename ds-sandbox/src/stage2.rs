@@ -50,20 +50,31 @@ pub fn run(sync_fd: RawFd) -> ! {
     namespaces::enter().unwrap_or_else(|e| fail("entering namespaces", e));
     // 2. The launcher maps our ids and moves us into the cgroup.
     let mut go = [0u8; 1];
-    if sync.write_all(b"U").and_then(|()| sync.read_exact(&mut go)).is_err() || go != *b"G" {
-        fail("waiting for the launcher", "it went away before mapping our ids");
+    if sync
+        .write_all(b"U")
+        .and_then(|()| sync.read_exact(&mut go))
+        .is_err()
+        || go != *b"G"
+    {
+        fail(
+            "waiting for the launcher",
+            "it went away before mapping our ids",
+        );
     }
     drop(sync);
     // 3. Open the host files the view is made of while we still have the
     //    caller's host uid (their paths may not be traversable by the
     //    appspace's uid).
-    let sources = mounts::Sources::open(&spec).unwrap_or_else(|e| fail("opening sandbox sources", e));
+    let sources =
+        mounts::Sources::open(&spec).unwrap_or_else(|e| fail("opening sandbox sources", e));
     // 4. Become the inside uid, keeping capabilities for the setup to come.
-    caps::become_inside_user_keeping_caps().unwrap_or_else(|e| fail("switching to the inside user", e));
+    caps::become_inside_user_keeping_caps()
+        .unwrap_or_else(|e| fail("switching to the inside user", e));
     // 5. The cgroup namespace, now that we are in our cgroup (its root).
     namespaces::enter_cgroup().unwrap_or_else(|e| fail("entering the cgroup namespace", e));
     // 6. Hostname and loopback: needs CAP_SYS_ADMIN / CAP_NET_ADMIN here.
-    namespaces::configure_uts_and_net(HOSTNAME).unwrap_or_else(|e| fail("configuring the network namespace", e));
+    namespaces::configure_uts_and_net(HOSTNAME)
+        .unwrap_or_else(|e| fail("configuring the network namespace", e));
     // 7. The filesystem view (the agent mounts /proc and enters it).
     mounts::build_tree(&spec, &sources).unwrap_or_else(|e| fail("building the filesystem view", e));
     drop(sources);
@@ -71,16 +82,24 @@ pub fn run(sync_fd: RawFd) -> ! {
     // 8. Hand the spec to the agent through a pipe it inherits.
     let (spec_r, spec_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .unwrap_or_else(|e| fail("creating the spec pipe", e));
-    rustix::io::fcntl_setfd(&spec_r, rustix::io::FdFlags::empty()).unwrap_or_else(|e| fail("spec pipe", e));
+    rustix::io::fcntl_setfd(&spec_r, rustix::io::FdFlags::empty())
+        .unwrap_or_else(|e| fail("spec pipe", e));
     let json = serde_json::to_vec(&spec).unwrap_or_else(|e| fail("encoding the spec", e));
-    std::fs::File::from(spec_w).write_all(&json).unwrap_or_else(|e| fail("writing the spec", e));
+    std::fs::File::from(spec_w)
+        .write_all(&json)
+        .unwrap_or_else(|e| fail("writing the spec", e));
     // 9. Nothing else crosses into the sandbox.
     fds::close_all_except(&[exe.as_raw_fd(), spec_r.as_raw_fd()])
         .unwrap_or_else(|e| fail("closing inherited descriptors", e));
 
     let mut supervisor = Supervisor::new().unwrap_or_else(|e| fail("blocking signals", e));
-    let argv = CArgv::new(["ds-agent", "__agent", "--spec-fd", &spec_r.as_raw_fd().to_string()])
-        .unwrap_or_else(|e| fail("agent arguments", e));
+    let argv = CArgv::new([
+        "ds-agent",
+        "__agent",
+        "--spec-fd",
+        &spec_r.as_raw_fd().to_string(),
+    ])
+    .unwrap_or_else(|e| fail("agent arguments", e));
     let envp = CArgv::new(Vec::<String>::new()).unwrap_or_else(|e| fail("agent environment", e));
     // 10. Fork once; the child only execs (async-signal-safe).
     match sys::fork().unwrap_or_else(|e| fail("forking the agent", e)) {
@@ -92,7 +111,9 @@ pub fn run(sync_fd: RawFd) -> ! {
         }
         Forked::Parent(pid) => {
             drop(spec_r);
-            let exit = supervisor.wait(pid, false).unwrap_or_else(|e| fail("waiting for the agent", e));
+            let exit = supervisor
+                .wait(pid, false)
+                .unwrap_or_else(|e| fail("waiting for the agent", e));
             std::process::exit(exit.status())
         }
     }

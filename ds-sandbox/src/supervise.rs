@@ -72,7 +72,9 @@ impl Supervisor {
             if let Some(exit) = reap(child, reap_all)? {
                 return Ok(exit);
             }
-            let Some(info) = self.fd.read_signal()? else { continue };
+            let Some(info) = self.fd.read_signal()? else {
+                continue;
+            };
             let signo = info.ssi_signo as i32;
             if signo == Signal::SIGCHLD as i32 {
                 continue;
@@ -92,11 +94,15 @@ fn reap(child: Pid, reap_all: bool) -> io::Result<Option<Exit>> {
     loop {
         match waitpid(target, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(pid, code)) if pid == child => return Ok(Some(Exit::Code(code))),
-            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => return Ok(Some(Exit::Signal(sig as i32))),
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == child => {
+                return Ok(Some(Exit::Signal(sig as i32)))
+            }
             Ok(WaitStatus::StillAlive) => return Ok(None),
             Ok(_) => continue, // another child (an orphan PID 1 inherited)
             Err(nix::errno::Errno::ECHILD) => {
-                return Err(io::Error::other("the supervised child vanished without an exit status"))
+                return Err(io::Error::other(
+                    "the supervised child vanished without an exit status",
+                ))
             }
             Err(e) => return Err(e.into()),
         }

@@ -25,10 +25,16 @@ impl CArgv {
         I: IntoIterator<Item = S>,
         S: Into<Vec<u8>>,
     {
-        let owned = items.into_iter().map(CString::new).collect::<Result<Vec<_>, _>>()?;
+        let owned = items
+            .into_iter()
+            .map(CString::new)
+            .collect::<Result<Vec<_>, _>>()?;
         let mut ptrs: Vec<*const libc::c_char> = owned.iter().map(|s| s.as_ptr()).collect();
         ptrs.push(std::ptr::null());
-        Ok(Self { _owned: owned, ptrs })
+        Ok(Self {
+            _owned: owned,
+            ptrs,
+        })
     }
 
     fn as_ptr(&self) -> *const *const libc::c_char {
@@ -193,7 +199,10 @@ pub fn reset_signal_dispositions() {
 pub fn adopt_fd(fd: RawFd) -> io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
     if fd < 3 {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("descriptor {fd} is stdio")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("descriptor {fd} is stdio"),
+        ));
     }
     rustix::io::fcntl_getfd(
         // SAFETY: only used to probe that the number is open, for this call.
@@ -228,7 +237,8 @@ pub fn write_stderr(msg: &[u8]) {
 /// `unshare(flags)` for namespace flags only.
 pub fn unshare_namespaces(flags: rustix::thread::UnshareFlags) -> rustix::io::Result<()> {
     use rustix::thread::UnshareFlags as F;
-    let namespaces = F::NEWUSER | F::NEWNS | F::NEWNET | F::NEWIPC | F::NEWUTS | F::NEWPID | F::NEWCGROUP;
+    let namespaces =
+        F::NEWUSER | F::NEWNS | F::NEWNET | F::NEWIPC | F::NEWUTS | F::NEWPID | F::NEWCGROUP;
     if !namespaces.contains(flags) {
         return Err(rustix::io::Errno::INVAL);
     }

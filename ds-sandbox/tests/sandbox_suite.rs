@@ -27,18 +27,56 @@ fn main() {
         }
         trials.push(Trial::test(name, f).with_ignored_flag(skip.is_some()));
     };
-    add("hostile_app_blocks_every_attack", None, hostile_app_blocks_every_attack);
+    add(
+        "hostile_app_blocks_every_attack",
+        None,
+        hostile_app_blocks_every_attack,
+    );
     add("functional_static_glibc", None, || functional("workload"));
-    add("functional_dynamic_glibc", None, || functional("workload-dynamic"));
-    add("functional_static_musl_rust", musl.err(), functional_musl_rust);
-    add("deno_program_runs", deno.as_ref().err().cloned(), deno_program_runs);
-    add("exit_status_passes_through", None, exit_status_passes_through);
-    add("fork_bomb_stops_at_pids_limit", None, fork_bomb_stops_at_pids_limit);
-    add("memory_bomb_is_oom_killed_and_reported", None, memory_bomb_is_oom_killed_and_reported);
-    add("cpu_spinner_is_held_to_its_quota", None, cpu_spinner_is_held_to_its_quota);
-    add("data_survives_between_runs", None, data_survives_between_runs);
+    add("functional_dynamic_glibc", None, || {
+        functional("workload-dynamic")
+    });
+    add(
+        "functional_static_musl_rust",
+        musl.err(),
+        functional_musl_rust,
+    );
+    add(
+        "deno_program_runs",
+        deno.as_ref().err().cloned(),
+        deno_program_runs,
+    );
+    add(
+        "exit_status_passes_through",
+        None,
+        exit_status_passes_through,
+    );
+    add(
+        "fork_bomb_stops_at_pids_limit",
+        None,
+        fork_bomb_stops_at_pids_limit,
+    );
+    add(
+        "memory_bomb_is_oom_killed_and_reported",
+        None,
+        memory_bomb_is_oom_killed_and_reported,
+    );
+    add(
+        "cpu_spinner_is_held_to_its_quota",
+        None,
+        cpu_spinner_is_held_to_its_quota,
+    );
+    add(
+        "data_survives_between_runs",
+        None,
+        data_survives_between_runs,
+    );
     add("nothing_is_left_behind", None, nothing_is_left_behind);
-    add("bad_arguments_are_refused_cleanly", None, bad_arguments_are_refused_cleanly);
+    add(
+        "bad_arguments_are_refused_cleanly",
+        None,
+        bad_arguments_are_refused_cleanly,
+    );
     libtest_mimic::run(&args, trials).exit();
 }
 
@@ -75,7 +113,9 @@ fn deno_binary() -> Result<PathBuf, String> {
 }
 
 fn musl_available() -> Result<(), String> {
-    let out = Command::new("rustup").args(["target", "list", "--installed"]).output();
+    let out = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output();
     match out {
         Ok(o) if String::from_utf8_lossy(&o.stdout).contains("x86_64-unknown-linux-musl") => Ok(()),
         _ => Err("the x86_64-unknown-linux-musl target is not installed".into()),
@@ -86,7 +126,8 @@ fn musl_available() -> Result<(), String> {
 fn scratch() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sandbox-suite-{}", std::process::id()));
+        let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("sandbox-suite-{}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
         d
     })
@@ -115,7 +156,11 @@ fn app_dir() -> &'static Path {
         }
         std::fs::write(app.join("app-file.txt"), "hello from the app\n").unwrap();
         // World-readable, as an installed app version would be.
-        Command::new("chmod").args(["-R", "a+rX"]).arg(&app).status().unwrap();
+        Command::new("chmod")
+            .args(["-R", "a+rX"])
+            .arg(&app)
+            .status()
+            .unwrap();
         app
     })
 }
@@ -171,12 +216,17 @@ fn hostile_app_blocks_every_attack() -> Result<(), Failed> {
     let _ = std::fs::remove_file(&unix_path);
     let _unix = std::os::unix::net::UnixListener::bind(&unix_path)?;
     let abstract_name = format!("ds-suite-{canary}");
-    let addr = <std::os::unix::net::SocketAddr as std::os::linux::net::SocketAddrExt>::from_abstract_name(
-        abstract_name.as_bytes(),
-    )?;
+    let addr =
+        <std::os::unix::net::SocketAddr as std::os::linux::net::SocketAddrExt>::from_abstract_name(
+            abstract_name.as_bytes(),
+        )?;
     let _abstract = std::os::unix::net::UnixListener::bind_addr(&addr)?;
     let shm = Command::new("ipcmk").args(["-M", "4096"]).output()?;
-    let shm_id = text(&shm.stdout).split_whitespace().last().unwrap_or("0").to_owned();
+    let shm_id = text(&shm.stdout)
+        .split_whitespace()
+        .last()
+        .unwrap_or("0")
+        .to_owned();
     let shm_key = shm_key_of(&shm_id).unwrap_or(0).to_string();
     let mut victim = Command::new("sleep").arg("60").spawn()?;
     let victim_pid = victim.id().to_string();
@@ -185,7 +235,16 @@ fn hostile_app_blocks_every_attack() -> Result<(), Failed> {
     // in ds-sandbox's own environment.
     let data = fresh_data("hostile");
     let out = Command::new("unshare")
-        .args(["--uts", "sh", "-c", "hostname \"$0\" && exec \"$@\"", &canary, SANDBOX, "exec", "--app"])
+        .args([
+            "--uts",
+            "sh",
+            "-c",
+            "hostname \"$0\" && exec \"$@\"",
+            &canary,
+            SANDBOX,
+            "exec",
+            "--app",
+        ])
         .arg(app)
         .arg("--data")
         .arg(&data)
@@ -205,38 +264,75 @@ fn hostile_app_blocks_every_attack() -> Result<(), Failed> {
 
     let stdout = text(&out.stdout);
     print!("{stdout}");
-    let escaped: Vec<&str> = stdout.lines().filter(|l| l.starts_with("ESCAPED")).collect();
-    ensure(escaped.is_empty(), format!("attacks succeeded:\n{}", escaped.join("\n")))?;
+    let escaped: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("ESCAPED"))
+        .collect();
+    ensure(
+        escaped.is_empty(),
+        format!("attacks succeeded:\n{}", escaped.join("\n")),
+    )?;
     let attacks = stdout.lines().filter(|l| l.starts_with("BLOCKED")).count();
-    ensure(attacks >= 60, format!("only {attacks} attacks ran; stderr: {}", text(&out.stderr)))?;
-    ensure(stdout.contains(&format!("SUMMARY attacks={attacks} escaped=0")), "no summary line")?;
-    ensure(out.status.code() == Some(0), format!("hostile exited {:?}", out.status))?;
-    ensure(victim_alive, "the host process the app tried to kill is dead")
+    ensure(
+        attacks >= 60,
+        format!("only {attacks} attacks ran; stderr: {}", text(&out.stderr)),
+    )?;
+    ensure(
+        stdout.contains(&format!("SUMMARY attacks={attacks} escaped=0")),
+        "no summary line",
+    )?;
+    ensure(
+        out.status.code() == Some(0),
+        format!("hostile exited {:?}", out.status),
+    )?;
+    ensure(
+        victim_alive,
+        "the host process the app tried to kill is dead",
+    )
 }
 
 fn shm_key_of(id: &str) -> Option<i64> {
     let table = std::fs::read_to_string("/proc/sysvipc/shm").ok()?;
     table.lines().skip(1).find_map(|l| {
         let cols: Vec<&str> = l.split_whitespace().collect();
-        (cols.get(1) == Some(&id)).then(|| cols[0].parse().ok()).flatten()
+        (cols.get(1) == Some(&id))
+            .then(|| cols[0].parse().ok())
+            .flatten()
     })
 }
 
 fn rand_suffix() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 fn functional(program: &str) -> Result<(), Failed> {
     let data = fresh_data(program);
-    let out = exec(app_dir(), &data, &[], &[&format!("/app/{program}"), "functional"]);
+    let out = exec(
+        app_dir(),
+        &data,
+        &[],
+        &[&format!("/app/{program}"), "functional"],
+    );
     let stdout = text(&out.stdout);
     print!("{stdout}");
-    ensure(out.status.success(), format!("exit {:?}; stderr: {}", out.status, text(&out.stderr)))?;
+    ensure(
+        out.status.success(),
+        format!("exit {:?}; stderr: {}", out.status, text(&out.stderr)),
+    )?;
     ensure(!stdout.contains("FAIL"), "a functional check failed")?;
-    ensure(stdout.lines().filter(|l| l.starts_with("OK")).count() >= 14, "checks missing")?;
+    ensure(
+        stdout.lines().filter(|l| l.starts_with("OK")).count() >= 14,
+        "checks missing",
+    )?;
     // What the app wrote is on the host, in the data directory.
     let note = std::fs::read_to_string(data.join("note.txt"))?;
-    ensure(note.contains("written in the sandbox"), "note.txt not on the host")
+    ensure(
+        note.contains("written in the sandbox"),
+        "note.txt not on the host",
+    )
 }
 
 fn functional_musl_rust() -> Result<(), Failed> {
@@ -258,13 +354,23 @@ fn functional_musl_rust() -> Result<(), Failed> {
 "#,
     )?;
     let status = Command::new("rustc")
-        .args(["--edition", "2021", "-O", "--target", "x86_64-unknown-linux-musl", "-o"])
+        .args([
+            "--edition",
+            "2021",
+            "-O",
+            "--target",
+            "x86_64-unknown-linux-musl",
+            "-o",
+        ])
         .arg(app.join("musl-app"))
         .arg(&src)
         .status()?;
     ensure(status.success(), "compiling the musl program")?;
     std::fs::write(app.join("app-file.txt"), "hello from the app\n")?;
-    Command::new("chmod").args(["-R", "a+rX"]).arg(&app).status()?;
+    Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(&app)
+        .status()?;
     let out = exec(&app, &fresh_data("musl"), &[], &["/app/musl-app"]);
     let stdout = text(&out.stdout);
     ensure(
@@ -289,13 +395,24 @@ console.log(`deno ok: ${text.trim()} ${back} ${port}`);
 "#,
     )?;
     std::fs::write(app.join("hello.txt"), "hello from the app\n")?;
-    Command::new("chmod").args(["-R", "a+rX"]).arg(&app).status()?;
+    Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(&app)
+        .status()?;
     let deno_arg = deno.to_string_lossy().into_owned();
     let out = exec(
         &app,
         &fresh_data("deno"),
         &["--runtime", "deno", "--deno", &deno_arg, "--memory", "512M"],
-        &["deno", "run", "--allow-read", "--allow-write", "--allow-env", "--allow-net", "/app/main.ts"],
+        &[
+            "deno",
+            "run",
+            "--allow-read",
+            "--allow-write",
+            "--allow-env",
+            "--allow-net",
+            "/app/main.ts",
+        ],
     );
     let stdout = text(&out.stdout);
     ensure(
@@ -307,16 +424,33 @@ console.log(`deno ok: ${text.trim()} ${back} ${port}`);
 fn exit_status_passes_through() -> Result<(), Failed> {
     let data = fresh_data("exit");
     let out = exec(app_dir(), &data, &[], &["/app/workload", "exit", "7"]);
-    ensure(out.status.code() == Some(7), format!("exit 7 came back as {:?}", out.status))?;
+    ensure(
+        out.status.code() == Some(7),
+        format!("exit 7 came back as {:?}", out.status),
+    )?;
     let out = exec(app_dir(), &data, &[], &["/app/workload", "signal", "15"]);
-    ensure(out.status.code() == Some(128 + 15), format!("SIGTERM came back as {:?}", out.status))?;
+    ensure(
+        out.status.code() == Some(128 + 15),
+        format!("SIGTERM came back as {:?}", out.status),
+    )?;
     let out = exec(app_dir(), &data, &[], &["/app/does-not-exist"]);
-    ensure(out.status.code() == Some(127), format!("missing command came back as {:?}", out.status))?;
-    ensure(text(&out.stderr).contains("cannot execute /app/does-not-exist"), text(&out.stderr))
+    ensure(
+        out.status.code() == Some(127),
+        format!("missing command came back as {:?}", out.status),
+    )?;
+    ensure(
+        text(&out.stderr).contains("cannot execute /app/does-not-exist"),
+        text(&out.stderr),
+    )
 }
 
 fn fork_bomb_stops_at_pids_limit() -> Result<(), Failed> {
-    let out = exec(app_dir(), &fresh_data("forkbomb"), &["--pids", "16"], &["/app/workload", "forkbomb"]);
+    let out = exec(
+        app_dir(),
+        &fresh_data("forkbomb"),
+        &["--pids", "16"],
+        &["/app/workload", "forkbomb"],
+    );
     let stdout = text(&out.stdout);
     let forks: u32 = stdout
         .split("forks=")
@@ -324,22 +458,44 @@ fn fork_bomb_stops_at_pids_limit() -> Result<(), Failed> {
         .and_then(|s| s.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .ok_or_else(|| format!("no fork count in {stdout:?} / {:?}", text(&out.stderr)))?;
-    ensure(forks > 0 && forks < 16, format!("{forks} forks with a limit of 16"))?;
+    ensure(
+        forks > 0 && forks < 16,
+        format!("{forks} forks with a limit of 16"),
+    )?;
     // The host still spawns processes.
-    ensure(Command::new("true").status()?.success(), "the host cannot fork any more")
+    ensure(
+        Command::new("true").status()?.success(),
+        "the host cannot fork any more",
+    )
 }
 
 fn memory_bomb_is_oom_killed_and_reported() -> Result<(), Failed> {
-    let out = exec(app_dir(), &fresh_data("membomb"), &["--memory", "32M"], &["/app/workload", "membomb"]);
+    let out = exec(
+        app_dir(),
+        &fresh_data("membomb"),
+        &["--memory", "32M"],
+        &["/app/workload", "membomb"],
+    );
     let stderr = text(&out.stderr);
-    ensure(out.status.code() == Some(128 + 9), format!("membomb exited {:?}", out.status))?;
-    ensure(stderr.contains("killed: out of memory"), format!("no OOM report: {stderr:?}"))
+    ensure(
+        out.status.code() == Some(128 + 9),
+        format!("membomb exited {:?}", out.status),
+    )?;
+    ensure(
+        stderr.contains("killed: out of memory"),
+        format!("no OOM report: {stderr:?}"),
+    )
 }
 
 fn cpu_spinner_is_held_to_its_quota() -> Result<(), Failed> {
     // Two threads spin for 1.5 s of wall time: unlimited, that is ~3 s of
     // CPU on two cores; held to 0.2 cores, ~0.3 s.
-    let out = exec(app_dir(), &fresh_data("spin"), &["--cpu", "0.2", "--report"], &["/app/workload", "spin", "1.5"]);
+    let out = exec(
+        app_dir(),
+        &fresh_data("spin"),
+        &["--cpu", "0.2", "--report"],
+        &["/app/workload", "spin", "1.5"],
+    );
     let stderr = text(&out.stderr);
     let cpu_ms: u64 = stderr
         .split("cpu_ms=")
@@ -347,30 +503,64 @@ fn cpu_spinner_is_held_to_its_quota() -> Result<(), Failed> {
         .and_then(|s| s.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .ok_or_else(|| format!("no usage report in {stderr:?}"))?;
-    ensure(out.status.success(), format!("spinner exited {:?}", out.status))?;
-    ensure(cpu_ms > 100, format!("only {cpu_ms} ms of CPU: did it spin at all?"))?;
-    ensure(cpu_ms < 700, format!("{cpu_ms} ms of CPU in 1.5 s at a 0.2-core quota"))
+    ensure(
+        out.status.success(),
+        format!("spinner exited {:?}", out.status),
+    )?;
+    ensure(
+        cpu_ms > 100,
+        format!("only {cpu_ms} ms of CPU: did it spin at all?"),
+    )?;
+    ensure(
+        cpu_ms < 700,
+        format!("{cpu_ms} ms of CPU in 1.5 s at a 0.2-core quota"),
+    )
 }
 
 fn data_survives_between_runs() -> Result<(), Failed> {
     let data = fresh_data("persist");
-    let out = exec(app_dir(), &data, &[], &["/app/workload", "persist-write", "kept"]);
-    ensure(out.status.success(), format!("write run: {:?}", text(&out.stderr)))?;
+    let out = exec(
+        app_dir(),
+        &data,
+        &[],
+        &["/app/workload", "persist-write", "kept"],
+    );
+    ensure(
+        out.status.success(),
+        format!("write run: {:?}", text(&out.stderr)),
+    )?;
     let out = exec(app_dir(), &data, &[], &["/app/workload", "persist-read"]);
-    ensure(text(&out.stdout).trim() == "kept", format!("read back {:?}", text(&out.stdout)))?;
+    ensure(
+        text(&out.stdout).trim() == "kept",
+        format!("read back {:?}", text(&out.stdout)),
+    )?;
     // The data directory now belongs to the appspace's own host uid.
     let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&data)?);
-    ensure(uid >= 2_000_000, format!("data directory owned by uid {uid}"))
+    ensure(
+        uid >= 2_000_000,
+        format!("data directory owned by uid {uid}"),
+    )
 }
 
 /// Cgroups of ds-sandbox runs that belong to a process no longer alive.
 fn orphaned_cgroups() -> Vec<PathBuf> {
     let mut found = Vec::new();
-    for base in ["/sys/fs/cgroup/ds", "/sys/fs/cgroup/memory/ds", "/sys/fs/cgroup/pids/ds", "/sys/fs/cgroup/cpu/ds"] {
-        let Ok(entries) = std::fs::read_dir(base) else { continue };
+    for base in [
+        "/sys/fs/cgroup/ds",
+        "/sys/fs/cgroup/memory/ds",
+        "/sys/fs/cgroup/pids/ds",
+        "/sys/fs/cgroup/cpu/ds",
+    ] {
+        let Ok(entries) = std::fs::read_dir(base) else {
+            continue;
+        };
         for path in entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()) {
             // Named "<name>-<launcher pid>": a live launcher still owns it.
-            let pid = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.rsplit('-').next()).unwrap_or("");
+            let pid = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.rsplit('-').next())
+                .unwrap_or("");
             if !Path::new("/proc").join(pid).exists() {
                 found.push(path);
             }
@@ -380,35 +570,79 @@ fn orphaned_cgroups() -> Vec<PathBuf> {
 }
 
 fn nothing_is_left_behind() -> Result<(), Failed> {
-    let mounts_before = std::fs::read_to_string("/proc/self/mountinfo")?.lines().count();
+    let mounts_before = std::fs::read_to_string("/proc/self/mountinfo")?
+        .lines()
+        .count();
     // A command that leaves many children behind inside the sandbox.
-    let out = exec(app_dir(), &fresh_data("leftovers"), &["--pids", "8"], &["/app/workload", "forkbomb"]);
+    let out = exec(
+        app_dir(),
+        &fresh_data("leftovers"),
+        &["--pids", "8"],
+        &["/app/workload", "forkbomb"],
+    );
     ensure(out.status.code().is_some(), "exec did not finish")?;
     let leftover = orphaned_cgroups();
-    ensure(leftover.is_empty(), format!("cgroups left behind: {leftover:?}"))?;
-    let agents = Command::new("pgrep").args(["-c", "-f", "^ds-agent __agent"]).output()?;
+    ensure(
+        leftover.is_empty(),
+        format!("cgroups left behind: {leftover:?}"),
+    )?;
+    let agents = Command::new("pgrep")
+        .args(["-c", "-f", "^ds-agent __agent"])
+        .output()?;
     let live_agents: u32 = text(&agents.stdout).trim().parse().unwrap_or(0);
     // Other tests of this suite run in parallel; their agents have live
     // launchers. Ours must be gone: no agent may outlive every launcher.
-    let launchers = Command::new("pgrep").args(["-c", "-f", "ds-sandbox exec"]).output()?;
+    let launchers = Command::new("pgrep")
+        .args(["-c", "-f", "ds-sandbox exec"])
+        .output()?;
     let live_launchers: u32 = text(&launchers.stdout).trim().parse().unwrap_or(0);
-    ensure(live_agents <= live_launchers, format!("{live_agents} agents but {live_launchers} launchers"))?;
-    let mounts_after = std::fs::read_to_string("/proc/self/mountinfo")?.lines().count();
-    ensure(mounts_before == mounts_after, format!("host mounts changed: {mounts_before} -> {mounts_after}"))
+    ensure(
+        live_agents <= live_launchers,
+        format!("{live_agents} agents but {live_launchers} launchers"),
+    )?;
+    let mounts_after = std::fs::read_to_string("/proc/self/mountinfo")?
+        .lines()
+        .count();
+    ensure(
+        mounts_before == mounts_after,
+        format!("host mounts changed: {mounts_before} -> {mounts_after}"),
+    )
 }
 
 fn bad_arguments_are_refused_cleanly() -> Result<(), Failed> {
     let data = fresh_data("badargs");
     let missing = scratch().join("no-such-app");
     let out = exec(&missing, &data, &[], &["/app/workload"]);
-    ensure(out.status.code() == Some(125), format!("missing app dir: {:?}", out.status))?;
+    ensure(
+        out.status.code() == Some(125),
+        format!("missing app dir: {:?}", out.status),
+    )?;
     ensure(text(&out.stderr).contains("--app"), text(&out.stderr))?;
-    for bad in [["--memory", "lots"], ["--cpu", "0"], ["--pids", "0"], ["--memory", "10T"]] {
+    for bad in [
+        ["--memory", "lots"],
+        ["--cpu", "0"],
+        ["--pids", "0"],
+        ["--memory", "10T"],
+    ] {
         let out = exec(app_dir(), &data, &bad, &["/app/workload"]);
-        ensure(out.status.code() == Some(2), format!("{bad:?} gave {:?}", out.status))?;
-        ensure(text(&out.stderr).contains("invalid"), format!("{bad:?}: {}", text(&out.stderr)))?;
+        ensure(
+            out.status.code() == Some(2),
+            format!("{bad:?} gave {:?}", out.status),
+        )?;
+        ensure(
+            text(&out.stderr).contains("invalid"),
+            format!("{bad:?}: {}", text(&out.stderr)),
+        )?;
     }
-    let out = Command::new(SANDBOX).args(["exec", "--app"]).arg(app_dir()).args(["--data"]).arg(&data).output()?;
-    ensure(out.status.code() == Some(2), "a missing command must be a usage error")?;
+    let out = Command::new(SANDBOX)
+        .args(["exec", "--app"])
+        .arg(app_dir())
+        .args(["--data"])
+        .arg(&data)
+        .output()?;
+    ensure(
+        out.status.code() == Some(2),
+        "a missing command must be a usage error",
+    )?;
     Ok(())
 }
