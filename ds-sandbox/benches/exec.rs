@@ -1,0 +1,146 @@
+//! `ds-sandbox exec` of a static no-op against a bare exec and against
+//! `bwrap --unshare-all` of the same program, in one run.
+//!
+//! `cargo bench -p ds-sandbox --bench exec` (as root, with bubblewrap
+//! installed) prints a table and rewrites its section of
+//! docs/performance.md.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const RUNS: usize = 200;
+const WARMUP: usize = 10;
+
+fn time_runs(mut cmd: impl FnMut() -> Command) -> Vec<Duration> {
+    let mut run = || {
+        let t = Instant::now();
+        let status = cmd()
+            .stdin(Stdio::null())
+            .status()
+            .expect("running the command");
+        assert!(status.success(), "benchmark command failed: {status}");
+        t.elapsed()
+    };
+    for _ in 0..WARMUP {
+        run();
+    }
+    let mut samples: Vec<Duration> = (0..RUNS).map(|_| run()).collect();
+    samples.sort();
+    samples
+}
+
+fn pct(s: &[Duration], p: usize) -> Duration {
+    s[(s.len() * p / 100).min(s.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+fn main() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("SKIPPED: the exec benchmark needs root (cgroups, id maps)");
+        return;
+    }
+    if Command::new("bwrap").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: bubblewrap (bwrap) is not installed; run packaging/dev/setup.sh");
+        return;
+    }
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("exec-bench");
+    let app = dir.join("app");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&app).unwrap();
+    std::fs::create_dir_all(&data).unwrap();
+    let src = dir.join("noop.c");
+    std::fs::write(&src, "int main(void) { return 0; }\n").unwrap();
+    let noop = app.join("noop");
+    let ok = Command::new("gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&noop)
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "compiling the no-op");
+    let sandbox = PathBuf::from(env!("CARGO_BIN_EXE_ds-sandbox"));
+
+    let bare = time_runs(|| Command::new(&noop));
+    let bwrap = time_runs(|| {
+        let mut c = Command::new("bwrap");
+        c.args(["--unshare-all", "--ro-bind"]).arg(&app).args([
+            "/app",
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "/app/noop",
+        ]);
+        c
+    });
+    let ds = time_runs(|| {
+        let mut c = Command::new(&sandbox);
+        c.args(["exec", "--app"])
+            .arg(&app)
+            .arg("--data")
+            .arg(&data)
+            .args(["--", "/app/noop"]);
+        c
+    });
+
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+    let table = format!(
+        "| what ({RUNS} runs) | p50 | p90 | p50 vs bwrap |\n|---|---|---|---|\n\
+         | bare exec of the no-op | {} | {} | {:.2}x |\n\
+         | `bwrap --unshare-all` (ro /app, /dev, /proc) | {} | {} | 1.00x |\n\
+         | `ds-sandbox exec` (all layers + cgroup) | {} | {} | **{:.2}x** |\n",
+        ms(pct(&bare, 50)),
+        ms(pct(&bare, 90)),
+        ratio(pct(&bare, 50), pct(&bwrap, 50)),
+        ms(pct(&bwrap, 50)),
+        ms(pct(&bwrap, 90)),
+        ms(pct(&ds, 50)),
+        ms(pct(&ds, 90)),
+        ratio(pct(&ds, 50), pct(&bwrap, 50)),
+    );
+    println!("{table}");
+    let verdict = if ratio(pct(&ds, 50), pct(&bwrap, 50)) <= 1.5 {
+        "met"
+    } else {
+        "NOT met"
+    };
+    println!("target (<= 1.5x bwrap at p50): {verdict}");
+    let cgroup = ds_sandbox::cgroup::CgroupVersion::detect()
+        .map(|v| format!("{v:?}"))
+        .unwrap_or_default();
+    write_docs(&format!(
+        "_Latest run: `cargo bench -p ds-sandbox --bench exec`, cgroup {cgroup}, Landlock ABI {}._\n\n{table}\n\
+         Target (<= 1.5x bwrap at p50): **{verdict}**.\n",
+        ds_sandbox::landlock_policy::kernel_abi()
+    ));
+}
+
+/// Replaces this benchmark's section of docs/performance.md.
+fn write_docs(section: &str) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/performance.md");
+    let (start, end) = (
+        "<!-- sandbox-exec-bench:start -->",
+        "<!-- sandbox-exec-bench:end -->",
+    );
+    let Ok(doc) = std::fs::read_to_string(path) else {
+        return;
+    };
+    let (Some(a), Some(b)) = (doc.find(start), doc.find(end)) else {
+        eprintln!("{path} has no sandbox-exec-bench markers; figures printed above only");
+        return;
+    };
+    std::fs::write(
+        path,
+        format!(
+            "{}{start}\n{section}{end}{}",
+            &doc[..a],
+            &doc[b + end.len()..]
+        ),
+    )
+    .unwrap();
+    eprintln!("updated {path}");
+}
