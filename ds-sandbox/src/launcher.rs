@@ -49,6 +49,11 @@ fn handshake(
     pid: u32,
     cgroup: &Cgroup,
 ) -> Result<(), LaunchError> {
+    // First, while stage 2 is still starting up: joining a v1 cgroup can
+    // wait for an RCU grace period, and this hides that behind its exec.
+    // It must precede stage 2's cgroup namespace and forks, which only
+    // happen after our "G".
+    cgroup.add_process(pid)?;
     let json = serde_json::to_vec(spec).map_err(|e| LaunchError::Stage(e.into()))?;
     sync.write_all(&(json.len() as u32).to_be_bytes())
         .map_err(LaunchError::Stage)?;
@@ -57,8 +62,6 @@ fn handshake(
     // EOF here means stage 2 failed and said why on stderr.
     sync.read_exact(&mut byte).map_err(LaunchError::Stage)?;
     namespaces::write_id_maps(pid, spec.host_uid, spec.host_gid)?;
-    // Before stage 2 creates its cgroup namespace and forks anything.
-    cgroup.add_process(pid)?;
     sync.write_all(b"G").map_err(LaunchError::Stage)?;
     Ok(())
 }
