@@ -7,10 +7,13 @@ cd "$(dirname "$0")/../.."
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# C toolchain and libraries: libseccomp for the sandbox's filter, musl-gcc
-# and static glibc for the hostile-app suite's static test programs, npm to
-# fetch Deno, bubblewrap as the benchmark's reference sandbox.
-packages=(gcc libc6-dev pkg-config libseccomp-dev musl-tools npm bubblewrap iproute2)
+# C toolchain and libraries: libseccomp for the sandbox's filter, static
+# glibc for the hostile-app suite's test programs, bubblewrap as the
+# benchmark's reference sandbox, util-linux for unshare/ipcmk in the suite.
+packages=(gcc libc6-dev pkg-config libseccomp-dev bubblewrap util-linux procps)
+# npm fetches Deno; a machine with Node.js from elsewhere already has it
+# (and Debian's npm would conflict with that Node.js).
+command -v npm >/dev/null 2>&1 || packages+=(npm)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
