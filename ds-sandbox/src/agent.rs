@@ -1,22 +1,26 @@
-//! Stage 3, the agent: PID 1 of the sandbox's pid namespace. It mounts
-//! `/proc`, prepares the app's Landlock layer, drops every capability,
-//! applies rlimits, its own Landlock layer and the seccomp filter (which
-//! the app inherits), becomes non-dumpable, then forks the app and stays
-//! as init: it reaps, forwards signals, and exits with the app's status.
+//! The agent: PID 1 of the sandbox's pid namespace, exec'd by the
+//! launcher's cloned child with capabilities in its own user namespace.
+//! It enters the cgroup namespace, sets the hostname and loopback, builds
+//! the filesystem view, mounts `/proc` and switches root, prepares the
+//! app's Landlock layer, drops every capability, applies rlimits, its own
+//! Landlock layer and the seccomp filter (which the app inherits), becomes
+//! non-dumpable, then forks the app and stays as init: it reaps, forwards
+//! signals, and exits with the app's status.
 //!
 //! (The agent's channel work, splicing HTTP and egress streams over
 //! ds-proto, lands with the host.)
 
 use std::ffi::CString;
 use std::io::Read;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::landlock_policy::{self, Enforcement, Layer};
-use crate::spec::SandboxSpec;
+use crate::launcher::AGENT_SYNC_FD;
+use crate::spec::{SandboxSpec, HOSTNAME};
 use crate::supervise::{self, Supervisor};
 use crate::sys::{self, CArgv, Forked};
-use crate::{caps, mounts, rlimits, seccomp_filter};
+use crate::{caps, fds, mounts, namespaces, rlimits, seccomp_filter};
 
 /// Exit status when the command cannot be found.
 const NOT_FOUND: i32 = 127;
@@ -52,19 +56,43 @@ fn describe(enf: Enforcement) -> &'static str {
     }
 }
 
-/// Runs the agent; never returns.
-pub fn run(spec_fd: RawFd) -> ! {
-    let spec_pipe = sys::adopt_fd(spec_fd).unwrap_or_else(|e| fail("opening the spec pipe", e));
-    let mut json = Vec::new();
-    std::fs::File::from(spec_pipe)
-        .read_to_end(&mut json)
-        .unwrap_or_else(|e| fail("reading the spec", e));
-    let spec: SandboxSpec =
-        serde_json::from_slice(&json).unwrap_or_else(|e| fail("decoding the spec", e));
+/// Largest spec accepted on the sync socket.
+const MAX_SPEC: usize = 1 << 20;
 
-    // /proc must be mounted from inside the pid namespace, so here, while
-    // we still hold CAP_SYS_ADMIN in our user namespace; then pivot_root.
+fn read_spec(sync: &mut std::fs::File) -> std::io::Result<SandboxSpec> {
+    let mut len = [0u8; 4];
+    sync.read_exact(&mut len)?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_SPEC {
+        return Err(std::io::Error::other("sandbox spec too large"));
+    }
+    let mut json = vec![0u8; len];
+    sync.read_exact(&mut json)?;
+    serde_json::from_slice(&json).map_err(std::io::Error::other)
+}
+
+/// Runs the agent; never returns.
+pub fn run() -> ! {
+    let sync = sys::adopt_fd(AGENT_SYNC_FD).unwrap_or_else(|e| fail("opening the sync socket", e));
+    let spec = read_spec(&mut std::fs::File::from(sync))
+        .unwrap_or_else(|e| fail("reading the sandbox spec", e));
+    let sources =
+        mounts::Sources::adopt(&spec.sources).unwrap_or_else(|e| fail("receiving sources", e));
+
+    // The cgroup namespace first: the launcher moved us into our cgroup,
+    // which becomes its root.
+    namespaces::enter_cgroup().unwrap_or_else(|e| fail("entering the cgroup namespace", e));
+    // Hostname and loopback need CAP_SYS_ADMIN / CAP_NET_ADMIN, held here.
+    namespaces::configure_uts_and_net(HOSTNAME)
+        .unwrap_or_else(|e| fail("configuring the network namespace", e));
+    // The filesystem view, built under a tmpfs in our private mount namespace.
+    mounts::build_tree(&spec, &sources).unwrap_or_else(|e| fail("building the filesystem view", e));
+    drop(sources);
+    // /proc must be mounted from inside the pid namespace, and while the
+    // host's procfs is still visible; then pivot_root detaches the host.
     mounts::mount_proc_and_enter_root().unwrap_or_else(|e| fail("entering the sandbox root", e));
+    // Nothing but stdio crosses into the sandbox.
+    fds::close_all_except(&[]).unwrap_or_else(|e| fail("closing inherited descriptors", e));
 
     // Everything that allocates is prepared now, before the fork.
     let Some(command) = spec.command.first() else {

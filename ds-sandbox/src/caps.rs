@@ -28,7 +28,7 @@ fn call<T>(what: &'static str, r: rustix::io::Result<T>) -> Result<T, CapsError>
 }
 
 /// Highest capability number the running kernel knows.
-fn last_cap() -> u32 {
+pub fn last_cap() -> u32 {
     std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse().ok())
@@ -38,39 +38,26 @@ fn last_cap() -> u32 {
 /// Becomes [`INSIDE_ID`] inside the new user namespace while keeping our
 /// capabilities there, and makes them ambient so that they survive the
 /// exec into the agent (which needs them to mount `/proc`).
-pub fn become_inside_user_keeping_caps() -> Result<(), CapsError> {
-    call(
-        "keeping capabilities across setuid",
-        rustix::thread::set_keep_capabilities(true),
-    )?;
+///
+/// System calls only (no allocation): runs in the launcher's freshly cloned
+/// child between clone and exec. `last_cap` comes from [`last_cap`], read
+/// before the clone.
+pub fn become_inside_user_keeping_caps(last_cap: u32) -> Result<(), rustix::io::Errno> {
+    rustix::thread::set_keep_capabilities(true)?;
     let gid = rustix::process::Gid::from_raw(INSIDE_ID);
     let uid = rustix::process::Uid::from_raw(INSIDE_ID);
-    call(
-        "setresgid to the inside gid",
-        rustix::thread::set_thread_res_gid(gid, gid, gid),
-    )?;
-    call(
-        "setresuid to the inside uid",
-        rustix::thread::set_thread_res_uid(uid, uid, uid),
-    )?;
+    rustix::thread::set_thread_res_gid(gid, gid, gid)?;
+    rustix::thread::set_thread_res_uid(uid, uid, uid)?;
     let all = CapabilitySet::all();
-    call(
-        "restoring capabilities after setuid",
-        rustix::thread::set_capabilities(
-            None,
-            CapabilitySets {
-                effective: all,
-                permitted: all,
-                inheritable: all,
-            },
-        ),
-    )?;
-    for cap in 0..=last_cap() {
+    let sets = CapabilitySets {
+        effective: all,
+        permitted: all,
+        inheritable: all,
+    };
+    rustix::thread::set_capabilities(None, sets)?;
+    for cap in 0..=last_cap {
         if let Some(c) = capability_from_number(cap) {
-            call(
-                "raising an ambient capability",
-                rustix::thread::configure_capability_in_ambient_set(c, true),
-            )?;
+            rustix::thread::configure_capability_in_ambient_set(c, true)?;
         }
     }
     Ok(())

@@ -1,24 +1,28 @@
-//! Stage 1, the launcher: runs outside the sandbox with the caller's
-//! privileges. Prepares the data directory and the cgroup, starts stage 2
-//! as a fresh process (no setup code ever runs in a forked copy of us),
-//! writes its id maps, moves it into the cgroup, waits, reports and cleans
-//! up so that nothing is left behind.
+//! The launcher: runs outside the sandbox with the caller's privileges.
+//! Prepares the data directory and the cgroup, clones a child straight
+//! into new namespaces (the child only makes system calls, then execs our
+//! own binary as the agent, PID 1 of the sandbox), moves it into the
+//! cgroup, writes its id maps, waits, reports and cleans up so that nothing
+//! is left behind.
 
+use std::ffi::CString;
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::Command;
 
 use crate::cgroup::{Cgroup, CgroupError};
+use crate::mounts::SOURCE_FD_BASE;
 use crate::namespaces::{self, NamespaceError};
 use crate::spec::SandboxSpec;
 use crate::supervise::Supervisor;
+use crate::sys::{self, CArgv, Forked};
 
 /// Exit status when the sandbox could not be set up.
 pub const SETUP_FAILED: i32 = 125;
+/// Where the agent finds the sync socket (the spec arrives on it).
+pub const AGENT_SYNC_FD: i32 = 9;
 
 /// Errors of the launcher, naming the step.
 #[derive(Debug, thiserror::Error)]
@@ -37,33 +41,120 @@ pub enum LaunchError {
     /// Id maps could not be written.
     #[error(transparent)]
     Namespace(#[from] NamespaceError),
-    /// Talking to stage 2 failed.
+    /// The sandbox's first process failed before becoming the agent.
+    #[error("starting the sandbox: {what}: {source}")]
+    Child {
+        /// The step that failed.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Talking to the sandbox's first process failed.
     #[error("starting the sandbox: {0}")]
     Stage(std::io::Error),
 }
 
-/// Sends the spec and runs the id-map handshake with stage 2.
-fn handshake(
-    sync: &mut UnixStream,
-    spec: &SandboxSpec,
-    pid: u32,
-    cgroup: &Cgroup,
-) -> Result<(), LaunchError> {
-    // First, while stage 2 is still starting up: joining a v1 cgroup can
-    // wait for an RCU grace period, and this hides that behind its exec.
-    // It must precede stage 2's cgroup namespace and forks, which only
-    // happen after our "G".
-    cgroup.add_process(pid)?;
-    let json = serde_json::to_vec(spec).map_err(|e| LaunchError::Stage(e.into()))?;
-    sync.write_all(&(json.len() as u32).to_be_bytes())
-        .map_err(LaunchError::Stage)?;
-    sync.write_all(&json).map_err(LaunchError::Stage)?;
-    let mut byte = [0u8; 1];
-    // EOF here means stage 2 failed and said why on stderr.
-    sync.read_exact(&mut byte).map_err(LaunchError::Stage)?;
-    namespaces::write_id_maps(pid, spec.host_uid, spec.host_gid)?;
-    sync.write_all(b"G").map_err(LaunchError::Stage)?;
-    Ok(())
+/// Steps of the cloned child, as reported on the sync socket.
+const STEP_SOURCE: u16 = 0; // + the source's index
+const STEP_IDENTITY: u16 = 0xfff0;
+const STEP_DUP: u16 = 0xfff1;
+const STEP_EXEC: u16 = 0xfff2;
+
+/// Everything the cloned child needs, prepared before the clone so that
+/// the child never allocates.
+struct ChildPlan {
+    sources: Vec<(CString, bool)>,
+    sync: OwnedFd,
+    exe: OwnedFd,
+    argv: CArgv,
+    envp: CArgv,
+    last_cap: u32,
+}
+
+/// The cloned child: PID 1 of the new pid namespace, in the new user,
+/// mount, network, ipc and uts namespaces, still with the caller's host uid.
+/// System calls only until the exec.
+fn child(plan: &ChildPlan) -> ! {
+    let sync = plan.sync.as_raw_fd();
+    let fail = |step: u16, errno: rustix::io::Errno| -> ! {
+        let mut msg = [0u8; 7];
+        msg[0] = b'E';
+        msg[1..3].copy_from_slice(&step.to_be_bytes());
+        msg[3..7].copy_from_slice(&errno.raw_os_error().to_be_bytes());
+        let _ = rustix::io::write(&plan.sync, &msg);
+        sys::exit_now(SETUP_FAILED)
+    };
+    // 1. The view's sources, opened while we still have the caller's host
+    //    uid and from inside the new mount namespace.
+    for (i, (path, required)) in plan.sources.iter().enumerate() {
+        let flags = rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC;
+        match rustix::fs::open(path.as_c_str(), flags, rustix::fs::Mode::empty()) {
+            Ok(fd) => {
+                if sys::dup_to(fd.as_raw_fd(), SOURCE_FD_BASE + i as i32).is_err() {
+                    fail(STEP_DUP, rustix::io::Errno::BADF);
+                }
+            }
+            Err(e) if *required => fail(STEP_SOURCE + i as u16, e),
+            Err(_) => {}
+        }
+    }
+    // 2. Wait for the launcher to map our ids and move us into the cgroup.
+    let mut go = [0u8; 1];
+    if rustix::io::write(&plan.sync, b"U").is_err()
+        || !matches!(rustix::io::read(&plan.sync, &mut go), Ok(1))
+        || go != *b"G"
+    {
+        sys::exit_now(SETUP_FAILED);
+    }
+    // 3. The inside uid, keeping capabilities (ambient) for the agent.
+    if let Err(e) = crate::caps::become_inside_user_keeping_caps(plan.last_cap) {
+        fail(STEP_IDENTITY, e);
+    }
+    // Die with the launcher (set after the uid change, which clears it).
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    // 4. Become the agent.
+    if sys::dup_to(sync, AGENT_SYNC_FD).is_err() {
+        fail(STEP_DUP, rustix::io::Errno::BADF);
+    }
+    let e = sys::exec_fd(plan.exe.as_fd(), &plan.argv, &plan.envp);
+    fail(
+        STEP_EXEC,
+        rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::NOEXEC),
+    )
+}
+
+/// Reads the child's "ready for maps" or its failure report.
+fn await_child(sync: &mut UnixStream, spec: &SandboxSpec) -> Result<(), LaunchError> {
+    let mut first = [0u8; 1];
+    match sync.read(&mut first).map_err(LaunchError::Stage)? {
+        1 if first == *b"U" => Ok(()),
+        1 if first == *b"E" => Err(child_error(sync, spec)),
+        _ => Err(LaunchError::Stage(std::io::Error::other(
+            "the sandbox's first process exited during setup",
+        ))),
+    }
+}
+
+fn child_error(sync: &mut UnixStream, spec: &SandboxSpec) -> LaunchError {
+    let mut rest = [0u8; 6];
+    if let Err(e) = sync.read_exact(&mut rest) {
+        return LaunchError::Stage(e);
+    }
+    let step = u16::from_be_bytes([rest[0], rest[1]]);
+    let errno = i32::from_be_bytes([rest[2], rest[3], rest[4], rest[5]]);
+    let what = match step {
+        STEP_IDENTITY => "switching to the inside user".to_owned(),
+        STEP_DUP => "passing descriptors".to_owned(),
+        STEP_EXEC => "executing the agent".to_owned(),
+        i => match spec.sources.get(usize::from(i - STEP_SOURCE)) {
+            Some(s) => format!("opening {}", s.host_path.display()),
+            None => format!("step {i}"),
+        },
+    };
+    LaunchError::Child {
+        what,
+        source: std::io::Error::from_raw_os_error(errno),
+    }
 }
 
 /// Makes `dir` (created if missing) and everything in it owned by the
@@ -133,28 +224,86 @@ pub fn run(spec: &SandboxSpec) -> Result<i32, LaunchError> {
     Ok(status)
 }
 
+fn prepare_child(spec: &SandboxSpec, sync: OwnedFd) -> Result<ChildPlan, LaunchError> {
+    let nul = |e: std::ffi::NulError| LaunchError::Stage(std::io::Error::other(e));
+    let sources = spec
+        .sources
+        .iter()
+        .map(|s| {
+            Ok((
+                CString::new(s.host_path.as_os_str().as_encoded_bytes()).map_err(nul)?,
+                s.required,
+            ))
+        })
+        .collect::<Result<Vec<_>, LaunchError>>()?;
+    let exe = rustix::fs::open(
+        "/proc/self/exe",
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| LaunchError::Stage(e.into()))?;
+    Ok(ChildPlan {
+        sources,
+        sync,
+        exe,
+        argv: CArgv::new(["ds-agent", "__agent"]).map_err(nul)?,
+        envp: CArgv::new(Vec::<String>::new()).map_err(nul)?,
+        last_cap: crate::caps::last_cap(),
+    })
+}
+
 fn run_in(spec: &SandboxSpec, cgroup: &Cgroup) -> Result<i32, LaunchError> {
     let (mut ours, theirs) = UnixStream::pair().map_err(LaunchError::Stage)?;
-    // Stage 2 inherits its end: clear close-on-exec on that one only.
-    rustix::io::fcntl_setfd(&theirs, rustix::io::FdFlags::empty())
-        .map_err(|e| LaunchError::Stage(e.into()))?;
+    let plan = prepare_child(spec, OwnedFd::from(theirs))?;
     let mut supervisor = Supervisor::new().map_err(LaunchError::Stage)?;
-    let mut child = Command::new("/proc/self/exe")
-        .arg0("ds-sandbox")
-        .args(["__stage2", "--sync-fd", &theirs.as_raw_fd().to_string()])
-        .env_clear()
-        .spawn()
-        .map_err(LaunchError::Stage)?;
-    drop(theirs);
-    let pid = child.id();
-    if let Err(e) = handshake(&mut ours, spec, pid, cgroup) {
-        let _ = child.kill();
-        let _ = child.wait();
+    let flags = libc::CLONE_NEWUSER
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWNET
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWPID;
+    let pid = match sys::clone_into_namespaces(flags) {
+        Ok(Forked::Child) => child(&plan),
+        Ok(Forked::Parent(pid)) => pid,
+        Err(e) => {
+            return Err(LaunchError::Namespace(NamespaceError::Unshare {
+                what: "user, mount, net, ipc, uts, pid",
+                source: e,
+            }))
+        }
+    };
+    drop(plan);
+    let setup = (|| {
+        // Joining a v1 cgroup can wait for an RCU grace period; doing it
+        // first overlaps that with the child opening its sources. It must
+        // precede the agent's cgroup namespace and forks, which only come
+        // after our "G".
+        cgroup.add_process(pid as u32)?;
+        await_child(&mut ours, spec)?;
+        namespaces::write_id_maps(pid as u32, spec.host_uid, spec.host_gid)?;
+        let json = serde_json::to_vec(spec).map_err(|e| LaunchError::Stage(e.into()))?;
+        let mut msg = Vec::with_capacity(5 + json.len());
+        msg.push(b'G');
+        msg.extend_from_slice(&(json.len() as u32).to_be_bytes());
+        msg.extend_from_slice(&json);
+        ours.write_all(&msg).map_err(LaunchError::Stage)?;
+        // EOF once the agent has read the spec and closed the socket; a
+        // failure before the exec arrives as a report instead.
+        let mut report = [0u8; 1];
+        match ours.read(&mut report).map_err(LaunchError::Stage)? {
+            1 if report == *b"E" => Err(child_error(&mut ours, spec)),
+            _ => Ok(()),
+        }
+    })();
+    if let Err(e) = setup {
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(pid).expect("clone returned a positive pid"),
+            rustix::process::Signal::KILL,
+        );
+        let _ = supervisor.wait(pid, false);
         return Err(e);
     }
     drop(ours);
-    let exit = supervisor
-        .wait(pid as i32, false)
-        .map_err(LaunchError::Stage)?;
+    let exit = supervisor.wait(pid, false).map_err(LaunchError::Stage)?;
     Ok(exit.status())
 }

@@ -1,18 +1,20 @@
 //! ds-sandbox: builds the sandbox of one appspace and runs the agent in it.
 //!
-//! The sandbox is built by three processes, each a fresh exec, so that no
-//! setup code ever runs in a forked copy of a multi-threaded program:
+//! No setup code ever runs in a forked copy of a program: every fork or
+//! clone is followed by system calls only and an exec.
 //!
 //! 1. [`launcher`] (outside, the caller's privileges): data directory,
-//!    cgroup, id maps, waiting, reporting, cleanup.
-//! 2. [`stage2`] (inside the new namespaces): identity, hostname and
-//!    loopback, the filesystem view, then one fork whose child execs...
-//! 3. [`agent`] (PID 1 of the sandbox): `/proc`, capabilities dropped,
-//!    rlimits, Landlock, seccomp, non-dumpable; forks the app and reaps.
+//!    cgroup, a child cloned into new namespaces (it opens the view's
+//!    sources, waits for its id maps, becomes the inside uid and execs),
+//!    waiting, reporting, cleanup.
+//! 2. [`agent`] (PID 1 of the sandbox): cgroup namespace, hostname and
+//!    loopback, the filesystem view, `/proc` and `pivot_root`,
+//!    capabilities dropped, rlimits, Landlock, seccomp, non-dumpable;
+//!    forks the app and reaps.
 //!
 //! One module per isolation step, each with one entry point; the order in
 //! which they are called, and why, is written where they are called
-//! (`stage2::run`, `agent::run`) and in `docs/sandbox.md`.
+//! (`launcher::child`, `agent::run`) and in `docs/sandbox.md`.
 
 pub mod agent;
 pub mod caps;
@@ -25,6 +27,5 @@ pub mod namespaces;
 pub mod rlimits;
 pub mod seccomp_filter;
 pub mod spec;
-pub mod stage2;
 pub mod supervise;
 pub mod sys;

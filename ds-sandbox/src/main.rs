@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use ds_sandbox::spec::{self, Limits, Runtime, SandboxSpec};
-use ds_sandbox::{agent, cgroup, landlock_policy, launcher, stage2};
+use ds_sandbox::{agent, cgroup, landlock_policy, launcher, mounts};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -25,16 +25,8 @@ enum Command {
     Exec(ExecArgs),
     /// Print what this kernel offers (Landlock ABI, cgroup version, ...).
     Probe,
-    #[command(name = "__stage2", hide = true)]
-    Stage2 {
-        #[arg(long)]
-        sync_fd: i32,
-    },
     #[command(name = "__agent", hide = true)]
-    Agent {
-        #[arg(long)]
-        spec_fd: i32,
-    },
+    Agent,
 }
 
 #[derive(Debug, clap::Args)]
@@ -173,6 +165,11 @@ fn exec(args: ExecArgs) -> Result<i32, String> {
         command: args.command,
         extra_env: args.env,
         report: args.report,
+        sources: Vec::new(),
+    };
+    let spec = SandboxSpec {
+        sources: mounts::plan(&spec.app_dir, &spec.data_dir, spec.deno_binary.as_deref()),
+        ..spec
     };
     launcher::run(&spec).map_err(|e| e.to_string())
 }
@@ -203,8 +200,7 @@ fn main() -> ExitCode {
             probe();
             0
         }
-        Command::Stage2 { sync_fd } => stage2::run(sync_fd),
-        Command::Agent { spec_fd } => agent::run(spec_fd),
+        Command::Agent => agent::run(),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(255))
 }

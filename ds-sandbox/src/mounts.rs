@@ -10,10 +10,10 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{symlink, DirBuilderExt};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{Mode, OFlags, StatVfsMountFlags};
+use rustix::fs::StatVfsMountFlags;
 use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
 
-use crate::spec::{Runtime, SandboxSpec, HOSTNAME, INSIDE_ID};
+use crate::spec::{SandboxSpec, HOSTNAME, INSIDE_ID};
 
 /// Where the new root is assembled (inside our private mount namespace, so
 /// the host's `/tmp` is not touched).
@@ -45,25 +45,30 @@ fn rx<T>(r: rustix::io::Result<T>) -> io::Result<T> {
     r.map_err(io::Error::from)
 }
 
-/// Host files the view is built from, opened (`O_PATH`) right after the
-/// mount namespace was created and before we dropped to the inside uid, so
-/// that their host paths need not be traversable by the appspace's uid.
-#[derive(Debug)]
-pub struct Sources {
-    app: OwnedFd,
-    data: OwnedFd,
-    deno: Option<OwnedFd>,
-    system: Vec<(PathBuf, OwnedFd)>,
-    ca_bundle: Option<OwnedFd>,
+/// What a host file or directory is used for in the view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum SourceKind {
+    /// The app's files, at `/app`.
+    App,
+    /// The appspace's data, at `/data`.
+    Data,
+    /// The Deno binary, at `/usr/local/bin/deno`.
+    Deno,
+    /// A system library directory, at the same path.
+    System,
+    /// The CA certificate bundle, at the same path.
+    CaBundle,
 }
 
-fn open_path(path: &Path) -> Result<OwnedFd, MountError> {
-    rx(rustix::fs::open(
-        path,
-        OFlags::PATH | OFlags::CLOEXEC,
-        Mode::empty(),
-    ))
-    .map_err(op("opening", path))
+/// One host file the view is made of.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Source {
+    /// Its use.
+    pub kind: SourceKind,
+    /// Where it is on the host.
+    pub host_path: PathBuf,
+    /// Whether the sandbox fails without it.
+    pub required: bool,
 }
 
 /// System library directories a dynamically linked program needs; on a
@@ -77,24 +82,75 @@ fn system_dirs() -> Vec<PathBuf> {
         .collect()
 }
 
+/// The descriptor number the i-th source arrives at in the agent.
+pub const SOURCE_FD_BASE: i32 = 10;
+
+/// The host files a spec's view is made of, in the order their descriptors
+/// are passed ([`SOURCE_FD_BASE`] + index).
+pub fn plan(app_dir: &Path, data_dir: &Path, deno: Option<&Path>) -> Vec<Source> {
+    let mut plan = vec![
+        Source {
+            kind: SourceKind::App,
+            host_path: app_dir.to_owned(),
+            required: true,
+        },
+        Source {
+            kind: SourceKind::Data,
+            host_path: data_dir.to_owned(),
+            required: true,
+        },
+    ];
+    if let Some(deno) = deno {
+        plan.push(Source {
+            kind: SourceKind::Deno,
+            host_path: deno.to_owned(),
+            required: true,
+        });
+    }
+    plan.extend(system_dirs().into_iter().map(|host_path| Source {
+        kind: SourceKind::System,
+        host_path,
+        required: true,
+    }));
+    plan.push(Source {
+        kind: SourceKind::CaBundle,
+        host_path: CA_BUNDLE.into(),
+        required: false,
+    });
+    plan
+}
+
+/// The view's sources as open `O_PATH` descriptors. They were opened by
+/// the launcher's child right after the mount namespace was created and
+/// before it dropped to the inside uid, so their host paths need not be
+/// traversable by the appspace's uid, and they belong to our mount
+/// namespace (bind mounts from another namespace's paths are refused).
+#[derive(Debug)]
+pub struct Sources {
+    fds: Vec<(Source, OwnedFd)>,
+}
+
 impl Sources {
-    /// Opens everything the view is made of.
-    pub fn open(spec: &SandboxSpec) -> Result<Self, MountError> {
-        let deno = match (spec.runtime, &spec.deno_binary) {
-            (Runtime::Deno, Some(p)) => Some(open_path(p)?),
-            _ => None,
-        };
-        let system = system_dirs()
-            .into_iter()
-            .map(|p| open_path(&p).map(|fd| (p, fd)))
-            .collect::<Result<_, _>>()?;
-        Ok(Self {
-            app: open_path(&spec.app_dir)?,
-            data: open_path(&spec.data_dir)?,
-            deno,
-            system,
-            ca_bundle: open_path(Path::new(CA_BUNDLE)).ok(),
-        })
+    /// Takes the descriptors passed at [`SOURCE_FD_BASE`] for `plan`. An
+    /// optional source that could not be opened is simply absent.
+    pub fn adopt(plan: &[Source]) -> Result<Self, MountError> {
+        let mut fds = Vec::with_capacity(plan.len());
+        for (i, source) in plan.iter().enumerate() {
+            match crate::sys::adopt_fd(SOURCE_FD_BASE + i as i32) {
+                Ok(fd) => fds.push((source.clone(), fd)),
+                Err(_) if !source.required => {}
+                Err(e) => return Err(op("receiving the descriptor of", &source.host_path)(e)),
+            }
+        }
+        Ok(Self { fds })
+    }
+
+    fn of(&self, kind: SourceKind) -> impl Iterator<Item = &(Source, OwnedFd)> {
+        self.fds.iter().filter(move |(s, _)| s.kind == kind)
+    }
+
+    fn one(&self, kind: SourceKind) -> Option<&OwnedFd> {
+        self.of(kind).next().map(|(_, fd)| fd)
     }
 }
 
@@ -183,16 +239,19 @@ pub fn build_tree(spec: &SandboxSpec, src: &Sources) -> Result<(), MountError> {
     )?;
     let at = |p: &str| root.join(p);
 
+    let missing = |what: &str| op("finding the source for", what)(io::ErrorKind::NotFound.into());
     mkdir(&at("app"), 0o755)?;
+    let app = src.one(SourceKind::App).ok_or_else(|| missing("/app"))?;
     bind(
-        &src.app,
+        app,
         &at("app"),
         MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV,
     )?;
 
     mkdir(&at("data"), 0o755)?;
+    let data = src.one(SourceKind::Data).ok_or_else(|| missing("/data"))?;
     bind(
-        &src.data,
+        data,
         &at("data"),
         MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
     )?;
@@ -207,7 +266,8 @@ pub fn build_tree(spec: &SandboxSpec, src: &Sources) -> Result<(), MountError> {
     build_dev(&at("dev"))?;
     build_etc(&at("etc"), src)?;
 
-    for (path, fd) in &src.system {
+    for (source, fd) in src.of(SourceKind::System) {
+        let path = &source.host_path;
         let target = root.join(path.strip_prefix("/").unwrap_or(path));
         mkdir(&target, 0o755)?;
         bind(
@@ -224,7 +284,7 @@ pub fn build_tree(spec: &SandboxSpec, src: &Sources) -> Result<(), MountError> {
             }
         }
     }
-    if let Some(deno) = &src.deno {
+    if let Some(deno) = src.one(SourceKind::Deno) {
         let target = at("usr/local/bin/deno");
         mkdir(&at("usr/local/bin"), 0o755)?;
         touch(&target)?;
@@ -304,7 +364,7 @@ fn build_etc(etc: &Path, src: &Sources) -> Result<(), MountError> {
     for (name, text) in files {
         write_file(&etc.join(name), &text)?;
     }
-    if let Some(ca) = &src.ca_bundle {
+    if let Some(ca) = src.one(SourceKind::CaBundle) {
         let target = etc.join("ssl/certs/ca-certificates.crt");
         mkdir(&etc.join("ssl/certs"), 0o755)?;
         touch(&target)?;

@@ -85,6 +85,8 @@ pub struct SandboxSpec {
     pub extra_env: Vec<(String, String)>,
     /// Print a one-line report of the layers applied to stderr.
     pub report: bool,
+    /// The host files the view is made of, in descriptor order.
+    pub sources: Vec<crate::mounts::Source>,
 }
 
 impl SandboxSpec {
@@ -215,6 +217,7 @@ mod tests {
             command: vec!["/app/x".into()],
             extra_env: vec![("HOME".into(), "/tmp".into())],
             report: false,
+            sources: Vec::new(),
         };
         let env = spec.app_environment();
         assert!(env.contains(&("PORT".into(), "8000".into())));

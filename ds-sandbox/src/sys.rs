@@ -247,3 +247,41 @@ pub fn unshare_namespaces(flags: rustix::thread::UnshareFlags) -> rustix::io::Re
     // we pass namespace flags only (checked above), which affect neither.
     unsafe { rustix::thread::unshare_unsafe(flags) }
 }
+
+/// `clone(flags | SIGCHLD)` without a new stack: like `fork`, but the
+/// child starts in the namespaces `flags` creates (and, with
+/// `CLONE_NEWPID`, as PID 1 of the new pid namespace).
+///
+/// Same contract as [`fork`]: single-threaded caller, system calls only in
+/// the child until it execs or exits.
+pub fn clone_into_namespaces(flags: libc::c_int) -> io::Result<Forked> {
+    // SAFETY: without CLONE_VM and with a NULL stack the child gets a copy
+    // of our address space, exactly as with fork; the caller is
+    // single-threaded and the child only makes system calls (see above).
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    match pid {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid as i32)),
+    }
+}
+
+/// `dup2(old, new)`: `new` refers to `old`'s file and is inherited across
+/// exec. Async-signal-safe.
+pub fn dup_to(old: RawFd, new: RawFd) -> io::Result<()> {
+    // SAFETY: dup2 only manipulates the descriptor table; a bad number
+    // yields EBADF.
+    if unsafe { libc::dup2(old, new) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
