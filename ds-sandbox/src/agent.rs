@@ -16,11 +16,11 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::landlock_policy::{self, Enforcement, Layer};
-use crate::launcher::AGENT_SYNC_FD;
+use crate::launcher::{AGENT_CHANNEL_FD, AGENT_SYNC_FD};
 use crate::spec::{SandboxSpec, HOSTNAME};
 use crate::supervise::{self, Supervisor};
 use crate::sys::{self, CArgv, Forked};
-use crate::{caps, fds, mounts, namespaces, rlimits, seccomp_filter};
+use crate::{agent_channel, caps, fds, mounts, namespaces, rlimits, seccomp_filter};
 
 /// Exit status when the command cannot be found.
 const NOT_FOUND: i32 = 127;
@@ -76,6 +76,9 @@ pub fn run() -> ! {
     let sync = sys::adopt_fd(AGENT_SYNC_FD).unwrap_or_else(|e| fail("opening the sync socket", e));
     let spec = read_spec(&mut std::fs::File::from(sync))
         .unwrap_or_else(|e| fail("reading the sandbox spec", e));
+    let channel = spec.channel.then(|| {
+        sys::adopt_fd(AGENT_CHANNEL_FD).unwrap_or_else(|e| fail("opening the host channel", e))
+    });
     let sources =
         mounts::Sources::adopt(&spec.sources).unwrap_or_else(|e| fail("receiving sources", e));
 
@@ -91,8 +94,9 @@ pub fn run() -> ! {
     // /proc must be mounted from inside the pid namespace, and while the
     // host's procfs is still visible; then pivot_root detaches the host.
     mounts::mount_proc_and_enter_root().unwrap_or_else(|e| fail("entering the sandbox root", e));
-    // Nothing but stdio crosses into the sandbox.
-    fds::close_all_except(&[]).unwrap_or_else(|e| fail("closing inherited descriptors", e));
+    // Nothing but stdio (and the agent's channel) crosses into the sandbox.
+    let keep: Vec<i32> = channel.iter().map(AsRawFd::as_raw_fd).collect();
+    fds::close_all_except(&keep).unwrap_or_else(|e| fail("closing inherited descriptors", e));
 
     // Everything that allocates is prepared now, before the fork.
     let Some(command) = spec.command.first() else {
@@ -181,9 +185,13 @@ pub fn run() -> ! {
                     eprintln!("ds-sandbox: cannot execute {}: {err}", program.display());
                 }
             }
-            let exit = supervisor
-                .wait(pid, true)
-                .unwrap_or_else(|e| fail("waiting for the app", e));
+            let exit = match channel {
+                Some(channel) => {
+                    agent_channel::serve(channel.into(), pid, spec.app_port, supervisor)
+                }
+                None => supervisor.wait(pid, true),
+            }
+            .unwrap_or_else(|e| fail("supervising the app", e));
             std::process::exit(exit.status())
         }
     }

@@ -181,6 +181,47 @@ impl Cgroup {
         Ok(cg)
     }
 
+    /// Removes cgroups named `<prefix>-<pid>` whose launcher (`pid`) is
+    /// gone: what a launcher killed with SIGKILL could not clean up. Their
+    /// processes died with the launcher (the agent has a parent-death
+    /// signal); any survivor is killed here.
+    pub fn remove_stale(prefix: &str) {
+        let Ok(version) = CgroupVersion::detect() else {
+            return;
+        };
+        let parents: Vec<PathBuf> = match version {
+            CgroupVersion::V2 => vec![Path::new(CGROUP_ROOT).join(OUR_PARENT)],
+            CgroupVersion::V1 => V1_CONTROLLERS
+                .iter()
+                .map(|c| Path::new(CGROUP_ROOT).join(c).join(OUR_PARENT))
+                .collect(),
+        };
+        for parent in parents {
+            let Ok(entries) = fs::read_dir(&parent) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let Some(pid) = name
+                    .to_str()
+                    .and_then(|n| n.strip_prefix(prefix))
+                    .and_then(|r| r.strip_prefix('-'))
+                else {
+                    continue;
+                };
+                if pid.parse::<u32>().is_err() || Path::new("/proc").join(pid).exists() {
+                    continue;
+                }
+                Self {
+                    version,
+                    dirs: vec![entry.path()],
+                    v1_index: Vec::new(),
+                }
+                .remove();
+            }
+        }
+    }
+
     /// The interface in use.
     pub fn version(&self) -> CgroupVersion {
         self.version

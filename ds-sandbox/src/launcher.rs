@@ -23,6 +23,8 @@ use crate::sys::{self, CArgv, Forked};
 pub const SETUP_FAILED: i32 = 125;
 /// Where the agent finds the sync socket (the spec arrives on it).
 pub const AGENT_SYNC_FD: i32 = 9;
+/// Where the agent finds the host channel, when it has one.
+pub const AGENT_CHANNEL_FD: i32 = 8;
 
 /// Errors of the launcher, naming the step.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +67,7 @@ const STEP_EXEC: u16 = 0xfff2;
 struct ChildPlan {
     sources: Vec<(CString, bool)>,
     sync: OwnedFd,
+    channel: Option<OwnedFd>,
     exe: OwnedFd,
     argv: CArgv,
     envp: CArgv,
@@ -115,6 +118,11 @@ fn child(plan: &ChildPlan) -> ! {
     // 4. Become the agent.
     if sys::dup_to(sync, AGENT_SYNC_FD).is_err() {
         fail(STEP_DUP, rustix::io::Errno::BADF);
+    }
+    if let Some(channel) = &plan.channel {
+        if sys::dup_to(channel.as_raw_fd(), AGENT_CHANNEL_FD).is_err() {
+            fail(STEP_DUP, rustix::io::Errno::BADF);
+        }
     }
     let e = sys::exec_fd(plan.exe.as_fd(), &plan.argv, &plan.envp);
     fail(
@@ -191,18 +199,26 @@ fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
 }
 
 /// Runs `spec` to completion and returns the exit status to report.
-pub fn run(spec: &SandboxSpec) -> Result<i32, LaunchError> {
+/// `channel` is the sandbox's end of the host channel (required when
+/// `spec.channel` is set).
+pub fn run(spec: &SandboxSpec, channel: Option<OwnedFd>) -> Result<i32, LaunchError> {
+    if spec.channel != channel.is_some() {
+        return Err(LaunchError::Stage(std::io::Error::other(
+            "the spec and the channel descriptor disagree",
+        )));
+    }
     prepare_data_dir(&spec.data_dir, spec.host_uid, spec.host_gid)?;
     if rustix::process::geteuid().is_root() {
         // The sandbox cannot drop supplementary groups itself (setgroups is
         // denied in its user namespace), so it must not inherit root's.
         rustix::thread::set_thread_groups(&[]).map_err(|e| LaunchError::Stage(e.into()))?;
     }
+    Cgroup::remove_stale(&spec.name);
     let cgroup = Cgroup::create(
         &format!("{}-{}", spec.name, std::process::id()),
         &spec.limits,
     )?;
-    let result = run_in(spec, &cgroup);
+    let result = run_in(spec, &cgroup, channel);
     let usage = cgroup.usage();
     cgroup.remove();
     let status = result?;
@@ -224,7 +240,11 @@ pub fn run(spec: &SandboxSpec) -> Result<i32, LaunchError> {
     Ok(status)
 }
 
-fn prepare_child(spec: &SandboxSpec, sync: OwnedFd) -> Result<ChildPlan, LaunchError> {
+fn prepare_child(
+    spec: &SandboxSpec,
+    sync: OwnedFd,
+    channel: Option<OwnedFd>,
+) -> Result<ChildPlan, LaunchError> {
     let nul = |e: std::ffi::NulError| LaunchError::Stage(std::io::Error::other(e));
     let sources = spec
         .sources
@@ -245,6 +265,7 @@ fn prepare_child(spec: &SandboxSpec, sync: OwnedFd) -> Result<ChildPlan, LaunchE
     Ok(ChildPlan {
         sources,
         sync,
+        channel,
         exe,
         argv: CArgv::new(["ds-agent", "__agent"]).map_err(nul)?,
         envp: CArgv::new(Vec::<String>::new()).map_err(nul)?,
@@ -252,9 +273,13 @@ fn prepare_child(spec: &SandboxSpec, sync: OwnedFd) -> Result<ChildPlan, LaunchE
     })
 }
 
-fn run_in(spec: &SandboxSpec, cgroup: &Cgroup) -> Result<i32, LaunchError> {
+fn run_in(
+    spec: &SandboxSpec,
+    cgroup: &Cgroup,
+    channel: Option<OwnedFd>,
+) -> Result<i32, LaunchError> {
     let (mut ours, theirs) = UnixStream::pair().map_err(LaunchError::Stage)?;
-    let plan = prepare_child(spec, OwnedFd::from(theirs))?;
+    let plan = prepare_child(spec, OwnedFd::from(theirs), channel)?;
     let mut supervisor = Supervisor::new().map_err(LaunchError::Stage)?;
     let flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS

@@ -17,6 +17,7 @@
 //! (`launcher::child`, `agent::run`) and in `docs/sandbox.md`.
 
 pub mod agent;
+pub mod agent_channel;
 pub mod caps;
 pub mod cgroup;
 pub mod fds;

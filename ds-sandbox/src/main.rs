@@ -71,6 +71,10 @@ struct ExecArgs {
     /// Print the layers applied to stderr.
     #[arg(long)]
     report: bool,
+    /// An inherited Unix socket on which the agent speaks ds-proto to a host
+    /// (what ds-host passes; also used by tests).
+    #[arg(long, value_name = "FD", value_parser = clap::value_parser!(i32).range(3..))]
+    channel_fd: Option<i32>,
     /// The command and its arguments (paths as seen inside).
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
@@ -165,13 +169,20 @@ fn exec(args: ExecArgs) -> Result<i32, String> {
         command: args.command,
         extra_env: args.env,
         report: args.report,
+        channel: args.channel_fd.is_some(),
         sources: Vec::new(),
     };
     let spec = SandboxSpec {
         sources: mounts::plan(&spec.app_dir, &spec.data_dir, spec.deno_binary.as_deref()),
         ..spec
     };
-    launcher::run(&spec).map_err(|e| e.to_string())
+    let channel = match args.channel_fd {
+        Some(fd) => {
+            Some(ds_sandbox::sys::adopt_fd(fd).map_err(|e| format!("--channel-fd {fd}: {e}"))?)
+        }
+        None => None,
+    };
+    launcher::run(&spec, channel).map_err(|e| e.to_string())
 }
 
 fn probe() {

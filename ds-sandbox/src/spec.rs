@@ -85,6 +85,9 @@ pub struct SandboxSpec {
     pub extra_env: Vec<(String, String)>,
     /// Print a one-line report of the layers applied to stderr.
     pub report: bool,
+    /// Whether the agent gets a host channel (at
+    /// [`crate::launcher::AGENT_CHANNEL_FD`]) and serves it.
+    pub channel: bool,
     /// The host files the view is made of, in descriptor order.
     pub sources: Vec<crate::mounts::Source>,
 }
@@ -217,6 +220,7 @@ mod tests {
             command: vec!["/app/x".into()],
             extra_env: vec![("HOME".into(), "/tmp".into())],
             report: false,
+            channel: false,
             sources: Vec::new(),
         };
         let env = spec.app_environment();

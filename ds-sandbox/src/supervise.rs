@@ -75,21 +75,31 @@ impl Supervisor {
             let Some(info) = self.fd.read_signal()? else {
                 continue;
             };
-            let signo = info.ssi_signo as i32;
-            if signo == Signal::SIGCHLD as i32 {
-                continue;
-            }
-            if let Ok(sig) = Signal::try_from(signo) {
-                // The child may be gone already; that is fine.
-                let _ = kill(child, sig);
-            }
+            forward(child, info.ssi_signo as i32);
         }
+    }
+
+    /// Hands the signalfd over, non-blocking, for an event loop.
+    pub fn into_signal_fd(self) -> io::Result<SignalFd> {
+        rustix::fs::fcntl_setfl(&self.fd, rustix::fs::OFlags::NONBLOCK)?;
+        Ok(self.fd)
+    }
+}
+
+/// Passes signal `signo` on to `child` (SIGCHLD is not forwarded).
+pub fn forward(child: Pid, signo: i32) {
+    if signo == Signal::SIGCHLD as i32 {
+        return;
+    }
+    if let Ok(sig) = Signal::try_from(signo) {
+        // The child may be gone already; that is fine.
+        let _ = kill(child, sig);
     }
 }
 
 /// Collects every exited child without blocking; returns `child`'s exit if
 /// it was among them.
-fn reap(child: Pid, reap_all: bool) -> io::Result<Option<Exit>> {
+pub fn reap(child: Pid, reap_all: bool) -> io::Result<Option<Exit>> {
     let target = if reap_all { None } else { Some(child) };
     loop {
         match waitpid(target, Some(WaitPidFlag::WNOHANG)) {

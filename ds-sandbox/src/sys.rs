@@ -285,3 +285,14 @@ pub fn dup_to(old: RawFd, new: RawFd) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Registers `fd` (a signalfd) with the tokio reactor of the current
+/// runtime, so the agent can await signals.
+pub fn async_signal_fd(
+    fd: nix::sys::signalfd::SignalFd,
+) -> io::Result<tokio::io::unix::AsyncFd<nix::sys::signalfd::SignalFd>> {
+    // SAFETY: the AsyncFd owns the SignalFd, which owns its descriptor; the
+    // descriptor therefore stays open for as long as it is registered and
+    // is closed only when the AsyncFd (deregistering first) is dropped.
+    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into())
+}

@@ -77,6 +77,16 @@ fn main() {
         None,
         bad_arguments_are_refused_cleanly,
     );
+    add(
+        "killed_launcher_takes_the_sandbox_with_it",
+        None,
+        killed_launcher_takes_the_sandbox_with_it,
+    );
+    add(
+        "agent_serves_http_over_the_channel",
+        None,
+        agent_serves_http_over_the_channel,
+    );
     libtest_mimic::run(&args, trials).exit();
 }
 
@@ -542,64 +552,49 @@ fn data_survives_between_runs() -> Result<(), Failed> {
     )
 }
 
-/// Cgroups of ds-sandbox runs that belong to a process no longer alive.
-fn orphaned_cgroups() -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    for base in [
-        "/sys/fs/cgroup/ds",
-        "/sys/fs/cgroup/memory/ds",
-        "/sys/fs/cgroup/pids/ds",
-        "/sys/fs/cgroup/cpu/ds",
-    ] {
-        let Ok(entries) = std::fs::read_dir(base) else {
-            continue;
-        };
-        for path in entries.flatten().map(|e| e.path()).filter(|p| p.is_dir()) {
-            // Named "<name>-<launcher pid>": a live launcher still owns it.
-            let pid = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.rsplit('-').next())
-                .unwrap_or("");
-            if !Path::new("/proc").join(pid).exists() {
-                found.push(path);
-            }
-        }
-    }
-    found
-}
-
 fn nothing_is_left_behind() -> Result<(), Failed> {
     let mounts_before = std::fs::read_to_string("/proc/self/mountinfo")?
         .lines()
         .count();
     // A command that leaves many children behind inside the sandbox.
-    let out = exec(
-        app_dir(),
-        &fresh_data("leftovers"),
-        &["--pids", "8"],
-        &["/app/workload", "forkbomb"],
-    );
-    ensure(out.status.code().is_some(), "exec did not finish")?;
-    let leftover = orphaned_cgroups();
-    ensure(
-        leftover.is_empty(),
-        format!("cgroups left behind: {leftover:?}"),
-    )?;
+    let mut child = Command::new(SANDBOX)
+        .args(["exec", "--pids", "8", "--app"])
+        .arg(app_dir())
+        .arg("--data")
+        .arg(fresh_data("leftovers"))
+        .args(["--", "/app/workload", "forkbomb"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()?;
+    let launcher = child.id();
+    child.wait()?;
+    // Its cgroup is gone in every hierarchy...
+    let name = format!("exec-{launcher}");
+    for base in [
+        "/sys/fs/cgroup/ds",
+        "/sys/fs/cgroup/memory/ds",
+        "/sys/fs/cgroup/pids/ds",
+        "/sys/fs/cgroup/cpu/ds",
+        "/sys/fs/cgroup/cpuacct/ds",
+    ] {
+        let dir = Path::new(base).join(&name);
+        ensure(!dir.exists(), format!("{} was left behind", dir.display()))?;
+    }
+    // ...no process of it survives (its agents would be our grandchildren,
+    // reparented to init: look for any agent whose launcher is gone)...
     let agents = Command::new("pgrep")
-        .args(["-c", "-f", "^ds-agent __agent"])
+        .args(["-f", "^ds-agent __agent"])
         .output()?;
-    let live_agents: u32 = text(&agents.stdout).trim().parse().unwrap_or(0);
-    // Other tests of this suite run in parallel; their agents have live
-    // launchers. Ours must be gone: no agent may outlive every launcher.
-    let launchers = Command::new("pgrep")
-        .args(["-c", "-f", "ds-sandbox exec"])
-        .output()?;
-    let live_launchers: u32 = text(&launchers.stdout).trim().parse().unwrap_or(0);
-    ensure(
-        live_agents <= live_launchers,
-        format!("{live_agents} agents but {live_launchers} launchers"),
-    )?;
+    for pid in text(&agents.stdout).split_whitespace() {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let ppid = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().nth(1))
+            .unwrap_or("0");
+        ensure(ppid != "1", format!("agent {pid} outlived its launcher"))?;
+    }
+    // ...and the host's mount table is unchanged.
     let mounts_after = std::fs::read_to_string("/proc/self/mountinfo")?
         .lines()
         .count();
@@ -645,4 +640,131 @@ fn bad_arguments_are_refused_cleanly() -> Result<(), Failed> {
         "a missing command must be a usage error",
     )?;
     Ok(())
+}
+
+fn agent_serves_http_over_the_channel() -> Result<(), Failed> {
+    use ds_proto::{AgentStats, Config, ControlMessage, Role, Session};
+    use std::os::fd::AsRawFd;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (host_end, sandbox_end) = std::os::unix::net::UnixStream::pair()?;
+    // The sandbox's end is inherited by ds-sandbox (and only that end).
+    rustix::io::fcntl_setfd(&sandbox_end, rustix::io::FdFlags::empty())?;
+    let fd = sandbox_end.as_raw_fd().to_string();
+    let mut child = Command::new(SANDBOX)
+        .args(["exec", "--channel-fd", &fd, "--app"])
+        .arg(app_dir())
+        .arg("--data")
+        .arg(fresh_data("channel"))
+        .args(["--", "/app/workload", "http"])
+        .stdin(Stdio::null())
+        .spawn()?;
+    drop(sandbox_end);
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let talk = runtime.block_on(async {
+        let wait = std::time::Duration::from_secs(10);
+        let session = Session::connect(host_end, Role::Host, Config::default()).await?;
+        let ready = tokio::time::timeout(wait, session.recv_control()).await??;
+        ensure(
+            ready == ControlMessage::Ready { app_port: 8000 },
+            format!("first message {ready:?}"),
+        )?;
+        let h = session.handle();
+        for _ in 0..3 {
+            let mut s = h.open_http().await?;
+            s.write_all(b"GET / HTTP/1.1\r\nHost: a.localhost\r\n\r\n")
+                .await?;
+            let mut response = String::new();
+            tokio::time::timeout(wait, s.read_to_string(&mut response)).await??;
+            ensure(
+                response.starts_with("HTTP/1.1 200 OK"),
+                format!("response {response:?}"),
+            )?;
+            ensure(
+                response.ends_with("hello from the sandbox"),
+                format!("response {response:?}"),
+            )?;
+        }
+        h.send_control(ControlMessage::StatsRequest).await?;
+        let stats = tokio::time::timeout(wait, session.recv_control()).await??;
+        let ControlMessage::Stats(AgentStats {
+            http_streams_total, ..
+        }) = stats
+        else {
+            return Err(format!("expected stats, got {stats:?}").into());
+        };
+        ensure(
+            http_streams_total == 3,
+            format!("{http_streams_total} streams counted"),
+        )?;
+        h.send_control(ControlMessage::Stop { grace_ms: 200 })
+            .await?;
+        // The agent exits with the app: the channel ends.
+        tokio::time::timeout(wait, h.closed()).await?;
+        Ok::<_, Failed>(())
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            return Err(format!("the sandbox did not stop after Stop (channel: {talk:?})").into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    talk?;
+    // The app had no SIGTERM handler: it died of SIGTERM, passed through.
+    ensure(
+        status.code() == Some(128 + 15),
+        format!("sandbox exited {status:?}"),
+    )
+}
+
+fn killed_launcher_takes_the_sandbox_with_it() -> Result<(), Failed> {
+    let data = fresh_data("killed");
+    let mut child = Command::new(SANDBOX)
+        .args(["exec", "--app"])
+        .arg(app_dir())
+        .arg("--data")
+        .arg(&data)
+        .args(["--", "/app/workload", "http"])
+        .stdin(Stdio::null())
+        .spawn()?;
+    let pid = child.id();
+    let procs = format!("/sys/fs/cgroup/pids/ds/exec-{pid}/cgroup.procs");
+    let procs_v2 = format!("/sys/fs/cgroup/ds/exec-{pid}/cgroup.procs");
+    let read_procs =
+        || std::fs::read_to_string(&procs).or_else(|_| std::fs::read_to_string(&procs_v2));
+    // Wait until the app runs inside the cgroup.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while read_procs().map(|p| p.lines().count()).unwrap_or(0) < 2 {
+        ensure(
+            std::time::Instant::now() < deadline,
+            "the sandbox never started",
+        )?;
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child.kill()?; // SIGKILL: the launcher cannot clean up
+    child.wait()?;
+    // The agent dies with its launcher, and the app with the agent's pid namespace.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !read_procs().map(|p| p.trim().is_empty()).unwrap_or(true) {
+        ensure(
+            std::time::Instant::now() < deadline,
+            format!("processes survived: {:?}", read_procs()),
+        )?;
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // The next launch removes the dead launcher's cgroup.
+    let out = exec(app_dir(), &data, &[], &["/app/workload", "exit", "0"]);
+    ensure(out.status.success(), text(&out.stderr))?;
+    ensure(
+        read_procs().is_err(),
+        "the killed launcher's cgroup is still there",
+    )
 }

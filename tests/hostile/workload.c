@@ -10,6 +10,7 @@
  *   forkbomb         fork until refused; prints "forks=N"
  *   membomb          allocate and touch memory until killed
  *   spin SECONDS     two threads spin for SECONDS of wall time
+ *   http             serve "hello from the sandbox" over HTTP/1.1 on $PORT
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -84,10 +85,43 @@ static void *spin_thread(void *arg) {
     return NULL;
 }
 
+static int serve_http(void) {
+    const char *port = getenv("PORT");
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
+    setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port ? atoi(port) : 0),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (bind(s, (struct sockaddr *)&sa, sizeof sa) || listen(s, 64)) {
+        perror("workload http: bind/listen");
+        return 1;
+    }
+    static const char body[] = "hello from the sandbox";
+    char reply[256];
+    int n = snprintf(reply, sizeof reply,
+                     "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
+                     sizeof body - 1, body);
+    for (;;) {
+        int c = accept(s, NULL, NULL);
+        if (c < 0) continue;
+        char req[4096];
+        size_t got = 0;
+        ssize_t r;
+        while (got < sizeof req - 1 && (r = read(c, req + got, sizeof req - 1 - got)) > 0) {
+            got += r;
+            req[got] = 0;
+            if (strstr(req, "\r\n\r\n")) break;
+        }
+        if (write(c, reply, n) != n) perror("workload http: write");
+        close(c);
+    }
+}
+
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
     const char *mode = argc > 1 ? argv[1] : "";
     if (!strcmp(mode, "functional")) return functional();
+    if (!strcmp(mode, "http")) return serve_http();
     if (!strcmp(mode, "persist-write") && argc > 2) {
         FILE *f = fopen("/data/persist", "w");
         return !(f && fputs(argv[2], f) >= 0 && fclose(f) == 0);

@@ -1,0 +1,166 @@
+//! The agent's side of the host channel: once the app runs, the agent
+//! speaks ds-proto on the channel socket. It reports `ready` when the app
+//! accepts connections on `$PORT`, splices every inbound HTTP stream to a
+//! fresh connection to the app, answers stats requests, stops the app on
+//! request, reaps children and forwards signals, and exits with the app's
+//! status. It runs a single-threaded runtime: the agent stays one thread.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ds_proto::{AgentStats, Config, ControlMessage, Incoming, ProtoStream, Role, Session};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::supervise::{self, Exit, Supervisor};
+
+/// How often the agent probes `$PORT` until the app listens.
+const READY_POLL: Duration = Duration::from_millis(5);
+
+/// Counters reported in `stats`.
+#[derive(Debug, Default)]
+struct Counters {
+    open: AtomicU64,
+    total: AtomicU64,
+}
+
+/// Serves the channel until the app exits; returns the app's exit.
+pub fn serve(
+    channel: UnixStream,
+    app: i32,
+    app_port: u16,
+    supervisor: Supervisor,
+) -> std::io::Result<Exit> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(channel, Pid::from_raw(app), app_port, supervisor))
+}
+
+async fn run(
+    channel: UnixStream,
+    app: Pid,
+    app_port: u16,
+    supervisor: Supervisor,
+) -> std::io::Result<Exit> {
+    let mut signals = crate::sys::async_signal_fd(supervisor.into_signal_fd()?)?;
+    let session = Session::connect(channel, Role::Agent, Config::default())
+        .await
+        .map_err(std::io::Error::other)?;
+    let handle = session.handle();
+    let counters = Arc::new(Counters::default());
+    let app_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, app_port));
+
+    let ready = {
+        let handle = handle.clone();
+        async move {
+            while TcpStream::connect(app_addr).await.is_err() {
+                tokio::time::sleep(READY_POLL).await;
+            }
+            let _ = handle
+                .send_control(ControlMessage::Ready { app_port })
+                .await;
+            std::future::pending::<()>().await
+        }
+    };
+    tokio::pin!(ready);
+
+    loop {
+        tokio::select! {
+            () = &mut ready => {}
+            incoming = session.accept() => match incoming {
+                Ok(Incoming::Http(stream)) => {
+                    counters.open.fetch_add(1, Ordering::Relaxed);
+                    counters.total.fetch_add(1, Ordering::Relaxed);
+                    let counters = counters.clone();
+                    tokio::spawn(async move {
+                        splice_to_app(stream, app_addr).await;
+                        counters.open.fetch_sub(1, Ordering::Relaxed);
+                    });
+                }
+                // The host never sends egress openings to the agent; ds-proto
+                // already refuses them. Anything else: the host is gone.
+                Ok(Incoming::Egress(_)) => {}
+                Err(_) => return stop_app_for_good(app, &mut signals).await,
+            },
+            msg = session.recv_control() => match msg {
+                Ok(ControlMessage::StatsRequest) => {
+                    let stats = AgentStats {
+                        http_streams_open: counters.open.load(Ordering::Relaxed),
+                        http_streams_total: counters.total.load(Ordering::Relaxed),
+                        egress_streams_total: 0,
+                        app_starts: 1,
+                    };
+                    let _ = handle.send_control(ControlMessage::Stats(stats)).await;
+                }
+                Ok(ControlMessage::Stop { grace_ms }) => {
+                    let _ = kill(app, Signal::SIGTERM);
+                    let grace = Duration::from_millis(grace_ms);
+                    tokio::spawn(async move {
+                        tokio::time::sleep(grace).await;
+                        let _ = kill(app, Signal::SIGKILL);
+                    });
+                }
+                Ok(_) => {}
+                Err(_) => return stop_app_for_good(app, &mut signals).await,
+            },
+            guard = signals.readable_mut() => {
+                let mut guard = guard?;
+                if let Some(exit) = handle_signals(guard.get_inner_mut(), app)? {
+                    return Ok(exit);
+                }
+                guard.clear_ready();
+            }
+        }
+    }
+}
+
+/// Drains the signalfd: forwards signals to the app and reaps children.
+fn handle_signals(
+    fd: &mut nix::sys::signalfd::SignalFd,
+    app: Pid,
+) -> std::io::Result<Option<Exit>> {
+    while let Some(info) = fd.read_signal()? {
+        supervise::forward(app, info.ssi_signo as i32);
+    }
+    supervise::reap(app, true)
+}
+
+/// The host is gone: nothing may keep running. Kill the app and wait.
+async fn stop_app_for_good(
+    app: Pid,
+    signals: &mut tokio::io::unix::AsyncFd<nix::sys::signalfd::SignalFd>,
+) -> std::io::Result<Exit> {
+    let _ = kill(app, Signal::SIGKILL);
+    loop {
+        let mut guard = signals.readable_mut().await?;
+        if let Some(exit) = handle_signals(guard.get_inner_mut(), app)? {
+            return Ok(exit);
+        }
+        guard.clear_ready();
+    }
+}
+
+/// Copies one inbound stream to a new connection to the app and back,
+/// passing half-closes through in both directions.
+async fn splice_to_app(mut stream: ProtoStream, app: SocketAddr) {
+    match TcpStream::connect(app).await {
+        Ok(mut conn) => {
+            let _ = tokio::io::copy_bidirectional(&mut stream, &mut conn).await;
+            let _ = stream.shutdown().await;
+        }
+        Err(_) => {
+            let _ = stream
+                .write_all(
+                    b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                )
+                .await;
+            let _ = stream.shutdown().await;
+        }
+    }
+}
