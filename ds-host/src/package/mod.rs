@@ -1,0 +1,9 @@
+//! App packages: a directory or `.tar.gz` with `ds-app.toml` at its root.
+//! Installing validates everything and leaves either a complete, read-only
+//! version on disk or nothing at all.
+
+mod install;
+mod manifest;
+
+pub use install::{AppStore, InstallError, InstalledVersion, PackageLimits};
+pub use manifest::{EgressHost, Manifest, ManifestError, MANIFEST_FILE};
