@@ -1,13 +1,126 @@
-//! `ds-host`: the daemon. Serving lands with the host issue; until then
-//! the binary says so instead of pretending to run.
+//! `ds-host`: the daemon.
 
-use std::process::ExitCode;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
-fn main() -> ExitCode {
-    eprintln!(
-        "ds-host {}: the daemon is not built yet (see the host issue); \
-         `ds-sandbox exec` is the runnable part of ds today",
-        env!("CARGO_PKG_VERSION")
-    );
-    ExitCode::from(2)
+use anyhow::{bail, Context};
+use clap::Parser;
+use ds_host::appspace::{Appspace, Launcher};
+use ds_host::proxy::{self, FrontDoor};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ds-host",
+    version,
+    about = "Run untrusted web apps in sandboxes"
+)]
+struct Cli {
+    /// Start a complete development host with no configuration.
+    #[arg(long, conflicts_with = "config")]
+    dev: bool,
+    /// Where dev mode keeps its state.
+    #[arg(long, value_name = "DIR", default_value = ".ds-dev", requires = "dev")]
+    state_dir: PathBuf,
+    /// The loopback port dev mode serves HTTP on (0 picks a free one).
+    #[arg(long, default_value_t = 7080, requires = "dev")]
+    port: u16,
+    /// The production configuration file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+/// A binary next to ours (Cargo puts the workspace's binaries together),
+/// else `$env`, else the PATH.
+fn find_binary(name: &str, env: &str) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(env) {
+        return Some(PathBuf::from(p));
+    }
+    let beside = std::env::current_exe().ok()?.parent()?.join(name);
+    if beside.is_file() {
+        return Some(beside);
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+fn find_deno() -> Option<PathBuf> {
+    find_binary("deno", "DS_DENO").or_else(|| {
+        let local = PathBuf::from(".ds-tools/bin/deno");
+        local.is_file().then(|| local.canonicalize().ok()).flatten()
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    if let Some(config) = cli.config {
+        bail!(
+            "--config {}: production mode (config file, TLS, SQLite state) is not built yet; use --dev",
+            config.display()
+        );
+    }
+    if !cli.dev {
+        bail!("nothing to do: pass --dev (or, later, --config FILE)");
+    }
+    let state = std::path::absolute(&cli.state_dir).context("resolving --state-dir")?;
+    std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
+    let deno = find_deno();
+    let sandbox_bin = find_binary("ds-sandbox", "DS_SANDBOX")
+        .context("ds-sandbox not found next to ds-host, in $DS_SANDBOX or on the PATH")?;
+    let configs = ds_host::dev::prepare(&state, deno.as_deref())?;
+    let appspaces: HashMap<String, Arc<Appspace>> = configs
+        .into_iter()
+        .map(|c| (c.name.clone(), Arc::new(Appspace::new(c))))
+        .collect();
+    let door = Arc::new(FrontDoor {
+        appspaces,
+        launcher: Launcher::new(sandbox_bin, deno),
+        base_domain: "localhost".into(),
+    });
+
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", cli.port))
+        .await
+        .with_context(|| format!("binding 127.0.0.1:{}", cli.port))?;
+    let port = listener.local_addr()?.port();
+    println!("ds-host (dev): state in {}", state.display());
+    let mut names: Vec<&String> = door.appspaces.keys().collect();
+    names.sort();
+    for name in names {
+        println!("ds-host (dev): serving http://{name}.localhost:{port}/");
+    }
+
+    let app = axum::Router::new()
+        .fallback(proxy::handle)
+        .with_state(door.clone());
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    };
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .context("serving")?;
+    // Stop every sandbox before leaving: nothing may outlive the host.
+    let mut stops = tokio::task::JoinSet::new();
+    for appspace in door.appspaces.values().cloned() {
+        stops.spawn(async move { appspace.stop(Duration::from_secs(3)).await });
+    }
+    while stops.join_next().await.is_some() {}
+    Ok(())
 }

@@ -25,6 +25,8 @@ pub const SETUP_FAILED: i32 = 125;
 pub const AGENT_SYNC_FD: i32 = 9;
 /// Where the agent finds the host channel, when it has one.
 pub const AGENT_CHANNEL_FD: i32 = 8;
+/// Descriptors the cloned child keeps until its exec live at or above this.
+const HIGH_FD_FLOOR: i32 = 100;
 
 /// Errors of the launcher, naming the step.
 #[derive(Debug, thiserror::Error)]
@@ -245,6 +247,15 @@ fn prepare_child(
     sync: OwnedFd,
     channel: Option<OwnedFd>,
 ) -> Result<ChildPlan, LaunchError> {
+    // The child moves sources to SOURCE_FD_BASE.. and the sync socket and
+    // channel to their fixed numbers; every descriptor it still needs must
+    // sit above all of those so that no move clobbers it.
+    let lift = |fd: OwnedFd| {
+        rustix::io::fcntl_dupfd_cloexec(&fd, HIGH_FD_FLOOR)
+            .map_err(|e| LaunchError::Stage(e.into()))
+    };
+    let sync = lift(sync)?;
+    let channel = channel.map(lift).transpose()?;
     let nul = |e: std::ffi::NulError| LaunchError::Stage(std::io::Error::other(e));
     let sources = spec
         .sources
@@ -262,6 +273,12 @@ fn prepare_child(
         rustix::fs::Mode::empty(),
     )
     .map_err(|e| LaunchError::Stage(e.into()))?;
+    let exe = lift(exe)?;
+    if spec.sources.len() as i32 + SOURCE_FD_BASE >= HIGH_FD_FLOOR {
+        return Err(LaunchError::Stage(std::io::Error::other(
+            "too many sandbox sources",
+        )));
+    }
     Ok(ChildPlan {
         sources,
         sync,

@@ -1,0 +1,154 @@
+//! Header policy between browsers and apps: hop-by-hop headers are
+//! stripped both ways, forwarding headers are set by the host only, apps
+//! cannot grant cross-origin access, and every response carries strict
+//! default security headers.
+
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Hop-by-hop headers (RFC 9110 7.6.1) plus the proxy ones.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Strips hop-by-hop headers, including any the Connection header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(*name);
+    }
+}
+
+/// Prepares a browser's request headers for the app: hop-by-hop removed,
+/// forwarding headers replaced by the host's own.
+pub fn to_app(headers: &mut HeaderMap, client_ip: &str, proto: &str, host: &str) {
+    strip_hop_by_hop(headers);
+    for name in [
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-real-ip",
+    ] {
+        headers.remove(name);
+    }
+    let set = |h: &mut HeaderMap, name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(name, v);
+        }
+    };
+    set(headers, "x-forwarded-for", client_ip);
+    set(headers, "x-forwarded-proto", proto);
+    set(headers, "x-forwarded-host", host);
+}
+
+/// Security headers every response gets unless the app set a value.
+const DEFAULTS: &[(&str, &str)] = &[
+    (
+        "content-security-policy",
+        "default-src 'self'; frame-ancestors 'self'",
+    ),
+    ("referrer-policy", "same-origin"),
+    ("x-frame-options", "SAMEORIGIN"),
+    ("cross-origin-opener-policy", "same-origin"),
+];
+
+/// Prepares an app's response headers for the browser.
+pub fn to_browser(headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers);
+    // No CORS: an appspace can never open itself to other origins.
+    let cors: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("access-control-"))
+        .cloned()
+        .collect();
+    for name in cors {
+        headers.remove(name);
+    }
+    for (name, value) in DEFAULTS {
+        if !headers.contains_key(*name) {
+            headers.insert(*name, HeaderValue::from_static(value));
+        }
+    }
+    // Never let a browser guess a type an app did not declare.
+    headers.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn requests_lose_hop_by_hop_and_spoofed_forwarding() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "5"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("forwarded", "for=1.2.3.4"),
+            ("accept", "text/html"),
+        ]);
+        to_app(&mut h, "127.0.0.1", "http", "a.localhost");
+        assert!(
+            h.get("x-secret").is_none()
+                && h.get("connection").is_none()
+                && h.get("keep-alive").is_none()
+        );
+        assert!(h.get("forwarded").is_none());
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "127.0.0.1");
+        assert_eq!(h.get("x-forwarded-host").unwrap(), "a.localhost");
+        assert_eq!(h.get("accept").unwrap(), "text/html");
+    }
+
+    #[test]
+    fn responses_lose_cors_and_gain_security_headers() {
+        let mut h = map(&[
+            ("access-control-allow-origin", "*"),
+            ("access-control-allow-credentials", "true"),
+            ("x-content-type-options", "whatever"),
+            ("referrer-policy", "no-referrer"),
+            ("transfer-encoding", "chunked"),
+        ]);
+        to_browser(&mut h);
+        assert!(h.keys().all(|k| !k.as_str().starts_with("access-control-")));
+        assert_eq!(h.get("x-content-type-options").unwrap(), "nosniff");
+        assert_eq!(h.get("referrer-policy").unwrap(), "no-referrer"); // stricter app choice kept
+        assert!(h
+            .get("content-security-policy")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .contains("default-src 'self'"));
+        assert!(h.get("transfer-encoding").is_none());
+    }
+}

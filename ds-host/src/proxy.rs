@@ -1,0 +1,142 @@
+//! The front door: routes each request by its Host header to an appspace,
+//! starts the appspace if needed, and streams the exchange over a fresh
+//! ds-proto stream with hyper's HTTP/1.1 client. Bodies stream both ways;
+//! nothing is buffered whole.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tracing::{info_span, warn, Instrument};
+
+use crate::appspace::{Appspace, Launcher};
+use crate::headers;
+
+/// Everything the front door needs.
+#[derive(Debug)]
+pub struct FrontDoor {
+    /// Appspaces by name (the first label of their domain).
+    pub appspaces: HashMap<String, Arc<Appspace>>,
+    /// How to start sandboxes.
+    pub launcher: Launcher,
+    /// The domain under which appspaces live (`localhost` in dev mode).
+    pub base_domain: String,
+}
+
+impl FrontDoor {
+    /// The appspace a Host header names, if any.
+    fn route(&self, host: &str) -> Option<&Arc<Appspace>> {
+        let host = host.rsplit_once(':').map_or(host, |(h, port)| {
+            if port.chars().all(|c| c.is_ascii_digit()) {
+                h
+            } else {
+                host
+            }
+        });
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let name = host.strip_suffix(&format!(".{}", self.base_domain))?;
+        self.appspaces.get(name)
+    }
+}
+
+fn page(status: StatusCode, title: &str, detail: &str) -> Response<Body> {
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    let html = format!(
+        "<!doctype html><title>{0}</title><h1>{0}</h1><p>{1}</p>\n",
+        esc(title),
+        esc(detail)
+    );
+    let mut resp = Response::new(Body::from(html));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        "text/html; charset=utf-8".parse().expect("static"),
+    );
+    headers::to_browser(resp.headers_mut());
+    resp
+}
+
+/// The axum handler for every request.
+pub async fn handle(
+    State(door): State<Arc<FrontDoor>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request<Body>,
+) -> Response<Body> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().host())
+        .unwrap_or("")
+        .to_owned();
+    let Some(appspace) = door.route(&host).cloned() else {
+        return page(
+            StatusCode::NOT_FOUND,
+            "No such appspace",
+            &format!("Nothing is served at {host}."),
+        );
+    };
+    let span = info_span!("request", appspace = %appspace.config.name, method = %req.method(), path = %req.uri().path());
+    forward(&door, &appspace, peer, &host, req)
+        .instrument(span)
+        .await
+}
+
+async fn forward(
+    door: &FrontDoor,
+    appspace: &Appspace,
+    peer: SocketAddr,
+    host: &str,
+    mut req: Request<Body>,
+) -> Response<Body> {
+    let channel = match appspace.channel(&door.launcher).await {
+        Ok(channel) => channel,
+        Err(e) => {
+            warn!(error = %e, "appspace failed to start");
+            return page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Appspace unavailable",
+                &format!("It could not be started: {e}."),
+            );
+        }
+    };
+    let bad_gateway = |what: &str, e: &dyn std::fmt::Display| {
+        warn!(error = %e, "{what}");
+        page(
+            StatusCode::BAD_GATEWAY,
+            "Appspace error",
+            &format!("{what}: {e}."),
+        )
+    };
+    let stream = match channel.open_http().await {
+        Ok(s) => s,
+        Err(e) => return bad_gateway("opening a stream to the appspace", &e),
+    };
+    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+    {
+        Ok(pair) => pair,
+        Err(e) => return bad_gateway("talking to the appspace", &e),
+    };
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            warn!(error = %e, "connection to the appspace failed");
+        }
+    });
+    headers::to_app(req.headers_mut(), &peer.ip().to_string(), "http", host);
+    match sender.send_request(req).await {
+        Ok(resp) => {
+            let mut resp = resp.map(Body::new);
+            headers::to_browser(resp.headers_mut());
+            resp
+        }
+        Err(e) => bad_gateway("the app did not answer", &e),
+    }
+}

@@ -1,0 +1,43 @@
+// Example ds app: a Deno HTTP server on 127.0.0.1:$PORT that shows what it
+// sees from inside its sandbox. Visits are counted in /data/visits, so the
+// count survives restarts.
+const port = Number(Deno.env.get("PORT") ?? "8000");
+
+async function visits(): Promise<number> {
+  let n = 0;
+  try {
+    n = Number((await Deno.readTextFile("/data/visits")).trim()) || 0;
+  } catch {
+    // first visit
+  }
+  n += 1;
+  await Deno.writeTextFile("/data/visits", String(n));
+  return n;
+}
+
+function escape(s: string): string {
+  return s.replaceAll("&", "&amp;").replaceAll("<", "&lt;").replaceAll(">", "&gt;");
+}
+
+Deno.serve({ hostname: "127.0.0.1", port }, async (req) => {
+  const url = new URL(req.url);
+  if (url.pathname !== "/") {
+    return new Response(`no page at ${escape(url.pathname)}\n`, { status: 404 });
+  }
+  const data = [];
+  for await (const e of Deno.readDir("/data")) data.push(e.name);
+  const rows: [string, string][] = [
+    ["visits (kept in /data)", String(await visits())],
+    ["hostname", Deno.hostname()],
+    ["uid", String(Deno.uid())],
+    ["PORT", String(port)],
+    ["HTTP_PROXY", Deno.env.get("HTTP_PROXY") ?? ""],
+    ["/data holds", data.join(", ")],
+    ["Deno", Deno.version.deno],
+  ];
+  const table = rows.map(([k, v]) => `<tr><th>${escape(k)}</th><td>${escape(v)}</td></tr>`).join("");
+  return new Response(
+    `<!doctype html><title>hello-deno</title><h1>hello from a ds sandbox (Deno)</h1><table>${table}</table>\n`,
+    { headers: { "content-type": "text/html; charset=utf-8" } },
+  );
+});

@@ -1,0 +1,129 @@
+//! Example ds app: a plain HTTP/1.1 server on `127.0.0.1:$PORT` that shows
+//! what it sees from inside its sandbox. Each visit is counted in
+//! `/data/visits`, so the count survives restarts. Standard library only.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+
+fn main() -> std::io::Result<()> {
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(8000);
+    let listener = TcpListener::bind(("127.0.0.1", port))?;
+    eprintln!("hello-native listening on 127.0.0.1:{port}");
+    for conn in listener.incoming() {
+        match conn {
+            Ok(conn) => {
+                std::thread::spawn(move || {
+                    if let Err(e) = serve(conn) {
+                        eprintln!("hello-native: {e}");
+                    }
+                });
+            }
+            Err(e) => eprintln!("hello-native: accept: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// Reads one request head and answers it.
+fn serve(conn: TcpStream) -> std::io::Result<()> {
+    let mut reader = BufReader::new(conn.try_clone()?);
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line)? == 0 {
+        return Ok(()); // a bare connect (the agent's readiness probe)
+    }
+    let mut header = String::new();
+    while reader.read_line(&mut header)? > 2 {
+        header.clear();
+    }
+    let path = request_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("/")
+        .to_owned();
+    let body = if path == "/" {
+        page()
+    } else {
+        format!("no page at {}\n", escape(&path))
+    };
+    let status = if path == "/" {
+        "200 OK"
+    } else {
+        "404 Not Found"
+    };
+    let mut conn = conn;
+    write!(
+        conn,
+        "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn visits() -> u64 {
+    let n = std::fs::read_to_string("/data/visits")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+        + 1;
+    let _ = std::fs::write("/data/visits", n.to_string());
+    n
+}
+
+fn page() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let line = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .unwrap_or("")
+            .to_owned()
+    };
+    let hostname = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let data: Vec<String> = std::fs::read_dir("/data")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let root: Vec<String> = std::fs::read_dir("/")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_else(|e| vec![format!("(cannot list /: {e})")]);
+    let rows = [
+        ("visits (kept in /data)", visits().to_string()),
+        ("hostname", hostname.trim().to_owned()),
+        ("uid", line("Uid:")),
+        ("capabilities", line("CapEff:")),
+        ("no_new_privs", line("NoNewPrivs:")),
+        ("seccomp", line("Seccomp:")),
+        ("PORT", std::env::var("PORT").unwrap_or_default()),
+        (
+            "HTTP_PROXY",
+            std::env::var("HTTP_PROXY").unwrap_or_default(),
+        ),
+        ("/data holds", data.join(", ")),
+        ("/ holds", root.join(", ")),
+    ];
+    let mut html = String::from("<!doctype html><title>hello-native</title><h1>hello from a ds sandbox (native)</h1><table>");
+    for (k, v) in rows {
+        html.push_str(&format!(
+            "<tr><th>{}</th><td>{}</td></tr>",
+            escape(k),
+            escape(&v)
+        ));
+    }
+    html.push_str("</table>\n");
+    html
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
