@@ -118,7 +118,8 @@ async fn main() -> anyhow::Result<()> {
     .context("serving")?;
     // Stop every sandbox before leaving: nothing may outlive the host.
     let mut stops = tokio::task::JoinSet::new();
-    for appspace in door.appspaces.values().cloned() {
+    for appspace in door.appspaces.values() {
+        let appspace = Arc::clone(appspace);
         stops.spawn(async move { appspace.stop(Duration::from_secs(3)).await });
     }
     while stops.join_next().await.is_some() {}

@@ -12,4 +12,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # The fuzz crate is its own workspace; build it into the same target dir so
 # shared dependencies are not compiled twice.
 cargo build --manifest-path fuzz/Cargo.toml --target-dir target --locked
+# The end-to-end tests run the workspace's binaries (ds-sandbox, the
+# example apps) next to ds-host.
+cargo build --workspace --bins --locked
 cargo test --workspace --locked

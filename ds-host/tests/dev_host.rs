@@ -1,0 +1,245 @@
+//! End to end: a real `ds-host --dev` in a temporary directory, driven over
+//! HTTP. Needs root (sandboxes), the workspace's binaries built
+//! (`cargo build --workspace --bins`), and Deno for the Deno example; a
+//! test whose requirement is missing is reported ignored with a
+//! "SKIPPED ..." line, never passed.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use libtest_mimic::{Arguments, Failed, Trial};
+
+const HOST: &str = env!("CARGO_BIN_EXE_ds-host");
+
+fn main() {
+    let args = Arguments::from_args();
+    let base = missing_requirement();
+    let deno = deno().err();
+    let mut trials = Vec::new();
+    let mut add = |name: &str, extra: Option<String>, f: fn() -> Result<(), Failed>| {
+        let skip = base.clone().or(extra);
+        if let Some(why) = &skip {
+            eprintln!("SKIPPED {name}: {why}");
+        }
+        trials.push(Trial::test(name, f).with_ignored_flag(skip.is_some()));
+    };
+    add(
+        "native_example_is_served_and_keeps_its_data",
+        None,
+        native_example_is_served_and_keeps_its_data,
+    );
+    add("deno_example_is_served", deno, deno_example_is_served);
+    add("unknown_hosts_get_404", None, unknown_hosts_get_404);
+    libtest_mimic::run(&args, trials).exit();
+}
+
+fn bin_dir() -> PathBuf {
+    Path::new(HOST)
+        .parent()
+        .expect("binary directory")
+        .to_owned()
+}
+
+fn missing_requirement() -> Option<String> {
+    if !rustix::process::geteuid().is_root() {
+        return Some("needs root (sandboxes need cgroups)".into());
+    }
+    for bin in ["ds-sandbox", "hello-native"] {
+        if !bin_dir().join(bin).is_file() {
+            return Some(format!(
+                "{bin} is not built (run cargo build --workspace --bins)"
+            ));
+        }
+    }
+    None
+}
+
+fn deno() -> Result<PathBuf, String> {
+    std::env::var_os("DS_DENO")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ds-tools/bin/deno");
+            local.exists().then_some(local)
+        })
+        .ok_or_else(|| "no Deno binary (set DS_DENO or run packaging/dev/setup.sh)".into())
+}
+
+/// A running dev host; killed (SIGTERM, then waited) on drop.
+struct DevHost {
+    child: Child,
+    port: u16,
+}
+
+impl DevHost {
+    fn start(state: &Path) -> Result<Self, Failed> {
+        let mut cmd = Command::new(HOST);
+        cmd.args(["--dev", "--port", "0", "--state-dir"])
+            .arg(state)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        match deno() {
+            Ok(d) => cmd.env("DS_DENO", d),
+            Err(_) => cmd.env_remove("DS_DENO"),
+        };
+        let mut child = cmd.spawn()?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let mut port = None;
+        // "ds-host (dev): serving http://hello-native.localhost:PORT/"
+        for line in lines.by_ref() {
+            let line = line?;
+            if let Some(rest) = line.split("localhost:").nth(1) {
+                port = rest.trim_end_matches('/').parse().ok();
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        let port = port.ok_or("ds-host printed no URL")?;
+        Ok(Self { child, port })
+    }
+
+    fn get(&self, host: &str, path: &str) -> Result<(u16, String, String), Failed> {
+        let mut conn = TcpStream::connect(("127.0.0.1", self.port))?;
+        conn.set_read_timeout(Some(Duration::from_secs(20)))?;
+        write!(
+            conn,
+            "GET {path} HTTP/1.1\r\nHost: {host}:{}\r\nConnection: close\r\n\r\n",
+            self.port
+        )?;
+        let mut raw = String::new();
+        conn.read_to_string(&mut raw)?;
+        let (head, body) = raw
+            .split_once("\r\n\r\n")
+            .ok_or_else(|| format!("no response head in {raw:?}"))?;
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or("no status")?;
+        Ok((status, head.to_ascii_lowercase(), body.to_owned()))
+    }
+
+    fn stop(mut self) -> Result<(), Failed> {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).ok_or("bad pid")?;
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM)?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return if status.success() {
+                    Ok(())
+                } else {
+                    Err(format!("ds-host exited {status}").into())
+                };
+            }
+            if Instant::now() > deadline {
+                return Err("ds-host did not stop on SIGTERM".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for DevHost {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ensure(cond: bool, msg: impl Into<String>) -> Result<(), Failed> {
+    if cond {
+        Ok(())
+    } else {
+        Err(msg.into().into())
+    }
+}
+
+fn visits(body: &str) -> Option<u64> {
+    let cell = body.split("visits (kept in /data)</th><td>").nth(1)?;
+    cell.split('<').next()?.parse().ok()
+}
+
+/// Sandbox launchers still running for appspaces under `state`.
+fn sandboxes_of(state: &Path) -> usize {
+    let out = Command::new("pgrep")
+        .arg("-f")
+        .arg(format!("ds-sandbox exec.*{}", state.display()))
+        .output();
+    out.map(|o| String::from_utf8_lossy(&o.stdout).lines().count())
+        .unwrap_or(0)
+}
+
+fn native_example_is_served_and_keeps_its_data() -> Result<(), Failed> {
+    let state = tempfile::tempdir()?;
+    let host = DevHost::start(state.path())?;
+    let (status, head, body) = host.get("hello-native.localhost", "/")?;
+    ensure(status == 200, format!("status {status}: {body}"))?;
+    ensure(
+        body.contains("hello from a ds sandbox (native)"),
+        body.clone(),
+    )?;
+    ensure(
+        body.contains("appspace") && body.contains("Seccomp:\t2"),
+        "the page shows the sandbox",
+    )?;
+    for h in [
+        "content-security-policy: default-src 'self'",
+        "x-content-type-options: nosniff",
+        "referrer-policy",
+    ] {
+        ensure(head.contains(h), format!("missing {h} in {head}"))?;
+    }
+    let first = visits(&body).ok_or("no visit count")?;
+    let (_, _, body) = host.get("hello-native.localhost", "/")?;
+    ensure(
+        visits(&body) == Some(first + 1),
+        format!("second visit: {:?}", visits(&body)),
+    )?;
+    let (status, _, _) = host.get("hello-native.localhost", "/nope")?;
+    ensure(
+        status == 404,
+        format!("app's own 404 came back as {status}"),
+    )?;
+    host.stop()?;
+    ensure(
+        sandboxes_of(state.path()) == 0,
+        "a sandbox outlived the host",
+    )?;
+    // The data survives a host restart.
+    let host = DevHost::start(state.path())?;
+    let (_, _, body) = host.get("hello-native.localhost", "/")?;
+    ensure(
+        visits(&body) == Some(first + 2),
+        format!("after restart: {:?}", visits(&body)),
+    )?;
+    host.stop()
+}
+
+fn deno_example_is_served() -> Result<(), Failed> {
+    let state = tempfile::tempdir()?;
+    let host = DevHost::start(state.path())?;
+    let (status, _, body) = host.get("hello-deno.localhost", "/")?;
+    ensure(status == 200, format!("status {status}: {body}"))?;
+    ensure(
+        body.contains("hello from a ds sandbox (Deno)"),
+        body.clone(),
+    )?;
+    ensure(
+        visits(&body) == Some(1),
+        format!("visits {:?}", visits(&body)),
+    )?;
+    host.stop()
+}
+
+fn unknown_hosts_get_404() -> Result<(), Failed> {
+    let state = tempfile::tempdir()?;
+    let host = DevHost::start(state.path())?;
+    for name in ["nope.localhost", "localhost", "hello-native.example.com"] {
+        let (status, _, _) = host.get(name, "/")?;
+        ensure(status == 404, format!("{name}: {status}"))?;
+    }
+    host.stop()
+}
