@@ -7,16 +7,45 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ds_proto::{Config, ControlMessage, Role, Session, SessionHandle};
 use ds_sandbox::spec::Runtime;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
-/// How long a sandbox has to report its app ready.
-const START_TIMEOUT: Duration = Duration::from_secs(15);
+use crate::applog::{AppLog, LogLimits};
+
+/// The longest wait between restarts after repeated crashes.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// A sandbox that ran this long before crashing starts its backoff afresh.
+const STABLE_RUN: Duration = Duration::from_secs(60);
+
+/// Timing of appspaces' lives.
+#[derive(Debug, Clone, Copy)]
+pub struct Lifecycle {
+    /// How long a sandbox has to report its app ready.
+    pub start_timeout: Duration,
+    /// A running appspace with no request for this long is stopped.
+    pub idle_timeout: Duration,
+    /// Between SIGTERM and SIGKILL when stopping.
+    pub stop_grace: Duration,
+    /// Caps of each appspace's log.
+    pub log_limits: LogLimits,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Self {
+            start_timeout: Duration::from_secs(15),
+            idle_timeout: Duration::from_secs(300),
+            stop_grace: Duration::from_secs(3),
+            log_limits: LogLimits::default(),
+        }
+    }
+}
 
 /// What an appspace runs and where its data lives.
 #[derive(Debug, Clone)]
@@ -33,6 +62,8 @@ pub struct AppspaceConfig {
     pub command: Vec<String>,
     /// Memory limit in bytes.
     pub memory_bytes: u64,
+    /// Where the appspace's log files go.
+    pub log_dir: PathBuf,
 }
 
 /// Why an appspace could not be started.
@@ -47,6 +78,14 @@ pub enum StartError {
     /// The app did not accept connections in time.
     #[error("the app did not become ready within {0:?}")]
     Timeout(Duration),
+    /// The appspace crashed recently and waits before the next start.
+    #[error("it crashed ({reason}); the next start is in {retry_in:?}")]
+    Backoff {
+        /// Why it last failed.
+        reason: String,
+        /// Until the next attempt.
+        retry_in: Duration,
+    },
 }
 
 /// How sandboxes are started on this host.
@@ -77,13 +116,55 @@ struct Running {
     _session: Arc<Session>,
     handle: SessionHandle,
     child_pid: Option<u32>,
+    /// Set when we stop it, so that its exit is not taken for a crash.
+    stopping: Arc<AtomicBool>,
+}
+
+#[derive(Debug, Default)]
+struct Crashes {
+    consecutive: u32,
+    retry_at: Option<Instant>,
+    reason: String,
 }
 
 /// One appspace and, when running, its sandbox.
 pub struct Appspace {
     /// Its configuration.
     pub config: AppspaceConfig,
+    log: Arc<AppLog>,
     running: Mutex<Option<Running>>,
+    crashes: Arc<std::sync::Mutex<Crashes>>,
+    in_flight: AtomicUsize,
+    last_used: std::sync::Mutex<Instant>,
+}
+
+/// Marks a request in flight until dropped (kept by the response body, so
+/// a long download counts until its last byte).
+#[derive(Debug)]
+pub struct RequestGuard(Arc<Appspace>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        *self.0.last_used.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+}
+
+fn record_crash(
+    crashes: &std::sync::Mutex<Crashes>,
+    reason: String,
+    ran_for: Duration,
+) -> Duration {
+    let mut c = crashes.lock().unwrap_or_else(|p| p.into_inner());
+    c.consecutive = if ran_for >= STABLE_RUN {
+        1
+    } else {
+        c.consecutive + 1
+    };
+    let delay = Duration::from_secs(1u64 << (c.consecutive - 1).min(6)).min(MAX_BACKOFF);
+    c.retry_at = Some(Instant::now() + delay);
+    c.reason = reason;
+    delay
 }
 
 impl std::fmt::Debug for Appspace {
@@ -95,29 +176,93 @@ impl std::fmt::Debug for Appspace {
 }
 
 impl Appspace {
-    /// A stopped appspace.
-    pub fn new(config: AppspaceConfig) -> Self {
-        Self {
+    /// A stopped appspace, logging under `config.log_dir`.
+    pub fn new(config: AppspaceConfig, limits: LogLimits) -> std::io::Result<Self> {
+        let log = AppLog::open(&config.log_dir, limits)?;
+        Ok(Self {
             config,
+            log,
             running: Mutex::new(None),
-        }
+            crashes: Arc::default(),
+            in_flight: AtomicUsize::new(0),
+            last_used: std::sync::Mutex::new(Instant::now()),
+        })
+    }
+
+    /// Counts a request as in flight until the guard is dropped.
+    pub fn begin_request(self: &Arc<Self>) -> RequestGuard {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        *self.last_used.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        RequestGuard(self.clone())
+    }
+
+    /// Whether its sandbox is running now.
+    pub async fn is_running(&self) -> bool {
+        self.running
+            .lock()
+            .await
+            .as_ref()
+            .is_some_and(|r| !r.handle.is_closed())
     }
 
     /// The channel of the running sandbox, starting it first if needed.
-    pub async fn channel(&self, launcher: &Launcher) -> Result<SessionHandle, StartError> {
+    /// Concurrent callers share one start.
+    pub async fn channel(
+        &self,
+        launcher: &Launcher,
+        life: &Lifecycle,
+    ) -> Result<SessionHandle, StartError> {
         let mut running = self.running.lock().await;
         if let Some(r) = running.as_ref() {
             if !r.handle.is_closed() {
                 return Ok(r.handle.clone());
             }
         }
-        let started = self.start(launcher).await?;
-        let handle = started.handle.clone();
-        *running = Some(started);
-        Ok(handle)
+        {
+            let c = self.crashes.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(at) = c.retry_at.filter(|at| *at > Instant::now()) {
+                return Err(StartError::Backoff {
+                    reason: c.reason.clone(),
+                    retry_in: at - Instant::now(),
+                });
+            }
+        }
+        match self.start(launcher, life).await {
+            Ok(started) => {
+                let handle = started.handle.clone();
+                *running = Some(started);
+                Ok(handle)
+            }
+            Err(e) => {
+                let delay = record_crash(&self.crashes, e.to_string(), Duration::ZERO);
+                self.log.host(&format!(
+                    "failed to start: {e}; next start in {delay:?} at the earliest"
+                ));
+                Err(e)
+            }
+        }
     }
 
-    async fn start(&self, launcher: &Launcher) -> Result<Running, StartError> {
+    /// Stops the sandbox if it is running, idle for the idle timeout and
+    /// serving nothing.
+    pub async fn stop_if_idle(&self, life: &Lifecycle) {
+        let idle_for = self
+            .last_used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .elapsed();
+        if self.in_flight.load(Ordering::Acquire) == 0
+            && idle_for >= life.idle_timeout
+            && self.is_running().await
+        {
+            self.log
+                .host(&format!("stopping after {idle_for:?} without requests"));
+            info!(appspace = %self.config.name, "stopping idle appspace");
+            self.stop(life.stop_grace).await;
+        }
+    }
+
+    async fn start(&self, launcher: &Launcher, life: &Lifecycle) -> Result<Running, StartError> {
         let cfg = &self.config;
         let (ours, theirs) = UnixStream::pair().map_err(StartError::Spawn)?;
         let mut cmd = tokio::process::Command::new(&launcher.sandbox_bin);
@@ -139,6 +284,8 @@ impl Appspace {
         cmd.arg("--")
             .args(&cfg.command)
             .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .kill_on_drop(false);
         let mut child = {
             let _only_spawn = launcher
@@ -152,6 +299,13 @@ impl Appspace {
         drop(theirs);
         let child_pid = child.id();
         info!(appspace = %cfg.name, pid = ?child_pid, "sandbox started");
+        self.log.host("starting the sandbox");
+        if let Some(out) = child.stdout.take() {
+            self.log.clone().pump(out, "stdout");
+        }
+        if let Some(err) = child.stderr.take() {
+            self.log.clone().pump(err, "stderr");
+        }
 
         let ready = async {
             let session = Session::connect(ours, Role::Host, Config::default()).await?;
@@ -161,7 +315,7 @@ impl Appspace {
                 }
             }
         };
-        let session = match tokio::time::timeout(START_TIMEOUT, ready).await {
+        let session = match tokio::time::timeout(life.start_timeout, ready).await {
             Ok(Ok(session)) => Arc::new(session),
             Ok(Err(e)) => {
                 let _ = child.kill().await;
@@ -169,23 +323,43 @@ impl Appspace {
             }
             Err(_) => {
                 let _ = child.kill().await;
-                return Err(StartError::Timeout(START_TIMEOUT));
+                return Err(StartError::Timeout(life.start_timeout));
             }
         };
         let handle = session.handle();
-        // When the sandbox exits, its channel is closed: the next request
-        // starts a new one.
+        self.log.host("app ready");
+        // When the sandbox exits, its channel is closed and the next
+        // request starts a new one; an exit we did not ask for is a crash.
         let name = cfg.name.clone();
         let watch = handle.clone();
+        let stopping = Arc::new(AtomicBool::new(false));
+        let (log, crashes, stop_flag) = (self.log.clone(), self.crashes.clone(), stopping.clone());
+        let started = Instant::now();
         tokio::spawn(async move {
             let status = child.wait().await;
-            warn!(appspace = %name, ?status, "sandbox exited");
             watch.close();
+            let status = status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|e| e.to_string());
+            if stop_flag.load(Ordering::Acquire) {
+                log.host(&format!("sandbox stopped ({status})"));
+            } else {
+                let delay = record_crash(
+                    &crashes,
+                    format!("the sandbox exited: {status}"),
+                    started.elapsed(),
+                );
+                warn!(appspace = %name, %status, "sandbox crashed");
+                log.host(&format!(
+                    "sandbox crashed ({status}); next start in {delay:?} at the earliest"
+                ));
+            }
         });
         Ok(Running {
             _session: session,
             handle,
             child_pid,
+            stopping,
         })
     }
 
@@ -195,6 +369,7 @@ impl Appspace {
         let Some(running) = self.running.lock().await.take() else {
             return;
         };
+        running.stopping.store(true, Ordering::Release);
         let _ = running
             .handle
             .send_control(ControlMessage::Stop {

@@ -71,9 +71,30 @@ fn install_bundled(
 /// Installs the bundled examples that can run here and returns their
 /// appspaces. The native example's binary is looked for next to `ds-host`
 /// (Cargo builds it there); the Deno example needs a Deno binary.
-pub fn prepare(state: &Path, deno: Option<&Path>) -> Result<Vec<AppspaceConfig>, DevError> {
+///
+/// `extra` packages (directories or `.tar.gz`, e.g. an app under
+/// development) are installed too and get an appspace each; a version
+/// already installed is reused.
+pub fn prepare(
+    state: &Path,
+    deno: Option<&Path>,
+    extra: &[PathBuf],
+) -> Result<Vec<AppspaceConfig>, DevError> {
     let store = AppStore::open(state.join("apps"))?;
     let mut installed = Vec::new();
+    for package in extra {
+        installed.push(match store.install(package, &PackageLimits::default()) {
+            Ok(v) => v,
+            Err(InstallError::DuplicateVersion { name, version }) => {
+                let dir = store.version_dir(&name, &version);
+                let text = fs::read_to_string(dir.join(crate::package::MANIFEST_FILE))
+                    .map_err(io("reading the manifest in", &dir))?;
+                let manifest = text.parse().map_err(InstallError::from)?;
+                InstalledVersion { manifest, dir }
+            }
+            Err(e) => return Err(e.into()),
+        });
+    }
     let native_bin = std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent().map(|d| d.join("hello-native")));
@@ -103,7 +124,8 @@ pub fn prepare(state: &Path, deno: Option<&Path>) -> Result<Vec<AppspaceConfig>,
     let mut appspaces = Vec::new();
     for v in installed {
         let m = &v.manifest;
-        let data_dir = state.join("appspaces").join(&m.name).join("data");
+        let appspace_dir = state.join("appspaces").join(&m.name);
+        let data_dir = appspace_dir.join("data");
         fs::create_dir_all(&data_dir).map_err(io("creating", &data_dir))?;
         let entry = format!("/app/{}", m.entrypoint.display());
         let command = match m.runtime {
@@ -130,6 +152,7 @@ pub fn prepare(state: &Path, deno: Option<&Path>) -> Result<Vec<AppspaceConfig>,
             runtime: m.runtime,
             command,
             memory_bytes: m.memory_bytes.unwrap_or(256 << 20),
+            log_dir: appspace_dir.join("log"),
         });
     }
     Ok(appspaces)

@@ -4,6 +4,7 @@
 //! mode serves the bundled examples. State in SQLite, TLS, the admin API,
 //! idle stop, restart backoff and log capture are still to come.
 
+pub mod applog;
 pub mod appspace;
 pub mod dev;
 pub mod headers;

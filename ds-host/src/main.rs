@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use ds_host::appspace::{Appspace, Launcher};
+use ds_host::appspace::{Appspace, Launcher, Lifecycle};
 use ds_host::proxy::{self, FrontDoor};
 
 #[derive(Debug, Parser)]
@@ -27,6 +27,16 @@ struct Cli {
     /// The loopback port dev mode serves HTTP on (0 picks a free one).
     #[arg(long, default_value_t = 7080, requires = "dev")]
     port: u16,
+    /// Also install and serve this package (a directory or .tar.gz) in dev
+    /// mode; repeatable.
+    #[arg(long = "app", value_name = "PATH", requires = "dev")]
+    apps: Vec<PathBuf>,
+    /// Stop an appspace after this many seconds without requests.
+    #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout: u64,
+    /// How long an app has to start accepting connections.
+    #[arg(long, value_name = "SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
+    start_timeout: u64,
     /// The production configuration file.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -76,15 +86,36 @@ async fn main() -> anyhow::Result<()> {
     let deno = find_deno();
     let sandbox_bin = find_binary("ds-sandbox", "DS_SANDBOX")
         .context("ds-sandbox not found next to ds-host, in $DS_SANDBOX or on the PATH")?;
-    let configs = ds_host::dev::prepare(&state, deno.as_deref())?;
-    let appspaces: HashMap<String, Arc<Appspace>> = configs
-        .into_iter()
-        .map(|c| (c.name.clone(), Arc::new(Appspace::new(c))))
-        .collect();
+    let lifecycle = Lifecycle {
+        start_timeout: Duration::from_secs(cli.start_timeout),
+        idle_timeout: Duration::from_secs(cli.idle_timeout),
+        ..Lifecycle::default()
+    };
+    let configs = ds_host::dev::prepare(&state, deno.as_deref(), &cli.apps)?;
+    let mut appspaces = HashMap::new();
+    for config in configs {
+        let name = config.name.clone();
+        let appspace = Appspace::new(config, lifecycle.log_limits)
+            .with_context(|| format!("opening the log of appspace {name}"))?;
+        appspaces.insert(name, Arc::new(appspace));
+    }
     let door = Arc::new(FrontDoor {
         appspaces,
         launcher: Launcher::new(sandbox_bin, deno),
         base_domain: "localhost".into(),
+        lifecycle,
+    });
+    // Scale to zero: stop appspaces nobody has used for the idle timeout.
+    let reaper = door.clone();
+    tokio::spawn(async move {
+        let period = (reaper.lifecycle.idle_timeout / 4)
+            .clamp(Duration::from_millis(100), Duration::from_secs(5));
+        loop {
+            tokio::time::sleep(period).await;
+            for appspace in reaper.appspaces.values() {
+                appspace.stop_if_idle(&reaper.lifecycle).await;
+            }
+        }
     });
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", cli.port))
@@ -120,7 +151,8 @@ async fn main() -> anyhow::Result<()> {
     let mut stops = tokio::task::JoinSet::new();
     for appspace in door.appspaces.values() {
         let appspace = Arc::clone(appspace);
-        stops.spawn(async move { appspace.stop(Duration::from_secs(3)).await });
+        let grace = door.lifecycle.stop_grace;
+        stops.spawn(async move { appspace.stop(grace).await });
     }
     while stops.join_next().await.is_some() {}
     Ok(())

@@ -13,7 +13,12 @@ use axum::http::{header, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tracing::{info_span, warn, Instrument};
 
-use crate::appspace::{Appspace, Launcher};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+
+use crate::appspace::{Appspace, Launcher, Lifecycle, RequestGuard};
 use crate::headers;
 
 /// Everything the front door needs.
@@ -25,6 +30,35 @@ pub struct FrontDoor {
     pub launcher: Launcher,
     /// The domain under which appspaces live (`localhost` in dev mode).
     pub base_domain: String,
+    /// Start, idle and stop timing.
+    pub lifecycle: Lifecycle,
+}
+
+/// A response body that keeps its request counted as in flight until the
+/// last byte has gone out.
+struct GuardedBody {
+    inner: Incoming,
+    _guard: RequestGuard,
+}
+
+impl HttpBody for GuardedBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 impl FrontDoor {
@@ -92,12 +126,13 @@ pub async fn handle(
 
 async fn forward(
     door: &FrontDoor,
-    appspace: &Appspace,
+    appspace: &Arc<Appspace>,
     peer: SocketAddr,
     host: &str,
     mut req: Request<Body>,
 ) -> Response<Body> {
-    let channel = match appspace.channel(&door.launcher).await {
+    let guard = appspace.begin_request();
+    let channel = match appspace.channel(&door.launcher, &door.lifecycle).await {
         Ok(channel) => channel,
         Err(e) => {
             warn!(error = %e, "appspace failed to start");
@@ -133,7 +168,12 @@ async fn forward(
     headers::to_app(req.headers_mut(), &peer.ip().to_string(), "http", host);
     match sender.send_request(req).await {
         Ok(resp) => {
-            let mut resp = resp.map(Body::new);
+            let mut resp = resp.map(|inner| {
+                Body::new(GuardedBody {
+                    inner,
+                    _guard: guard,
+                })
+            });
             headers::to_browser(resp.headers_mut());
             resp
         }
