@@ -33,6 +33,31 @@ fn main() {
     );
     add("deno_example_is_served", deno, deno_example_is_served);
     add("unknown_hosts_get_404", None, unknown_hosts_get_404);
+    add(
+        "crashing_app_gets_503_with_the_reason_logged",
+        None,
+        crashing_app_gets_503_with_the_reason_logged,
+    );
+    add(
+        "never_ready_app_gets_503_after_the_start_timeout",
+        None,
+        never_ready_app_gets_503_after_the_start_timeout,
+    );
+    add(
+        "flooding_app_keeps_serving_with_a_capped_log",
+        None,
+        flooding_app_keeps_serving_with_a_capped_log,
+    );
+    add(
+        "idle_appspace_stops_and_restarts_with_its_data",
+        None,
+        idle_appspace_stops_and_restarts_with_its_data,
+    );
+    add(
+        "gigabyte_bodies_stream_both_ways",
+        None,
+        gigabyte_bodies_stream_both_ways,
+    );
     libtest_mimic::run(&args, trials).exit();
 }
 
@@ -75,9 +100,14 @@ struct DevHost {
 
 impl DevHost {
     fn start(state: &Path) -> Result<Self, Failed> {
+        Self::start_with(state, &[])
+    }
+
+    fn start_with(state: &Path, extra: &[String]) -> Result<Self, Failed> {
         let mut cmd = Command::new(HOST);
         cmd.args(["--dev", "--port", "0", "--state-dir"])
             .arg(state)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
         match deno() {
@@ -241,5 +271,198 @@ fn unknown_hosts_get_404() -> Result<(), Failed> {
         let (status, _, _) = host.get(name, "/")?;
         ensure(status == 404, format!("{name}: {status}"))?;
     }
+    host.stop()
+}
+
+/// A package of `tests/hostile/workload.c` built to run `mode` by default.
+fn workload_package(dir: &Path, name: &str, mode: &str) -> Result<String, Failed> {
+    let pkg = dir.join(name);
+    std::fs::create_dir_all(&pkg)?;
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/hostile/workload.c");
+    let status = Command::new("gcc")
+        .args([
+            "-static",
+            "-O2",
+            "-pthread",
+            &format!("-DDEFAULT_MODE=\"{mode}\""),
+            "-o",
+        ])
+        .arg(pkg.join("workload"))
+        .arg(src)
+        .status()?;
+    ensure(status.success(), "compiling workload.c")?;
+    std::fs::write(
+        pkg.join("ds-app.toml"),
+        format!("name = \"{name}\"\nversion = \"1.0.0\"\nruntime = \"native\"\nentrypoint = \"workload\"\n"),
+    )?;
+    Ok(pkg.to_string_lossy().into_owned())
+}
+
+fn log_of(state: &Path, name: &str) -> String {
+    let dir = state.join("appspaces").join(name).join("log");
+    let mut text = String::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            text.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+        }
+    }
+    text
+}
+
+fn crashing_app_gets_503_with_the_reason_logged() -> Result<(), Failed> {
+    let state = tempfile::tempdir()?;
+    let pkg = workload_package(state.path(), "crasher", "crash")?;
+    let host = DevHost::start_with(state.path(), &["--app".into(), pkg])?;
+    let (status, _, body) = host.get("crasher.localhost", "/")?;
+    ensure(status == 503, format!("status {status}: {body}"))?;
+    ensure(body.contains("could not be started"), body.clone())?;
+    // Right after, the host does not hammer it: it waits (backoff).
+    let (status, _, body) = host.get("crasher.localhost", "/")?;
+    ensure(
+        status == 503 && body.contains("next start"),
+        format!("{status}: {body}"),
+    )?;
+    let log = log_of(state.path(), "crasher");
+    ensure(
+        log.contains("stderr: crashing on purpose"),
+        format!("log: {log}"),
+    )?;
+    ensure(log.contains("failed to start"), format!("log: {log}"))?;
+    // Other appspaces are unaffected.
+    let (status, _, _) = host.get("hello-native.localhost", "/")?;
+    ensure(status == 200, format!("hello-native: {status}"))?;
+    host.stop()
+}
+
+fn never_ready_app_gets_503_after_the_start_timeout() -> Result<(), Failed> {
+    let state = tempfile::tempdir()?;
+    let pkg = workload_package(state.path(), "sleeper", "never-ready")?;
+    let host = DevHost::start_with(
+        state.path(),
+        &["--app".into(), pkg, "--start-timeout".into(), "2".into()],
+    )?;
+    let started = Instant::now();
+    let (status, _, body) = host.get("sleeper.localhost", "/")?;
+    ensure(status == 503, format!("status {status}: {body}"))?;
+    ensure(
+        body.contains("did not become ready within 2s"),
+        body.clone(),
+    )?;
+    ensure(
+        started.elapsed() < Duration::from_secs(6),
+        format!("took {:?}", started.elapsed()),
+    )?;
+    ensure(
+        sandboxes_of(state.path()) == 0,
+        "the never-ready sandbox was left running",
+    )?;
+    host.stop()
+}
+
+fn flooding_app_keeps_serving_with_a_capped_log() -> Result<(), Failed> {
+    let state = tempfile::tempdir()?;
+    let pkg = workload_package(state.path(), "flooder", "flood")?;
+    let host = DevHost::start_with(state.path(), &["--app".into(), pkg])?;
+    let (status, _, body) = host.get("flooder.localhost", "/")?;
+    ensure(status == 200, format!("status {status}: {body}"))?;
+    std::thread::sleep(Duration::from_secs(2));
+    for _ in 0..5 {
+        let (status, _, _) = host.get("flooder.localhost", "/")?;
+        ensure(status == 200, format!("while flooding: {status}"))?;
+    }
+    let dir = state.path().join("appspaces/flooder/log");
+    let total: u64 = std::fs::read_dir(&dir)?
+        .flatten()
+        .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+        .sum();
+    ensure(
+        total < 5 << 20,
+        format!("{total} bytes of log after a flood"),
+    )?;
+    let log = log_of(state.path(), "flooder");
+    ensure(log.contains("flood line"), "nothing of the flood was kept")?;
+    ensure(
+        log.contains("rate limit: dropped"),
+        "the drop was not recorded",
+    )?;
+    host.stop()
+}
+
+fn idle_appspace_stops_and_restarts_with_its_data() -> Result<(), Failed> {
+    let state = tempfile::tempdir()?;
+    let host = DevHost::start_with(state.path(), &["--idle-timeout".into(), "1".into()])?;
+    let (_, _, body) = host.get("hello-native.localhost", "/")?;
+    let first = visits(&body).ok_or("no visits")?;
+    ensure(
+        sandboxes_of(state.path()) == 1,
+        "the sandbox is not running",
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sandboxes_of(state.path()) != 0 {
+        ensure(
+            Instant::now() < deadline,
+            "the idle appspace was not stopped",
+        )?;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (status, _, body) = host.get("hello-native.localhost", "/")?;
+    ensure(
+        status == 200 && visits(&body) == Some(first + 1),
+        format!("after idle stop: {status} {:?}", visits(&body)),
+    )?;
+    ensure(
+        log_of(state.path(), "hello-native").contains("without requests"),
+        "idle stop not logged",
+    )?;
+    host.stop()
+}
+
+fn gigabyte_bodies_stream_both_ways() -> Result<(), Failed> {
+    const GIB: u64 = 1 << 30;
+    let state = tempfile::tempdir()?;
+    let pkg = workload_package(state.path(), "streamer", "http")?;
+    let host = DevHost::start_with(state.path(), &["--app".into(), pkg])?;
+    // Download.
+    let mut conn = TcpStream::connect(("127.0.0.1", host.port))?;
+    write!(
+        conn,
+        "GET /big/{GIB} HTTP/1.1\r\nHost: streamer.localhost\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut reader = BufReader::new(conn);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line)?;
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+    }
+    let got = std::io::copy(&mut reader, &mut std::io::sink())?;
+    ensure(got == GIB, format!("downloaded {got} bytes"))?;
+    // Upload, streamed in 1 MiB writes.
+    let mut conn = TcpStream::connect(("127.0.0.1", host.port))?;
+    write!(conn, "POST /upload HTTP/1.1\r\nHost: streamer.localhost\r\nContent-Length: {GIB}\r\nConnection: close\r\n\r\n")?;
+    let chunk = vec![b'u'; 1 << 20];
+    for _ in 0..1024 {
+        conn.write_all(&chunk)?;
+    }
+    let mut response = String::new();
+    conn.read_to_string(&mut response)?;
+    ensure(
+        response.ends_with(&format!("got {GIB} bytes")),
+        format!("upload answer: {response:?}"),
+    )?;
+    // Neither direction sat in the host's memory.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", host.child.id()))?;
+    let hwm_kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+        .ok_or("no VmHWM")?;
+    ensure(
+        hwm_kb < 200 * 1024,
+        format!("ds-host peaked at {hwm_kb} KiB"),
+    )?;
     host.stop()
 }

@@ -10,8 +10,18 @@
  *   forkbomb         fork until refused; prints "forks=N"
  *   membomb          allocate and touch memory until killed
  *   spin SECONDS     two threads spin for SECONDS of wall time
- *   http             serve "hello from the sandbox" over HTTP/1.1 on $PORT
+ *   http             serve HTTP/1.1 on $PORT: GET / says "hello from the
+ *                    sandbox", GET /big/N streams N bytes, POST counts the
+ *                    body's bytes and answers "got N bytes"
+ *   crash            say so on stderr and exit 3 at once
+ *   never-ready      never listen
+ *   flood            serve http, and print without end on stdout
+ *
+ * Built with -DDEFAULT_MODE='"..."', the mode applies when none is given.
  */
+#ifndef DEFAULT_MODE
+#define DEFAULT_MODE ""
+#endif
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -85,7 +95,63 @@ static void *spin_thread(void *arg) {
     return NULL;
 }
 
-static int serve_http(void) {
+static void reply(int c, const char *status, const char *body) {
+    char head[256];
+    int n = snprintf(head, sizeof head,
+                     "HTTP/1.1 %s\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
+                     status, strlen(body));
+    if (write(c, head, n) != n || write(c, body, strlen(body)) < 0) perror("workload http: write");
+}
+
+static void *serve_conn(void *arg) {
+    int c = (int)(long)arg;
+    char req[8192];
+    size_t got = 0;
+    ssize_t r;
+    char *end = NULL;
+    while (got < sizeof req - 1 && (r = read(c, req + got, sizeof req - 1 - got)) > 0) {
+        got += r;
+        req[got] = 0;
+        if ((end = strstr(req, "\r\n\r\n"))) break;
+    }
+    if (!end) { close(c); return NULL; }
+    size_t head_len = end + 4 - req;
+    if (!strncmp(req, "POST ", 5)) {
+        char *cl = strcasestr(req, "content-length:");
+        unsigned long long want = cl ? strtoull(cl + 15, NULL, 10) : 0, have = got - head_len;
+        static __thread char buf[1 << 16];
+        while (have < want && (r = read(c, buf, sizeof buf)) > 0) have += r;
+        char msg[64];
+        snprintf(msg, sizeof msg, "got %llu bytes", have);
+        reply(c, "200 OK", msg);
+    } else if (!strncmp(req, "GET /big/", 9)) {
+        unsigned long long n = strtoull(req + 9, NULL, 10), sent = 0;
+        char head[160];
+        int hn = snprintf(head, sizeof head, "HTTP/1.1 200 OK\r\nContent-Length: %llu\r\nConnection: close\r\n\r\n", n);
+        if (write(c, head, hn) == hn) {
+            static __thread char buf[1 << 16];
+            memset(buf, 'z', sizeof buf);
+            while (sent < n) {
+                size_t k = n - sent < sizeof buf ? n - sent : sizeof buf;
+                ssize_t w = write(c, buf, k);
+                if (w <= 0) break;
+                sent += w;
+            }
+        }
+    } else {
+        reply(c, "200 OK", "hello from the sandbox");
+    }
+    close(c);
+    return NULL;
+}
+
+static void *flood(void *arg) {
+    (void)arg;
+    for (unsigned long i = 0;; i++) printf("flood line %lu: the quick brown fox jumps over the lazy dog\n", i);
+    return NULL;
+}
+
+static int serve_http(int with_flood) {
     const char *port = getenv("PORT");
     int s = socket(AF_INET, SOCK_STREAM, 0);
     int one = 1;
@@ -96,32 +162,28 @@ static int serve_http(void) {
         perror("workload http: bind/listen");
         return 1;
     }
-    static const char body[] = "hello from the sandbox";
-    char reply[256];
-    int n = snprintf(reply, sizeof reply,
-                     "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n%s",
-                     sizeof body - 1, body);
+    if (with_flood) {
+        pthread_t t;
+        setvbuf(stdout, NULL, _IOFBF, 1 << 16);
+        pthread_create(&t, NULL, flood, NULL);
+    }
     for (;;) {
         int c = accept(s, NULL, NULL);
         if (c < 0) continue;
-        char req[4096];
-        size_t got = 0;
-        ssize_t r;
-        while (got < sizeof req - 1 && (r = read(c, req + got, sizeof req - 1 - got)) > 0) {
-            got += r;
-            req[got] = 0;
-            if (strstr(req, "\r\n\r\n")) break;
-        }
-        if (write(c, reply, n) != n) perror("workload http: write");
-        close(c);
+        pthread_t t;
+        if (pthread_create(&t, NULL, serve_conn, (void *)(long)c) == 0) pthread_detach(t);
+        else close(c);
     }
 }
 
 int main(int argc, char **argv) {
     setvbuf(stdout, NULL, _IOLBF, 0);
-    const char *mode = argc > 1 ? argv[1] : "";
+    const char *mode = argc > 1 ? argv[1] : DEFAULT_MODE;
     if (!strcmp(mode, "functional")) return functional();
-    if (!strcmp(mode, "http")) return serve_http();
+    if (!strcmp(mode, "http")) return serve_http(0);
+    if (!strcmp(mode, "flood")) return serve_http(1);
+    if (!strcmp(mode, "crash")) { fprintf(stderr, "crashing on purpose\n"); return 3; }
+    if (!strcmp(mode, "never-ready")) { for (;;) pause(); }
     if (!strcmp(mode, "persist-write") && argc > 2) {
         FILE *f = fopen("/data/persist", "w");
         return !(f && fputs(argv[2], f) >= 0 && fclose(f) == 0);
