@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, Request, Response, StatusCode};
+use axum::http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tracing::{info_span, warn, Instrument};
 
@@ -161,22 +161,71 @@ async fn forward(
         Err(e) => return bad_gateway("talking to the appspace", &e),
     };
     tokio::spawn(async move {
-        if let Err(e) = conn.await {
+        if let Err(e) = conn.with_upgrades().await {
             warn!(error = %e, "connection to the appspace failed");
         }
     });
+    // Protocol upgrades (WebSocket): the only hop-by-hop headers passed on.
+    let upgrade = requested_upgrade(req.headers());
+    let browser_side = upgrade
+        .as_ref()
+        .and_then(|_| req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>());
     headers::to_app(req.headers_mut(), &peer.ip().to_string(), "http", host);
-    match sender.send_request(req).await {
-        Ok(resp) => {
-            let mut resp = resp.map(|inner| {
-                Body::new(GuardedBody {
-                    inner,
-                    _guard: guard,
-                })
-            });
-            headers::to_browser(resp.headers_mut());
-            resp
-        }
-        Err(e) => bad_gateway("the app did not answer", &e),
+    if let Some(protocol) = &upgrade {
+        req.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        req.headers_mut().insert(header::UPGRADE, protocol.clone());
     }
+    let mut resp = match sender.send_request(req).await {
+        Ok(resp) => resp,
+        Err(e) => return bad_gateway("the app did not answer", &e),
+    };
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let (Some(browser_side), Some(protocol)) = (browser_side, upgrade) else {
+            return bad_gateway("the app switched protocols unasked", &"refused");
+        };
+        let app_side = hyper::upgrade::on(&mut resp);
+        let mut switched = Response::new(Body::empty());
+        *switched.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        *switched.headers_mut() = resp.headers().clone();
+        headers::to_browser(switched.headers_mut());
+        switched
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        switched.headers_mut().insert(header::UPGRADE, protocol);
+        tokio::spawn(async move {
+            let _in_flight = guard; // the connection counts until it closes
+            match tokio::try_join!(browser_side, app_side) {
+                Ok((browser, app)) => {
+                    let _ = tokio::io::copy_bidirectional(
+                        &mut TokioIo::new(browser),
+                        &mut TokioIo::new(app),
+                    )
+                    .await;
+                }
+                Err(e) => warn!(error = %e, "protocol upgrade failed"),
+            }
+        });
+        return switched;
+    }
+    let mut resp = resp.map(|inner| {
+        Body::new(GuardedBody {
+            inner,
+            _guard: guard,
+        })
+    });
+    headers::to_browser(resp.headers_mut());
+    resp
+}
+
+/// The protocol a request asks to upgrade to (`Connection: upgrade` plus an
+/// `Upgrade` header), if any.
+fn requested_upgrade(h: &axum::http::HeaderMap) -> Option<HeaderValue> {
+    let wants = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    wants.then(|| h.get(header::UPGRADE).cloned()).flatten()
 }

@@ -31,7 +31,11 @@ fn main() {
         None,
         native_example_is_served_and_keeps_its_data,
     );
-    add("deno_example_is_served", deno, deno_example_is_served);
+    add(
+        "deno_example_is_served",
+        deno.clone(),
+        deno_example_is_served,
+    );
     add("unknown_hosts_get_404", None, unknown_hosts_get_404);
     add(
         "crashing_app_gets_503_with_the_reason_logged",
@@ -57,6 +61,16 @@ fn main() {
         "gigabyte_bodies_stream_both_ways",
         None,
         gigabyte_bodies_stream_both_ways,
+    );
+    add(
+        "protocol_upgrades_pass_through",
+        None,
+        protocol_upgrades_pass_through,
+    );
+    add(
+        "websocket_echo_end_to_end",
+        deno.clone(),
+        websocket_echo_end_to_end,
     );
     libtest_mimic::run(&args, trials).exit();
 }
@@ -463,6 +477,77 @@ fn gigabyte_bodies_stream_both_ways() -> Result<(), Failed> {
     ensure(
         hwm_kb < 200 * 1024,
         format!("ds-host peaked at {hwm_kb} KiB"),
+    )?;
+    host.stop()
+}
+
+/// Sends `head`, returns the response head and the still-open connection.
+fn upgrade(port: u16, head: &str) -> Result<(String, TcpStream), Failed> {
+    let mut conn = TcpStream::connect(("127.0.0.1", port))?;
+    conn.set_read_timeout(Some(Duration::from_secs(20)))?;
+    conn.write_all(head.as_bytes())?;
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        ensure(
+            conn.read(&mut byte)? == 1,
+            "connection closed before the response head",
+        )?;
+        got.push(byte[0]);
+    }
+    Ok((String::from_utf8_lossy(&got).to_ascii_lowercase(), conn))
+}
+
+fn protocol_upgrades_pass_through() -> Result<(), Failed> {
+    let state = tempfile::tempdir()?;
+    let pkg = workload_package(state.path(), "echoer", "http")?;
+    let host = DevHost::start_with(state.path(), &["--app".into(), pkg])?;
+    let (head, mut conn) = upgrade(
+        host.port,
+        "GET /echo HTTP/1.1\r\nHost: echoer.localhost\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+    )?;
+    ensure(head.starts_with("http/1.1 101"), format!("head: {head}"))?;
+    ensure(head.contains("upgrade: echo"), format!("head: {head}"))?;
+    for msg in ["ping-1", "a longer second message"] {
+        conn.write_all(msg.as_bytes())?;
+        let mut back = vec![0u8; msg.len()];
+        conn.read_exact(&mut back)?;
+        ensure(
+            back == msg.as_bytes(),
+            format!("echoed {:?}", String::from_utf8_lossy(&back)),
+        )?;
+    }
+    host.stop()
+}
+
+fn websocket_echo_end_to_end() -> Result<(), Failed> {
+    let state = tempfile::tempdir()?;
+    let host = DevHost::start(state.path())?;
+    let (head, mut conn) = upgrade(
+        host.port,
+        "GET /ws HTTP/1.1\r\nHost: hello-deno.localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )?;
+    ensure(head.starts_with("http/1.1 101"), format!("head: {head}"))?;
+    // RFC 6455's sample key and its accept value.
+    ensure(
+        head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        format!("head: {head}"),
+    )?;
+    // One masked text frame "hi" (mask 0x01020304).
+    let mask = [1u8, 2, 3, 4];
+    let mut frame = vec![0x81, 0x80 | 2];
+    frame.extend_from_slice(&mask);
+    frame.extend(b"hi".iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    conn.write_all(&frame)?;
+    let mut hdr = [0u8; 2];
+    conn.read_exact(&mut hdr)?;
+    ensure(hdr[0] == 0x81, format!("frame type {:#x}", hdr[0]))?;
+    let mut payload = vec![0u8; usize::from(hdr[1] & 0x7f)];
+    conn.read_exact(&mut payload)?;
+    ensure(
+        payload == b"echo: hi",
+        format!("payload {:?}", String::from_utf8_lossy(&payload)),
     )?;
     host.stop()
 }

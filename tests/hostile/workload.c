@@ -12,7 +12,8 @@
  *   spin SECONDS     two threads spin for SECONDS of wall time
  *   http             serve HTTP/1.1 on $PORT: GET / says "hello from the
  *                    sandbox", GET /big/N streams N bytes, POST counts the
- *                    body's bytes and answers "got N bytes"
+ *                    body's bytes and answers "got N bytes", and a request
+ *                    with "Upgrade: echo" switches to echoing raw bytes
  *   crash            say so on stderr and exit 3 at once
  *   never-ready      never listen
  *   flood            serve http, and print without end on stdout
@@ -116,7 +117,16 @@ static void *serve_conn(void *arg) {
     }
     if (!end) { close(c); return NULL; }
     size_t head_len = end + 4 - req;
-    if (!strncmp(req, "POST ", 5)) {
+    if (strcasestr(req, "\r\nupgrade: echo")) {
+        /* A protocol upgrade: after the 101, echo raw bytes until EOF. */
+        static const char sw[] = "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n";
+        if (write(c, sw, sizeof sw - 1) == (ssize_t)(sizeof sw - 1)) {
+            if (got > head_len && write(c, req + head_len, got - head_len) < 0) perror("echo");
+            char buf[4096];
+            while ((r = read(c, buf, sizeof buf)) > 0)
+                if (write(c, buf, r) != r) break;
+        }
+    } else if (!strncmp(req, "POST ", 5)) {
         char *cl = strcasestr(req, "content-length:");
         unsigned long long want = cl ? strtoull(cl + 15, NULL, 10) : 0, have = got - head_len;
         static __thread char buf[1 << 16];

@@ -21,6 +21,12 @@ function escape(s: string): string {
 
 Deno.serve({ hostname: "127.0.0.1", port }, async (req) => {
   const url = new URL(req.url);
+  if (url.pathname === "/ws" && req.headers.get("upgrade") === "websocket") {
+    // WebSocket echo: proves upgrades travel through the host and the agent.
+    const { socket, response } = Deno.upgradeWebSocket(req);
+    socket.onmessage = (e) => socket.send(`echo: ${e.data}`);
+    return response;
+  }
   if (url.pathname !== "/") {
     return new Response(`no page at ${escape(url.pathname)}\n`, { status: 404 });
   }
