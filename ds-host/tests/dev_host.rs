@@ -68,6 +68,11 @@ fn main() {
         protocol_upgrades_pass_through,
     );
     add(
+        "host_killed_mid_request_restarts_cleanly",
+        None,
+        host_killed_mid_request_restarts_cleanly,
+    );
+    add(
         "websocket_echo_end_to_end",
         deno.clone(),
         websocket_echo_end_to_end,
@@ -548,6 +553,47 @@ fn websocket_echo_end_to_end() -> Result<(), Failed> {
     ensure(
         payload == b"echo: hi",
         format!("payload {:?}", String::from_utf8_lossy(&payload)),
+    )?;
+    host.stop()
+}
+
+fn host_killed_mid_request_restarts_cleanly() -> Result<(), Failed> {
+    let state = tempfile::tempdir()?;
+    let pkg = workload_package(state.path(), "streamer", "http")?;
+    let mut host = DevHost::start_with(state.path(), &["--app".into(), pkg.clone()])?;
+    let mut conn = TcpStream::connect(("127.0.0.1", host.port))?;
+    write!(
+        conn,
+        "GET /big/{} HTTP/1.1\r\nHost: streamer.localhost\r\nConnection: close\r\n\r\n",
+        4u64 << 30
+    )?;
+    let mut buf = vec![0u8; 1 << 20];
+    conn.read_exact(&mut buf)?; // the download is under way
+    host.child.kill()?; // SIGKILL: no cleanup of its own
+    host.child.wait()?;
+    // The sandbox notices its channel is gone and ends itself.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sandboxes_of(state.path()) != 0 {
+        ensure(
+            Instant::now() < deadline,
+            "a sandbox outlived the killed host",
+        )?;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The cut download ends (it must not hang).
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
+    // A new host on the same state serves again.
+    let host = DevHost::start_with(state.path(), &["--app".into(), pkg])?;
+    let (status, _, body) = host.get("streamer.localhost", "/")?;
+    ensure(
+        status == 200 && body == "hello from the sandbox",
+        format!("{status}: {body}"),
+    )?;
+    let (status, _, _) = host.get("hello-native.localhost", "/")?;
+    ensure(
+        status == 200,
+        format!("hello-native after restart: {status}"),
     )?;
     host.stop()
 }
