@@ -10,7 +10,8 @@ use ds_sandbox::spec::Runtime;
 use tracing::{info, warn};
 
 use crate::appspace::AppspaceConfig;
-use crate::package::{AppStore, InstallError, InstalledVersion, PackageLimits};
+use crate::package::{InstallError, PackageLimits};
+use crate::state::{State, StateError};
 
 const NATIVE_MANIFEST: &str = include_str!("../../packaging/examples/hello-native/ds-app.toml");
 const DENO_MANIFEST: &str = include_str!("../../packaging/examples/hello-deno/ds-app.toml");
@@ -29,9 +30,9 @@ pub enum DevError {
         /// Why.
         source: std::io::Error,
     },
-    /// Installing a bundled app failed.
-    #[error("installing a bundled example: {0}")]
-    Install(#[from] InstallError),
+    /// The state store or an install failed.
+    #[error(transparent)]
+    State(#[from] StateError),
 }
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DevError {
@@ -39,14 +40,13 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DevErro
     move |source| DevError::Io { what, path, source }
 }
 
-/// Installs (if not yet installed) the package described by `files`,
-/// assembled under `state/packages/<dir>`.
-fn install_bundled(
-    store: &AppStore,
+/// Writes a bundled package's files under `state/packages/<dir>` and
+/// returns that directory.
+fn write_bundled(
     state: &Path,
     dir: &str,
     files: &[(&str, Vec<u8>, u32)],
-) -> Result<InstalledVersion, DevError> {
+) -> Result<PathBuf, DevError> {
     let pkg = state.join("packages").join(dir);
     let _ = fs::remove_dir_all(&pkg);
     fs::create_dir_all(&pkg).map_err(io("creating", &pkg))?;
@@ -56,61 +56,50 @@ fn install_bundled(
         fs::set_permissions(&path, fs::Permissions::from_mode(*mode))
             .map_err(io("chmod", &path))?;
     }
-    let manifest_text = String::from_utf8_lossy(&files[0].1).into_owned();
-    let manifest: crate::package::Manifest = manifest_text.parse().map_err(InstallError::from)?;
-    let existing = store.version_dir(&manifest.name, &manifest.version);
-    if existing.exists() {
-        return Ok(InstalledVersion {
-            manifest,
-            dir: existing,
-        });
-    }
-    Ok(store.install(&pkg, &PackageLimits::default())?)
+    Ok(pkg)
 }
 
-/// Installs the bundled examples that can run here and returns their
-/// appspaces. The native example's binary is looked for next to `ds-host`
-/// (Cargo builds it there); the Deno example needs a Deno binary.
-///
-/// `extra` packages (directories or `.tar.gz`, e.g. an app under
-/// development) are installed too and get an appspace each; a version
-/// already installed is reused.
-pub fn prepare(
-    state: &Path,
+/// Installs `package` unless that version is installed already; returns
+/// the app's name and version.
+async fn ensure_installed(
+    state: &State,
+    package: &Path,
+) -> Result<(String, semver::Version), DevError> {
+    match state.install(package, &PackageLimits::default()).await {
+        Ok(v) => Ok((v.manifest.name, v.manifest.version)),
+        Err(StateError::Install(InstallError::DuplicateVersion { name, version })) => {
+            Ok((name, version))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Installs the bundled examples that can run here (and `extra` packages,
+/// e.g. an app under development), gives each app an appspace at
+/// `<name>.localhost` unless it has one, and returns every appspace. The
+/// native example's binary is looked for next to `ds-host` (Cargo builds
+/// it there); the Deno example needs a Deno binary.
+pub async fn prepare(
+    state_dir: &Path,
     deno: Option<&Path>,
     extra: &[PathBuf],
-) -> Result<Vec<AppspaceConfig>, DevError> {
-    let store = AppStore::open(state.join("apps"))?;
-    let mut installed = Vec::new();
-    for package in extra {
-        installed.push(match store.install(package, &PackageLimits::default()) {
-            Ok(v) => v,
-            Err(InstallError::DuplicateVersion { name, version }) => {
-                let dir = store.version_dir(&name, &version);
-                let text = fs::read_to_string(dir.join(crate::package::MANIFEST_FILE))
-                    .map_err(io("reading the manifest in", &dir))?;
-                let manifest = text.parse().map_err(InstallError::from)?;
-                InstalledVersion { manifest, dir }
-            }
-            Err(e) => return Err(e.into()),
-        });
-    }
+) -> Result<(State, Vec<AppspaceConfig>), DevError> {
+    let state = State::open(state_dir).await?;
+    let mut packages = Vec::new();
     let native_bin = std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent().map(|d| d.join("hello-native")));
     match native_bin.as_deref().map(fs::read) {
-        Some(Ok(binary)) => installed.push(install_bundled(
-            &store,
-            state,
+        Some(Ok(binary)) => packages.push(write_bundled(
+            state_dir,
             "hello-native",
             &[("ds-app.toml", NATIVE_MANIFEST.into(), 0o644), ("hello-native", binary, 0o755)],
         )?),
         _ => warn!("hello-native is not built next to ds-host (cargo build -p hello-native); not serving it"),
     }
     if deno.is_some() {
-        installed.push(install_bundled(
-            &store,
-            state,
+        packages.push(write_bundled(
+            state_dir,
             "hello-deno",
             &[
                 ("ds-app.toml", DENO_MANIFEST.into(), 0o644),
@@ -120,15 +109,32 @@ pub fn prepare(
     } else {
         warn!("no Deno binary (set DS_DENO); not serving hello-deno");
     }
+    packages.extend(extra.iter().cloned());
+
+    for package in &packages {
+        let (name, version) = ensure_installed(&state, package).await?;
+        let data_dir = state_dir.join("appspaces").join(&name).join("data");
+        fs::create_dir_all(&data_dir).map_err(io("creating", &data_dir))?;
+        let memory = state
+            .manifest(&name, &version)
+            .await?
+            .memory_bytes
+            .unwrap_or(256 << 20);
+        let domain = format!("{name}.localhost");
+        match state
+            .create_appspace(&name, &domain, &name, &version, &data_dir, memory)
+            .await
+        {
+            Ok(()) => info!(appspace = %name, %version, "appspace created"),
+            Err(StateError::Conflict(_)) => {} // it has one from an earlier run
+            Err(e) => return Err(e.into()),
+        }
+    }
 
     let mut appspaces = Vec::new();
-    for v in installed {
-        let m = &v.manifest;
-        let appspace_dir = state.join("appspaces").join(&m.name);
-        let data_dir = appspace_dir.join("data");
-        fs::create_dir_all(&data_dir).map_err(io("creating", &data_dir))?;
-        let entry = format!("/app/{}", m.entrypoint.display());
-        let command = match m.runtime {
+    for a in state.appspaces().await? {
+        let entry = format!("/app/{}", a.entrypoint);
+        let command = match a.runtime {
             Runtime::Native => vec![entry],
             Runtime::Deno => [
                 "deno",
@@ -144,16 +150,19 @@ pub fn prepare(
             .chain([entry])
             .collect(),
         };
-        info!(appspace = %m.name, version = %m.version, "bundled app installed");
+        if a.runtime == Runtime::Deno && deno.is_none() {
+            warn!(appspace = %a.name, "no Deno binary; this appspace cannot start");
+        }
+        let log_dir = a.data_dir.parent().unwrap_or(&a.data_dir).join("log");
         appspaces.push(AppspaceConfig {
-            name: m.name.clone(),
-            app_dir: v.dir.clone(),
-            data_dir,
-            runtime: m.runtime,
+            name: a.name,
+            app_dir: a.app_dir,
+            data_dir: a.data_dir,
+            runtime: a.runtime,
             command,
-            memory_bytes: m.memory_bytes.unwrap_or(256 << 20),
-            log_dir: appspace_dir.join("log"),
+            memory_bytes: a.memory_bytes,
+            log_dir,
         });
     }
-    Ok(appspaces)
+    Ok((state, appspaces))
 }

@@ -10,3 +10,4 @@ pub mod dev;
 pub mod headers;
 pub mod package;
 pub mod proxy;
+pub mod state;

@@ -91,7 +91,7 @@ async fn main() -> anyhow::Result<()> {
         idle_timeout: Duration::from_secs(cli.idle_timeout),
         ..Lifecycle::default()
     };
-    let configs = ds_host::dev::prepare(&state, deno.as_deref(), &cli.apps)?;
+    let (_state_db, configs) = ds_host::dev::prepare(&state, deno.as_deref(), &cli.apps).await?;
     let mut appspaces = HashMap::new();
     for config in configs {
         let name = config.name.clone();

@@ -114,6 +114,58 @@ pub struct InstalledVersion {
     pub dir: PathBuf,
 }
 
+/// A validated package waiting in a staging directory.
+#[derive(Debug)]
+pub struct Staged {
+    staging: PathBuf,
+    manifest: Option<Manifest>,
+    manifest_text: String,
+    target: PathBuf,
+}
+
+impl Staged {
+    /// Its manifest.
+    pub fn manifest(&self) -> &Manifest {
+        self.manifest
+            .as_ref()
+            .expect("a Staged is only handed out validated")
+    }
+
+    /// The manifest as written by the author.
+    pub fn manifest_text(&self) -> &str {
+        &self.manifest_text
+    }
+
+    /// Makes the files read-only and renames them into place (atomic: the
+    /// version appears complete or not at all).
+    pub fn commit(mut self) -> Result<InstalledVersion, InstallError> {
+        let manifest = self
+            .manifest
+            .take()
+            .expect("a Staged is only handed out validated");
+        if let Some(app_dir) = self.target.parent() {
+            fs::create_dir_all(app_dir)
+                .map_err(io_err(format!("creating {}", app_dir.display())))?;
+        }
+        make_read_only(&self.staging).map_err(io_err("making the package read-only"))?;
+        fs::rename(&self.staging, &self.target).map_err(io_err(format!(
+            "moving the package to {}",
+            self.target.display()
+        )))?;
+        Ok(InstalledVersion {
+            manifest,
+            dir: self.target.clone(),
+        })
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        // After a commit the staging path no longer exists.
+        let _ = remove_tree(&self.staging);
+    }
+}
+
 /// The directory holding every installed app version.
 #[derive(Debug)]
 pub struct AppStore {
@@ -151,52 +203,75 @@ impl AppStore {
         source: &Path,
         limits: &PackageLimits,
     ) -> Result<InstalledVersion, InstallError> {
+        self.stage(source, limits)?.commit()
+    }
+
+    /// Unpacks and validates the package at `source` into a staging
+    /// directory, ready to [`Staged::commit`]. Dropping the result without
+    /// committing removes the staging directory.
+    pub fn stage(&self, source: &Path, limits: &PackageLimits) -> Result<Staged, InstallError> {
         let staging = self.root.join(format!(
             ".staging-{}-{}",
             std::process::id(),
             STAGING_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
         fs::create_dir(&staging).map_err(io_err(format!("creating {}", staging.display())))?;
-        let result = self.install_via(source, &staging, limits);
-        if result.is_err() {
-            let _ = remove_tree(&staging);
-        }
-        result
-    }
-
-    fn install_via(
-        &self,
-        source: &Path,
-        staging: &Path,
-        limits: &PackageLimits,
-    ) -> Result<InstalledVersion, InstallError> {
+        let mut staged = Staged {
+            staging,
+            manifest: None,
+            manifest_text: String::new(),
+            target: PathBuf::new(),
+        };
         let meta = fs::metadata(source).map_err(io_err(format!("reading {}", source.display())))?;
         let mut budget = Budget::new(limits);
         if meta.is_dir() {
-            copy_tree(source, staging, Path::new(""), &mut budget)?;
+            copy_tree(source, &staged.staging, Path::new(""), &mut budget)?;
         } else if is_tar_gz(source) {
             let file =
                 fs::File::open(source).map_err(io_err(format!("opening {}", source.display())))?;
-            unpack(flate2::read::GzDecoder::new(file), staging, &mut budget)?;
+            unpack(
+                flate2::read::GzDecoder::new(file),
+                &staged.staging,
+                &mut budget,
+            )?;
         } else {
             return Err(InstallError::UnknownSource(source.to_owned()));
         }
-        let manifest = read_manifest(staging, limits)?;
-        check_entrypoint(staging, &manifest)?;
-        let app_dir = self.root.join(&manifest.name);
-        fs::create_dir_all(&app_dir).map_err(io_err(format!("creating {}", app_dir.display())))?;
-        let dir = self.version_dir(&manifest.name, &manifest.version);
-        if dir.exists() {
+        let (manifest, text) = read_manifest(&staged.staging, limits)?;
+        check_entrypoint(&staged.staging, &manifest)?;
+        staged.target = self.version_dir(&manifest.name, &manifest.version);
+        if staged.target.exists() {
             return Err(InstallError::DuplicateVersion {
                 name: manifest.name,
                 version: manifest.version,
             });
         }
-        make_read_only(staging).map_err(io_err("making the package read-only"))?;
-        // rename(2) is atomic: the version appears complete or not at all.
-        fs::rename(staging, &dir)
-            .map_err(io_err(format!("moving the package to {}", dir.display())))?;
-        Ok(InstalledVersion { manifest, dir })
+        staged.manifest = Some(manifest);
+        staged.manifest_text = text;
+        Ok(staged)
+    }
+
+    /// Every installed version: (app, version, directory).
+    pub fn installed(&self) -> Vec<(String, semver::Version, PathBuf)> {
+        let mut out = Vec::new();
+        let Ok(apps) = fs::read_dir(&self.root) else {
+            return out;
+        };
+        for app in apps.flatten() {
+            let name = app.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            let Ok(versions) = fs::read_dir(app.path()) else {
+                continue;
+            };
+            for v in versions.flatten() {
+                if let Ok(version) = semver::Version::parse(&v.file_name().to_string_lossy()) {
+                    out.push((name.clone(), version, v.path()));
+                }
+            }
+        }
+        out
     }
 
     /// Removes an installed version (its files are read-only, so they are
@@ -455,7 +530,10 @@ fn copy_tree(
     Ok(())
 }
 
-fn read_manifest(staging: &Path, limits: &PackageLimits) -> Result<Manifest, InstallError> {
+fn read_manifest(
+    staging: &Path,
+    limits: &PackageLimits,
+) -> Result<(Manifest, String), InstallError> {
     let path = staging.join(MANIFEST_FILE);
     let meta = fs::symlink_metadata(&path).map_err(|_| InstallError::MissingManifest)?;
     if !meta.is_file() {
@@ -468,7 +546,7 @@ fn read_manifest(staging: &Path, limits: &PackageLimits) -> Result<Manifest, Ins
         });
     }
     let text = fs::read_to_string(&path).map_err(io_err(format!("reading {MANIFEST_FILE}")))?;
-    Ok(manifest::parse(&text)?)
+    Ok((manifest::parse(&text)?, text))
 }
 
 fn check_entrypoint(staging: &Path, manifest: &Manifest) -> Result<(), InstallError> {

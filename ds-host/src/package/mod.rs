@@ -5,5 +5,5 @@
 mod install;
 mod manifest;
 
-pub use install::{AppStore, InstallError, InstalledVersion, PackageLimits};
+pub use install::{AppStore, InstallError, InstalledVersion, PackageLimits, Staged};
 pub use manifest::{EgressHost, Manifest, ManifestError, MANIFEST_FILE};
