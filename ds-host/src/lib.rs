@@ -1,8 +1,9 @@
 //! ds-host: the privileged daemon. Built so far: app packages (validation
-//! and installation), appspaces started on demand in their sandboxes, and
-//! the HTTP front door that routes by Host and proxies over ds-proto. Dev
-//! mode serves the bundled examples. State in SQLite, TLS, the admin API,
-//! idle stop, restart backoff and log capture are still to come.
+//! and installation), state in SQLite, appspaces started on demand in
+//! their sandboxes (idle stop, crash backoff, logs), and the front door
+//! (HTTP and HTTPS) that routes by Host and proxies over ds-proto. Dev mode
+//! serves the bundled examples. Production configuration, the admin API
+//! and egress are still to come.
 
 pub mod applog;
 pub mod appspace;
@@ -10,4 +11,6 @@ pub mod dev;
 pub mod headers;
 pub mod package;
 pub mod proxy;
+pub mod serve;
 pub mod state;
+pub mod tls;

@@ -1,7 +1,6 @@
 //! `ds-host`: the daemon.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +9,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use ds_host::appspace::{Appspace, Launcher, Lifecycle};
 use ds_host::proxy::{self, FrontDoor};
+use ds_host::serve::{self, ConnLimits};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -27,6 +27,12 @@ struct Cli {
     /// The loopback port dev mode serves HTTP on (0 picks a free one).
     #[arg(long, default_value_t = 7080, requires = "dev")]
     port: u16,
+    /// The loopback port dev mode serves HTTPS on (0 picks a free one).
+    #[arg(long, default_value_t = 7443, requires = "dev")]
+    tls_port: u16,
+    /// Seconds a client has to send a complete request head.
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout: u64,
     /// Also install and serve this package (a directory or .tar.gz) in dev
     /// mode; repeatable.
     #[arg(long = "app", value_name = "PATH", requires = "dev")]
@@ -118,35 +124,66 @@ async fn main() -> anyhow::Result<()> {
         }
     });
 
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", cli.port))
-        .await
-        .with_context(|| format!("binding 127.0.0.1:{}", cli.port))?;
-    let port = listener.local_addr()?.port();
+    let bind = |port: u16| async move {
+        tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .with_context(|| format!("binding 127.0.0.1:{port}"))
+    };
+    let http = bind(cli.port).await?;
+    let https = bind(cli.tls_port).await?;
+    let mut tls_names: Vec<String> = door
+        .appspaces
+        .keys()
+        .map(|n| format!("{n}.localhost"))
+        .collect();
+    tls_names.sort();
+    tls_names.insert(0, "localhost".into());
+    let (tls, cert) = ds_host::tls::dev_certificate(&state.join("tls"), &tls_names)?;
+    let (port, tls_port) = (http.local_addr()?.port(), https.local_addr()?.port());
     println!("ds-host (dev): state in {}", state.display());
+    println!(
+        "ds-host (dev): HTTPS with a self-signed certificate: {}",
+        cert.display()
+    );
     let mut names: Vec<&String> = door.appspaces.keys().collect();
     names.sort();
     for name in names {
-        println!("ds-host (dev): serving http://{name}.localhost:{port}/");
+        println!("ds-host (dev): serving http://{name}.localhost:{port}/ and https://{name}.localhost:{tls_port}/");
     }
 
     let app = axum::Router::new()
         .fallback(proxy::handle)
         .with_state(door.clone());
-    let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+    let limits = ConnLimits {
+        header_read_timeout: Duration::from_secs(cli.header_timeout),
+        ..ConnLimits::default()
     };
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .context("serving")?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let plain = tokio::spawn(serve::serve(
+        http,
+        None,
+        app.clone(),
+        limits,
+        stopped(stop_rx.clone()),
+    ));
+    let secure = tokio::spawn(serve::serve(
+        https,
+        Some(tls),
+        app,
+        limits,
+        stopped(stop_rx),
+    ));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    let _ = stop_tx.send(true);
+    let _ = tokio::join!(plain, secure);
     // Stop every sandbox before leaving: nothing may outlive the host.
     let mut stops = tokio::task::JoinSet::new();
     for appspace in door.appspaces.values() {

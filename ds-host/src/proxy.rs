@@ -20,6 +20,7 @@ use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 
 use crate::appspace::{Appspace, Launcher, Lifecycle, RequestGuard};
 use crate::headers;
+use crate::serve::Scheme;
 
 /// Everything the front door needs.
 #[derive(Debug)]
@@ -118,10 +119,22 @@ pub async fn handle(
             &format!("Nothing is served at {host}."),
         );
     };
+    let scheme = req
+        .extensions()
+        .get::<Scheme>()
+        .copied()
+        .unwrap_or(Scheme::Http);
     let span = info_span!("request", appspace = %appspace.config.name, method = %req.method(), path = %req.uri().path());
-    forward(&door, &appspace, peer, &host, req)
+    let mut resp = forward(&door, &appspace, peer, &host, scheme, req)
         .instrument(span)
-        .await
+        .await;
+    if scheme == Scheme::Https {
+        resp.headers_mut().insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+        );
+    }
+    resp
 }
 
 async fn forward(
@@ -129,6 +142,7 @@ async fn forward(
     appspace: &Arc<Appspace>,
     peer: SocketAddr,
     host: &str,
+    scheme: Scheme,
     mut req: Request<Body>,
 ) -> Response<Body> {
     let guard = appspace.begin_request();
@@ -170,7 +184,12 @@ async fn forward(
     let browser_side = upgrade
         .as_ref()
         .and_then(|_| req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>());
-    headers::to_app(req.headers_mut(), &peer.ip().to_string(), "http", host);
+    let proto = if scheme == Scheme::Https {
+        "https"
+    } else {
+        "http"
+    };
+    headers::to_app(req.headers_mut(), &peer.ip().to_string(), proto, host);
     if let Some(protocol) = &upgrade {
         req.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));

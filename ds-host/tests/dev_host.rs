@@ -67,6 +67,12 @@ fn main() {
         None,
         protocol_upgrades_pass_through,
     );
+    add("https_is_served_with_hsts", None, https_is_served_with_hsts);
+    add(
+        "oversized_and_slow_request_heads_are_refused",
+        None,
+        oversized_and_slow_request_heads_are_refused,
+    );
     add(
         "host_killed_mid_request_restarts_cleanly",
         None,
@@ -115,6 +121,7 @@ fn deno() -> Result<PathBuf, String> {
 struct DevHost {
     child: Child,
     port: u16,
+    tls_port: u16,
 }
 
 impl DevHost {
@@ -124,7 +131,7 @@ impl DevHost {
 
     fn start_with(state: &Path, extra: &[String]) -> Result<Self, Failed> {
         let mut cmd = Command::new(HOST);
-        cmd.args(["--dev", "--port", "0", "--state-dir"])
+        cmd.args(["--dev", "--port", "0", "--tls-port", "0", "--state-dir"])
             .arg(state)
             .args(extra)
             .stdout(Stdio::piped())
@@ -136,18 +143,30 @@ impl DevHost {
         let mut child = cmd.spawn()?;
         let stdout = child.stdout.take().ok_or("no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
-        let mut port = None;
-        // "ds-host (dev): serving http://hello-native.localhost:PORT/"
+        let mut ports = None;
+        // "ds-host (dev): serving http://NAME.localhost:PORT/ and https://NAME.localhost:PORT/"
+        let port_after = |text: &str| -> Option<u16> {
+            text.split(':').nth(1)?.trim_end_matches('/').parse().ok()
+        };
         for line in lines.by_ref() {
             let line = line?;
-            if let Some(rest) = line.split("localhost:").nth(1) {
-                port = rest.trim_end_matches('/').parse().ok();
+            if let Some(rest) = line.split("serving ").nth(1) {
+                let mut urls = rest
+                    .split(" and ")
+                    .map(|u| u.rsplit_once("localhost").map(|(_, p)| p));
+                let http = urls.next().flatten().and_then(port_after);
+                let https = urls.next().flatten().and_then(port_after);
+                ports = http.zip(https);
                 break;
             }
         }
         std::thread::spawn(move || for _ in lines {});
-        let port = port.ok_or("ds-host printed no URL")?;
-        Ok(Self { child, port })
+        let (port, tls_port) = ports.ok_or("ds-host printed no URL")?;
+        Ok(Self {
+            child,
+            port,
+            tls_port,
+        })
     }
 
     fn get(&self, host: &str, path: &str) -> Result<(u16, String, String), Failed> {
@@ -595,5 +614,90 @@ fn host_killed_mid_request_restarts_cleanly() -> Result<(), Failed> {
         status == 200,
         format!("hello-native after restart: {status}"),
     )?;
+    host.stop()
+}
+
+fn https_is_served_with_hsts() -> Result<(), Failed> {
+    use rustls::pki_types::pem::PemObject;
+    let state = tempfile::tempdir()?;
+    let host = DevHost::start(state.path())?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(state.path().join("tls/cert.pem"))?
+    {
+        roots.add(cert?)?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("hello-native.localhost")?;
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name)?;
+    let tcp = TcpStream::connect(("127.0.0.1", host.tls_port))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    write!(
+        tls,
+        "GET / HTTP/1.1\r\nHost: hello-native.localhost\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    // A peer closing without close_notify is fine once the body is in.
+    let _ = tls.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    ensure(
+        text.starts_with("http/1.1 200"),
+        format!("response: {text:.200}"),
+    )?;
+    ensure(
+        text.contains("strict-transport-security: max-age="),
+        "no HSTS over HTTPS",
+    )?;
+    ensure(
+        text.contains("hello from a ds sandbox"),
+        "no page over HTTPS",
+    )?;
+    let (_, head, _) = host.get("hello-native.localhost", "/")?;
+    ensure(
+        !head.contains("strict-transport-security"),
+        "HSTS over plain HTTP",
+    )?;
+    host.stop()
+}
+
+fn oversized_and_slow_request_heads_are_refused() -> Result<(), Failed> {
+    let state = tempfile::tempdir()?;
+    let host = DevHost::start_with(state.path(), &["--header-timeout".into(), "1".into()])?;
+    // A 300 KiB header (the 64 KiB limit is checked between reads).
+    let mut conn = TcpStream::connect(("127.0.0.1", host.port))?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let big = "a".repeat(300 * 1024);
+    let _ = write!(
+        conn,
+        "GET / HTTP/1.1\r\nHost: hello-native.localhost\r\nX-Big: {big}\r\n\r\n"
+    );
+    let mut answer = String::new();
+    let _ = conn.read_to_string(&mut answer);
+    ensure(
+        answer.starts_with("HTTP/1.1 431"),
+        format!("oversized head got {:.80}", answer),
+    )?;
+    // A head that never finishes.
+    let mut conn = TcpStream::connect(("127.0.0.1", host.port))?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(conn, "GET / HTTP/1.1\r\nHost: hello-native.localhost\r\n")?;
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let _ = conn.read_to_end(&mut answer);
+    ensure(
+        started.elapsed() < Duration::from_secs(5),
+        format!("a slow head held the connection {:?}", started.elapsed()),
+    )?;
+    ensure(
+        !String::from_utf8_lossy(&answer).contains("200 OK"),
+        "a slow head was served",
+    )?;
+    // The host still serves.
+    let (status, _, _) = host.get("hello-native.localhost", "/")?;
+    ensure(status == 200, format!("after the abuse: {status}"))?;
     host.stop()
 }
