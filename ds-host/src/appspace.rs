@@ -66,6 +66,40 @@ pub struct AppspaceConfig {
     pub log_dir: PathBuf,
 }
 
+impl AppspaceConfig {
+    /// What to run for a recorded appspace: its version's entrypoint (under
+    /// Deno for Deno apps), logs next to its data directory.
+    pub fn from_record(a: crate::state::AppspaceRecord) -> Self {
+        let entry = format!("/app/{}", a.entrypoint);
+        let command = match a.runtime {
+            Runtime::Native => vec![entry],
+            Runtime::Deno => [
+                "deno",
+                "run",
+                "--allow-net",
+                "--allow-read",
+                "--allow-write",
+                "--allow-env",
+                "--allow-sys",
+            ]
+            .into_iter()
+            .map(String::from)
+            .chain([entry])
+            .collect(),
+        };
+        let log_dir = a.data_dir.parent().unwrap_or(&a.data_dir).join("log");
+        Self {
+            name: a.name,
+            app_dir: a.app_dir,
+            data_dir: a.data_dir,
+            runtime: a.runtime,
+            command,
+            memory_bytes: a.memory_bytes,
+            log_dir,
+        }
+    }
+}
+
 /// Why an appspace could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

@@ -6,7 +6,6 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use ds_sandbox::spec::Runtime;
 use tracing::{info, warn};
 
 use crate::appspace::AppspaceConfig;
@@ -131,38 +130,14 @@ pub async fn prepare(
         }
     }
 
-    let mut appspaces = Vec::new();
-    for a in state.appspaces().await? {
-        let entry = format!("/app/{}", a.entrypoint);
-        let command = match a.runtime {
-            Runtime::Native => vec![entry],
-            Runtime::Deno => [
-                "deno",
-                "run",
-                "--allow-net",
-                "--allow-read",
-                "--allow-write",
-                "--allow-env",
-                "--allow-sys",
-            ]
-            .into_iter()
-            .map(String::from)
-            .chain([entry])
-            .collect(),
-        };
-        if a.runtime == Runtime::Deno && deno.is_none() {
-            warn!(appspace = %a.name, "no Deno binary; this appspace cannot start");
-        }
-        let log_dir = a.data_dir.parent().unwrap_or(&a.data_dir).join("log");
-        appspaces.push(AppspaceConfig {
-            name: a.name,
-            app_dir: a.app_dir,
-            data_dir: a.data_dir,
-            runtime: a.runtime,
-            command,
-            memory_bytes: a.memory_bytes,
-            log_dir,
-        });
+    let appspaces = state
+        .appspaces()
+        .await?
+        .into_iter()
+        .map(AppspaceConfig::from_record)
+        .collect();
+    if deno.is_none() {
+        warn!("no Deno binary: Deno appspaces cannot start");
     }
     Ok((state, appspaces))
 }

@@ -7,6 +7,7 @@
 
 pub mod applog;
 pub mod appspace;
+pub mod config;
 pub mod dev;
 pub mod headers;
 pub mod package;

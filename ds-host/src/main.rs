@@ -1,13 +1,17 @@
-//! `ds-host`: the daemon.
+//! `ds-host`: the daemon. `--dev` runs a complete host with no
+//! configuration; `--config FILE` is the production entry point.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use axum::body::Body;
+use axum::http::{header, Request, Response, StatusCode};
 use clap::Parser;
-use ds_host::appspace::{Appspace, Launcher, Lifecycle};
+use ds_host::appspace::{Appspace, AppspaceConfig, Launcher, Lifecycle};
+use ds_host::config::HostConfig;
 use ds_host::proxy::{self, FrontDoor};
 use ds_host::serve::{self, ConnLimits};
 
@@ -30,20 +34,20 @@ struct Cli {
     /// The loopback port dev mode serves HTTPS on (0 picks a free one).
     #[arg(long, default_value_t = 7443, requires = "dev")]
     tls_port: u16,
-    /// Seconds a client has to send a complete request head.
+    /// Seconds a client has to send a complete request head (dev mode).
     #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     header_timeout: u64,
     /// Also install and serve this package (a directory or .tar.gz) in dev
     /// mode; repeatable.
     #[arg(long = "app", value_name = "PATH", requires = "dev")]
     apps: Vec<PathBuf>,
-    /// Stop an appspace after this many seconds without requests.
+    /// Stop an appspace after this many seconds without requests (dev mode).
     #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     idle_timeout: u64,
-    /// How long an app has to start accepting connections.
+    /// How long an app has to start accepting connections (dev mode).
     #[arg(long, value_name = "SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
     start_timeout: u64,
-    /// The production configuration file.
+    /// The production configuration file (see docs/config.md).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 }
@@ -70,6 +74,11 @@ fn find_deno() -> Option<PathBuf> {
     })
 }
 
+fn find_sandbox() -> anyhow::Result<PathBuf> {
+    find_binary("ds-sandbox", "DS_SANDBOX")
+        .context("ds-sandbox not found next to ds-host, in $DS_SANDBOX or on the PATH")
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -78,26 +87,20 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let cli = Cli::parse();
-    if let Some(config) = cli.config {
-        bail!(
-            "--config {}: production mode (config file, TLS, SQLite state) is not built yet; use --dev",
-            config.display()
-        );
+    match (&cli.config, cli.dev) {
+        (Some(config), _) => production(config).await,
+        (None, true) => dev(cli).await,
+        (None, false) => bail!("nothing to do: pass --dev, or --config FILE"),
     }
-    if !cli.dev {
-        bail!("nothing to do: pass --dev (or, later, --config FILE)");
-    }
-    let state = std::path::absolute(&cli.state_dir).context("resolving --state-dir")?;
-    std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
-    let deno = find_deno();
-    let sandbox_bin = find_binary("ds-sandbox", "DS_SANDBOX")
-        .context("ds-sandbox not found next to ds-host, in $DS_SANDBOX or on the PATH")?;
-    let lifecycle = Lifecycle {
-        start_timeout: Duration::from_secs(cli.start_timeout),
-        idle_timeout: Duration::from_secs(cli.idle_timeout),
-        ..Lifecycle::default()
-    };
-    let (_state_db, configs) = ds_host::dev::prepare(&state, deno.as_deref(), &cli.apps).await?;
+}
+
+/// The front door over `configs`, with an idle reaper running.
+fn front_door(
+    configs: Vec<AppspaceConfig>,
+    launcher: Launcher,
+    base_domain: &str,
+    lifecycle: Lifecycle,
+) -> anyhow::Result<Arc<FrontDoor>> {
     let mut appspaces = HashMap::new();
     for config in configs {
         let name = config.name.clone();
@@ -107,8 +110,8 @@ async fn main() -> anyhow::Result<()> {
     }
     let door = Arc::new(FrontDoor {
         appspaces,
-        launcher: Launcher::new(sandbox_bin, deno),
-        base_domain: "localhost".into(),
+        launcher,
+        base_domain: base_domain.to_owned(),
         lifecycle,
     });
     // Scale to zero: stop appspaces nobody has used for the idle timeout.
@@ -123,59 +126,28 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     });
+    Ok(door)
+}
 
-    let bind = |port: u16| async move {
-        tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .with_context(|| format!("binding 127.0.0.1:{port}"))
-    };
-    let http = bind(cli.port).await?;
-    let https = bind(cli.tls_port).await?;
-    let mut tls_names: Vec<String> = door
-        .appspaces
-        .keys()
-        .map(|n| format!("{n}.localhost"))
-        .collect();
-    tls_names.sort();
-    tls_names.insert(0, "localhost".into());
-    let (tls, cert) = ds_host::tls::dev_certificate(&state.join("tls"), &tls_names)?;
-    let (port, tls_port) = (http.local_addr()?.port(), https.local_addr()?.port());
-    println!("ds-host (dev): state in {}", state.display());
-    println!(
-        "ds-host (dev): HTTPS with a self-signed certificate: {}",
-        cert.display()
-    );
-    let mut names: Vec<&String> = door.appspaces.keys().collect();
-    names.sort();
-    for name in names {
-        println!("ds-host (dev): serving http://{name}.localhost:{port}/ and https://{name}.localhost:{tls_port}/");
-    }
-
-    let app = axum::Router::new()
-        .fallback(proxy::handle)
-        .with_state(door.clone());
-    let limits = ConnLimits {
-        header_read_timeout: Duration::from_secs(cli.header_timeout),
-        ..ConnLimits::default()
-    };
+/// Serves `servers` until SIGTERM or Ctrl-C, then stops every sandbox.
+async fn run_until_signal(
+    door: &FrontDoor,
+    servers: Vec<(
+        tokio::net::TcpListener,
+        Option<Arc<rustls::ServerConfig>>,
+        axum::Router,
+    )>,
+    limits: ConnLimits,
+) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
-    let plain = tokio::spawn(serve::serve(
-        http,
-        None,
-        app.clone(),
-        limits,
-        stopped(stop_rx.clone()),
-    ));
-    let secure = tokio::spawn(serve::serve(
-        https,
-        Some(tls),
-        app,
-        limits,
-        stopped(stop_rx),
-    ));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (listener, tls, router) in servers {
+        let mut rx = stop_rx.clone();
+        let stopped = async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+        tasks.spawn(serve::serve(listener, tls, router, limits, stopped));
+    }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     tokio::select! {
@@ -183,8 +155,8 @@ async fn main() -> anyhow::Result<()> {
         _ = term.recv() => {}
     }
     let _ = stop_tx.send(true);
-    let _ = tokio::join!(plain, secure);
-    // Stop every sandbox before leaving: nothing may outlive the host.
+    while tasks.join_next().await.is_some() {}
+    // Nothing may outlive the host.
     let mut stops = tokio::task::JoinSet::new();
     for appspace in door.appspaces.values() {
         let appspace = Arc::clone(appspace);
@@ -193,4 +165,138 @@ async fn main() -> anyhow::Result<()> {
     }
     while stops.join_next().await.is_some() {}
     Ok(())
+}
+
+async fn bind(
+    addr: impl tokio::net::ToSocketAddrs + std::fmt::Debug + Copy,
+) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr:?}"))
+}
+
+async fn dev(cli: Cli) -> anyhow::Result<()> {
+    let state = std::path::absolute(&cli.state_dir).context("resolving --state-dir")?;
+    let deno = find_deno();
+    let lifecycle = Lifecycle {
+        start_timeout: Duration::from_secs(cli.start_timeout),
+        idle_timeout: Duration::from_secs(cli.idle_timeout),
+        ..Lifecycle::default()
+    };
+    let (_state_db, configs) = ds_host::dev::prepare(&state, deno.as_deref(), &cli.apps).await?;
+    let door = front_door(
+        configs,
+        Launcher::new(find_sandbox()?, deno),
+        "localhost",
+        lifecycle,
+    )?;
+
+    let http = bind(("127.0.0.1", cli.port)).await?;
+    let https = bind(("127.0.0.1", cli.tls_port)).await?;
+    let mut names: Vec<String> = door
+        .appspaces
+        .keys()
+        .map(|n| format!("{n}.localhost"))
+        .collect();
+    names.sort();
+    let (tls, cert) = ds_host::tls::dev_certificate(
+        &state.join("tls"),
+        &[vec!["localhost".into()], names.clone()].concat(),
+    )?;
+    let (port, tls_port) = (http.local_addr()?.port(), https.local_addr()?.port());
+    println!("ds-host (dev): state in {}", state.display());
+    println!(
+        "ds-host (dev): HTTPS with a self-signed certificate: {}",
+        cert.display()
+    );
+    for name in &names {
+        println!("ds-host (dev): serving http://{name}:{port}/ and https://{name}:{tls_port}/");
+    }
+    let app = axum::Router::new()
+        .fallback(proxy::handle)
+        .with_state(door.clone());
+    let limits = ConnLimits {
+        header_read_timeout: Duration::from_secs(cli.header_timeout),
+        ..ConnLimits::default()
+    };
+    run_until_signal(
+        &door,
+        vec![(http, None, app.clone()), (https, Some(tls), app)],
+        limits,
+    )
+    .await
+}
+
+async fn production(config_path: &Path) -> anyhow::Result<()> {
+    let config = HostConfig::load(config_path)?;
+    let state = ds_host::state::State::open(&config.state_dir).await?;
+    let configs = state
+        .appspaces()
+        .await?
+        .into_iter()
+        .map(AppspaceConfig::from_record)
+        .collect();
+    let sandbox = match &config.sandbox.binary {
+        Some(b) => b.clone(),
+        None => find_sandbox()?,
+    };
+    let deno = config.sandbox.deno.clone().or_else(find_deno);
+    let door = front_door(
+        configs,
+        Launcher::new(sandbox, deno),
+        &config.base_domain,
+        config.lifecycle(),
+    )?;
+    let tls = ds_host::tls::from_files(&config.https.certificate, &config.https.private_key)?;
+    let http = bind(config.http.listen).await?;
+    let https = bind(config.https.listen).await?;
+    let https_port = https.local_addr()?.port();
+    println!(
+        "ds-host: serving https://*.{}:{https_port}/ on {} (plain HTTP on {} redirects)",
+        config.base_domain,
+        https.local_addr()?,
+        http.local_addr()?
+    );
+    let redirect = axum::Router::new()
+        .fallback(move |req: Request<Body>| async move { to_https(&req, https_port) });
+    let app = axum::Router::new()
+        .fallback(proxy::handle)
+        .with_state(door.clone());
+    run_until_signal(
+        &door,
+        vec![(http, None, redirect), (https, Some(tls), app)],
+        config.conn_limits(),
+    )
+    .await
+}
+
+/// Plain HTTP in production only says "use HTTPS".
+fn to_https(req: &Request<Body>, https_port: u16) -> Response<Body> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    if !valid {
+        let mut bad = Response::new(Body::from("a valid Host header is required\n"));
+        *bad.status_mut() = StatusCode::BAD_REQUEST;
+        return bad;
+    }
+    let port = if https_port == 443 {
+        String::new()
+    } else {
+        format!(":{https_port}")
+    };
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    if let Ok(location) = format!("https://{name}{port}{path}").parse() {
+        resp.headers_mut().insert(header::LOCATION, location);
+    }
+    resp
 }

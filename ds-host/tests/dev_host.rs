@@ -69,6 +69,16 @@ fn main() {
     );
     add("https_is_served_with_hsts", None, https_is_served_with_hsts);
     add(
+        "production_mode_serves_https_and_redirects_http",
+        None,
+        production_mode_serves_https_and_redirects_http,
+    );
+    add(
+        "bad_config_is_refused_with_the_key_named",
+        None,
+        bad_config_is_refused_with_the_key_named,
+    );
+    add(
         "oversized_and_slow_request_heads_are_refused",
         None,
         oversized_and_slow_request_heads_are_refused,
@@ -617,13 +627,11 @@ fn host_killed_mid_request_restarts_cleanly() -> Result<(), Failed> {
     host.stop()
 }
 
-fn https_is_served_with_hsts() -> Result<(), Failed> {
+/// GET / over TLS from `port`, trusting only `cert`; the raw response.
+fn https_get(cert: &Path, port: u16, host: &str) -> Result<String, Failed> {
     use rustls::pki_types::pem::PemObject;
-    let state = tempfile::tempdir()?;
-    let host = DevHost::start(state.path())?;
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls::pki_types::CertificateDer::pem_file_iter(state.path().join("tls/cert.pem"))?
-    {
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(cert)? {
         roots.add(cert?)?;
     }
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
@@ -631,19 +639,30 @@ fn https_is_served_with_hsts() -> Result<(), Failed> {
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let name = rustls::pki_types::ServerName::try_from("hello-native.localhost")?;
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned())?;
     let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name)?;
-    let tcp = TcpStream::connect(("127.0.0.1", host.tls_port))?;
+    let tcp = TcpStream::connect(("127.0.0.1", port))?;
     tcp.set_read_timeout(Some(Duration::from_secs(20)))?;
     let mut tls = rustls::StreamOwned::new(conn, tcp);
     write!(
         tls,
-        "GET / HTTP/1.1\r\nHost: hello-native.localhost\r\nConnection: close\r\n\r\n"
+        "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
     )?;
     let mut raw = Vec::new();
     // A peer closing without close_notify is fine once the body is in.
     let _ = tls.read_to_end(&mut raw);
-    let text = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    Ok(String::from_utf8_lossy(&raw).into_owned())
+}
+
+fn https_is_served_with_hsts() -> Result<(), Failed> {
+    let state = tempfile::tempdir()?;
+    let host = DevHost::start(state.path())?;
+    let raw = https_get(
+        &state.path().join("tls/cert.pem"),
+        host.tls_port,
+        "hello-native.localhost",
+    )?;
+    let text = raw.to_ascii_lowercase();
     ensure(
         text.starts_with("http/1.1 200"),
         format!("response: {text:.200}"),
@@ -700,4 +719,120 @@ fn oversized_and_slow_request_heads_are_refused() -> Result<(), Failed> {
     let (status, _, _) = host.get("hello-native.localhost", "/")?;
     ensure(status == 200, format!("after the abuse: {status}"))?;
     host.stop()
+}
+
+fn production_mode_serves_https_and_redirects_http() -> Result<(), Failed> {
+    let tmp = tempfile::tempdir()?;
+    let state_dir = tmp.path().join("state");
+    let pkg = workload_package(tmp.path(), "echoer", "http")?;
+    // An app installed and an appspace created, as dsctl will do.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let state = ds_host::state::State::open(&state_dir).await?;
+        let v = state
+            .install(Path::new(&pkg), &ds_host::package::PackageLimits::default())
+            .await?;
+        let data = state_dir.join("appspaces/echoer/data");
+        state
+            .create_appspace(
+                "echoer",
+                "echoer.test.example",
+                "echoer",
+                &v.manifest.version,
+                &data,
+                64 << 20,
+            )
+            .await?;
+        Ok::<_, Failed>(())
+    })?;
+    let (_, cert) =
+        ds_host::tls::dev_certificate(&tmp.path().join("tls"), &["echoer.test.example".into()])?;
+    let config = tmp.path().join("ds.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = \"{}\"\nbase_domain = \"test.example\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
+             [https]\nlisten = \"127.0.0.1:0\"\ncertificate = \"{}\"\nprivate_key = \"{}\"\n",
+            state_dir.display(),
+            cert.display(),
+            tmp.path().join("tls/key.pem").display()
+        ),
+    )?;
+    let mut child = Command::new(HOST)
+        .arg("--config")
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut lines = BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
+    // "ds-host: serving https://*.test.example:P/ on 127.0.0.1:P (plain HTTP on 127.0.0.1:Q redirects)"
+    let line = lines.next().ok_or("ds-host printed nothing")??;
+    let ports: Vec<u16> = line
+        .split("127.0.0.1:")
+        .skip(1)
+        .filter_map(|p| p.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .collect();
+    std::thread::spawn(move || for _ in lines {});
+    let (https_port, http_port) = match ports[..] {
+        [a, b] => (a, b),
+        _ => return Err(format!("unexpected banner {line:?}").into()),
+    };
+    let result = (|| {
+        let raw = https_get(&cert, https_port, "echoer.test.example")?;
+        ensure(
+            raw.starts_with("HTTP/1.1 200"),
+            format!("https: {raw:.120}"),
+        )?;
+        ensure(
+            raw.ends_with("hello from the sandbox"),
+            format!("https body: {raw:.300}"),
+        )?;
+        let mut conn = TcpStream::connect(("127.0.0.1", http_port))?;
+        write!(
+            conn,
+            "GET /some/path?q=1 HTTP/1.1\r\nHost: echoer.test.example\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer)?;
+        ensure(
+            answer.starts_with("HTTP/1.1 308"),
+            format!("http: {answer:.120}"),
+        )?;
+        let want = format!("location: https://echoer.test.example:{https_port}/some/path?q=1");
+        ensure(
+            answer.to_ascii_lowercase().contains(&want),
+            format!("redirect: {answer}"),
+        )
+    })();
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).ok_or("bad pid")?;
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM)?;
+    let status = child.wait()?;
+    result?;
+    ensure(status.success(), format!("ds-host exited {status}"))
+}
+
+fn bad_config_is_refused_with_the_key_named() -> Result<(), Failed> {
+    let tmp = tempfile::tempdir()?;
+    let config = tmp.path().join("ds.toml");
+    std::fs::write(
+        &config,
+        "base_domain = \"a.example\"\nlisten_everywhere = true\n",
+    )?;
+    let out = Command::new(HOST).arg("--config").arg(&config).output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure(!out.status.success(), "a bad config was accepted")?;
+    ensure(
+        stderr.contains("listen_everywhere"),
+        format!("stderr: {stderr}"),
+    )?;
+    let out = Command::new(HOST)
+        .arg("--config")
+        .arg(tmp.path().join("missing.toml"))
+        .output()?;
+    ensure(
+        String::from_utf8_lossy(&out.stderr).contains("missing.toml"),
+        "a missing config was not named",
+    )
 }

@@ -1,0 +1,380 @@
+//! The production configuration file (TOML). Every option is documented
+//! in `docs/config.md`; unknown keys are errors, so a typo never silently
+//! turns a setting off.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::applog::LogLimits;
+use crate::appspace::Lifecycle;
+use crate::serve::ConnLimits;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// Which file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Not TOML, an unknown key, or a wrong type.
+    #[error("{path}: {message}")]
+    Syntax {
+        /// Which file.
+        path: PathBuf,
+        /// The parser's message (it names the key).
+        message: String,
+    },
+    /// A value out of range.
+    #[error("{path}: {key}: {why}")]
+    Invalid {
+        /// Which file.
+        path: PathBuf,
+        /// Which key.
+        key: &'static str,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// Where state lives (database, apps, appspace data and logs).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Appspaces are served at `<name>.<base_domain>`.
+    pub base_domain: String,
+    /// Plain HTTP: only redirects to HTTPS.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// The HTTPS front door.
+    pub https: HttpsConfig,
+    /// Appspace lifecycle.
+    #[serde(default)]
+    pub appspaces: AppspacesConfig,
+    /// Request limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Appspace log caps.
+    #[serde(default)]
+    pub logs: LogsConfig,
+    /// Where the sandbox and runtime binaries are.
+    #[serde(default)]
+    pub sandbox: SandboxConfig,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/ds")
+}
+
+/// `[http]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address for plain HTTP (redirects only).
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 80)),
+        }
+    }
+}
+
+/// `[https]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HttpsConfig {
+    /// Address for HTTPS.
+    #[serde(default = "default_https")]
+    pub listen: SocketAddr,
+    /// PEM certificate chain covering `*.<base_domain>`.
+    pub certificate: PathBuf,
+    /// PEM private key of that certificate.
+    pub private_key: PathBuf,
+}
+
+fn default_https() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 443))
+}
+
+/// `[appspaces]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AppspacesConfig {
+    /// Stop an appspace after this long without requests.
+    pub idle_timeout_secs: u64,
+    /// Time an app has to start accepting connections.
+    pub start_timeout_secs: u64,
+    /// Between SIGTERM and SIGKILL when stopping.
+    pub stop_grace_secs: u64,
+}
+
+impl Default for AppspacesConfig {
+    fn default() -> Self {
+        let l = Lifecycle::default();
+        Self {
+            idle_timeout_secs: l.idle_timeout.as_secs(),
+            start_timeout_secs: l.start_timeout.as_secs(),
+            stop_grace_secs: l.stop_grace.as_secs(),
+        }
+    }
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Time a client has to send a request head.
+    pub header_read_timeout_secs: u64,
+    /// Largest request head.
+    pub max_header_bytes: usize,
+    /// Time a client has to finish the TLS handshake.
+    pub tls_handshake_timeout_secs: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let l = ConnLimits::default();
+        Self {
+            header_read_timeout_secs: l.header_read_timeout.as_secs(),
+            max_header_bytes: l.max_header_bytes,
+            tls_handshake_timeout_secs: l.tls_handshake_timeout.as_secs(),
+        }
+    }
+}
+
+/// `[logs]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogsConfig {
+    /// Rotate `app.log` at this size.
+    pub max_file_bytes: usize,
+    /// Rotated files kept.
+    pub keep_files: usize,
+    /// Sustained app output accepted per second.
+    pub bytes_per_second: u32,
+    /// Burst of app output accepted.
+    pub burst_bytes: u32,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        let l = LogLimits::default();
+        Self {
+            max_file_bytes: l.max_file_bytes,
+            keep_files: l.keep_files,
+            bytes_per_second: l.bytes_per_second.get(),
+            burst_bytes: l.burst_bytes.get(),
+        }
+    }
+}
+
+/// `[sandbox]`
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxConfig {
+    /// The `ds-sandbox` binary (default: next to `ds-host`, then PATH).
+    pub binary: Option<PathBuf>,
+    /// The Deno binary for Deno apps (default: PATH).
+    pub deno: Option<PathBuf>,
+}
+
+impl HostConfig {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates `text` (`path` only names it in errors).
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_owned(),
+            message: e.to_string().trim().to_owned(),
+        })?;
+        let invalid = |key, why: &str| ConfigError::Invalid {
+            path: path.to_owned(),
+            key,
+            why: why.to_owned(),
+        };
+        let domain_ok = |d: &str| {
+            !d.is_empty()
+                && d.len() <= 200
+                && d.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                })
+        };
+        if !domain_ok(&config.base_domain) {
+            return Err(invalid(
+                "base_domain",
+                "must be a DNS name like apps.example.org",
+            ));
+        }
+        if !config.state_dir.is_absolute() {
+            return Err(invalid("state_dir", "must be an absolute path"));
+        }
+        for (key, v) in [
+            (
+                "appspaces.idle_timeout_secs",
+                config.appspaces.idle_timeout_secs,
+            ),
+            (
+                "appspaces.start_timeout_secs",
+                config.appspaces.start_timeout_secs,
+            ),
+            (
+                "limits.header_read_timeout_secs",
+                config.limits.header_read_timeout_secs,
+            ),
+            (
+                "limits.tls_handshake_timeout_secs",
+                config.limits.tls_handshake_timeout_secs,
+            ),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        if config.limits.max_header_bytes < 8192 {
+            return Err(invalid("limits.max_header_bytes", "must be at least 8192"));
+        }
+        if config.logs.bytes_per_second == 0
+            || config.logs.burst_bytes == 0
+            || config.logs.max_file_bytes == 0
+        {
+            return Err(invalid("logs", "sizes and rates must be positive"));
+        }
+        Ok(config)
+    }
+
+    /// The lifecycle settings.
+    pub fn lifecycle(&self) -> Lifecycle {
+        Lifecycle {
+            start_timeout: Duration::from_secs(self.appspaces.start_timeout_secs),
+            idle_timeout: Duration::from_secs(self.appspaces.idle_timeout_secs),
+            stop_grace: Duration::from_secs(self.appspaces.stop_grace_secs),
+            log_limits: LogLimits {
+                max_file_bytes: self.logs.max_file_bytes,
+                keep_files: self.logs.keep_files,
+                bytes_per_second: NonZeroU32::new(self.logs.bytes_per_second).expect("validated"),
+                burst_bytes: NonZeroU32::new(self.logs.burst_bytes).expect("validated"),
+            },
+        }
+    }
+
+    /// The connection limits.
+    pub fn conn_limits(&self) -> ConnLimits {
+        ConnLimits {
+            header_read_timeout: Duration::from_secs(self.limits.header_read_timeout_secs),
+            max_header_bytes: self.limits.max_header_bytes,
+            tls_handshake_timeout: Duration::from_secs(self.limits.tls_handshake_timeout_secs),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+base_domain = "apps.example.org"
+[https]
+certificate = "/etc/ds/cert.pem"
+private_key = "/etc/ds/key.pem"
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = HostConfig::parse(MINIMAL, Path::new("ds.toml")).unwrap();
+        assert_eq!(c.state_dir, PathBuf::from("/var/lib/ds"));
+        assert_eq!(c.http.listen, "0.0.0.0:80".parse().unwrap());
+        assert_eq!(c.https.listen, "0.0.0.0:443".parse().unwrap());
+        assert_eq!(c.lifecycle().idle_timeout, Duration::from_secs(300));
+        assert_eq!(c.conn_limits().max_header_bytes, 64 * 1024);
+    }
+
+    #[test]
+    fn every_option_parses() {
+        let text = r#"
+state_dir = "/srv/ds"
+base_domain = "apps.example.org"
+[http]
+listen = "127.0.0.1:8080"
+[https]
+listen = "127.0.0.1:8443"
+certificate = "/c.pem"
+private_key = "/k.pem"
+[appspaces]
+idle_timeout_secs = 60
+start_timeout_secs = 5
+stop_grace_secs = 1
+[limits]
+header_read_timeout_secs = 3
+max_header_bytes = 16384
+tls_handshake_timeout_secs = 4
+[logs]
+max_file_bytes = 4096
+keep_files = 1
+bytes_per_second = 100
+burst_bytes = 200
+[sandbox]
+binary = "/usr/lib/ds/ds-sandbox"
+deno = "/usr/lib/ds/deno"
+"#;
+        let c = HostConfig::parse(text, Path::new("ds.toml")).unwrap();
+        assert_eq!(c.lifecycle().stop_grace, Duration::from_secs(1));
+        assert_eq!(c.conn_limits().header_read_timeout, Duration::from_secs(3));
+        assert_eq!(c.sandbox.deno, Some(PathBuf::from("/usr/lib/ds/deno")));
+    }
+
+    #[test]
+    fn bad_configs_name_the_problem() {
+        let cases = [
+            (format!("{MINIMAL}\ntypo_key = 1\n"), "typo_key"),
+            (
+                MINIMAL.replace("[https]", "[https]\nlisten = \"nowhere\""),
+                "listen",
+            ),
+            (
+                MINIMAL.replace("apps.example.org", "apps..org"),
+                "base_domain",
+            ),
+            (format!("state_dir = \"relative\"\n{MINIMAL}"), "state_dir"),
+            (
+                format!("{MINIMAL}\n[appspaces]\nidle_timeout_secs = 0\n"),
+                "idle_timeout_secs",
+            ),
+            (
+                format!("{MINIMAL}\n[limits]\nmax_header_bytes = 10\n"),
+                "max_header_bytes",
+            ),
+            (format!("{MINIMAL}\n[logs]\nburst = 1\n"), "burst"),
+            ("base_domain = \"a.b\"\n".to_owned(), "https"),
+            ("not toml [".to_owned(), "ds.toml"),
+        ];
+        for (text, needle) in cases {
+            let err = HostConfig::parse(&text, Path::new("ds.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{text:?} gave {err:?}");
+            assert!(err.starts_with("ds.toml"), "{err}");
+        }
+    }
+}
