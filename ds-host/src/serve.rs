@@ -68,6 +68,8 @@ pub async fn serve(
             },
             () = &mut shutdown => return,
         };
+        // Responses are written whole; Nagle would only delay them.
+        let _ = tcp.set_nodelay(true);
         let router = router.clone();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {

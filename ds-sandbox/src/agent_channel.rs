@@ -151,6 +151,8 @@ async fn stop_app_for_good(
 async fn splice_to_app(mut stream: ProtoStream, app: SocketAddr) {
     match TcpStream::connect(app).await {
         Ok(mut conn) => {
+            // Small writes (HTTP heads) must not wait for Nagle.
+            let _ = conn.set_nodelay(true);
             let _ = tokio::io::copy_bidirectional(&mut stream, &mut conn).await;
             let _ = stream.shutdown().await;
         }

@@ -1,6 +1,7 @@
 //! Example ds app: a plain HTTP/1.1 server on `127.0.0.1:$PORT` that shows
-//! what it sees from inside its sandbox. Each visit is counted in
-//! `/data/visits`, so the count survives restarts. Standard library only.
+//! what it sees from inside its sandbox. Each visit of `/` is counted in
+//! `/data/visits`, so the count survives restarts; `/hello` is a tiny fixed
+//! answer for benchmarks. Standard library only.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -27,38 +28,47 @@ fn main() -> std::io::Result<()> {
     Ok(())
 }
 
-/// Reads one request head and answers it.
+/// Answers requests on one connection until the client closes it or asks
+/// to (HTTP/1.1 keep-alive). Request bodies are not expected (GET only).
 fn serve(conn: TcpStream) -> std::io::Result<()> {
+    conn.set_nodelay(true)?;
     let mut reader = BufReader::new(conn.try_clone()?);
-    let mut request_line = String::new();
-    if reader.read_line(&mut request_line)? == 0 {
-        return Ok(()); // a bare connect (the agent's readiness probe)
-    }
-    let mut header = String::new();
-    while reader.read_line(&mut header)? > 2 {
-        header.clear();
-    }
-    let path = request_line
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or("/")
-        .to_owned();
-    let body = if path == "/" {
-        page()
-    } else {
-        format!("no page at {}\n", escape(&path))
-    };
-    let status = if path == "/" {
-        "200 OK"
-    } else {
-        "404 Not Found"
-    };
     let mut conn = conn;
-    write!(
-        conn,
-        "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line)? == 0 {
+            return Ok(()); // closed (or a bare connect: the agent's readiness probe)
+        }
+        let mut close = request_line.ends_with("HTTP/1.0\r\n");
+        let mut header = String::new();
+        loop {
+            header.clear();
+            if reader.read_line(&mut header)? <= 2 {
+                break;
+            }
+            let lower = header.to_ascii_lowercase();
+            if lower.starts_with("connection:") {
+                close = lower.contains("close");
+            }
+        }
+        let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+        let (status, body) = match path.as_str() {
+            "/" => ("200 OK", page()),
+            "/hello" => ("200 OK", "hello\n".to_owned()),
+            _ => ("404 Not Found", format!("no page at {}\n", escape(&path))),
+        };
+        // One write per response: several small ones would meet Nagle's
+        // algorithm and the peer's delayed ACK (40 ms stalls).
+        let response = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n{body}",
+            body.len(),
+            if close { "close" } else { "keep-alive" }
+        );
+        conn.write_all(response.as_bytes())?;
+        if close {
+            return Ok(());
+        }
+    }
 }
 
 fn visits() -> u64 {

@@ -1,0 +1,308 @@
+//! The host benchmark, in one run: cold start of both examples (stopped
+//! appspace, request to first byte), warm proxied throughput and p99 with
+//! wrk against the same app hit directly and behind nginx, the agent's
+//! memory per running appspace, and how many native appspaces run at once
+//! while all keep answering.
+//!
+//! `cargo build --release --workspace --bins && cargo bench -p ds-host --bench host`
+//! (as root, with wrk and nginx installed; packaging/dev/setup.sh installs
+//! them). Prints a table and rewrites its section of docs/performance.md.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const HOST: &str = env!("CARGO_BIN_EXE_ds-host");
+const COLD_SAMPLES: usize = 10;
+const MANY: usize = 200;
+
+fn bin(name: &str) -> PathBuf {
+    Path::new(HOST).parent().expect("target dir").join(name)
+}
+
+struct DevHost {
+    child: Child,
+    port: u16,
+}
+
+impl DevHost {
+    fn start(state: &Path, idle_secs: u64) -> Self {
+        let mut child = Command::new(HOST)
+            .args(["--dev", "--port", "0", "--tls-port", "0", "--idle-timeout", &idle_secs.to_string(), "--state-dir"])
+            .arg(state)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting ds-host");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut port = 0;
+        for line in lines.by_ref() {
+            let line = line.expect("ds-host output");
+            if let Some(rest) = line.split("serving http://").nth(1) {
+                port = rest.split(':').nth(1).and_then(|p| p.split('/').next()).and_then(|p| p.parse().ok()).expect("port");
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Self { child, port }
+    }
+
+    fn stop(mut self) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("pid");
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends one GET; returns (status, time to first byte).
+fn get(port: u16, host: &str, path: &str) -> (u16, Duration) {
+    let start = Instant::now();
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(conn, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut first = [0u8; 1];
+    let _ = conn.read_exact(&mut first);
+    let ttfb = start.elapsed();
+    let mut rest = String::new();
+    let _ = conn.read_to_string(&mut rest);
+    let status = format!("{}{rest}", first[0] as char).split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, ttfb)
+}
+
+fn sandboxes_of(state: &Path, appspace: &str) -> usize {
+    let pattern = format!("ds-sandbox exec.*{}/appspaces/{appspace}/data", state.display());
+    let out = Command::new("pgrep").arg("-f").arg(pattern).output().expect("pgrep");
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+/// Cold start: wait until the appspace is stopped (idle timeout 1 s), then
+/// time a request to its first byte.
+fn cold_start(host: &DevHost, state: &Path, appspace: &str) -> Duration {
+    let mut samples = Vec::new();
+    for _ in 0..COLD_SAMPLES {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while sandboxes_of(state, appspace) != 0 {
+            assert!(Instant::now() < deadline, "{appspace} never stopped");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let (status, ttfb) = get(host.port, &format!("{appspace}.localhost"), "/hello");
+        assert!(status == 200 || status == 404, "{appspace}: status {status}");
+        samples.push(ttfb);
+    }
+    median(samples)
+}
+
+/// wrk's requests per second and p99 latency.
+fn wrk(url: &str, host_header: Option<&str>) -> (f64, Duration) {
+    let mut cmd = Command::new("wrk");
+    cmd.args(["-t2", "-c32", "-d5s", "--latency"]);
+    if let Some(h) = host_header {
+        cmd.args(["-H", &format!("Host: {h}")]);
+    }
+    let out = cmd.arg(url).output().expect("running wrk");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let rps = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Requests/sec in wrk output:\n{text}"));
+    let p99 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("99%"))
+        .map(|v| parse_wrk_duration(v.trim()))
+        .unwrap_or_else(|| panic!("no 99% in wrk output:\n{text}"));
+    let errors = text.lines().any(|l| l.contains("Non-2xx") || l.contains("Socket errors"));
+    assert!(!errors, "wrk saw errors against {url}:\n{text}");
+    (rps, p99)
+}
+
+fn parse_wrk_duration(v: &str) -> Duration {
+    let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(v.len()));
+    let n: f64 = num.parse().unwrap_or(0.0);
+    Duration::from_secs_f64(match unit {
+        "us" => n / 1e6,
+        "ms" => n / 1e3,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => n,
+    })
+}
+
+fn nginx(dir: &Path, listen: u16, upstream: u16) -> Child {
+    let conf = dir.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "worker_processes 1; daemon off; pid {dir}/nginx.pid; error_log {dir}/error.log;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{ access_log off; upstream app {{ server 127.0.0.1:{upstream}; keepalive 32; }}\n\
+             server {{ listen 127.0.0.1:{listen}; location / {{ proxy_pass http://app; proxy_http_version 1.1;\n\
+             proxy_set_header Connection \"\"; }} }} }}\n",
+            dir = dir.display()
+        ),
+    )
+    .unwrap();
+    Command::new("nginx").arg("-c").arg(&conf).arg("-p").arg(dir).stderr(Stdio::null()).spawn().expect("nginx")
+}
+
+/// (RssAnon, Pss) in KiB of every running agent.
+fn agent_memory() -> Vec<(u64, u64)> {
+    let out = Command::new("pgrep").args(["-f", "^ds-agent __agent"]).output().expect("pgrep");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|pid| {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+            let field = |text: &str, key: &str| -> Option<u64> {
+                text.lines().find(|l| l.starts_with(key))?.split_whitespace().nth(1)?.parse().ok()
+            };
+            Some((field(&status, "RssAnon:")?, field(&rollup, "Pss:")?))
+        })
+        .collect()
+}
+
+fn main() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("SKIPPED: the host benchmark needs root");
+        return;
+    }
+    for (tool, hint) in [("wrk", "wrk"), ("nginx", "nginx-light")] {
+        if Command::new("which").arg(tool).output().map(|o| !o.status.success()).unwrap_or(true) {
+            eprintln!("SKIPPED: {tool} is not installed (apt install {hint}, or packaging/dev/setup.sh)");
+            return;
+        }
+    }
+    if !bin("hello-native").is_file() || !bin("ds-sandbox").is_file() {
+        eprintln!("SKIPPED: build the binaries first: cargo build --release --workspace --bins");
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let state = tmp.path().join("state");
+    let deno = std::env::var_os("DS_DENO").is_some() || Path::new(".ds-tools/bin/deno").exists();
+
+    // 1. Cold starts.
+    let host = DevHost::start(&state, 1);
+    let cold_native = cold_start(&host, &state, "hello-native");
+    let cold_deno = deno.then(|| cold_start(&host, &state, "hello-deno"));
+    host.stop();
+
+    // 2. Warm throughput: the same app binary directly, behind nginx, and
+    //    behind ds-host in its sandbox.
+    let app_port = 18080;
+    let direct_dir = tmp.path().join("direct");
+    std::fs::create_dir_all(&direct_dir).unwrap();
+    let mut direct = Command::new(bin("hello-native"))
+        .env("PORT", app_port.to_string())
+        .current_dir(&direct_dir)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the app, directly");
+    std::thread::sleep(Duration::from_millis(300));
+    let (direct_rps, direct_p99) = wrk(&format!("http://127.0.0.1:{app_port}/hello"), None);
+    let mut nginx = nginx(tmp.path(), app_port + 1, app_port);
+    std::thread::sleep(Duration::from_millis(500));
+    let (nginx_rps, nginx_p99) = wrk(&format!("http://127.0.0.1:{}/hello", app_port + 1), None);
+    // SIGTERM (not SIGKILL) so that the master takes its worker with it.
+    if let Some(pid) = rustix::process::Pid::from_raw(nginx.id() as i32) {
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
+    let _ = nginx.wait();
+    let _ = direct.kill();
+    let _ = direct.wait();
+    let host = DevHost::start(&state, 300);
+    let _ = get(host.port, "hello-native.localhost", "/hello"); // start it
+    let (ds_rps, ds_p99) = wrk(&format!("http://127.0.0.1:{}/hello", host.port), Some("hello-native.localhost"));
+    host.stop();
+
+    // 3 and 4. Many appspaces of one version, all started and answering.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let st = ds_host::state::State::open(&state).await.expect("state");
+        let version = semver::Version::new(0, 1, 0);
+        for i in 0..MANY {
+            let name = format!("n{i}");
+            let data = state.join("appspaces").join(&name).join("data");
+            st.create_appspace(&name, &format!("{name}.localhost"), "hello-native", &version, &data, 64 << 20)
+                .await
+                .expect("creating an appspace");
+        }
+    });
+    let host = DevHost::start(&state, 3600);
+    let started = Instant::now();
+    let answering = |host: &DevHost| {
+        let ok = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let ok = &ok;
+                s.spawn(move || {
+                    for i in (t..MANY).step_by(8) {
+                        if get(host.port, &format!("n{i}.localhost"), "/hello").0 == 200 {
+                            ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        ok.into_inner()
+    };
+    let first = answering(&host);
+    let start_all = started.elapsed();
+    let again = answering(&host);
+    let memory = agent_memory();
+    host.stop();
+    let (anon, pss): (u64, u64) = memory.iter().fold((0, 0), |(a, p), (x, y)| (a + x, p + y));
+    let n = memory.len().max(1) as u64;
+
+    let cold_deno_row = cold_deno.map(ms).unwrap_or_else(|| "skipped (no Deno)".into());
+    let table = format!(
+        "| what | ds | reference | ratio / budget |\n|---|---|---|---|\n\
+         | cold start, native example, request to first byte (median of {COLD_SAMPLES}) | {} | budget 10 ms | {:.2}x budget |\n\
+         | cold start, Deno example (median of {COLD_SAMPLES}) | {cold_deno_row} | budget 40 ms | |\n\
+         | warm throughput, wrk -t2 -c32, `/hello` | {:.0} req/s | direct {:.0} req/s; nginx (1 worker) {:.0} req/s | {:.2}x direct, {:.2}x nginx (budget >= 1.0x nginx) |\n\
+         | warm p99 latency | {} | direct {}; nginx {} | |\n\
+         | agent memory per running appspace ({n} agents) | anon {} KiB, PSS {} KiB | budget 2 MiB | |\n\
+         | native appspaces at once, all answering | {first}/{MANY} on first request ({:.1} s to start all), {again}/{MANY} again | budget >= 200 | |\n",
+        ms(cold_native),
+        cold_native.as_secs_f64() * 1e3 / 10.0,
+        ds_rps,
+        direct_rps,
+        nginx_rps,
+        ds_rps / direct_rps,
+        ds_rps / nginx_rps,
+        ms(ds_p99),
+        ms(direct_p99),
+        ms(nginx_p99),
+        anon / n,
+        pss / n,
+        start_all.as_secs_f64(),
+    );
+    println!("{table}");
+    write_docs(&table);
+}
+
+/// Replaces this benchmark's section of docs/performance.md.
+fn write_docs(table: &str) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/performance.md");
+    let (start, end) = ("<!-- host-bench:start -->", "<!-- host-bench:end -->");
+    let Ok(doc) = std::fs::read_to_string(path) else { return };
+    let (Some(a), Some(b)) = (doc.find(start), doc.find(end)) else {
+        eprintln!("{path} has no host-bench markers; figures printed above only");
+        return;
+    };
+    let section = format!(
+        "{start}\n_Latest run: `cargo build --release --workspace --bins && cargo bench -p ds-host --bench host`._\n\n{table}{end}"
+    );
+    std::fs::write(path, format!("{}{section}{}", &doc[..a], &doc[b + end.len()..])).unwrap();
+    eprintln!("updated {path}");
+}
