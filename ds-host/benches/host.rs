@@ -30,7 +30,16 @@ struct DevHost {
 impl DevHost {
     fn start(state: &Path, idle_secs: u64) -> Self {
         let mut child = Command::new(HOST)
-            .args(["--dev", "--port", "0", "--tls-port", "0", "--idle-timeout", &idle_secs.to_string(), "--state-dir"])
+            .args([
+                "--dev",
+                "--port",
+                "0",
+                "--tls-port",
+                "0",
+                "--idle-timeout",
+                &idle_secs.to_string(),
+                "--state-dir",
+            ])
             .arg(state)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -41,7 +50,12 @@ impl DevHost {
         for line in lines.by_ref() {
             let line = line.expect("ds-host output");
             if let Some(rest) = line.split("serving http://").nth(1) {
-                port = rest.split(':').nth(1).and_then(|p| p.split('/').next()).and_then(|p| p.parse().ok()).expect("port");
+                port = rest
+                    .split(':')
+                    .nth(1)
+                    .and_then(|p| p.split('/').next())
+                    .and_then(|p| p.parse().ok())
+                    .expect("port");
                 break;
             }
         }
@@ -60,20 +74,36 @@ impl DevHost {
 fn get(port: u16, host: &str, path: &str) -> (u16, Duration) {
     let start = Instant::now();
     let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-    conn.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(conn, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut first = [0u8; 1];
     let _ = conn.read_exact(&mut first);
     let ttfb = start.elapsed();
     let mut rest = String::new();
     let _ = conn.read_to_string(&mut rest);
-    let status = format!("{}{rest}", first[0] as char).split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = format!("{}{rest}", first[0] as char)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     (status, ttfb)
 }
 
 fn sandboxes_of(state: &Path, appspace: &str) -> usize {
-    let pattern = format!("ds-sandbox exec.*{}/appspaces/{appspace}/data", state.display());
-    let out = Command::new("pgrep").arg("-f").arg(pattern).output().expect("pgrep");
+    let pattern = format!(
+        "ds-sandbox exec.*{}/appspaces/{appspace}/data",
+        state.display()
+    );
+    let out = Command::new("pgrep")
+        .arg("-f")
+        .arg(pattern)
+        .output()
+        .expect("pgrep");
     String::from_utf8_lossy(&out.stdout).lines().count()
 }
 
@@ -97,7 +127,10 @@ fn cold_start(host: &DevHost, state: &Path, appspace: &str) -> Duration {
             std::thread::sleep(Duration::from_millis(50));
         }
         let (status, ttfb) = get(host.port, &format!("{appspace}.localhost"), "/hello");
-        assert!(status == 200 || status == 404, "{appspace}: status {status}");
+        assert!(
+            status == 200 || status == 404,
+            "{appspace}: status {status}"
+        );
         samples.push(ttfb);
     }
     median(samples)
@@ -122,7 +155,9 @@ fn wrk(url: &str, host_header: Option<&str>) -> (f64, Duration) {
         .find_map(|l| l.trim().strip_prefix("99%"))
         .map(|v| parse_wrk_duration(v.trim()))
         .unwrap_or_else(|| panic!("no 99% in wrk output:\n{text}"));
-    let errors = text.lines().any(|l| l.contains("Non-2xx") || l.contains("Socket errors"));
+    let errors = text
+        .lines()
+        .any(|l| l.contains("Non-2xx") || l.contains("Socket errors"));
     assert!(!errors, "wrk saw errors against {url}:\n{text}");
     (rps, p99)
 }
@@ -153,19 +188,34 @@ fn nginx(dir: &Path, listen: u16, upstream: u16) -> Child {
         ),
     )
     .unwrap();
-    Command::new("nginx").arg("-c").arg(&conf).arg("-p").arg(dir).stderr(Stdio::null()).spawn().expect("nginx")
+    Command::new("nginx")
+        .arg("-c")
+        .arg(&conf)
+        .arg("-p")
+        .arg(dir)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx")
 }
 
 /// (RssAnon, Pss) in KiB of every running agent.
 fn agent_memory() -> Vec<(u64, u64)> {
-    let out = Command::new("pgrep").args(["-f", "^ds-agent __agent"]).output().expect("pgrep");
+    let out = Command::new("pgrep")
+        .args(["-f", "^ds-agent __agent"])
+        .output()
+        .expect("pgrep");
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .filter_map(|pid| {
             let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
             let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
             let field = |text: &str, key: &str| -> Option<u64> {
-                text.lines().find(|l| l.starts_with(key))?.split_whitespace().nth(1)?.parse().ok()
+                text.lines()
+                    .find(|l| l.starts_with(key))?
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse()
+                    .ok()
             };
             Some((field(&status, "RssAnon:")?, field(&rollup, "Pss:")?))
         })
@@ -178,8 +228,15 @@ fn main() {
         return;
     }
     for (tool, hint) in [("wrk", "wrk"), ("nginx", "nginx-light")] {
-        if Command::new("which").arg(tool).output().map(|o| !o.status.success()).unwrap_or(true) {
-            eprintln!("SKIPPED: {tool} is not installed (apt install {hint}, or packaging/dev/setup.sh)");
+        if Command::new("which")
+            .arg(tool)
+            .output()
+            .map(|o| !o.status.success())
+            .unwrap_or(true)
+        {
+            eprintln!(
+                "SKIPPED: {tool} is not installed (apt install {hint}, or packaging/dev/setup.sh)"
+            );
             return;
         }
     }
@@ -222,20 +279,33 @@ fn main() {
     let _ = direct.wait();
     let host = DevHost::start(&state, 300);
     let _ = get(host.port, "hello-native.localhost", "/hello"); // start it
-    let (ds_rps, ds_p99) = wrk(&format!("http://127.0.0.1:{}/hello", host.port), Some("hello-native.localhost"));
+    let (ds_rps, ds_p99) = wrk(
+        &format!("http://127.0.0.1:{}/hello", host.port),
+        Some("hello-native.localhost"),
+    );
     host.stop();
 
     // 3 and 4. Many appspaces of one version, all started and answering.
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let st = ds_host::state::State::open(&state).await.expect("state");
         let version = semver::Version::new(0, 1, 0);
         for i in 0..MANY {
             let name = format!("n{i}");
             let data = state.join("appspaces").join(&name).join("data");
-            st.create_appspace(&name, &format!("{name}.localhost"), "hello-native", &version, &data, 64 << 20)
-                .await
-                .expect("creating an appspace");
+            st.create_appspace(
+                &name,
+                &format!("{name}.localhost"),
+                "hello-native",
+                &version,
+                &data,
+                64 << 20,
+            )
+            .await
+            .expect("creating an appspace");
         }
     });
     let host = DevHost::start(&state, 3600);
@@ -264,7 +334,9 @@ fn main() {
     let (anon, pss): (u64, u64) = memory.iter().fold((0, 0), |(a, p), (x, y)| (a + x, p + y));
     let n = memory.len().max(1) as u64;
 
-    let cold_deno_row = cold_deno.map(ms).unwrap_or_else(|| "skipped (no Deno)".into());
+    let cold_deno_row = cold_deno
+        .map(ms)
+        .unwrap_or_else(|| "skipped (no Deno)".into());
     let table = format!(
         "| what | ds | reference | ratio / budget |\n|---|---|---|---|\n\
          | cold start, native example, request to first byte (median of {COLD_SAMPLES}) | {} | budget 10 ms | {:.2}x budget |\n\
@@ -295,7 +367,9 @@ fn main() {
 fn write_docs(table: &str) {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/performance.md");
     let (start, end) = ("<!-- host-bench:start -->", "<!-- host-bench:end -->");
-    let Ok(doc) = std::fs::read_to_string(path) else { return };
+    let Ok(doc) = std::fs::read_to_string(path) else {
+        return;
+    };
     let (Some(a), Some(b)) = (doc.find(start), doc.find(end)) else {
         eprintln!("{path} has no host-bench markers; figures printed above only");
         return;
@@ -303,6 +377,10 @@ fn write_docs(table: &str) {
     let section = format!(
         "{start}\n_Latest run: `cargo build --release --workspace --bins && cargo bench -p ds-host --bench host`._\n\n{table}{end}"
     );
-    std::fs::write(path, format!("{}{section}{}", &doc[..a], &doc[b + end.len()..])).unwrap();
+    std::fs::write(
+        path,
+        format!("{}{section}{}", &doc[..a], &doc[b + end.len()..]),
+    )
+    .unwrap();
     eprintln!("updated {path}");
 }

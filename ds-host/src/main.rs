@@ -108,12 +108,12 @@ fn front_door(
             .with_context(|| format!("opening the log of appspace {name}"))?;
         appspaces.insert(name, Arc::new(appspace));
     }
-    let door = Arc::new(FrontDoor {
+    let door = Arc::new(FrontDoor::new(
         appspaces,
         launcher,
-        base_domain: base_domain.to_owned(),
+        base_domain.to_owned(),
         lifecycle,
-    });
+    ));
     // Scale to zero: stop appspaces nobody has used for the idle timeout.
     let reaper = door.clone();
     tokio::spawn(async move {

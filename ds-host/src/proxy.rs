@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
@@ -28,11 +29,120 @@ pub struct FrontDoor {
     /// Appspaces by name (the first label of their domain).
     pub appspaces: HashMap<String, Arc<Appspace>>,
     /// How to start sandboxes.
-    pub launcher: Launcher,
+    pub launcher: Arc<Launcher>,
     /// The domain under which appspaces live (`localhost` in dev mode).
     pub base_domain: String,
     /// Start, idle and stop timing.
     pub lifecycle: Lifecycle,
+    /// Per appspace, a pool of HTTP/1.1 connections, each one a ds-proto
+    /// stream (and, past the agent, one connection to the app), reused
+    /// across requests like nginx's upstream keepalive.
+    clients: HashMap<String, PooledClient>,
+}
+
+type PooledClient = hyper_util::client::legacy::Client<ChannelConnector, Body>;
+
+impl FrontDoor {
+    /// A front door over `appspaces`.
+    pub fn new(
+        appspaces: HashMap<String, Arc<Appspace>>,
+        launcher: Launcher,
+        base_domain: String,
+        lifecycle: Lifecycle,
+    ) -> Self {
+        let launcher = Arc::new(launcher);
+        let clients = appspaces
+            .iter()
+            .map(|(name, appspace)| {
+                let connector = ChannelConnector {
+                    appspace: appspace.clone(),
+                    launcher: launcher.clone(),
+                    lifecycle,
+                };
+                let client = hyper_util::client::legacy::Client::builder(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .pool_idle_timeout(Duration::from_secs(30))
+                .pool_max_idle_per_host(64)
+                .build(connector);
+                (name.clone(), client)
+            })
+            .collect();
+        Self {
+            appspaces,
+            launcher,
+            base_domain,
+            lifecycle,
+            clients,
+        }
+    }
+}
+
+/// Opens connections to an appspace's app: each one is a new stream on
+/// the appspace's channel (starting the sandbox if needed).
+#[derive(Clone)]
+struct ChannelConnector {
+    appspace: Arc<Appspace>,
+    launcher: Arc<Launcher>,
+    lifecycle: Lifecycle,
+}
+
+impl tower::Service<axum::http::Uri> for ChannelConnector {
+    type Response = ChannelIo;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+    type Future = Pin<Box<dyn std::future::Future<Output = Result<ChannelIo, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: axum::http::Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let channel = this
+                .appspace
+                .channel(&this.launcher, &this.lifecycle)
+                .await?;
+            Ok(ChannelIo(TokioIo::new(channel.open_http().await?)))
+        })
+    }
+}
+
+/// A channel stream as a pooled client connection.
+struct ChannelIo(TokioIo<ds_proto::ProtoStream>);
+
+impl hyper_util::client::legacy::connect::Connection for ChannelIo {
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        hyper_util::client::legacy::connect::Connected::new()
+    }
+}
+
+impl hyper::rt::Read for ChannelIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for ChannelIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
 }
 
 /// A response body that keeps its request counted as in flight until the
@@ -165,6 +275,44 @@ async fn forward(
             &format!("{what}: {e}."),
         )
     };
+    // Protocol upgrades (WebSocket): the only hop-by-hop headers passed on.
+    let upgrade = requested_upgrade(req.headers());
+    let proto = if scheme == Scheme::Https {
+        "https"
+    } else {
+        "http"
+    };
+    if upgrade.is_none() {
+        // The usual case: a pooled connection, absolute-form URI naming the
+        // appspace (the pool's key); the browser's Host header is kept.
+        drop(channel);
+        headers::to_app(req.headers_mut(), &peer.ip().to_string(), proto, host);
+        let path = req
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        match format!("http://{}{path}", appspace.config.name).parse() {
+            Ok(uri) => *req.uri_mut() = uri,
+            Err(e) => return bad_gateway("building the request", &e),
+        }
+        let Some(client) = door.clients.get(&appspace.config.name) else {
+            return bad_gateway("finding the appspace's connection pool", &"missing");
+        };
+        return match client.request(req).await {
+            Ok(resp) => {
+                let mut resp = resp.map(|inner| {
+                    Body::new(GuardedBody {
+                        inner,
+                        _guard: guard,
+                    })
+                });
+                headers::to_browser(resp.headers_mut());
+                resp
+            }
+            Err(e) => bad_gateway("the app did not answer", &e),
+        };
+    }
     let stream = match channel.open_http().await {
         Ok(s) => s,
         Err(e) => return bad_gateway("opening a stream to the appspace", &e),
@@ -179,8 +327,6 @@ async fn forward(
             warn!(error = %e, "connection to the appspace failed");
         }
     });
-    // Protocol upgrades (WebSocket): the only hop-by-hop headers passed on.
-    let upgrade = requested_upgrade(req.headers());
     let browser_side = upgrade
         .as_ref()
         .and_then(|_| req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>());

@@ -51,7 +51,11 @@ fn serve(conn: TcpStream) -> std::io::Result<()> {
                 close = lower.contains("close");
             }
         }
-        let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+        let path = request_line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("/")
+            .to_owned();
         let (status, body) = match path.as_str() {
             "/" => ("200 OK", page()),
             "/hello" => ("200 OK", "hello\n".to_owned()),
