@@ -300,16 +300,7 @@ async fn forward(
             return bad_gateway("finding the appspace's connection pool", &"missing");
         };
         return match client.request(req).await {
-            Ok(resp) => {
-                let mut resp = resp.map(|inner| {
-                    Body::new(GuardedBody {
-                        inner,
-                        _guard: guard,
-                    })
-                });
-                headers::to_browser(resp.headers_mut());
-                resp
-            }
+            Ok(resp) => to_browser(resp, guard),
             Err(e) => bad_gateway("the app did not answer", &e),
         };
     }
@@ -373,6 +364,12 @@ async fn forward(
         });
         return switched;
     }
+    to_browser(resp, guard)
+}
+
+/// An app's response on its way out: header policy applied, and the
+/// request counted in flight until the body's last byte.
+fn to_browser(resp: Response<Incoming>, guard: RequestGuard) -> Response<Body> {
     let mut resp = resp.map(|inner| {
         Body::new(GuardedBody {
             inner,
