@@ -237,7 +237,15 @@ fn hostile_app_blocks_every_attack() -> Result<(), Failed> {
         .last()
         .unwrap_or("0")
         .to_owned();
-    let shm_key = shm_key_of(&shm_id).unwrap_or(0).to_string();
+    // Without a real host segment the SysV attack would pass vacuously.
+    ensure(
+        shm.status.success(),
+        format!("ipcmk failed: {}", text(&shm.stderr)),
+    )?;
+    let shm_key = shm_key_of(&shm_id)
+        .filter(|&k| k != 0)
+        .ok_or_else(|| format!("no key for host segment {shm_id}"))?
+        .to_string();
     let mut victim = Command::new("sleep").arg("60").spawn()?;
     let victim_pid = victim.id().to_string();
 
