@@ -352,7 +352,8 @@ async fn local_close_fails_open_streams() {
         let s = ds_proto::Session::connect(b, ds_proto::Role::Agent, Default::default())
             .await
             .unwrap();
-        std::mem::forget(s); // never closes gracefully
+        // Keep the agent up (leaked) so that only our local close can end the stream.
+        std::mem::forget(s);
     });
     let host = ds_proto::Session::connect(a, ds_proto::Role::Host, Default::default())
         .await
