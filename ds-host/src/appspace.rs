@@ -7,11 +7,12 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ds_proto::{Config, ControlMessage, Role, Session, SessionHandle};
+use ds_sandbox::cgroup::{Cgroup, CgroupError, Usage};
 use ds_sandbox::spec::Runtime;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
@@ -50,8 +51,10 @@ impl Default for Lifecycle {
 /// What an appspace runs and where its data lives.
 #[derive(Debug, Clone)]
 pub struct AppspaceConfig {
-    /// Its name, also the first label of its domain (`<name>.localhost`).
+    /// Its name (the part of its domain before the host's base domain).
     pub name: String,
+    /// The domain it is served at.
+    pub domain: String,
     /// The installed app version's files.
     pub app_dir: PathBuf,
     /// The appspace's data directory.
@@ -60,10 +63,48 @@ pub struct AppspaceConfig {
     pub runtime: Runtime,
     /// The command to run, as seen inside the sandbox.
     pub command: Vec<String>,
-    /// Memory limit in bytes.
-    pub memory_bytes: u64,
+    /// Its resource limits when the host starts.
+    pub limits: ResourceLimits,
+    /// Paused when the host starts.
+    pub paused: bool,
     /// Where the appspace's log files go.
     pub log_dir: PathBuf,
+}
+
+/// The cgroup limits an appspace runs under; changes apply to a running
+/// sandbox at once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ResourceLimits {
+    /// Memory in bytes (swap is off).
+    pub memory_bytes: u64,
+    /// CPU share in cores.
+    pub cpus: f64,
+    /// Most tasks at once.
+    pub pids: u64,
+}
+
+impl ResourceLimits {
+    fn for_cgroup(&self) -> ds_sandbox::spec::Limits {
+        ds_sandbox::spec::Limits {
+            memory_bytes: self.memory_bytes,
+            cpus: self.cpus,
+            pids: self.pids,
+            ..ds_sandbox::spec::Limits::default()
+        }
+    }
+}
+
+/// What a running appspace is doing now.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RuntimeInfo {
+    /// Whether its sandbox is running.
+    pub running: bool,
+    /// Since when it runs.
+    pub uptime: Option<Duration>,
+    /// Its cgroup's usage, when running and readable.
+    pub usage: Option<Usage>,
+    /// Requests answered since the host started.
+    pub requests: u64,
 }
 
 impl AppspaceConfig {
@@ -90,11 +131,17 @@ impl AppspaceConfig {
         let log_dir = a.data_dir.parent().unwrap_or(&a.data_dir).join("log");
         Self {
             name: a.name,
+            domain: a.domain,
             app_dir: a.app_dir,
             data_dir: a.data_dir,
             runtime: a.runtime,
             command,
-            memory_bytes: a.memory_bytes,
+            limits: ResourceLimits {
+                memory_bytes: a.memory_bytes,
+                cpus: a.cpus,
+                pids: a.pids,
+            },
+            paused: a.paused,
             log_dir,
         }
     }
@@ -112,6 +159,9 @@ pub enum StartError {
     /// The app did not accept connections in time.
     #[error("the app did not become ready within {0:?}")]
     Timeout(Duration),
+    /// An admin paused the appspace.
+    #[error("it is paused by the administrator")]
+    Paused,
     /// The appspace crashed recently and waits before the next start.
     #[error("it crashed ({reason}); the next start is in {retry_in:?}")]
     Backoff {
@@ -150,6 +200,7 @@ struct Running {
     _session: Arc<Session>,
     handle: SessionHandle,
     child_pid: Option<u32>,
+    started: Instant,
     /// Set when we stop it, so that its exit is not taken for a crash.
     stopping: Arc<AtomicBool>,
 }
@@ -170,6 +221,9 @@ pub struct Appspace {
     crashes: Arc<std::sync::Mutex<Crashes>>,
     in_flight: AtomicUsize,
     last_used: std::sync::Mutex<Instant>,
+    limits: std::sync::Mutex<ResourceLimits>,
+    paused: AtomicBool,
+    requests: AtomicU64,
 }
 
 /// Marks a request in flight until dropped (kept by the response body, so
@@ -214,18 +268,22 @@ impl Appspace {
     pub fn new(config: AppspaceConfig, limits: LogLimits) -> std::io::Result<Self> {
         let log = AppLog::open(&config.log_dir, limits)?;
         Ok(Self {
+            limits: std::sync::Mutex::new(config.limits),
+            paused: AtomicBool::new(config.paused),
             config,
             log,
             running: Mutex::new(None),
             crashes: Arc::default(),
             in_flight: AtomicUsize::new(0),
             last_used: std::sync::Mutex::new(Instant::now()),
+            requests: AtomicU64::new(0),
         })
     }
 
     /// Counts a request as in flight until the guard is dropped.
     pub fn begin_request(self: &Arc<Self>) -> RequestGuard {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.requests.fetch_add(1, Ordering::Relaxed);
         *self.last_used.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         RequestGuard(self.clone())
     }
@@ -246,11 +304,18 @@ impl Appspace {
         launcher: &Launcher,
         life: &Lifecycle,
     ) -> Result<SessionHandle, StartError> {
+        if self.is_paused() {
+            return Err(StartError::Paused);
+        }
         let mut running = self.running.lock().await;
         if let Some(r) = running.as_ref() {
             if !r.handle.is_closed() {
                 return Ok(r.handle.clone());
             }
+        }
+        // Paused while we waited for a start in progress.
+        if self.is_paused() {
+            return Err(StartError::Paused);
         }
         {
             let c = self.crashes.lock().unwrap_or_else(|p| p.into_inner());
@@ -298,6 +363,7 @@ impl Appspace {
 
     async fn start(&self, launcher: &Launcher, life: &Lifecycle) -> Result<Running, StartError> {
         let cfg = &self.config;
+        let limits = self.limits();
         let (ours, theirs) = UnixStream::pair().map_err(StartError::Spawn)?;
         let mut cmd = tokio::process::Command::new(&launcher.sandbox_bin);
         cmd.arg("exec")
@@ -308,7 +374,11 @@ impl Appspace {
             .arg("--data")
             .arg(&cfg.data_dir)
             .arg("--memory")
-            .arg(cfg.memory_bytes.to_string());
+            .arg(limits.memory_bytes.to_string())
+            .arg("--cpu")
+            .arg(limits.cpus.to_string())
+            .arg("--pids")
+            .arg(limits.pids.to_string());
         if cfg.runtime == Runtime::Deno {
             cmd.args(["--runtime", "deno"]);
             if let Some(deno) = &launcher.deno {
@@ -393,8 +463,87 @@ impl Appspace {
             _session: session,
             handle,
             child_pid,
+            started,
             stopping,
         })
+    }
+
+    /// Whether an admin paused it.
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
+    }
+
+    /// Pauses (stopping the sandbox; nothing starts it until resumed) or
+    /// resumes the appspace.
+    pub async fn set_paused(&self, paused: bool, grace: Duration) {
+        self.paused.store(paused, Ordering::Release);
+        if paused {
+            self.log.host("paused by the administrator");
+            self.stop(grace).await;
+        } else {
+            self.log.host("resumed by the administrator");
+        }
+    }
+
+    /// Starts the sandbox now (an admin's explicit start forgets the crash
+    /// backoff).
+    pub async fn start_now(&self, launcher: &Launcher, life: &Lifecycle) -> Result<(), StartError> {
+        self.crashes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retry_at = None;
+        self.channel(launcher, life).await.map(drop)
+    }
+
+    /// The limits its next (or current) sandbox runs under.
+    pub fn limits(&self) -> ResourceLimits {
+        *self.limits.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The cgroup of the running sandbox: the launcher names it after its
+    /// own pid.
+    fn cgroup(running: &Running) -> Option<Cgroup> {
+        Cgroup::open(&format!("exec-{}", running.child_pid?)).ok()
+    }
+
+    /// Changes the limits; a running sandbox's cgroup is changed at once.
+    /// Returns whether a running sandbox was changed.
+    pub async fn set_limits(&self, limits: ResourceLimits) -> Result<bool, CgroupError> {
+        *self.limits.lock().unwrap_or_else(|p| p.into_inner()) = limits;
+        let running = self.running.lock().await;
+        let Some(cgroup) = running
+            .as_ref()
+            .filter(|r| !r.handle.is_closed())
+            .and_then(Self::cgroup)
+        else {
+            return Ok(false);
+        };
+        cgroup.set_limits(&limits.for_cgroup())?;
+        self.log.host(&format!(
+            "limits changed: memory {} MiB, cpu {}, pids {}",
+            limits.memory_bytes >> 20,
+            limits.cpus,
+            limits.pids
+        ));
+        Ok(true)
+    }
+
+    /// What it is doing now.
+    pub async fn runtime(&self) -> RuntimeInfo {
+        let requests = self.requests.load(Ordering::Relaxed);
+        let running = self.running.lock().await;
+        match running.as_ref().filter(|r| !r.handle.is_closed()) {
+            Some(r) => RuntimeInfo {
+                running: true,
+                uptime: Some(r.started.elapsed()),
+                usage: Self::cgroup(r).map(|c| c.usage()),
+                requests,
+            },
+            None => RuntimeInfo {
+                requests,
+                ..RuntimeInfo::default()
+            },
+        }
     }
 
     /// Asks a running sandbox to stop (SIGTERM to the app, SIGKILL after

@@ -70,6 +70,31 @@ pub struct HostConfig {
     /// Where the sandbox and runtime binaries are.
     #[serde(default)]
     pub sandbox: SandboxConfig,
+    /// The admin API's socket.
+    #[serde(default)]
+    pub admin: AdminConfig,
+}
+
+/// `[admin]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// The Unix socket `dsctl` talks to.
+    pub socket: PathBuf,
+    /// A group whose members may use it too (the socket becomes 0660).
+    pub group: Option<String>,
+}
+
+/// Where the admin socket is unless configured.
+pub const DEFAULT_ADMIN_SOCKET: &str = "/run/ds/admin.sock";
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            socket: PathBuf::from(DEFAULT_ADMIN_SOCKET),
+            group: None,
+        }
+    }
 }
 
 fn default_state_dir() -> PathBuf {

@@ -2,9 +2,10 @@
 //! and installation), state in SQLite, appspaces started on demand in
 //! their sandboxes (idle stop, crash backoff, logs), and the front door
 //! (HTTP and HTTPS) that routes by Host and proxies over ds-proto. Dev mode
-//! serves the bundled examples. Production configuration, the admin API
-//! and egress are still to come.
+//! serves the bundled examples. The admin API ([`admin`]) serves `dsctl`.
+//! Egress is still to come.
 
+pub mod admin;
 pub mod applog;
 pub mod appspace;
 pub mod config;

@@ -1,19 +1,24 @@
 //! `ds-host`: the daemon. `--dev` runs a complete host with no
 //! configuration; `--config FILE` is the production entry point.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use axum::body::Body;
 use axum::http::{header, Request, Response, StatusCode};
 use clap::Parser;
+use ds_host::admin::peer::{AccessPolicy, AdminGroup};
+use ds_host::admin::Admin;
 use ds_host::appspace::{Appspace, AppspaceConfig, Launcher, Lifecycle};
 use ds_host::config::HostConfig;
+use ds_host::package::PackageLimits;
 use ds_host::proxy::{self, FrontDoor};
 use ds_host::serve::{self, ConnLimits};
+
+/// Memory of an appspace whose manifest asks for none.
+const DEFAULT_MEMORY: u64 = 256 << 20;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -101,19 +106,13 @@ fn front_door(
     base_domain: &str,
     lifecycle: Lifecycle,
 ) -> anyhow::Result<Arc<FrontDoor>> {
-    let mut appspaces = HashMap::new();
+    let door = Arc::new(FrontDoor::new(launcher, base_domain.to_owned(), lifecycle));
     for config in configs {
         let name = config.name.clone();
         let appspace = Appspace::new(config, lifecycle.log_limits)
             .with_context(|| format!("opening the log of appspace {name}"))?;
-        appspaces.insert(name, Arc::new(appspace));
+        door.add(Arc::new(appspace));
     }
-    let door = Arc::new(FrontDoor::new(
-        appspaces,
-        launcher,
-        base_domain.to_owned(),
-        lifecycle,
-    ));
     // Scale to zero: stop appspaces nobody has used for the idle timeout.
     let reaper = door.clone();
     tokio::spawn(async move {
@@ -121,7 +120,7 @@ fn front_door(
             .clamp(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             tokio::time::sleep(period).await;
-            for appspace in reaper.appspaces.values() {
+            for appspace in reaper.all() {
                 appspace.stop_if_idle(&reaper.lifecycle).await;
             }
         }
@@ -129,9 +128,11 @@ fn front_door(
     Ok(door)
 }
 
-/// Serves `servers` until SIGTERM or Ctrl-C, then stops every sandbox.
+/// Serves `servers` (and the admin API) until SIGTERM or Ctrl-C, then
+/// stops every sandbox.
 async fn run_until_signal(
     door: &FrontDoor,
+    admin: (tokio::net::UnixListener, Arc<Admin>),
     servers: Vec<(
         tokio::net::TcpListener,
         Option<Arc<rustls::ServerConfig>>,
@@ -148,6 +149,11 @@ async fn run_until_signal(
         };
         tasks.spawn(serve::serve(listener, tls, router, limits, stopped));
     }
+    let mut rx = stop_rx.clone();
+    let (admin_listener, admin) = admin;
+    tasks.spawn(ds_host::admin::serve(admin_listener, admin, async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    }));
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("installing the SIGTERM handler")?;
     tokio::select! {
@@ -158,8 +164,7 @@ async fn run_until_signal(
     while tasks.join_next().await.is_some() {}
     // Nothing may outlive the host.
     let mut stops = tokio::task::JoinSet::new();
-    for appspace in door.appspaces.values() {
-        let appspace = Arc::clone(appspace);
+    for appspace in door.all() {
         let grace = door.lifecycle.stop_grace;
         stops.spawn(async move { appspace.stop(grace).await });
     }
@@ -183,7 +188,7 @@ async fn dev(cli: Cli) -> anyhow::Result<()> {
         idle_timeout: Duration::from_secs(cli.idle_timeout),
         ..Lifecycle::default()
     };
-    let (_state_db, configs) = ds_host::dev::prepare(&state, deno.as_deref(), &cli.apps).await?;
+    let (state_db, configs) = ds_host::dev::prepare(&state, deno.as_deref(), &cli.apps).await?;
     let door = front_door(
         configs,
         Launcher::new(find_sandbox()?, deno),
@@ -193,18 +198,34 @@ async fn dev(cli: Cli) -> anyhow::Result<()> {
 
     let http = bind(("127.0.0.1", cli.port)).await?;
     let https = bind(("127.0.0.1", cli.tls_port)).await?;
-    let mut names: Vec<String> = door
-        .appspaces
-        .keys()
-        .map(|n| format!("{n}.localhost"))
-        .collect();
+    let mut names: Vec<String> = door.all().iter().map(|a| a.config.domain.clone()).collect();
     names.sort();
     let (tls, cert) = ds_host::tls::dev_certificate(
         &state.join("tls"),
         &[vec!["localhost".into()], names.clone()].concat(),
     )?;
     let (port, tls_port) = (http.local_addr()?.port(), https.local_addr()?.port());
+    let socket = state.join("admin.sock");
+    let admin_listener = ds_host::admin::bind(&socket, None)?;
+    let admin = Arc::new(Admin {
+        state: Arc::new(state_db),
+        door: door.clone(),
+        state_dir: state.clone(),
+        mode: "dev",
+        started: Instant::now(),
+        package_limits: PackageLimits::default(),
+        policy: AccessPolicy {
+            owner_uid: rustix::process::geteuid().as_raw(),
+            group: None,
+        },
+        default_memory: DEFAULT_MEMORY,
+    });
     println!("ds-host (dev): state in {}", state.display());
+    println!(
+        "ds-host (dev): admin socket at {} (dsctl --socket {} status)",
+        socket.display(),
+        socket.display()
+    );
     println!(
         "ds-host (dev): HTTPS with a self-signed certificate: {}",
         cert.display()
@@ -221,6 +242,7 @@ async fn dev(cli: Cli) -> anyhow::Result<()> {
     };
     run_until_signal(
         &door,
+        (admin_listener, admin),
         vec![(http, None, app.clone()), (https, Some(tls), app)],
         limits,
     )
@@ -248,6 +270,26 @@ async fn production(config_path: &Path) -> anyhow::Result<()> {
         config.lifecycle(),
     )?;
     let tls = ds_host::tls::from_files(&config.https.certificate, &config.https.private_key)?;
+    let group = config
+        .admin
+        .group
+        .as_deref()
+        .map(AdminGroup::lookup)
+        .transpose()?;
+    let admin_listener = ds_host::admin::bind(&config.admin.socket, group.as_ref().map(|g| g.gid))?;
+    let admin = Arc::new(Admin {
+        state: Arc::new(state),
+        door: door.clone(),
+        state_dir: config.state_dir.clone(),
+        mode: "production",
+        started: Instant::now(),
+        package_limits: PackageLimits::default(),
+        policy: AccessPolicy {
+            owner_uid: rustix::process::geteuid().as_raw(),
+            group,
+        },
+        default_memory: DEFAULT_MEMORY,
+    });
     let http = bind(config.http.listen).await?;
     let https = bind(config.https.listen).await?;
     let https_port = https.local_addr()?.port();
@@ -262,8 +304,10 @@ async fn production(config_path: &Path) -> anyhow::Result<()> {
     let app = axum::Router::new()
         .fallback(proxy::handle)
         .with_state(door.clone());
+    println!("ds-host: admin socket at {}", config.admin.socket.display());
     run_until_signal(
         &door,
+        (admin_listener, admin),
         vec![(http, None, redirect), (https, Some(tls), app)],
         config.conn_limits(),
     )

@@ -19,62 +19,92 @@ use std::task::{Context, Poll};
 
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 
-use crate::appspace::{Appspace, Launcher, Lifecycle, RequestGuard};
+use crate::appspace::{Appspace, Launcher, Lifecycle, RequestGuard, StartError};
 use crate::headers;
 use crate::serve::Scheme;
 
 /// Everything the front door needs.
 #[derive(Debug)]
 pub struct FrontDoor {
-    /// Appspaces by name (the first label of their domain).
-    pub appspaces: HashMap<String, Arc<Appspace>>,
+    /// What is served, by domain; the admin API adds and removes entries
+    /// while requests are routed.
+    served: std::sync::RwLock<HashMap<String, Arc<Served>>>,
     /// How to start sandboxes.
     pub launcher: Arc<Launcher>,
     /// The domain under which appspaces live (`localhost` in dev mode).
     pub base_domain: String,
     /// Start, idle and stop timing.
     pub lifecycle: Lifecycle,
-    /// Per appspace, a pool of HTTP/1.1 connections, each one a ds-proto
-    /// stream (and, past the agent, one connection to the app), reused
-    /// across requests like nginx's upstream keepalive.
-    clients: HashMap<String, PooledClient>,
+}
+
+/// One served appspace with its pool of HTTP/1.1 connections, each one a
+/// ds-proto stream (and, past the agent, one connection to the app),
+/// reused across requests like nginx's upstream keepalive.
+#[derive(Debug)]
+struct Served {
+    appspace: Arc<Appspace>,
+    client: PooledClient,
 }
 
 type PooledClient = hyper_util::client::legacy::Client<ChannelConnector, Body>;
 
 impl FrontDoor {
-    /// A front door over `appspaces`.
-    pub fn new(
-        appspaces: HashMap<String, Arc<Appspace>>,
-        launcher: Launcher,
-        base_domain: String,
-        lifecycle: Lifecycle,
-    ) -> Self {
-        let launcher = Arc::new(launcher);
-        let clients = appspaces
-            .iter()
-            .map(|(name, appspace)| {
-                let connector = ChannelConnector {
-                    appspace: appspace.clone(),
-                    launcher: launcher.clone(),
-                    lifecycle,
-                };
-                let client = hyper_util::client::legacy::Client::builder(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
+    /// A front door serving nothing yet.
+    pub fn new(launcher: Launcher, base_domain: String, lifecycle: Lifecycle) -> Self {
+        Self {
+            served: std::sync::RwLock::default(),
+            launcher: Arc::new(launcher),
+            base_domain,
+            lifecycle,
+        }
+    }
+
+    /// Serves `appspace` at its domain (replacing what was there).
+    pub fn add(&self, appspace: Arc<Appspace>) {
+        let connector = ChannelConnector {
+            appspace: appspace.clone(),
+            launcher: self.launcher.clone(),
+            lifecycle: self.lifecycle,
+        };
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(30))
                 .pool_max_idle_per_host(64)
                 .build(connector);
-                (name.clone(), client)
-            })
-            .collect();
-        Self {
-            appspaces,
-            launcher,
-            base_domain,
-            lifecycle,
-            clients,
-        }
+        let domain = appspace.config.domain.to_ascii_lowercase();
+        self.served
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(domain, Arc::new(Served { appspace, client }));
+    }
+
+    /// Stops serving the appspace whose domain or name is `key`; returns it.
+    pub fn remove(&self, key: &str) -> Option<Arc<Appspace>> {
+        let mut served = self.served.write().unwrap_or_else(|p| p.into_inner());
+        let domain = served
+            .iter()
+            .find(|(d, s)| *d == key || s.appspace.config.name == key)
+            .map(|(d, _)| d.clone())?;
+        served.remove(&domain).map(|s| s.appspace.clone())
+    }
+
+    /// The appspace whose domain or name is `key`.
+    pub fn get(&self, key: &str) -> Option<Arc<Appspace>> {
+        let served = self.served.read().unwrap_or_else(|p| p.into_inner());
+        served
+            .get(key)
+            .or_else(|| served.values().find(|s| s.appspace.config.name == key))
+            .map(|s| s.appspace.clone())
+    }
+
+    /// Every appspace served.
+    pub fn all(&self) -> Vec<Arc<Appspace>> {
+        self.served
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|s| s.appspace.clone())
+            .collect()
     }
 }
 
@@ -173,8 +203,8 @@ impl HttpBody for GuardedBody {
 }
 
 impl FrontDoor {
-    /// The appspace a Host header names, if any.
-    fn route(&self, host: &str) -> Option<&Arc<Appspace>> {
+    /// What a Host header names, if anything.
+    fn route(&self, host: &str) -> Option<Arc<Served>> {
         let host = host.rsplit_once(':').map_or(host, |(h, port)| {
             if port.chars().all(|c| c.is_ascii_digit()) {
                 h
@@ -183,8 +213,11 @@ impl FrontDoor {
             }
         });
         let host = host.trim_end_matches('.').to_ascii_lowercase();
-        let name = host.strip_suffix(&format!(".{}", self.base_domain))?;
-        self.appspaces.get(name)
+        self.served
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&host)
+            .cloned()
     }
 }
 
@@ -222,7 +255,7 @@ pub async fn handle(
         .or_else(|| req.uri().host())
         .unwrap_or("")
         .to_owned();
-    let Some(appspace) = door.route(&host).cloned() else {
+    let Some(served) = door.route(&host) else {
         return page(
             StatusCode::NOT_FOUND,
             "No such appspace",
@@ -234,8 +267,9 @@ pub async fn handle(
         .get::<Scheme>()
         .copied()
         .unwrap_or(Scheme::Http);
+    let appspace = &served.appspace;
     let span = info_span!("request", appspace = %appspace.config.name, method = %req.method(), path = %req.uri().path());
-    let mut resp = forward(&door, &appspace, peer, &host, scheme, req)
+    let mut resp = forward(&door, &served, peer, &host, scheme, req)
         .instrument(span)
         .await;
     if scheme == Scheme::Https {
@@ -249,15 +283,23 @@ pub async fn handle(
 
 async fn forward(
     door: &FrontDoor,
-    appspace: &Arc<Appspace>,
+    served: &Served,
     peer: SocketAddr,
     host: &str,
     scheme: Scheme,
     mut req: Request<Body>,
 ) -> Response<Body> {
+    let appspace = &served.appspace;
     let guard = appspace.begin_request();
     let channel = match appspace.channel(&door.launcher, &door.lifecycle).await {
         Ok(channel) => channel,
+        Err(StartError::Paused) => {
+            return page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Appspace paused",
+                "Its administrator paused it; it serves nothing until resumed.",
+            );
+        }
         Err(e) => {
             warn!(error = %e, "appspace failed to start");
             return page(
@@ -296,10 +338,7 @@ async fn forward(
             Ok(uri) => *req.uri_mut() = uri,
             Err(e) => return bad_gateway("building the request", &e),
         }
-        let Some(client) = door.clients.get(&appspace.config.name) else {
-            return bad_gateway("finding the appspace's connection pool", &"missing");
-        };
-        return match client.request(req).await {
+        return match served.client.request(req).await {
             Ok(resp) => to_browser(resp, guard),
             Err(e) => bad_gateway("the app did not answer", &e),
         };

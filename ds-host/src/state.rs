@@ -10,6 +10,12 @@ use ds_sandbox::spec::Runtime;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 
+mod admin;
+mod audit;
+
+pub use admin::{AppSummary, LimitsUpdate, VersionSummary};
+pub use audit::{AuditEntry, AuditRecord};
+
 use crate::package::{AppStore, InstallError, InstalledVersion, Manifest, PackageLimits};
 
 /// Errors of the state store, naming the operation.
@@ -45,11 +51,11 @@ pub enum StateError {
     NotFound(String),
 }
 
-fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> StateError {
+pub(crate) fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> StateError {
     move |source| StateError::Db { what, source }
 }
 
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -77,13 +83,21 @@ pub struct AppspaceRecord {
     pub data_dir: PathBuf,
     /// Memory limit.
     pub memory_bytes: u64,
+    /// CPU share in cores.
+    pub cpus: f64,
+    /// Most tasks at once.
+    pub pids: u64,
+    /// Paused appspaces neither serve nor start.
+    pub paused: bool,
+    /// When it was created (Unix seconds).
+    pub created_at: i64,
 }
 
 /// The state database plus the app store it describes.
 #[derive(Debug)]
 pub struct State {
-    pool: SqlitePool,
-    store: AppStore,
+    pub(crate) pool: SqlitePool,
+    pub(crate) store: AppStore,
 }
 
 impl State {
@@ -269,28 +283,11 @@ impl State {
 
     /// Every appspace with what it runs.
     pub async fn appspaces(&self) -> Result<Vec<AppspaceRecord>, StateError> {
-        let rows = sqlx::query(
-            "SELECT s.name, s.domain, s.app, s.version, v.runtime, v.entrypoint, v.dir, s.data_dir, s.memory_bytes
-             FROM appspaces s JOIN app_versions v ON v.app = s.app AND v.version = s.version
-             ORDER BY s.name",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db("listing appspaces"))?;
-        Ok(rows
-            .into_iter()
-            .map(|r| AppspaceRecord {
-                name: r.get(0),
-                domain: r.get(1),
-                app: r.get(2),
-                version: r.get(3),
-                runtime: runtime_from(&r.get::<String, _>(4)),
-                entrypoint: r.get(5),
-                app_dir: PathBuf::from(r.get::<String, _>(6)),
-                data_dir: PathBuf::from(r.get::<String, _>(7)),
-                memory_bytes: r.get::<i64, _>(8) as u64,
-            })
-            .collect())
+        let rows = sqlx::query(&format!("SELECT {APPSPACE_COLUMNS} ORDER BY s.name"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("listing appspaces"))?;
+        Ok(rows.iter().map(appspace_from_row).collect())
     }
 
     /// Whether `app` `version` is recorded.
@@ -340,7 +337,31 @@ impl State {
     }
 }
 
-async fn record_event(
+/// The columns [`appspace_from_row`] reads, and the join they come from.
+pub(crate) const APPSPACE_COLUMNS: &str =
+    "s.name, s.domain, s.app, s.version, v.runtime, v.entrypoint, v.dir, s.data_dir,
+     s.memory_bytes, s.cpus, s.pids, s.status, s.created_at
+     FROM appspaces s JOIN app_versions v ON v.app = s.app AND v.version = s.version";
+
+pub(crate) fn appspace_from_row(r: &sqlx::sqlite::SqliteRow) -> AppspaceRecord {
+    AppspaceRecord {
+        name: r.get(0),
+        domain: r.get(1),
+        app: r.get(2),
+        version: r.get(3),
+        runtime: runtime_from(&r.get::<String, _>(4)),
+        entrypoint: r.get(5),
+        app_dir: PathBuf::from(r.get::<String, _>(6)),
+        data_dir: PathBuf::from(r.get::<String, _>(7)),
+        memory_bytes: r.get::<i64, _>(8) as u64,
+        cpus: r.get(9),
+        pids: r.get::<i64, _>(10) as u64,
+        paused: r.get::<String, _>(11) == "paused",
+        created_at: r.get(12),
+    }
+}
+
+pub(crate) async fn record_event(
     conn: &mut sqlx::SqliteConnection,
     appspace: Option<&str>,
     kind: &str,
@@ -357,7 +378,7 @@ async fn record_event(
     Ok(())
 }
 
-fn runtime_name(r: Runtime) -> &'static str {
+pub(crate) fn runtime_name(r: Runtime) -> &'static str {
     match r {
         Runtime::Native => "native",
         Runtime::Deno => "deno",

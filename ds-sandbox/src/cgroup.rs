@@ -181,6 +181,42 @@ impl Cgroup {
         Ok(cg)
     }
 
+    /// The existing cgroup `name` (made by a running launcher), to read its
+    /// usage or change its limits from outside. Fails if it does not exist.
+    pub fn open(name: &str) -> Result<Self, CgroupError> {
+        let version = CgroupVersion::detect()?;
+        let mut cg = Self {
+            version,
+            dirs: Vec::new(),
+            v1_index: Vec::new(),
+        };
+        match version {
+            CgroupVersion::V2 => cg
+                .dirs
+                .push(Path::new(CGROUP_ROOT).join(OUR_PARENT).join(name)),
+            CgroupVersion::V1 => {
+                let mut seen: Vec<PathBuf> = Vec::new();
+                for controller in V1_CONTROLLERS {
+                    let mount = Path::new(CGROUP_ROOT).join(controller);
+                    let real = fs::canonicalize(&mount).map_err(io_err("resolving", &mount))?;
+                    if let Some(i) = seen.iter().position(|r| r == &real) {
+                        cg.v1_index.push((controller, i));
+                        continue;
+                    }
+                    seen.push(real);
+                    cg.v1_index.push((controller, cg.dirs.len()));
+                    cg.dirs.push(mount.join(OUR_PARENT).join(name));
+                }
+            }
+        }
+        for d in &cg.dirs {
+            if !d.join("cgroup.procs").exists() {
+                return Err(io_err("opening", d)(io::ErrorKind::NotFound.into()));
+            }
+        }
+        Ok(cg)
+    }
+
     /// Removes cgroups named `<prefix>-<pid>` whose launcher (`pid`) is
     /// gone: what a launcher killed with SIGKILL could not clean up. Their
     /// processes died with the launcher (the agent has a parent-death

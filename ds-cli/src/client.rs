@@ -1,0 +1,147 @@
+//! The admin API client: HTTP/1.1 over the host's Unix socket (hyper),
+//! one connection per command.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use ds_host::admin::api::ErrorBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Why a command could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nothing listens on the socket.
+    #[error("ds-host is not running (nothing answers on {0}; pass --socket PATH if it listens elsewhere)")]
+    NotRunning(PathBuf),
+    /// The socket may not be opened by this user.
+    #[error("permission denied opening {0}: the admin API is for root, the host's user and the admin group")]
+    Denied(PathBuf),
+    /// Connecting failed otherwise.
+    #[error("connecting to {path}: {source}")]
+    Connect {
+        /// The socket.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The host answered with an error.
+    #[error("{}", .0.error.message)]
+    Api(ErrorBody),
+    /// The exchange itself failed.
+    #[error("talking to ds-host: {0}")]
+    Http(String),
+    /// Reading a local file failed.
+    #[error("{what} {path}: {source}")]
+    Local {
+        /// What we were doing.
+        what: &'static str,
+        /// Which file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A client of the admin socket at one path.
+#[derive(Debug, Clone)]
+pub struct Client {
+    socket: PathBuf,
+}
+
+fn http(e: impl std::fmt::Display) -> ClientError {
+    ClientError::Http(e.to_string())
+}
+
+impl Client {
+    /// A client of `socket`.
+    pub fn new(socket: &Path) -> Self {
+        Self {
+            socket: socket.to_owned(),
+        }
+    }
+
+    /// Sends one request and returns the response with its body unread;
+    /// an error status becomes [`ClientError::Api`].
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&'static str, Bytes)>,
+    ) -> Result<Response<Incoming>, ClientError> {
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                    ClientError::NotRunning(self.socket.clone())
+                }
+                std::io::ErrorKind::PermissionDenied => ClientError::Denied(self.socket.clone()),
+                _ => ClientError::Connect {
+                    path: self.socket.clone(),
+                    source: e,
+                },
+            })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(http)?;
+        tokio::spawn(conn);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, "ds-host");
+        let payload = match body {
+            Some((content_type, bytes)) => {
+                req = req.header(hyper::header::CONTENT_TYPE, content_type);
+                bytes
+            }
+            None => Bytes::new(),
+        };
+        let resp = sender
+            .send_request(req.body(Full::new(payload)).map_err(http)?)
+            .await
+            .map_err(http)?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.map_err(http)?.to_bytes();
+        Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(body) => ClientError::Api(body),
+            Err(_) => ClientError::Http(format!(
+                "status {status}: {}",
+                String::from_utf8_lossy(&bytes).trim()
+            )),
+        })
+    }
+
+    /// Sends a request and decodes the JSON answer, also returning it raw
+    /// (for `--json`).
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&'static str, Bytes)>,
+    ) -> Result<(T, serde_json::Value), ClientError> {
+        let resp = self.send(method, path, body).await?;
+        let bytes = resp.into_body().collect().await.map_err(http)?.to_bytes();
+        let raw: serde_json::Value = serde_json::from_slice(&bytes).map_err(http)?;
+        let typed = serde_json::from_value(raw.clone()).map_err(http)?;
+        Ok((typed, raw))
+    }
+
+    /// [`Client::call`] with a JSON body.
+    pub async fn call_json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<(T, serde_json::Value), ClientError> {
+        let bytes = serde_json::to_vec(body).map_err(http)?;
+        self.call(method, path, Some(("application/json", bytes.into())))
+            .await
+    }
+}

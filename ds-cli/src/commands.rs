@@ -1,0 +1,454 @@
+//! Each command: one API call (two for delete's confirmation), then the
+//! answer printed as JSON or as a table.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
+
+use ds_host::admin::api;
+use http_body_util::BodyExt;
+use hyper::Method;
+
+use crate::cli::{AppCommand, AppspaceCommand, Cli, Command};
+use crate::client::{Client, ClientError};
+use crate::{package, table};
+
+/// Percent-encodes a path segment (domains and names are plain, but a
+/// typo must not turn into another route).
+fn seg(text: &str) -> String {
+    let mut out = String::new();
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn print_json(raw: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(raw).unwrap_or_else(|_| raw.to_string())
+    );
+}
+
+/// Runs `cli`'s command against the socket at `socket`.
+pub async fn run(cli: Cli, socket: &Path) -> Result<(), ClientError> {
+    let client = Client::new(socket);
+    let json = cli.json;
+    match cli.command {
+        Command::Status => {
+            let (s, raw): (api::Status, _) = client.call(Method::GET, "/v1/status", None).await?;
+            if json {
+                print_json(&raw);
+            } else {
+                table::print_pairs(&[
+                    ("version", s.version),
+                    ("mode", s.mode),
+                    ("uptime", table::duration(s.uptime_secs)),
+                    ("cgroup", s.cgroup),
+                    (
+                        "landlock",
+                        if s.landlock_abi > 0 {
+                            format!("ABI {}", s.landlock_abi)
+                        } else {
+                            "unavailable".into()
+                        },
+                    ),
+                    ("domain", s.base_domain),
+                    ("apps", format!("{} ({} versions)", s.apps, s.versions)),
+                    (
+                        "appspaces",
+                        format!(
+                            "{} ({} running, {} paused)",
+                            s.appspaces, s.running, s.paused
+                        ),
+                    ),
+                ]);
+            }
+        }
+        Command::App(cmd) => app(&client, json, cmd).await?,
+        Command::Appspace(cmd) => appspace(&client, json, cmd).await?,
+        Command::Audit { since } => {
+            let path = format!("/v1/audit?since={}", since.unwrap_or(0));
+            let (entries, raw): (Vec<api::AuditEntry>, _) =
+                client.call(Method::GET, &path, None).await?;
+            if json {
+                print_json(&raw);
+            } else {
+                let rows: Vec<Vec<String>> = entries
+                    .into_iter()
+                    .map(|e| {
+                        vec![
+                            table::time(e.at),
+                            format!("{} ({})", e.user, e.uid),
+                            e.action,
+                            e.target,
+                            if e.ok {
+                                "ok".into()
+                            } else {
+                                format!("failed: {}", e.result)
+                            },
+                        ]
+                    })
+                    .collect();
+                table::print(&["TIME", "WHO", "ACTION", "TARGET", "RESULT"], &rows);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn version_rows(a: &api::App) -> Vec<Vec<String>> {
+    a.versions
+        .iter()
+        .map(|v| {
+            vec![
+                a.name.clone(),
+                v.version.clone(),
+                v.runtime.clone(),
+                table::time(v.installed_at),
+                if v.appspaces.is_empty() {
+                    "-".into()
+                } else {
+                    v.appspaces.join(", ")
+                },
+            ]
+        })
+        .collect()
+}
+
+const VERSION_HEADERS: [&str; 5] = ["APP", "VERSION", "RUNTIME", "INSTALLED", "APPSPACES"];
+
+async fn app(client: &Client, json: bool, cmd: AppCommand) -> Result<(), ClientError> {
+    match cmd {
+        AppCommand::Install { path } => {
+            let bytes = package::read(&path)?;
+            let (i, raw): (api::Installed, _) = client
+                .call(
+                    Method::POST,
+                    "/v1/apps",
+                    Some(("application/gzip", bytes.into())),
+                )
+                .await?;
+            if json {
+                print_json(&raw);
+            } else {
+                println!("installed {} {} ({})", i.name, i.version, i.runtime);
+            }
+        }
+        AppCommand::List => {
+            let (apps, raw): (Vec<api::App>, _) =
+                client.call(Method::GET, "/v1/apps", None).await?;
+            if json {
+                print_json(&raw);
+            } else {
+                let rows: Vec<Vec<String>> = apps.iter().flat_map(version_rows).collect();
+                table::print(&VERSION_HEADERS, &rows);
+            }
+        }
+        AppCommand::Show { name } => {
+            let (a, raw): (api::App, _) = client
+                .call(Method::GET, &format!("/v1/apps/{}", seg(&name)), None)
+                .await?;
+            if json {
+                print_json(&raw);
+            } else {
+                let rows: Vec<Vec<String>> = a
+                    .versions
+                    .iter()
+                    .map(|v| {
+                        vec![
+                            v.version.clone(),
+                            v.runtime.clone(),
+                            v.entrypoint.clone(),
+                            v.memory_bytes
+                                .map(table::size)
+                                .unwrap_or_else(|| "-".into()),
+                            table::time(v.installed_at),
+                            if v.appspaces.is_empty() {
+                                "-".into()
+                            } else {
+                                v.appspaces.join(", ")
+                            },
+                        ]
+                    })
+                    .collect();
+                println!("app {}", a.name);
+                table::print(
+                    &[
+                        "VERSION",
+                        "RUNTIME",
+                        "ENTRYPOINT",
+                        "MEMORY",
+                        "INSTALLED",
+                        "APPSPACES",
+                    ],
+                    &rows,
+                );
+            }
+        }
+        AppCommand::Remove { name, version } => {
+            let mut path = format!("/v1/apps/{}", seg(&name));
+            if let Some(v) = &version {
+                path.push_str(&format!("?version={}", seg(v)));
+            }
+            let (r, raw): (api::Removed, _) = client.call(Method::DELETE, &path, None).await?;
+            if json {
+                print_json(&raw);
+            } else {
+                println!("removed {} {}", r.name, r.versions.join(", "));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn appspace_row(a: &api::Appspace) -> Vec<String> {
+    vec![
+        a.domain.clone(),
+        format!("{} {}", a.app, a.version),
+        a.status.clone(),
+        a.usage
+            .map(|u| table::size(u.memory_bytes))
+            .unwrap_or_else(|| "-".into()),
+        a.uptime_secs
+            .map(table::duration)
+            .unwrap_or_else(|| "-".into()),
+        a.requests.to_string(),
+    ]
+}
+
+fn print_appspace(a: &api::Appspace) {
+    let mut pairs = vec![
+        ("domain", a.domain.clone()),
+        ("name", a.name.clone()),
+        ("app", format!("{} {}", a.app, a.version)),
+        ("status", a.status.clone()),
+        (
+            "uptime",
+            a.uptime_secs
+                .map(table::duration)
+                .unwrap_or_else(|| "-".into()),
+        ),
+        ("requests", a.requests.to_string()),
+        ("memory limit", table::size(a.limits.memory_bytes)),
+        ("cpu limit", format!("{} cores", a.limits.cpus)),
+        ("pids limit", a.limits.pids.to_string()),
+    ];
+    if let Some(u) = a.usage {
+        pairs.extend([
+            (
+                "memory",
+                format!(
+                    "{} (peak {})",
+                    table::size(u.memory_bytes),
+                    table::size(u.memory_peak_bytes)
+                ),
+            ),
+            ("cpu time", format!("{:.3}s", u.cpu_ms as f64 / 1000.0)),
+            ("pids", u.pids.to_string()),
+            ("oom kills", u.oom_kills.to_string()),
+        ]);
+    }
+    pairs.extend([
+        ("data", a.data_dir.clone()),
+        ("created", table::time(a.created_at)),
+    ]);
+    table::print_pairs(&pairs);
+}
+
+/// Asks on the terminal; without one, refuses (scripts pass --yes).
+fn confirm(question: &str) -> Result<bool, ClientError> {
+    let refuse = |why: &str| ClientError::Local {
+        what: "confirming",
+        path: "stdin".into(),
+        source: std::io::Error::other(why.to_owned()),
+    };
+    if !std::io::stdin().is_terminal() {
+        return Err(refuse(
+            "not a terminal; pass --yes to delete without asking",
+        ));
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| refuse(&e.to_string()))?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
+async fn appspace(client: &Client, json: bool, cmd: AppspaceCommand) -> Result<(), ClientError> {
+    let one = |raw: &serde_json::Value, a: &api::Appspace| {
+        if json {
+            print_json(raw);
+        } else {
+            print_appspace(a);
+        }
+    };
+    match cmd {
+        AppspaceCommand::Create {
+            app,
+            version,
+            domain,
+        } => {
+            let body = api::CreateAppspace {
+                app,
+                version,
+                domain,
+            };
+            let (a, raw): (api::Appspace, _) = client
+                .call_json(Method::POST, "/v1/appspaces", &body)
+                .await?;
+            one(&raw, &a);
+        }
+        AppspaceCommand::List => {
+            let (list, raw): (Vec<api::Appspace>, _) =
+                client.call(Method::GET, "/v1/appspaces", None).await?;
+            if json {
+                print_json(&raw);
+            } else {
+                let rows: Vec<Vec<String>> = list.iter().map(appspace_row).collect();
+                table::print(
+                    &["DOMAIN", "APP", "STATUS", "MEMORY", "UPTIME", "REQUESTS"],
+                    &rows,
+                );
+            }
+        }
+        AppspaceCommand::Show(t) => {
+            let (a, raw): (api::Appspace, _) = client
+                .call(
+                    Method::GET,
+                    &format!("/v1/appspaces/{}", seg(&t.domain)),
+                    None,
+                )
+                .await?;
+            one(&raw, &a);
+        }
+        AppspaceCommand::Start(t) => lifecycle(client, json, &t.domain, "start").await?,
+        AppspaceCommand::Stop(t) => lifecycle(client, json, &t.domain, "stop").await?,
+        AppspaceCommand::Pause(t) => lifecycle(client, json, &t.domain, "pause").await?,
+        AppspaceCommand::Resume(t) => lifecycle(client, json, &t.domain, "resume").await?,
+        AppspaceCommand::Limits {
+            target,
+            memory,
+            cpu,
+            pids,
+        } => {
+            let path = format!("/v1/appspaces/{}/limits", seg(&target.domain));
+            if memory.is_none() && cpu.is_none() && pids.is_none() {
+                let (l, raw): (api::Limits, _) = client.call(Method::GET, &path, None).await?;
+                if json {
+                    print_json(&raw);
+                } else {
+                    print_limits(&l);
+                }
+            } else {
+                let change = api::LimitsChange {
+                    memory_bytes: memory,
+                    cpus: cpu,
+                    pids,
+                };
+                let (l, raw): (api::LimitsApplied, _) =
+                    client.call_json(Method::PUT, &path, &change).await?;
+                if json {
+                    print_json(&raw);
+                } else {
+                    print_limits(&l.limits);
+                    println!(
+                        "{}",
+                        if l.applied_live {
+                            "applied to the running sandbox"
+                        } else {
+                            "applies when it next starts"
+                        }
+                    );
+                }
+            }
+        }
+        AppspaceCommand::Logs {
+            target,
+            follow,
+            lines,
+        } => {
+            let path = format!(
+                "/v1/appspaces/{}/logs?lines={lines}&follow={follow}",
+                seg(&target.domain)
+            );
+            let resp = client.send(Method::GET, &path, None).await?;
+            let mut body = resp.into_body();
+            let mut out = std::io::stdout();
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| ClientError::Http(e.to_string()))?;
+                if let Ok(data) = frame.into_data() {
+                    if out.write_all(&data).and_then(|()| out.flush()).is_err() {
+                        break; // the reader (e.g. head) went away
+                    }
+                }
+            }
+        }
+        AppspaceCommand::Delete { target, yes, purge } => {
+            let key = seg(&target.domain);
+            if !yes {
+                let (a, _): (api::Appspace, _) = client
+                    .call(Method::GET, &format!("/v1/appspaces/{key}"), None)
+                    .await?;
+                let what = if purge {
+                    "its data and logs will be REMOVED"
+                } else {
+                    "its data and logs are kept aside"
+                };
+                if !confirm(&format!("Delete appspace {} ({what})?", a.domain))? {
+                    eprintln!("dsctl: not deleted");
+                    return Ok(());
+                }
+            }
+            let (d, raw): (api::Deleted, _) = client
+                .call(
+                    Method::DELETE,
+                    &format!("/v1/appspaces/{key}?purge={purge}"),
+                    None,
+                )
+                .await?;
+            if json {
+                print_json(&raw);
+            } else {
+                match d.kept_at {
+                    Some(at) => {
+                        println!("deleted {}; its data and logs are kept in {at}", d.domain)
+                    }
+                    None => println!("deleted {} and its data", d.domain),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `start`, `stop`, `pause` or `resume`.
+async fn lifecycle(client: &Client, json: bool, key: &str, verb: &str) -> Result<(), ClientError> {
+    let (a, raw): (api::Appspace, _) = client
+        .call(
+            Method::POST,
+            &format!("/v1/appspaces/{}/{verb}", seg(key)),
+            None,
+        )
+        .await?;
+    if json {
+        print_json(&raw);
+    } else {
+        println!("{}: {}", a.domain, a.status);
+    }
+    Ok(())
+}
+
+fn print_limits(l: &api::Limits) {
+    table::print_pairs(&[
+        ("memory", table::size(l.memory_bytes)),
+        ("cpu", format!("{} cores", l.cpus)),
+        ("pids", l.pids.to_string()),
+    ]);
+}

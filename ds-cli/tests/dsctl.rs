@@ -1,0 +1,811 @@
+//! End to end: `dsctl` against a real `ds-host --dev` in a temporary
+//! directory. Needs root (sandboxes) and the workspace's binaries built
+//! (`cargo build --workspace --bins`); a test whose requirement is missing
+//! is reported ignored with a "SKIPPED ..." line, never passed.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use serde_json::Value;
+
+const DSCTL: &str = env!("CARGO_BIN_EXE_dsctl");
+
+type TestFn = fn() -> Result<(), Failed>;
+
+fn main() {
+    let args = Arguments::from_args();
+    let skip = missing_requirement();
+    let tests: [(&str, TestFn); 7] = [
+        (
+            "walkthrough_from_install_to_delete",
+            walkthrough_from_install_to_delete,
+        ),
+        (
+            "app_remove_is_refused_while_used",
+            app_remove_is_refused_while_used,
+        ),
+        (
+            "bad_input_gets_one_line_and_changes_nothing",
+            bad_input_gets_one_line_and_changes_nothing,
+        ),
+        (
+            "absent_host_and_foreign_users_are_refused",
+            absent_host_and_foreign_users_are_refused,
+        ),
+        (
+            "pause_and_limits_survive_a_host_restart",
+            pause_and_limits_survive_a_host_restart,
+        ),
+        ("logs_follow_new_lines", logs_follow_new_lines),
+        (
+            "delete_asks_and_purge_removes_the_data",
+            delete_asks_and_purge_removes_the_data,
+        ),
+    ];
+    let trials = tests
+        .into_iter()
+        .map(|(name, f)| {
+            if let Some(why) = &skip {
+                eprintln!("SKIPPED {name}: {why}");
+            }
+            Trial::test(name, f).with_ignored_flag(skip.is_some())
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit();
+}
+
+fn bin_dir() -> PathBuf {
+    Path::new(DSCTL)
+        .parent()
+        .expect("binary directory")
+        .to_owned()
+}
+
+fn missing_requirement() -> Option<String> {
+    if !rustix::process::geteuid().is_root() {
+        return Some("needs root (sandboxes need cgroups)".into());
+    }
+    for bin in ["ds-host", "ds-sandbox", "hello-native"] {
+        if !bin_dir().join(bin).is_file() {
+            return Some(format!(
+                "{bin} is not built (run cargo build --workspace --bins)"
+            ));
+        }
+    }
+    None
+}
+
+fn ensure(cond: bool, msg: impl Into<String>) -> Result<(), Failed> {
+    if cond {
+        Ok(())
+    } else {
+        Err(msg.into().into())
+    }
+}
+
+/// A running dev host; killed on drop.
+struct DevHost {
+    child: Child,
+    port: u16,
+    socket: PathBuf,
+}
+
+impl DevHost {
+    fn start(state: &Path) -> Result<Self, Failed> {
+        let mut child = Command::new(bin_dir().join("ds-host"))
+            .args(["--dev", "--port", "0", "--tls-port", "0", "--state-dir"])
+            .arg(state)
+            .env_remove("DS_DENO")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let (mut socket, mut port) = (None, None);
+        for line in lines.by_ref() {
+            let line = line?;
+            if let Some(rest) = line.strip_prefix("ds-host (dev): admin socket at ") {
+                socket = rest.split_whitespace().next().map(PathBuf::from);
+            }
+            if let Some(rest) = line.split("serving http://").nth(1) {
+                port = rest
+                    .split(['/', ' '])
+                    .next()
+                    .and_then(|hp| hp.rsplit_once(':'))
+                    .and_then(|(_, p)| p.parse().ok());
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Self {
+            child,
+            port: port.ok_or("ds-host printed no URL")?,
+            socket: socket.ok_or("ds-host printed no admin socket")?,
+        })
+    }
+
+    /// Runs dsctl against this host.
+    fn dsctl(&self, args: &[&str]) -> Result<Output, Failed> {
+        Ok(Command::new(DSCTL)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()?)
+    }
+
+    /// Runs dsctl --json and expects success.
+    fn json(&self, args: &[&str]) -> Result<Value, Failed> {
+        let out = self.dsctl(&[&["--json"], args].concat())?;
+        ensure(
+            out.status.success(),
+            format!(
+                "dsctl {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )?;
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
+    /// Runs dsctl and expects failure with one line on stderr containing
+    /// `needle`; returns that line.
+    fn fails(&self, args: &[&str], needle: &str) -> Result<String, Failed> {
+        let out = self.dsctl(args)?;
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        ensure(!out.status.success(), format!("dsctl {args:?} succeeded"))?;
+        ensure(
+            err.trim_end().lines().count() == 1,
+            format!("dsctl {args:?}: not one line: {err:?}"),
+        )?;
+        ensure(
+            err.to_lowercase().contains(&needle.to_lowercase()),
+            format!("dsctl {args:?}: {err:?} does not mention {needle:?}"),
+        )?;
+        Ok(err)
+    }
+
+    fn get(&self, host: &str, path: &str) -> Result<(u16, String), Failed> {
+        let mut conn = TcpStream::connect(("127.0.0.1", self.port))?;
+        conn.set_read_timeout(Some(Duration::from_secs(20)))?;
+        write!(
+            conn,
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut raw = String::new();
+        conn.read_to_string(&mut raw)?;
+        let status = raw
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("no status in {raw:?}"))?;
+        let body = raw
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        Ok((status, body))
+    }
+
+    fn stop(mut self) -> Result<(), Failed> {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).ok_or("bad pid")?;
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM)?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.child.try_wait()?.is_none() {
+            ensure(Instant::now() < deadline, "ds-host did not stop on SIGTERM")?;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for DevHost {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A package of the native example under another name.
+fn package(dir: &Path, name: &str, version: &str) -> Result<PathBuf, Failed> {
+    let pkg = dir.join(format!("{name}-{version}"));
+    std::fs::create_dir_all(&pkg)?;
+    std::fs::copy(bin_dir().join("hello-native"), pkg.join("hello-native"))?;
+    std::fs::write(
+        pkg.join("ds-app.toml"),
+        format!("name = \"{name}\"\nversion = \"{version}\"\nruntime = \"native\"\nentrypoint = \"hello-native\"\n"),
+    )?;
+    Ok(pkg)
+}
+
+/// The memory limit in the cgroup of the running sandbox of appspace
+/// `name` under `state` (the launcher names its cgroup after its pid).
+fn live_memory_limit(state: &Path, name: &str) -> Option<u64> {
+    let out = Command::new("pgrep")
+        .arg("-f")
+        .arg(format!(
+            "ds-sandbox exec .*{}/appspaces/{name}/data",
+            state.display()
+        ))
+        .output()
+        .ok()?;
+    let pid: u32 = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()?;
+    let v1 = PathBuf::from(format!(
+        "/sys/fs/cgroup/memory/ds/exec-{pid}/memory.limit_in_bytes"
+    ));
+    let v2 = PathBuf::from(format!("/sys/fs/cgroup/ds/exec-{pid}/memory.max"));
+    let file = if v1.exists() { v1 } else { v2 };
+    std::fs::read_to_string(file).ok()?.trim().parse().ok()
+}
+
+fn walkthrough_from_install_to_delete() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let host = DevHost::start(&state)?;
+
+    let status = host.json(&["status"])?;
+    ensure(status["mode"] == "dev", format!("{status}"))?;
+    ensure(
+        status["landlock_abi"].as_i64().is_some(),
+        format!("{status}"),
+    )?;
+    ensure(
+        ["v1", "v2"].contains(&status["cgroup"].as_str().unwrap_or("")),
+        format!("{status}"),
+    )?;
+
+    let pkg = package(dir.path(), "notes", "1.0.0")?;
+    let installed = host.json(&["app", "install", pkg.to_str().ok_or("path")?])?;
+    ensure(
+        installed["name"] == "notes" && installed["version"] == "1.0.0",
+        format!("{installed}"),
+    )?;
+    // A .tar.gz of a second version.
+    let pkg2 = package(dir.path(), "notes", "1.1.0")?;
+    let tgz = dir.path().join("notes-1.1.0.tar.gz");
+    let ok = Command::new("tar")
+        .arg("-czf")
+        .arg(&tgz)
+        .arg("-C")
+        .arg(&pkg2)
+        .arg(".")
+        .status()?;
+    ensure(ok.success(), "tar")?;
+    host.json(&["app", "install", tgz.to_str().ok_or("path")?])?;
+    let apps = host.json(&["app", "list"])?;
+    let notes = apps
+        .as_array()
+        .and_then(|a| a.iter().find(|x| x["name"] == "notes"))
+        .ok_or("notes not listed")?;
+    ensure(
+        notes["versions"].as_array().map(Vec::len) == Some(2),
+        format!("{notes}"),
+    )?;
+    let table = host.dsctl(&["app", "list"])?;
+    let table = String::from_utf8_lossy(&table.stdout);
+    ensure(
+        table.starts_with("APP") && table.contains("notes") && table.contains("1.1.0"),
+        table.to_string(),
+    )?;
+
+    // The newest version unless one is named.
+    let created = host.json(&[
+        "appspace",
+        "create",
+        "--app",
+        "notes",
+        "--domain",
+        "notes.localhost",
+    ])?;
+    ensure(
+        created["version"] == "1.1.0" && created["status"] == "stopped",
+        format!("{created}"),
+    )?;
+    let (code, body) = host.get("notes.localhost", "/")?;
+    ensure(
+        code == 200 && body.contains("hello from a ds sandbox"),
+        format!("{code}: {body}"),
+    )?;
+
+    let shown = host.json(&["appspace", "show", "notes.localhost"])?;
+    ensure(shown["status"] == "running", format!("{shown}"))?;
+    ensure(shown["requests"].as_u64() >= Some(1), format!("{shown}"))?;
+    ensure(
+        shown["usage"]["pids"].as_u64() >= Some(1),
+        format!("{shown}"),
+    )?;
+    ensure(
+        shown["usage"]["memory_bytes"].as_u64() > Some(0),
+        format!("{shown}"),
+    )?;
+    ensure(shown["uptime_secs"].is_u64(), format!("{shown}"))?;
+    let human = host.dsctl(&["appspace", "show", "notes.localhost"])?;
+    let human = String::from_utf8_lossy(&human.stdout);
+    ensure(
+        human.contains("status:") && human.contains("running") && human.contains("pids:"),
+        human.to_string(),
+    )?;
+
+    // Limits apply to the running sandbox at once.
+    let applied = host.json(&[
+        "appspace",
+        "limits",
+        "notes.localhost",
+        "--memory",
+        "96M",
+        "--cpu",
+        "0.5",
+        "--pids",
+        "30",
+    ])?;
+    ensure(applied["applied_live"] == true, format!("{applied}"))?;
+    let live = live_memory_limit(&state, "notes");
+    ensure(live == Some(96 << 20), format!("cgroup limit {live:?}"))?;
+    let limits = host.json(&["appspace", "limits", "notes.localhost"])?;
+    ensure(
+        limits["memory_bytes"] == 96u64 << 20 && limits["pids"] == 30 && limits["cpus"] == 0.5,
+        format!("{limits}"),
+    )?;
+
+    let logs = host.dsctl(&["appspace", "logs", "notes.localhost", "--lines", "3"])?;
+    let logs = String::from_utf8_lossy(&logs.stdout);
+    ensure(
+        logs.lines().count() == 3 && logs.contains("limits changed"),
+        logs.to_string(),
+    )?;
+
+    // Stop, then a request starts it again; explicit start.
+    ensure(
+        host.json(&["appspace", "stop", "notes.localhost"])?["status"] == "stopped",
+        "stop",
+    )?;
+    ensure(
+        host.json(&["appspace", "start", "notes.localhost"])?["status"] == "running",
+        "start",
+    )?;
+    // Pause: no serving, no starting.
+    ensure(
+        host.json(&["appspace", "pause", "notes.localhost"])?["status"] == "paused",
+        "pause",
+    )?;
+    let (code, body) = host.get("notes.localhost", "/")?;
+    ensure(
+        code == 503 && body.contains("paused"),
+        format!("{code}: {body}"),
+    )?;
+    host.fails(&["appspace", "start", "notes.localhost"], "paused")?;
+    ensure(
+        host.json(&["appspace", "resume", "notes.localhost"])?["status"] == "stopped",
+        "resume",
+    )?;
+    let (code, _) = host.get("notes.localhost", "/")?;
+    ensure(code == 200, format!("after resume: {code}"))?;
+
+    let deleted = host.json(&["appspace", "delete", "notes.localhost", "--yes"])?;
+    let kept = deleted["kept_at"].as_str().ok_or("no kept_at")?;
+    ensure(
+        Path::new(kept).join("data").is_dir(),
+        format!("{kept} holds no data"),
+    )?;
+    let (code, _) = host.get("notes.localhost", "/")?;
+    ensure(code == 404, format!("after delete: {code}"))?;
+    let removed = host.json(&["app", "remove", "notes", "--version", "1.0.0"])?;
+    ensure(
+        removed["versions"] == serde_json::json!(["1.0.0"]),
+        format!("{removed}"),
+    )?;
+
+    // Every change is audited, with who did it.
+    let audit = host.json(&["audit", "--since", "1h"])?;
+    let actions: Vec<&str> = audit
+        .as_array()
+        .ok_or("audit is not a list")?
+        .iter()
+        .filter(|e| e["uid"] == 0 && e["ok"] == true)
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    for want in [
+        "app.install",
+        "appspace.create",
+        "appspace.limits",
+        "appspace.stop",
+        "appspace.start",
+        "appspace.pause",
+        "appspace.resume",
+        "appspace.delete",
+        "app.remove",
+    ] {
+        ensure(
+            actions.contains(&want),
+            format!("{want} not audited: {actions:?}"),
+        )?;
+    }
+    ensure(
+        audit.as_array().is_some_and(|a| {
+            a.iter()
+                .any(|e| e["action"] == "appspace.start" && e["ok"] == false)
+        }),
+        "the refused start is audited as failed",
+    )?;
+    host.stop()
+}
+
+fn app_remove_is_refused_while_used() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let host = DevHost::start(&dir.path().join("state"))?;
+    host.fails(&["app", "remove", "hello-native"], "used by appspace")?;
+    host.fails(
+        &["app", "remove", "hello-native", "--version", "0.1.0"],
+        "used by appspace",
+    )?;
+    let apps = host.json(&["app", "show", "hello-native"])?;
+    ensure(
+        apps["versions"].as_array().map(Vec::len) == Some(1),
+        format!("{apps}"),
+    )?;
+    host.json(&["appspace", "delete", "hello-native.localhost", "--yes"])?;
+    host.json(&["app", "remove", "hello-native"])?;
+    host.fails(&["app", "show", "hello-native"], "no app")?;
+    ensure(
+        !dir.path().join("state/apps/hello-native/0.1.0").exists(),
+        "the version's files are still there",
+    )?;
+    host.stop()
+}
+
+fn bad_input_gets_one_line_and_changes_nothing() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let host = DevHost::start(&dir.path().join("state"))?;
+    let before = (
+        host.json(&["app", "list"])?,
+        host.json(&["appspace", "list"])?,
+    );
+    let audit_before = host.json(&["audit"])?.as_array().map(Vec::len).unwrap_or(0);
+
+    host.fails(&["app", "show", "nope"], "no app")?;
+    host.fails(&["appspace", "show", "nope.localhost"], "no appspace")?;
+    host.fails(&["appspace", "stop", "nope.localhost"], "no appspace")?;
+    host.fails(&["appspace", "logs", "nope.localhost"], "no appspace")?;
+    host.fails(
+        &["appspace", "delete", "nope.localhost", "--yes"],
+        "no appspace",
+    )?;
+    host.fails(&["app", "remove", "nope"], "no app")?;
+    host.fails(
+        &["app", "remove", "hello-native", "--version", "9.9.9"],
+        "no version",
+    )?;
+    host.fails(
+        &[
+            "appspace",
+            "create",
+            "--app",
+            "nope",
+            "--domain",
+            "x.localhost",
+        ],
+        "no app",
+    )?;
+    host.fails(
+        &[
+            "appspace",
+            "create",
+            "--app",
+            "hello-native",
+            "--version",
+            "9.9.9",
+            "--domain",
+            "x.localhost",
+        ],
+        "not installed",
+    )?;
+    // Duplicate and invalid domains.
+    host.fails(
+        &[
+            "appspace",
+            "create",
+            "--app",
+            "hello-native",
+            "--domain",
+            "hello-native.localhost",
+        ],
+        "already",
+    )?;
+    host.fails(
+        &[
+            "appspace",
+            "create",
+            "--app",
+            "hello-native",
+            "--domain",
+            "HELLO-native.localhost.",
+        ],
+        "already",
+    )?;
+    for bad in [
+        "bad_name.localhost",
+        "-x.localhost",
+        "x..localhost",
+        "x.example.com",
+        "localhost",
+        "a b.localhost",
+        "",
+    ] {
+        let arg = format!("--domain={bad}");
+        host.fails(
+            &["appspace", "create", "--app", "hello-native", &arg],
+            "domain",
+        )?;
+    }
+    // Malformed limits never reach the host.
+    for (flag, value) in [
+        ("--memory", "lots"),
+        ("--memory", "1K"),
+        ("--cpu", "0"),
+        ("--cpu", "fast"),
+        ("--pids", "0"),
+        ("--pids", "-1"),
+    ] {
+        let arg = format!("{flag}={value}");
+        let out = host.dsctl(&["appspace", "limits", "hello-native.localhost", &arg])?;
+        ensure(
+            out.status.code() == Some(2),
+            format!("{flag} {value}: {:?}", out.status),
+        )?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure(
+            err.contains("invalid value"),
+            format!("{flag} {value}: {err}"),
+        )?;
+    }
+    // Bad packages.
+    let not_pkg = dir.path().join("empty");
+    std::fs::create_dir(&not_pkg)?;
+    host.fails(
+        &["app", "install", not_pkg.to_str().ok_or("path")?],
+        "ds-app.toml",
+    )?;
+    std::fs::write(dir.path().join("junk.tar.gz"), b"not gzip at all")?;
+    host.fails(
+        &[
+            "app",
+            "install",
+            dir.path().join("junk.tar.gz").to_str().ok_or("path")?,
+        ],
+        "",
+    )?;
+    host.fails(&["app", "install", "/nonexistent/pkg"], "/nonexistent/pkg")?;
+    let dup = package(dir.path(), "hello-native", "0.1.0")?;
+    host.fails(
+        &["app", "install", dup.to_str().ok_or("path")?],
+        "already installed",
+    )?;
+    // Errors come as JSON with a stable code under --json.
+    let out = host.dsctl(&["--json", "appspace", "show", "nope.localhost"])?;
+    let body: Value = serde_json::from_slice(&out.stdout)?;
+    ensure(body["error"]["code"] == "not_found", format!("{body}"))?;
+
+    let after = (
+        host.json(&["app", "list"])?,
+        host.json(&["appspace", "list"])?,
+    );
+    ensure(
+        before == after,
+        format!("state changed:\n{before:?}\n{after:?}"),
+    )?;
+    // Failed changes are audited as failed; reads are not audited.
+    let audit = host.json(&["audit"])?;
+    let new: Vec<&Value> = audit
+        .as_array()
+        .ok_or("list")?
+        .iter()
+        .skip(audit_before)
+        .collect();
+    ensure(
+        !new.is_empty() && new.iter().all(|e| e["ok"] == false),
+        format!("{new:?}"),
+    )?;
+    host.stop()
+}
+
+/// A copy of dsctl that any user may run.
+fn public_dsctl(dir: &Path) -> Result<PathBuf, Failed> {
+    let pub_dir = dir.join("pub");
+    std::fs::create_dir_all(&pub_dir)?;
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    std::fs::set_permissions(
+        &pub_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
+    let bin = pub_dir.join("dsctl");
+    std::fs::copy(DSCTL, &bin)?;
+    Ok(bin)
+}
+
+fn absent_host_and_foreign_users_are_refused() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    // No host at all.
+    let out = Command::new(DSCTL)
+        .args(["--socket"])
+        .arg(dir.path().join("none.sock"))
+        .arg("status")
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure(
+        out.status.code() == Some(1) && err.contains("not running") && err.lines().count() == 1,
+        err.to_string(),
+    )?;
+
+    let host = DevHost::start(&dir.path().join("state"))?;
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&host.socket)?.permissions());
+    ensure(mode & 0o777 == 0o600, format!("socket mode {mode:o}"))?;
+    let dsctl = public_dsctl(dir.path())?;
+    // The state directory must be traversable for the socket to be tried.
+    std::fs::set_permissions(
+        dir.path().join("state"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
+    let as_nobody = |args: &[&str]| -> Result<Output, Failed> {
+        Ok(Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(&dsctl)
+            .arg("--socket")
+            .arg(&host.socket)
+            .args(args)
+            .output()?)
+    };
+    let out = as_nobody(&["status"])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure(
+        out.status.code() == Some(1) && err.contains("permission denied"),
+        err.to_string(),
+    )?;
+    // Even when the file's mode lets them connect, the peer's credentials
+    // are checked, and the attempt is audited.
+    std::fs::set_permissions(
+        &host.socket,
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )?;
+    let out = as_nobody(&["appspace", "delete", "hello-native.localhost", "--yes"])?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure(
+        out.status.code() == Some(1) && err.contains("permission denied"),
+        err.to_string(),
+    )?;
+    let list = host.json(&["appspace", "list"])?;
+    ensure(list.as_array().map(Vec::len) == Some(1), format!("{list}"))?;
+    let audit = host.json(&["audit"])?;
+    ensure(
+        audit.as_array().is_some_and(|a| {
+            a.iter()
+                .any(|e| e["uid"] == 65534 && e["ok"] == false && e["action"] == "connect")
+        }),
+        format!("refusal not audited: {audit}"),
+    )?;
+    host.stop()
+}
+
+fn pause_and_limits_survive_a_host_restart() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let host = DevHost::start(&state)?;
+    host.json(&[
+        "appspace",
+        "limits",
+        "hello-native.localhost",
+        "--memory",
+        "80M",
+        "--pids",
+        "40",
+    ])?;
+    host.json(&["appspace", "pause", "hello-native.localhost"])?;
+    host.stop()?;
+    let host = DevHost::start(&state)?;
+    let shown = host.json(&["appspace", "show", "hello-native.localhost"])?;
+    ensure(shown["status"] == "paused", format!("{shown}"))?;
+    ensure(
+        shown["limits"]["memory_bytes"] == 80u64 << 20 && shown["limits"]["pids"] == 40,
+        format!("{shown}"),
+    )?;
+    let (code, _) = host.get("hello-native.localhost", "/")?;
+    ensure(code == 503, format!("paused appspace answered {code}"))?;
+    host.json(&["appspace", "resume", "hello-native.localhost"])?;
+    let (code, _) = host.get("hello-native.localhost", "/")?;
+    ensure(code == 200, format!("resumed appspace answered {code}"))?;
+    let live = live_memory_limit(&state, "hello-native");
+    ensure(live == Some(80 << 20), format!("started with {live:?}"))?;
+    let status = host.json(&["status"])?;
+    ensure(
+        status["running"] == 1 && status["paused"] == 0,
+        format!("{status}"),
+    )?;
+    host.stop()
+}
+
+fn logs_follow_new_lines() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let host = DevHost::start(&dir.path().join("state"))?;
+    host.json(&["appspace", "start", "hello-native.localhost"])?;
+    let mut follower = Command::new(DSCTL)
+        .arg("--socket")
+        .arg(&host.socket)
+        .args([
+            "appspace",
+            "logs",
+            "hello-native.localhost",
+            "--follow",
+            "--lines",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let stdout = follower.stdout.take().ok_or("no stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let first = rx.recv_timeout(Duration::from_secs(10))?;
+    ensure(first.contains("app ready"), first)?;
+    // A new line, written by the host while we follow.
+    host.json(&[
+        "appspace",
+        "limits",
+        "hello-native.localhost",
+        "--pids",
+        "33",
+    ])?;
+    let next = rx.recv_timeout(Duration::from_secs(10))?;
+    ensure(
+        next.contains("limits changed") && next.contains("pids 33"),
+        next,
+    )?;
+    let _ = follower.kill();
+    let _ = follower.wait();
+    host.stop()
+}
+
+fn delete_asks_and_purge_removes_the_data() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let host = DevHost::start(&state)?;
+    // Without a terminal and without --yes nothing is deleted.
+    host.fails(&["appspace", "delete", "hello-native.localhost"], "--yes")?;
+    let (code, _) = host.get("hello-native.localhost", "/")?;
+    ensure(code == 200, format!("{code}"))?;
+    let data = state.join("appspaces/hello-native/data");
+    ensure(data.is_dir(), "no data directory")?;
+    let deleted = host.json(&["appspace", "delete", "hello-native", "--yes", "--purge"])?;
+    ensure(deleted["kept_at"].is_null(), format!("{deleted}"))?;
+    ensure(
+        !state.join("appspaces/hello-native").exists(),
+        "purged data is still there",
+    )?;
+    ensure(!state.join("deleted").exists(), "purge kept a copy")?;
+    // The same domain can be created afresh, with empty data.
+    host.json(&[
+        "appspace",
+        "create",
+        "--app",
+        "hello-native",
+        "--domain",
+        "hello-native.localhost",
+    ])?;
+    let (code, body) = host.get("hello-native.localhost", "/")?;
+    ensure(
+        code == 200 && body.contains("visits (kept in /data)</th><td>1<"),
+        format!("{code}: {body}"),
+    )?;
+    host.stop()
+}

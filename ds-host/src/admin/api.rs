@@ -1,0 +1,285 @@
+//! The admin API's JSON bodies, shared by `ds-host` (which serves them)
+//! and `dsctl` (which reads them). Paths, all under `/v1`:
+//!
+//! | method and path | body in | answer |
+//! |---|---|---|
+//! | `GET /status` | | [`Status`] |
+//! | `GET /apps` | | `[App]` |
+//! | `POST /apps` | the package as `.tar.gz` bytes | [`Installed`] |
+//! | `GET /apps/{name}` | | [`App`] |
+//! | `DELETE /apps/{name}[?version=V]` | | [`Removed`] |
+//! | `GET /appspaces` | | `[Appspace]` |
+//! | `POST /appspaces` | [`CreateAppspace`] | [`Appspace`] |
+//! | `GET /appspaces/{key}` | | [`Appspace`] |
+//! | `POST /appspaces/{key}/{start,stop,pause,resume}` | | [`Appspace`] |
+//! | `GET /appspaces/{key}/limits` | | [`Limits`] |
+//! | `PUT /appspaces/{key}/limits` | [`LimitsChange`] | [`LimitsApplied`] |
+//! | `GET /appspaces/{key}/logs?lines=N[&follow=true]` | | text, streamed when following |
+//! | `DELETE /appspaces/{key}[?purge=true]` | | [`Deleted`] |
+//! | `GET /audit[?since=UNIX_SECONDS]` | | `[AuditEntry]` |
+//!
+//! `{key}` is an appspace's domain or name. Every error is an
+//! [`ErrorBody`] with a stable [`ErrorCode`].
+
+use serde::{Deserialize, Serialize};
+
+/// The body of every error answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ApiError,
+}
+
+/// A machine-readable code and a one-line message for people.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// Stable across versions; scripts match on it.
+    pub code: ErrorCode,
+    /// What went wrong, in one line.
+    pub message: String,
+}
+
+/// The stable error codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// No such app, version or appspace.
+    NotFound,
+    /// A name or domain is taken, or something still uses what would go.
+    Conflict,
+    /// The request's arguments are malformed or out of range.
+    Invalid,
+    /// The package was refused.
+    BadPackage,
+    /// The body is larger than allowed.
+    TooLarge,
+    /// The peer may not use the admin API.
+    Forbidden,
+    /// The appspace could not be started.
+    Unavailable,
+    /// The host failed; see its log.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The HTTP status this code is sent with.
+    pub fn http_status(self) -> u16 {
+        match self {
+            Self::NotFound => 404,
+            Self::Conflict => 409,
+            Self::Invalid | Self::BadPackage => 400,
+            Self::TooLarge => 413,
+            Self::Forbidden => 403,
+            Self::Unavailable => 503,
+            Self::Internal => 500,
+        }
+    }
+}
+
+/// `GET /v1/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// The host's version.
+    pub version: String,
+    /// `dev` or `production`.
+    pub mode: String,
+    /// Seconds since the host started.
+    pub uptime_secs: u64,
+    /// `v1`, `v2`, or `unavailable`.
+    pub cgroup: String,
+    /// The kernel's Landlock ABI (0 when absent).
+    pub landlock_abi: i32,
+    /// Appspaces live at `<name>.<base_domain>`.
+    pub base_domain: String,
+    /// Installed apps.
+    pub apps: u64,
+    /// Installed versions.
+    pub versions: u64,
+    /// Appspaces.
+    pub appspaces: u64,
+    /// Running sandboxes.
+    pub running: u64,
+    /// Paused appspaces.
+    pub paused: u64,
+}
+
+/// An app and its versions, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct App {
+    /// Its name.
+    pub name: String,
+    /// Installed versions.
+    pub versions: Vec<AppVersion>,
+}
+
+/// One installed version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppVersion {
+    /// Semver.
+    pub version: String,
+    /// `native` or `deno`.
+    pub runtime: String,
+    /// Entrypoint inside the package.
+    pub entrypoint: String,
+    /// Memory the manifest asks for.
+    pub memory_bytes: Option<u64>,
+    /// Unix seconds.
+    pub installed_at: i64,
+    /// Appspaces running it.
+    pub appspaces: Vec<String>,
+}
+
+/// `POST /v1/apps`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Installed {
+    /// The app.
+    pub name: String,
+    /// The version installed.
+    pub version: String,
+    /// Its runtime.
+    pub runtime: String,
+}
+
+/// `DELETE /v1/apps/{name}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Removed {
+    /// The app.
+    pub name: String,
+    /// The versions removed.
+    pub versions: Vec<String>,
+}
+
+/// `POST /v1/appspaces`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAppspace {
+    /// The app to run.
+    pub app: String,
+    /// Its version (the newest installed when absent).
+    pub version: Option<String>,
+    /// The domain to serve it at, under the host's base domain.
+    pub domain: String,
+}
+
+/// An appspace as the admin sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Appspace {
+    /// Its name.
+    pub name: String,
+    /// Its domain.
+    pub domain: String,
+    /// The app.
+    pub app: String,
+    /// The version.
+    pub version: String,
+    /// `running`, `stopped` or `paused`.
+    pub status: String,
+    /// Its limits.
+    pub limits: Limits,
+    /// Its data directory on the host.
+    pub data_dir: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Seconds its sandbox has run, when running.
+    pub uptime_secs: Option<u64>,
+    /// Requests served since the host started.
+    pub requests: u64,
+    /// The cgroup's usage, when running.
+    pub usage: Option<Usage>,
+}
+
+/// An appspace's resource limits.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Memory in bytes.
+    pub memory_bytes: u64,
+    /// CPU share in cores.
+    pub cpus: f64,
+    /// Most tasks.
+    pub pids: u64,
+}
+
+/// A running sandbox's usage.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Memory now.
+    pub memory_bytes: u64,
+    /// Highest memory.
+    pub memory_peak_bytes: u64,
+    /// CPU time, milliseconds.
+    pub cpu_ms: u64,
+    /// Tasks now.
+    pub pids: u64,
+    /// OOM kills.
+    pub oom_kills: u64,
+}
+
+/// `PUT /v1/appspaces/{key}/limits`: absent fields keep their value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsChange {
+    /// Memory in bytes.
+    pub memory_bytes: Option<u64>,
+    /// CPU share in cores.
+    pub cpus: Option<f64>,
+    /// Most tasks.
+    pub pids: Option<u64>,
+}
+
+/// The answer to a limits change.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LimitsApplied {
+    /// The limits now.
+    pub limits: Limits,
+    /// Whether a running sandbox was changed at once.
+    pub applied_live: bool,
+}
+
+/// `DELETE /v1/appspaces/{key}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deleted {
+    /// Its name.
+    pub name: String,
+    /// Its domain.
+    pub domain: String,
+    /// Where its data and logs were kept (absent when purged).
+    pub kept_at: Option<String>,
+}
+
+/// One audit log entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Sequence number.
+    pub id: i64,
+    /// Unix seconds.
+    pub at: i64,
+    /// The peer's uid.
+    pub uid: u32,
+    /// The peer's pid.
+    pub pid: Option<i32>,
+    /// The peer's user name.
+    pub user: String,
+    /// What was asked.
+    pub action: String,
+    /// Of what.
+    pub target: String,
+    /// Arguments.
+    pub detail: String,
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// The outcome.
+    pub result: String,
+}
+
+/// The limits an admin may set: enough for a small app, no more than a
+/// machine has.
+pub mod bounds {
+    /// Least memory (below this nothing useful starts).
+    pub const MIN_MEMORY: u64 = 16 << 20;
+    /// Most memory.
+    pub const MAX_MEMORY: u64 = 1 << 40;
+    /// CPU share range, in cores.
+    pub const CPUS: std::ops::RangeInclusive<f64> = 0.01..=1024.0;
+    /// Task count range.
+    pub const PIDS: std::ops::RangeInclusive<u64> = 1..=1_000_000;
+}
