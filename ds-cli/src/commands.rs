@@ -234,7 +234,7 @@ fn print_appspace(a: &api::Appspace) {
         ),
         ("requests", a.requests.to_string()),
         ("memory limit", table::size(a.limits.memory_bytes)),
-        ("cpu limit", format!("{} cores", a.limits.cpus)),
+        ("cpu limit", format!("{} CPU", a.limits.cpus)),
         ("pids limit", a.limits.pids.to_string()),
     ];
     if let Some(u) = a.usage {
@@ -448,7 +448,7 @@ async fn lifecycle(client: &Client, json: bool, key: &str, verb: &str) -> Result
 fn print_limits(l: &api::Limits) {
     table::print_pairs(&[
         ("memory", table::size(l.memory_bytes)),
-        ("cpu", format!("{} cores", l.cpus)),
+        ("cpu", format!("{} CPU", l.cpus)),
         ("pids", l.pids.to_string()),
     ]);
 }

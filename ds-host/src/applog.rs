@@ -58,11 +58,9 @@ impl std::fmt::Debug for AppLog {
     }
 }
 
+/// UTC with milliseconds: what an admin reading the log wants to see.
 fn now() -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    format!("{}.{:03}", t.as_secs(), t.subsec_millis())
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }
 
 impl AppLog {
