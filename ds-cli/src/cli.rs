@@ -137,6 +137,9 @@ pub enum AppspaceCommand {
         #[arg(long, short = 'n', default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=100_000))]
         lines: u64,
     },
+    /// Its egress allowlist and log.
+    #[command(subcommand)]
+    Egress(EgressCommand),
     /// Delete an appspace (its data is kept aside unless --purge).
     Delete {
         /// Which appspace.
@@ -148,6 +151,42 @@ pub enum AppspaceCommand {
         /// Remove its data and logs too.
         #[arg(long)]
         purge: bool,
+    },
+}
+
+/// `dsctl appspace egress ...`
+#[derive(Debug, Subcommand)]
+pub enum EgressCommand {
+    /// The allowlist, and what the app's manifest asks for.
+    List(Target),
+    /// Allow destinations: host names (api.example.com, *.example.com),
+    /// addresses or networks (203.0.113.7, 10.1.0.0/16, [2001:db8::1]),
+    /// each with an optional :port (default: 80 and 443).
+    Allow {
+        /// Which appspace.
+        #[command(flatten)]
+        target: Target,
+        /// The entries.
+        #[arg(required = true, value_name = "ENTRY")]
+        entries: Vec<String>,
+    },
+    /// Remove entries from the allowlist.
+    Deny {
+        /// Which appspace.
+        #[command(flatten)]
+        target: Target,
+        /// The entries.
+        #[arg(required = true, value_name = "ENTRY")]
+        entries: Vec<String>,
+    },
+    /// Recent egress attempts: destination, address, outcome, bytes, time.
+    Log {
+        /// Which appspace.
+        #[command(flatten)]
+        target: Target,
+        /// How many of the newest attempts.
+        #[arg(long, short = 'n', default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        lines: u32,
     },
 }
 

@@ -8,7 +8,7 @@ use ds_host::admin::api;
 use http_body_util::BodyExt;
 use hyper::Method;
 
-use crate::cli::{AppCommand, AppspaceCommand, Cli, Command};
+use crate::cli::{AppCommand, AppspaceCommand, Cli, Command, EgressCommand};
 use crate::client::{Client, ClientError};
 use crate::{package, table};
 
@@ -390,6 +390,7 @@ async fn appspace(client: &Client, json: bool, cmd: AppspaceCommand) -> Result<(
                 }
             }
         }
+        AppspaceCommand::Egress(cmd) => egress(client, json, cmd).await?,
         AppspaceCommand::Delete { target, yes, purge } => {
             let key = seg(&target.domain);
             if !yes {
@@ -422,6 +423,106 @@ async fn appspace(client: &Client, json: bool, cmd: AppspaceCommand) -> Result<(
                     }
                     None => println!("deleted {} and its data", d.domain),
                 }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn egress(client: &Client, json: bool, cmd: EgressCommand) -> Result<(), ClientError> {
+    let print_list = |e: &api::Egress, raw: &serde_json::Value| {
+        if json {
+            print_json(raw);
+            return;
+        }
+        let rows: Vec<Vec<String>> = e
+            .allow
+            .iter()
+            .map(|a| vec![a.clone(), "allowed".into()])
+            .chain(
+                e.requested
+                    .iter()
+                    .filter(|r| !e.allow.contains(r))
+                    .map(|r| vec![r.clone(), "requested by the app, not allowed".into()]),
+            )
+            .collect();
+        table::print(&["DESTINATION", "STATUS"], &rows);
+    };
+    match cmd {
+        EgressCommand::List(t) => {
+            let (e, raw): (api::Egress, _) = client
+                .call(
+                    Method::GET,
+                    &format!("/v1/appspaces/{}/egress", seg(&t.domain)),
+                    None,
+                )
+                .await?;
+            print_list(&e, &raw);
+        }
+        EgressCommand::Allow { target, entries } => {
+            let (e, raw): (api::Egress, _) = client
+                .call_json(
+                    Method::POST,
+                    &format!("/v1/appspaces/{}/egress/allow", seg(&target.domain)),
+                    &api::EgressChange { entries },
+                )
+                .await?;
+            print_list(&e, &raw);
+        }
+        EgressCommand::Deny { target, entries } => {
+            let (e, raw): (api::Egress, _) = client
+                .call_json(
+                    Method::POST,
+                    &format!("/v1/appspaces/{}/egress/deny", seg(&target.domain)),
+                    &api::EgressChange { entries },
+                )
+                .await?;
+            print_list(&e, &raw);
+        }
+        EgressCommand::Log { target, lines } => {
+            let (log, raw): (Vec<api::EgressLogEntry>, _) = client
+                .call(
+                    Method::GET,
+                    &format!(
+                        "/v1/appspaces/{}/egress/log?lines={lines}",
+                        seg(&target.domain)
+                    ),
+                    None,
+                )
+                .await?;
+            if json {
+                print_json(&raw);
+            } else {
+                let rows: Vec<Vec<String>> = log
+                    .into_iter()
+                    .map(|e| {
+                        vec![
+                            table::time(e.at),
+                            e.destination,
+                            e.address.unwrap_or_else(|| "-".into()),
+                            if e.reason.is_empty() {
+                                e.outcome
+                            } else {
+                                format!("{}: {}", e.outcome, e.reason)
+                            },
+                            e.bytes_up.to_string(),
+                            e.bytes_down.to_string(),
+                            format!("{} ms", e.duration_ms),
+                        ]
+                    })
+                    .collect();
+                table::print(
+                    &[
+                        "TIME",
+                        "DESTINATION",
+                        "ADDRESS",
+                        "OUTCOME",
+                        "OUT",
+                        "IN",
+                        "DURATION",
+                    ],
+                    &rows,
+                );
             }
         }
     }

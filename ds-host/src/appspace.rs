@@ -18,6 +18,8 @@ use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 use crate::applog::{AppLog, LogLimits};
+use crate::egress::rules::Rule;
+use crate::egress::{EgressGate, EgressLimits, EgressSink};
 
 /// The longest wait between restarts after repeated crashes.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -35,6 +37,8 @@ pub struct Lifecycle {
     pub stop_grace: Duration,
     /// Caps of each appspace's log.
     pub log_limits: LogLimits,
+    /// Each appspace's egress limits.
+    pub egress: EgressLimits,
 }
 
 impl Default for Lifecycle {
@@ -44,6 +48,7 @@ impl Default for Lifecycle {
             idle_timeout: Duration::from_secs(300),
             stop_grace: Duration::from_secs(3),
             log_limits: LogLimits::default(),
+            egress: EgressLimits::default(),
         }
     }
 }
@@ -67,6 +72,8 @@ pub struct AppspaceConfig {
     pub limits: ResourceLimits,
     /// Paused when the host starts.
     pub paused: bool,
+    /// Its egress allowlist when the host starts.
+    pub egress: Vec<Rule>,
     /// Where the appspace's log files go.
     pub log_dir: PathBuf,
 }
@@ -131,7 +138,7 @@ impl AppspaceConfig {
         let log_dir = a.data_dir.parent().unwrap_or(&a.data_dir).join("log");
         Self {
             name: a.name,
-            domain: a.domain,
+            domain: a.domain.clone(),
             app_dir: a.app_dir,
             data_dir: a.data_dir,
             runtime: a.runtime,
@@ -142,6 +149,17 @@ impl AppspaceConfig {
                 pids: a.pids,
             },
             paused: a.paused,
+            egress: a
+                .egress
+                .iter()
+                .filter_map(|e| match e.parse() {
+                    Ok(rule) => Some(rule),
+                    Err(err) => {
+                        warn!(appspace = %a.domain, error = %err, "ignoring a stored egress entry");
+                        None
+                    }
+                })
+                .collect(),
             log_dir,
         }
     }
@@ -182,6 +200,8 @@ pub struct Launcher {
     /// Serializes spawns: the child's channel end is briefly inheritable,
     /// and no other spawn may pick it up.
     spawn_lock: std::sync::Mutex<()>,
+    /// Where egress attempts are recorded.
+    egress_sink: Option<EgressSink>,
 }
 
 impl Launcher {
@@ -191,7 +211,14 @@ impl Launcher {
             sandbox_bin,
             deno,
             spawn_lock: std::sync::Mutex::new(()),
+            egress_sink: None,
         }
+    }
+
+    /// Records every egress attempt into `sink`.
+    pub fn with_egress_sink(mut self, sink: EgressSink) -> Self {
+        self.egress_sink = Some(sink);
+        self
     }
 }
 
@@ -224,6 +251,7 @@ pub struct Appspace {
     limits: std::sync::Mutex<ResourceLimits>,
     paused: AtomicBool,
     requests: AtomicU64,
+    egress: Arc<EgressGate>,
 }
 
 /// Marks a request in flight until dropped (kept by the response body, so
@@ -265,9 +293,14 @@ impl std::fmt::Debug for Appspace {
 
 impl Appspace {
     /// A stopped appspace, logging under `config.log_dir`.
-    pub fn new(config: AppspaceConfig, limits: LogLimits) -> std::io::Result<Self> {
-        let log = AppLog::open(&config.log_dir, limits)?;
+    pub fn new(config: AppspaceConfig, life: &Lifecycle) -> std::io::Result<Self> {
+        let log = AppLog::open(&config.log_dir, life.log_limits)?;
         Ok(Self {
+            egress: Arc::new(EgressGate::new(
+                &config.name,
+                config.egress.clone(),
+                life.egress,
+            )),
             limits: std::sync::Mutex::new(config.limits),
             paused: AtomicBool::new(config.paused),
             config,
@@ -432,6 +465,20 @@ impl Appspace {
         };
         let handle = session.handle();
         self.log.host("app ready");
+        // Egress streams the agent opens: each one checked and spliced.
+        let (acceptor, gate, sink, log) = (
+            session.clone(),
+            self.egress.clone(),
+            launcher.egress_sink.clone(),
+            self.log.clone(),
+        );
+        tokio::spawn(async move {
+            while let Ok(incoming) = acceptor.accept().await {
+                if let ds_proto::Incoming::Egress(req) = incoming {
+                    tokio::spawn(gate.clone().handle(req, sink.clone(), log.clone()));
+                }
+            }
+        });
         // When the sandbox exits, its channel is closed and the next
         // request starts a new one; an exit we did not ask for is a crash.
         let name = cfg.name.clone();
@@ -466,6 +513,11 @@ impl Appspace {
             started,
             stopping,
         })
+    }
+
+    /// Its egress policy.
+    pub fn egress(&self) -> &EgressGate {
+        &self.egress
     }
 
     /// Whether an admin paused it.

@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use crate::applog::LogLimits;
 use crate::appspace::Lifecycle;
+use crate::egress::EgressLimits;
 use crate::serve::ConnLimits;
 
 /// Why a configuration was refused.
@@ -73,6 +74,35 @@ pub struct HostConfig {
     /// The admin API's socket.
     #[serde(default)]
     pub admin: AdminConfig,
+    /// Per-appspace egress limits.
+    #[serde(default)]
+    pub egress: EgressConfig,
+}
+
+/// `[egress]`
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EgressConfig {
+    /// Egress connections one appspace may have open at once.
+    pub max_connections: usize,
+    /// New egress connections per second, sustained, per appspace.
+    pub connections_per_second: u32,
+    /// New egress connections in a burst.
+    pub burst: u32,
+    /// Time to resolve and connect.
+    pub connect_timeout_secs: u64,
+}
+
+impl Default for EgressConfig {
+    fn default() -> Self {
+        let l = EgressLimits::default();
+        Self {
+            max_connections: l.max_connections,
+            connections_per_second: l.per_second.get(),
+            burst: l.burst.get(),
+            connect_timeout_secs: l.connect_timeout.as_secs(),
+        }
+    }
 }
 
 /// `[admin]`
@@ -286,6 +316,13 @@ impl HostConfig {
         {
             return Err(invalid("logs", "sizes and rates must be positive"));
         }
+        if config.egress.max_connections == 0
+            || config.egress.connections_per_second == 0
+            || config.egress.burst == 0
+            || config.egress.connect_timeout_secs == 0
+        {
+            return Err(invalid("egress", "limits and timeouts must be positive"));
+        }
         Ok(config)
     }
 
@@ -300,6 +337,12 @@ impl HostConfig {
                 keep_files: self.logs.keep_files,
                 bytes_per_second: NonZeroU32::new(self.logs.bytes_per_second).expect("validated"),
                 burst_bytes: NonZeroU32::new(self.logs.burst_bytes).expect("validated"),
+            },
+            egress: EgressLimits {
+                max_connections: self.egress.max_connections,
+                per_second: NonZeroU32::new(self.egress.connections_per_second).expect("validated"),
+                burst: NonZeroU32::new(self.egress.burst).expect("validated"),
+                connect_timeout: Duration::from_secs(self.egress.connect_timeout_secs),
             },
         }
     }

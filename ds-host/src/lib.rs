@@ -10,6 +10,7 @@ pub mod applog;
 pub mod appspace;
 pub mod config;
 pub mod dev;
+pub mod egress;
 pub mod headers;
 pub mod package;
 pub mod proxy;

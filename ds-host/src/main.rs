@@ -99,6 +99,23 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// A task that writes egress attempts to the database, in batches; returns
+/// where to send them.
+fn egress_log_writer(state: &Arc<ds_host::state::State>) -> ds_host::egress::EgressSink {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4096);
+    let state = state.clone();
+    tokio::spawn(async move {
+        let mut batch = Vec::new();
+        while rx.recv_many(&mut batch, 256).await > 0 {
+            if let Err(e) = state.record_egress(&batch).await {
+                tracing::warn!(error = %e, "could not write the egress log");
+            }
+            batch.clear();
+        }
+    });
+    tx
+}
+
 /// The front door over `configs`, with an idle reaper running.
 fn front_door(
     configs: Vec<AppspaceConfig>,
@@ -109,7 +126,7 @@ fn front_door(
     let door = Arc::new(FrontDoor::new(launcher, base_domain.to_owned(), lifecycle));
     for config in configs {
         let name = config.name.clone();
-        let appspace = Appspace::new(config, lifecycle.log_limits)
+        let appspace = Appspace::new(config, &lifecycle)
             .with_context(|| format!("opening the log of appspace {name}"))?;
         door.add(Arc::new(appspace));
     }
@@ -189,9 +206,10 @@ async fn dev(cli: Cli) -> anyhow::Result<()> {
         ..Lifecycle::default()
     };
     let (state_db, configs) = ds_host::dev::prepare(&state, deno.as_deref(), &cli.apps).await?;
+    let state_db = Arc::new(state_db);
     let door = front_door(
         configs,
-        Launcher::new(find_sandbox()?, deno),
+        Launcher::new(find_sandbox()?, deno).with_egress_sink(egress_log_writer(&state_db)),
         "localhost",
         lifecycle,
     )?;
@@ -208,7 +226,7 @@ async fn dev(cli: Cli) -> anyhow::Result<()> {
     let socket = state.join("admin.sock");
     let admin_listener = ds_host::admin::bind(&socket, None)?;
     let admin = Arc::new(Admin {
-        state: Arc::new(state_db),
+        state: state_db,
         door: door.clone(),
         state_dir: state.clone(),
         mode: "dev",
@@ -251,7 +269,7 @@ async fn dev(cli: Cli) -> anyhow::Result<()> {
 
 async fn production(config_path: &Path) -> anyhow::Result<()> {
     let config = HostConfig::load(config_path)?;
-    let state = ds_host::state::State::open(&config.state_dir).await?;
+    let state = Arc::new(ds_host::state::State::open(&config.state_dir).await?);
     let configs = state
         .appspaces()
         .await?
@@ -265,7 +283,7 @@ async fn production(config_path: &Path) -> anyhow::Result<()> {
     let deno = config.sandbox.deno.clone().or_else(find_deno);
     let door = front_door(
         configs,
-        Launcher::new(sandbox, deno),
+        Launcher::new(sandbox, deno).with_egress_sink(egress_log_writer(&state)),
         &config.base_domain,
         config.lifecycle(),
     )?;
@@ -278,7 +296,7 @@ async fn production(config_path: &Path) -> anyhow::Result<()> {
         .transpose()?;
     let admin_listener = ds_host::admin::bind(&config.admin.socket, group.as_ref().map(|g| g.gid))?;
     let admin = Arc::new(Admin {
-        state: Arc::new(state),
+        state,
         door: door.clone(),
         state_dir: config.state_dir.clone(),
         mode: "production",

@@ -12,9 +12,11 @@ use sqlx::{Row, SqlitePool};
 
 mod admin;
 mod audit;
+mod egress;
 
 pub use admin::{AppSummary, LimitsUpdate, VersionSummary};
 pub use audit::{AuditEntry, AuditRecord};
+pub use egress::{EgressLogEntry, EGRESS_LOG_KEEP};
 
 use crate::package::{AppStore, InstallError, InstalledVersion, Manifest, PackageLimits};
 
@@ -91,6 +93,8 @@ pub struct AppspaceRecord {
     pub paused: bool,
     /// When it was created (Unix seconds).
     pub created_at: i64,
+    /// Its egress allowlist entries, as stored.
+    pub egress: Vec<String>,
 }
 
 /// The state database plus the app store it describes.
@@ -340,7 +344,7 @@ impl State {
 /// The columns [`appspace_from_row`] reads, and the join they come from.
 pub(crate) const APPSPACE_COLUMNS: &str =
     "s.name, s.domain, s.app, s.version, v.runtime, v.entrypoint, v.dir, s.data_dir,
-     s.memory_bytes, s.cpus, s.pids, s.status, s.created_at
+     s.memory_bytes, s.cpus, s.pids, s.status, s.created_at, s.egress
      FROM appspaces s JOIN app_versions v ON v.app = s.app AND v.version = s.version";
 
 pub(crate) fn appspace_from_row(r: &sqlx::sqlite::SqliteRow) -> AppspaceRecord {
@@ -358,6 +362,9 @@ pub(crate) fn appspace_from_row(r: &sqlx::sqlite::SqliteRow) -> AppspaceRecord {
         pids: r.get::<i64, _>(10) as u64,
         paused: r.get::<String, _>(11) == "paused",
         created_at: r.get(12),
+        // The column is only written from checked lists; anything else
+        // reads as empty (no egress) rather than failing the host.
+        egress: serde_json::from_str(&r.get::<String, _>(13)).unwrap_or_default(),
     }
 }
 

@@ -142,6 +142,12 @@ pub fn run() -> ! {
         );
     }
 
+    // The egress proxy listens before the app starts, so that the app's
+    // first outbound request finds it; the app does not inherit it.
+    let proxy = channel.as_ref().map(|_| {
+        std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, spec.proxy_port))
+            .unwrap_or_else(|e| fail("binding the egress proxy", e))
+    });
     let mut supervisor = Supervisor::new().unwrap_or_else(|e| fail("blocking signals", e));
     let (err_r, err_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .unwrap_or_else(|e| fail("creating the exec-status pipe", e));
@@ -185,11 +191,11 @@ pub fn run() -> ! {
                     eprintln!("ds-sandbox: cannot execute {}: {err}", program.display());
                 }
             }
-            let exit = match channel {
-                Some(channel) => {
-                    agent_channel::serve(channel.into(), pid, spec.app_port, supervisor)
+            let exit = match (channel, proxy) {
+                (Some(channel), Some(proxy)) => {
+                    agent_channel::serve(channel.into(), pid, spec.app_port, proxy, supervisor)
                 }
-                None => supervisor.wait(pid, true),
+                _ => supervisor.wait(pid, true),
             }
             .unwrap_or_else(|e| fail("supervising the app", e));
             std::process::exit(exit.status())

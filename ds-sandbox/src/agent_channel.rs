@@ -17,6 +17,7 @@ use nix::unistd::Pid;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use crate::egress_proxy;
 use crate::supervise::{self, Exit, Supervisor};
 
 /// How often the agent probes `$PORT` until the app listens.
@@ -27,25 +28,36 @@ const READY_POLL: Duration = Duration::from_millis(5);
 struct Counters {
     open: AtomicU64,
     total: AtomicU64,
+    egress: Arc<AtomicU64>,
 }
 
 /// Serves the channel until the app exits; returns the app's exit.
+/// `proxy` is the egress proxy's listener, bound before the app started
+/// so that its first request finds it.
 pub fn serve(
     channel: UnixStream,
     app: i32,
     app_port: u16,
+    proxy: std::net::TcpListener,
     supervisor: Supervisor,
 ) -> std::io::Result<Exit> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run(channel, Pid::from_raw(app), app_port, supervisor))
+    runtime.block_on(run(
+        channel,
+        Pid::from_raw(app),
+        app_port,
+        proxy,
+        supervisor,
+    ))
 }
 
 async fn run(
     channel: UnixStream,
     app: Pid,
     app_port: u16,
+    proxy: std::net::TcpListener,
     supervisor: Supervisor,
 ) -> std::io::Result<Exit> {
     let mut signals = crate::sys::async_signal_fd(supervisor.into_signal_fd()?)?;
@@ -54,6 +66,12 @@ async fn run(
         .map_err(std::io::Error::other)?;
     let handle = session.handle();
     let counters = Arc::new(Counters::default());
+    proxy.set_nonblocking(true)?;
+    tokio::spawn(egress_proxy::serve(
+        tokio::net::TcpListener::from_std(proxy)?,
+        handle.clone(),
+        counters.egress.clone(),
+    ));
     let app_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, app_port));
 
     let ready = {
@@ -93,7 +111,7 @@ async fn run(
                     let stats = AgentStats {
                         http_streams_open: counters.open.load(Ordering::Relaxed),
                         http_streams_total: counters.total.load(Ordering::Relaxed),
-                        egress_streams_total: 0,
+                        egress_streams_total: counters.egress.load(Ordering::Relaxed),
                         app_starts: 1,
                     };
                     let _ = handle.send_control(ControlMessage::Stats(stats)).await;

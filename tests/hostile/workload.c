@@ -13,7 +13,12 @@
  *   http             serve HTTP/1.1 on $PORT: GET / says "hello from the
  *                    sandbox", GET /big/N streams N bytes, POST counts the
  *                    body's bytes and answers "got N bytes", and a request
- *                    with "Upgrade: echo" switches to echoing raw bytes
+ *                    with "Upgrade: echo" switches to echoing raw bytes;
+ *                    egress through $HTTP_PROXY: GET /egress/get?url=U (an
+ *                    absolute-form request), /egress/connect?to=H:P&path=X
+ *                    (a CONNECT tunnel, then GET X), /egress/flood?to=H:P&n=N
+ *                    (N tunnels at once: "accepted=A refused=R") and
+ *                    /egress/direct?to=IP:P (a connection around the proxy)
  *   crash            say so on stderr and exit 3 at once
  *   never-ready      never listen
  *   flood            serve http, and print without end on stdout
@@ -26,6 +31,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
@@ -104,6 +110,148 @@ static void reply(int c, const char *status, const char *body) {
     if (write(c, head, n) != n || write(c, body, strlen(body)) < 0) perror("workload http: write");
 }
 
+/* The value of query parameter `name` in the request line, or "". */
+static void param(const char *req, const char *name, char *out, size_t size) {
+    out[0] = 0;
+    const char *line_end = strstr(req, " HTTP/");
+    const char *q = strchr(req, '?');
+    if (!q || !line_end || q > line_end) return;
+    size_t nl = strlen(name);
+    for (const char *p = q + 1; p && p < line_end; p = strchr(p, '&'), p = p ? p + 1 : NULL) {
+        if (!strncmp(p, name, nl) && p[nl] == '=') {
+            const char *v = p + nl + 1;
+            size_t n = strcspn(v, "& ");
+            if (n >= size) n = size - 1;
+            memcpy(out, v, n);
+            out[n] = 0;
+            return;
+        }
+    }
+}
+
+/* A connection to the proxy named by $HTTP_PROXY (http://127.0.0.1:PORT). */
+static int proxy_conn(void) {
+    const char *proxy = getenv("HTTP_PROXY");
+    const char *colon = proxy ? strrchr(proxy, ':') : NULL;
+    if (!colon) return -1;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(atoi(colon + 1))};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof a) < 0) {
+        if (s >= 0) close(s);
+        return -1;
+    }
+    return s;
+}
+
+static void write_all(int fd, const char *buf, size_t n) {
+    while (n > 0) {
+        ssize_t w = write(fd, buf, n);
+        if (w <= 0) return;
+        buf += w;
+        n -= w;
+    }
+}
+
+/* Reads until EOF (or `size` - 1 bytes) into out. */
+static size_t read_all(int fd, char *out, size_t size) {
+    size_t got = 0;
+    ssize_t r;
+    while (got < size - 1 && (r = read(fd, out + got, size - 1 - got)) > 0) got += r;
+    out[got] = 0;
+    return got;
+}
+
+/* Reads a response head (up to the blank line) into out. */
+static void read_head_only(int fd, char *out, size_t size) {
+    size_t got = 0;
+    out[0] = 0;
+    while (got < size - 1 && !strstr(out, "\r\n\r\n")) {
+        ssize_t r = read(fd, out + got, 1);
+        if (r <= 0) break;
+        out[++got] = 0;
+    }
+}
+
+static void egress(int c, const char *req) {
+    static __thread char out[1 << 16], to[512], path[512], url[1024], n_text[16];
+    char msg[1024];
+    if (!strncmp(req, "GET /egress/direct?", 19)) {
+        param(req, "to", to, sizeof to);
+        char *colon = strrchr(to, ':');
+        struct sockaddr_in a = {.sin_family = AF_INET};
+        if (!colon) { reply(c, "400 Bad Request", "to=IP:PORT"); return; }
+        *colon = 0;
+        a.sin_port = htons(atoi(colon + 1));
+        inet_pton(AF_INET, to, &a.sin_addr);
+        int s = socket(AF_INET, SOCK_STREAM, 0);
+        if (s >= 0 && connect(s, (struct sockaddr *)&a, sizeof a) == 0)
+            reply(c, "200 OK", "direct: connected");
+        else {
+            snprintf(msg, sizeof msg, "direct: failed: %s", strerror(errno));
+            reply(c, "200 OK", msg);
+        }
+        if (s >= 0) close(s);
+        return;
+    }
+    if (!strncmp(req, "GET /egress/flood?", 18)) {
+        param(req, "to", to, sizeof to);
+        param(req, "n", n_text, sizeof n_text);
+        int n = atoi(n_text), accepted = 0, refused = 0, other = 0;
+        if (n <= 0 || n > 512) n = 64;
+        int socks[512];
+        char line[1024];
+        int len = snprintf(line, sizeof line, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", to, to);
+        for (int i = 0; i < n; i++) {
+            socks[i] = proxy_conn();
+            if (socks[i] >= 0) write_all(socks[i], line, len);
+        }
+        for (int i = 0; i < n; i++) {
+            if (socks[i] < 0) { other++; continue; }
+            read_head_only(socks[i], out, sizeof out);
+            if (!strncmp(out, "HTTP/1.1 200", 12)) accepted++;
+            else if (!strncmp(out, "HTTP/1.1 403", 12)) refused++;
+            else other++;
+        }
+        for (int i = 0; i < n; i++) if (socks[i] >= 0) close(socks[i]);
+        snprintf(msg, sizeof msg, "accepted=%d refused=%d other=%d", accepted, refused, other);
+        reply(c, "200 OK", msg);
+        return;
+    }
+    int s = proxy_conn();
+    if (s < 0) { reply(c, "502 Bad Gateway", "no proxy"); return; }
+    if (!strncmp(req, "GET /egress/get?", 16)) {
+        param(req, "url", url, sizeof url);
+        char line[1200];
+        int len = snprintf(line, sizeof line, "GET %s HTTP/1.1\r\nAccept: */*\r\n\r\n", url);
+        write_all(s, line, len);
+        read_all(s, out, sizeof out);
+    } else if (!strncmp(req, "GET /egress/connect?", 20)) {
+        param(req, "to", to, sizeof to);
+        param(req, "path", path, sizeof path);
+        char line[1200];
+        int len = snprintf(line, sizeof line, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", to, to);
+        write_all(s, line, len);
+        read_head_only(s, out, sizeof out);
+        if (!strncmp(out, "HTTP/1.1 200", 12)) {
+            size_t head = strlen(out);
+            len = snprintf(line, sizeof line, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n",
+                           path[0] ? path : "/", to);
+            write_all(s, line, len);
+            read_all(s, out + head, sizeof out - head);
+        } else {
+            size_t head = strlen(out);
+            read_all(s, out + head, sizeof out - head);
+        }
+    } else {
+        reply(c, "404 Not Found", "unknown egress test");
+        close(s);
+        return;
+    }
+    close(s);
+    reply(c, "200 OK", out);
+}
+
 static void *serve_conn(void *arg) {
     int c = (int)(long)arg;
     char req[8192];
@@ -134,6 +282,8 @@ static void *serve_conn(void *arg) {
         char msg[64];
         snprintf(msg, sizeof msg, "got %llu bytes", have);
         reply(c, "200 OK", msg);
+    } else if (!strncmp(req, "GET /egress/", 12)) {
+        egress(c, req);
     } else if (!strncmp(req, "GET /big/", 9)) {
         unsigned long long n = strtoull(req + 9, NULL, 10), sent = 0;
         char head[160];

@@ -16,6 +16,9 @@
 //! | `PUT /appspaces/{key}/limits` | [`LimitsChange`] | [`LimitsApplied`] |
 //! | `GET /appspaces/{key}/logs?lines=N[&follow=true]` | | text, streamed when following |
 //! | `DELETE /appspaces/{key}[?purge=true]` | | [`Deleted`] |
+//! | `GET /appspaces/{key}/egress` | | [`Egress`] |
+//! | `POST /appspaces/{key}/egress/{allow,deny}` | [`EgressChange`] | [`Egress`] |
+//! | `GET /appspaces/{key}/egress/log?lines=N` | | `[EgressLogEntry]` |
 //! | `GET /audit[?since=UNIX_SECONDS]` | | `[AuditEntry]` |
 //!
 //! `{key}` is an appspace's domain or name. Every error is an
@@ -244,6 +247,46 @@ pub struct Deleted {
     pub domain: String,
     /// Where its data and logs were kept (absent when purged).
     pub kept_at: Option<String>,
+}
+
+/// An appspace's egress allowlist.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Egress {
+    /// Entries allowed, in canonical form.
+    pub allow: Vec<String>,
+    /// What the app's manifest asks for (not allowed until an admin does).
+    pub requested: Vec<String>,
+}
+
+/// Entries to add to (`allow`) or remove from (`deny`) an allowlist.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressChange {
+    /// The entries.
+    pub entries: Vec<String>,
+}
+
+/// One egress attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EgressLogEntry {
+    /// Sequence number.
+    pub id: i64,
+    /// When it ended (Unix seconds).
+    pub at: i64,
+    /// What the app asked for.
+    pub destination: String,
+    /// The address connected to.
+    pub address: Option<String>,
+    /// `allowed`, `denied` or `failed`.
+    pub outcome: String,
+    /// Why it was denied or failed.
+    pub reason: String,
+    /// Bytes out.
+    pub bytes_up: u64,
+    /// Bytes in.
+    pub bytes_down: u64,
+    /// Milliseconds from request to close.
+    pub duration_ms: u64,
 }
 
 /// One audit log entry.

@@ -22,6 +22,7 @@ use super::api::{self, bounds, ErrorBody, ErrorCode};
 use super::peer::Peer;
 use super::{logs, Admin};
 use crate::appspace::{Appspace, AppspaceConfig, ResourceLimits, StartError};
+use crate::egress::rules::Rule;
 use crate::package::InstallError;
 use crate::state::{AppspaceRecord, AuditRecord, LimitsUpdate, StateError};
 
@@ -130,6 +131,10 @@ pub fn router(admin: Arc<Admin>) -> Router {
             get(show_limits).put(change_limits),
         )
         .route("/v1/appspaces/{key}/logs", get(appspace_logs))
+        .route("/v1/appspaces/{key}/egress", get(show_egress))
+        .route("/v1/appspaces/{key}/egress/allow", post(allow_egress))
+        .route("/v1/appspaces/{key}/egress/deny", post(deny_egress))
+        .route("/v1/appspaces/{key}/egress/log", get(egress_log))
         .route("/v1/audit", get(audit_log))
         .fallback(|| async { Failure::new(ErrorCode::NotFound, "no such admin API route") })
         .with_state(admin)
@@ -530,7 +535,7 @@ async fn create(admin: &Admin, req: &api::CreateAppspace) -> Result<api::Appspac
     let rec = admin.state.appspace(&name).await?;
     let appspace = match Appspace::new(
         AppspaceConfig::from_record(rec.clone()),
-        admin.door.lifecycle.log_limits,
+        &admin.door.lifecycle,
     ) {
         Ok(a) => Arc::new(a),
         Err(e) => {
@@ -823,6 +828,153 @@ async fn delete(admin: &Admin, key: &str, purge: bool) -> Result<api::Deleted, F
         domain: rec.domain,
         kept_at,
     })
+}
+
+async fn egress_view(
+    admin: &Admin,
+    rec: &AppspaceRecord,
+    live: &Appspace,
+) -> Result<api::Egress, Failure> {
+    let version = parse_version(&rec.version)?;
+    let manifest = admin.state.manifest(&rec.app, &version).await?;
+    Ok(api::Egress {
+        allow: live
+            .egress()
+            .rules()
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        requested: manifest
+            .egress
+            .iter()
+            .map(|e| match e.port {
+                Some(p) => format!("{}:{p}", e.host),
+                None => e.host.clone(),
+            })
+            .collect(),
+    })
+}
+
+async fn show_egress(
+    State(admin): State<Arc<Admin>>,
+    UrlPath(key): UrlPath<String>,
+) -> Answer<api::Egress> {
+    let (rec, live) = find(&admin, &key).await?;
+    Ok(Json(egress_view(&admin, &rec, &live).await?))
+}
+
+/// Adds (`allow`) or removes entries; all are checked first, and an entry
+/// to remove that is not on the list is an error: nothing changes then.
+async fn change_egress(
+    admin: &Admin,
+    key: &str,
+    body: Result<Json<api::EgressChange>, axum::extract::rejection::JsonRejection>,
+    allow: bool,
+) -> Result<api::Egress, Failure> {
+    let Json(change) = body.map_err(|e| Failure::new(ErrorCode::Invalid, e.body_text()))?;
+    if change.entries.is_empty() {
+        return Err(Failure::new(ErrorCode::Invalid, "no entries given"));
+    }
+    let mut parsed = Vec::new();
+    for e in &change.entries {
+        let rule: Rule = e.parse().map_err(|err: crate::egress::rules::BadEntry| {
+            Failure::new(ErrorCode::Invalid, format!("egress entry {err}"))
+        })?;
+        parsed.push(rule);
+    }
+    let (rec, live) = find(admin, key).await?;
+    let mut rules = live.egress().rules();
+    for rule in parsed {
+        let present = rules.iter().position(|r| *r == rule);
+        match (allow, present) {
+            (true, None) => rules.push(rule),
+            (true, Some(_)) => {}
+            (false, Some(i)) => {
+                rules.remove(i);
+            }
+            (false, None) => {
+                return Err(Failure::new(
+                    ErrorCode::NotFound,
+                    format!("{rule} is not on the egress allowlist of {}", rec.domain),
+                ))
+            }
+        }
+    }
+    let texts: Vec<String> = rules.iter().map(ToString::to_string).collect();
+    admin.state.set_egress(&rec.name, &texts).await?;
+    live.egress().set_rules(rules);
+    egress_view(admin, &rec, &live).await
+}
+
+async fn allow_egress(
+    State(admin): State<Arc<Admin>>,
+    Extension(peer): Extension<Peer>,
+    UrlPath(key): UrlPath<String>,
+    body: Result<Json<api::EgressChange>, axum::extract::rejection::JsonRejection>,
+) -> Answer<api::Egress> {
+    let detail = body
+        .as_ref()
+        .map(|b| b.entries.join(" "))
+        .unwrap_or_default();
+    let outcome = change_egress(&admin, &key, body, true).await;
+    audited(
+        &admin,
+        &peer,
+        "appspace.egress.allow",
+        &key,
+        detail,
+        outcome,
+    )
+    .await
+    .map(Json)
+}
+
+async fn deny_egress(
+    State(admin): State<Arc<Admin>>,
+    Extension(peer): Extension<Peer>,
+    UrlPath(key): UrlPath<String>,
+    body: Result<Json<api::EgressChange>, axum::extract::rejection::JsonRejection>,
+) -> Answer<api::Egress> {
+    let detail = body
+        .as_ref()
+        .map(|b| b.entries.join(" "))
+        .unwrap_or_default();
+    let outcome = change_egress(&admin, &key, body, false).await;
+    audited(&admin, &peer, "appspace.egress.deny", &key, detail, outcome)
+        .await
+        .map(Json)
+}
+
+async fn egress_log(
+    State(admin): State<Arc<Admin>>,
+    UrlPath(key): UrlPath<String>,
+    Query(q): Query<LinesQuery>,
+) -> Answer<Vec<api::EgressLogEntry>> {
+    let rec = admin.state.appspace(&key).await?;
+    let lines = q.lines.unwrap_or(50).min(10_000);
+    let entries = admin.state.egress_log(&rec.name, lines).await?;
+    Ok(Json(
+        entries
+            .into_iter()
+            .map(|e| api::EgressLogEntry {
+                id: e.id,
+                at: e.at,
+                destination: e.event.destination,
+                address: e.event.address,
+                outcome: e.event.outcome.as_str().into(),
+                reason: e.event.reason,
+                bytes_up: e.event.bytes_up,
+                bytes_down: e.event.bytes_down,
+                duration_ms: e.event.duration.as_millis() as u64,
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LinesQuery {
+    lines: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -27,6 +27,18 @@ Deno.serve({ hostname: "127.0.0.1", port }, async (req) => {
     socket.onmessage = (e) => socket.send(`echo: ${e.data}`);
     return response;
   }
+  if (url.pathname === "/fetch") {
+    // Egress: fetch() goes through $HTTP_PROXY / $HTTPS_PROXY, the agent's
+    // proxy; the host allows only what the admin put on the allowlist.
+    const target = url.searchParams.get("url") ?? "";
+    try {
+      const res = await fetch(target);
+      const body = await res.text();
+      return new Response(`fetched ${target}: ${res.status}\n${body}`);
+    } catch (e) {
+      return new Response(`fetch ${target} failed: ${e}\n`, { status: 502 });
+    }
+  }
   if (url.pathname !== "/") {
     return new Response(`no page at ${escape(url.pathname)}\n`, { status: 404 });
   }
