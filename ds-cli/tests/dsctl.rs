@@ -3,23 +3,21 @@
 //! (`cargo build --workspace --bins`); a test whose requirement is missing
 //! is reported ignored with a "SKIPPED ..." line, never passed.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+mod common;
+
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use libtest_mimic::{Arguments, Failed, Trial};
+use common::{bin_dir, ensure, missing_requirement, DevHost, TestFn, DSCTL};
+use libtest_mimic::{Arguments, Failed};
 use serde_json::Value;
-
-const DSCTL: &str = env!("CARGO_BIN_EXE_dsctl");
-
-type TestFn = fn() -> Result<(), Failed>;
 
 fn main() {
     let args = Arguments::from_args();
     let skip = missing_requirement();
-    let tests: [(&str, TestFn); 7] = [
+    let tests: Vec<(&str, TestFn)> = vec![
         (
             "walkthrough_from_install_to_delete",
             walkthrough_from_install_to_delete,
@@ -46,166 +44,8 @@ fn main() {
             delete_asks_and_purge_removes_the_data,
         ),
     ];
-    let trials = tests
-        .into_iter()
-        .map(|(name, f)| {
-            if let Some(why) = &skip {
-                eprintln!("SKIPPED {name}: {why}");
-            }
-            Trial::test(name, f).with_ignored_flag(skip.is_some())
-        })
-        .collect();
+    let trials = common::trials(tests, skip);
     libtest_mimic::run(&args, trials).exit();
-}
-
-fn bin_dir() -> PathBuf {
-    Path::new(DSCTL)
-        .parent()
-        .expect("binary directory")
-        .to_owned()
-}
-
-fn missing_requirement() -> Option<String> {
-    if !rustix::process::geteuid().is_root() {
-        return Some("needs root (sandboxes need cgroups)".into());
-    }
-    for bin in ["ds-host", "ds-sandbox", "hello-native"] {
-        if !bin_dir().join(bin).is_file() {
-            return Some(format!(
-                "{bin} is not built (run cargo build --workspace --bins)"
-            ));
-        }
-    }
-    None
-}
-
-fn ensure(cond: bool, msg: impl Into<String>) -> Result<(), Failed> {
-    if cond {
-        Ok(())
-    } else {
-        Err(msg.into().into())
-    }
-}
-
-/// A running dev host; killed on drop.
-struct DevHost {
-    child: Child,
-    port: u16,
-    socket: PathBuf,
-}
-
-impl DevHost {
-    fn start(state: &Path) -> Result<Self, Failed> {
-        let mut child = Command::new(bin_dir().join("ds-host"))
-            .args(["--dev", "--port", "0", "--tls-port", "0", "--state-dir"])
-            .arg(state)
-            .env_remove("DS_DENO")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let stdout = child.stdout.take().ok_or("no stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let (mut socket, mut port) = (None, None);
-        for line in lines.by_ref() {
-            let line = line?;
-            if let Some(rest) = line.strip_prefix("ds-host (dev): admin socket at ") {
-                socket = rest.split_whitespace().next().map(PathBuf::from);
-            }
-            if let Some(rest) = line.split("serving http://").nth(1) {
-                port = rest
-                    .split(['/', ' '])
-                    .next()
-                    .and_then(|hp| hp.rsplit_once(':'))
-                    .and_then(|(_, p)| p.parse().ok());
-                break;
-            }
-        }
-        std::thread::spawn(move || for _ in lines {});
-        Ok(Self {
-            child,
-            port: port.ok_or("ds-host printed no URL")?,
-            socket: socket.ok_or("ds-host printed no admin socket")?,
-        })
-    }
-
-    /// Runs dsctl against this host.
-    fn dsctl(&self, args: &[&str]) -> Result<Output, Failed> {
-        Ok(Command::new(DSCTL)
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()?)
-    }
-
-    /// Runs dsctl --json and expects success.
-    fn json(&self, args: &[&str]) -> Result<Value, Failed> {
-        let out = self.dsctl(&[&["--json"], args].concat())?;
-        ensure(
-            out.status.success(),
-            format!(
-                "dsctl {args:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )?;
-        Ok(serde_json::from_slice(&out.stdout)?)
-    }
-
-    /// Runs dsctl and expects failure with one line on stderr containing
-    /// `needle`; returns that line.
-    fn fails(&self, args: &[&str], needle: &str) -> Result<String, Failed> {
-        let out = self.dsctl(args)?;
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        ensure(!out.status.success(), format!("dsctl {args:?} succeeded"))?;
-        ensure(
-            err.trim_end().lines().count() == 1,
-            format!("dsctl {args:?}: not one line: {err:?}"),
-        )?;
-        ensure(
-            err.to_lowercase().contains(&needle.to_lowercase()),
-            format!("dsctl {args:?}: {err:?} does not mention {needle:?}"),
-        )?;
-        Ok(err)
-    }
-
-    fn get(&self, host: &str, path: &str) -> Result<(u16, String), Failed> {
-        let mut conn = TcpStream::connect(("127.0.0.1", self.port))?;
-        conn.set_read_timeout(Some(Duration::from_secs(20)))?;
-        write!(
-            conn,
-            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-        )?;
-        let mut raw = String::new();
-        conn.read_to_string(&mut raw)?;
-        let status = raw
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| format!("no status in {raw:?}"))?;
-        let body = raw
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        Ok((status, body))
-    }
-
-    fn stop(mut self) -> Result<(), Failed> {
-        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).ok_or("bad pid")?;
-        rustix::process::kill_process(pid, rustix::process::Signal::TERM)?;
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while self.child.try_wait()?.is_none() {
-            ensure(Instant::now() < deadline, "ds-host did not stop on SIGTERM")?;
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Ok(())
-    }
-}
-
-impl Drop for DevHost {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A package of the native example under another name.

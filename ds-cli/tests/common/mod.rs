@@ -1,0 +1,202 @@
+//! What the dsctl and egress suites share: a real `ds-host --dev` driven
+//! through `dsctl`, and the requirement check that makes a test report
+//! SKIPPED (ignored) rather than pass when it cannot run.
+
+#![allow(dead_code)] // each suite uses a different part
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use libtest_mimic::{Failed, Trial};
+use serde_json::Value;
+
+pub const DSCTL: &str = env!("CARGO_BIN_EXE_dsctl");
+
+pub type TestFn = fn() -> Result<(), Failed>;
+
+/// The trials, ignored with a loud SKIPPED line when `skip` says why.
+pub fn trials(tests: Vec<(&'static str, TestFn)>, skip: Option<String>) -> Vec<Trial> {
+    tests
+        .into_iter()
+        .map(|(name, f)| {
+            if let Some(why) = &skip {
+                eprintln!("SKIPPED {name}: {why}");
+            }
+            Trial::test(name, f).with_ignored_flag(skip.is_some())
+        })
+        .collect()
+}
+
+pub fn bin_dir() -> PathBuf {
+    Path::new(DSCTL)
+        .parent()
+        .expect("binary directory")
+        .to_owned()
+}
+
+pub fn missing_requirement() -> Option<String> {
+    if !rustix::process::geteuid().is_root() {
+        return Some("needs root (sandboxes need cgroups)".into());
+    }
+    for bin in ["ds-host", "ds-sandbox", "hello-native"] {
+        if !bin_dir().join(bin).is_file() {
+            return Some(format!(
+                "{bin} is not built (run cargo build --workspace --bins)"
+            ));
+        }
+    }
+    None
+}
+
+pub fn ensure(cond: bool, msg: impl Into<String>) -> Result<(), Failed> {
+    if cond {
+        Ok(())
+    } else {
+        Err(msg.into().into())
+    }
+}
+
+/// A running dev host; killed on drop.
+pub struct DevHost {
+    child: Child,
+    pub port: u16,
+    pub socket: PathBuf,
+}
+
+impl DevHost {
+    pub fn start(state: &Path) -> Result<Self, Failed> {
+        Self::start_with(state, &[], None)
+    }
+
+    /// Starts with extra arguments (e.g. `--app PKG`) and, when given, a
+    /// Deno binary for Deno apps.
+    pub fn start_with(state: &Path, extra: &[&str], deno: Option<&Path>) -> Result<Self, Failed> {
+        let mut cmd = Command::new(bin_dir().join("ds-host"));
+        cmd.args(["--dev", "--port", "0", "--tls-port", "0", "--state-dir"])
+            .arg(state)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        match deno {
+            Some(d) => cmd.env("DS_DENO", d),
+            None => cmd.env_remove("DS_DENO"),
+        };
+        let mut child = cmd.spawn()?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let (mut socket, mut port) = (None, None);
+        for line in lines.by_ref() {
+            let line = line?;
+            if let Some(rest) = line.strip_prefix("ds-host (dev): admin socket at ") {
+                socket = rest.split_whitespace().next().map(PathBuf::from);
+            }
+            if let Some(rest) = line.split("serving http://").nth(1) {
+                port = rest
+                    .split(['/', ' '])
+                    .next()
+                    .and_then(|hp| hp.rsplit_once(':'))
+                    .and_then(|(_, p)| p.parse().ok());
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Self {
+            child,
+            port: port.ok_or("ds-host printed no URL")?,
+            socket: socket.ok_or("ds-host printed no admin socket")?,
+        })
+    }
+
+    /// Runs dsctl against this host.
+    pub fn dsctl(&self, args: &[&str]) -> Result<Output, Failed> {
+        Ok(Command::new(DSCTL)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()?)
+    }
+
+    /// Runs dsctl --json and expects success.
+    pub fn json(&self, args: &[&str]) -> Result<Value, Failed> {
+        let out = self.dsctl(&[&["--json"], args].concat())?;
+        ensure(
+            out.status.success(),
+            format!(
+                "dsctl {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )?;
+        Ok(serde_json::from_slice(&out.stdout)?)
+    }
+
+    /// Runs dsctl and expects failure with one line on stderr containing
+    /// `needle`; returns that line.
+    pub fn fails(&self, args: &[&str], needle: &str) -> Result<String, Failed> {
+        let out = self.dsctl(args)?;
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        ensure(!out.status.success(), format!("dsctl {args:?} succeeded"))?;
+        ensure(
+            err.trim_end().lines().count() == 1,
+            format!("dsctl {args:?}: not one line: {err:?}"),
+        )?;
+        ensure(
+            err.to_lowercase().contains(&needle.to_lowercase()),
+            format!("dsctl {args:?}: {err:?} does not mention {needle:?}"),
+        )?;
+        Ok(err)
+    }
+
+    pub fn get(&self, host: &str, path: &str) -> Result<(u16, String), Failed> {
+        let mut conn = TcpStream::connect(("127.0.0.1", self.port))?;
+        conn.set_read_timeout(Some(Duration::from_secs(20)))?;
+        write!(
+            conn,
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )?;
+        let mut raw = String::new();
+        conn.read_to_string(&mut raw)?;
+        let status = raw
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("no status in {raw:?}"))?;
+        let body = raw
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        Ok((status, body))
+    }
+
+    pub fn stop(mut self) -> Result<(), Failed> {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).ok_or("bad pid")?;
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM)?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.child.try_wait()?.is_none() {
+            ensure(Instant::now() < deadline, "ds-host did not stop on SIGTERM")?;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for DevHost {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The Deno binary the tests use, or why there is none.
+pub fn deno() -> Result<PathBuf, String> {
+    std::env::var_os("DS_DENO")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.ds-tools/bin/deno");
+            local.exists().then_some(local)
+        })
+        .ok_or_else(|| "no Deno binary (set DS_DENO or run packaging/dev/setup.sh)".into())
+}
