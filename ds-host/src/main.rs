@@ -52,6 +52,13 @@ struct Cli {
     /// How long an app has to start accepting connections (dev mode).
     #[arg(long, value_name = "SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
     start_timeout: u64,
+    /// New egress connections per second per appspace, burst twice that
+    /// (dev mode).
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..), requires = "dev")]
+    egress_rate: u32,
+    /// Egress connections one appspace may have open at once (dev mode).
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..), requires = "dev")]
+    egress_max_connections: u32,
     /// The production configuration file (see docs/config.md).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
@@ -200,9 +207,16 @@ async fn bind(
 async fn dev(cli: Cli) -> anyhow::Result<()> {
     let state = std::path::absolute(&cli.state_dir).context("resolving --state-dir")?;
     let deno = find_deno();
+    let rate = std::num::NonZeroU32::new(cli.egress_rate).context("--egress-rate")?;
     let lifecycle = Lifecycle {
         start_timeout: Duration::from_secs(cli.start_timeout),
         idle_timeout: Duration::from_secs(cli.idle_timeout),
+        egress: ds_host::egress::EgressLimits {
+            max_connections: cli.egress_max_connections as usize,
+            per_second: rate,
+            burst: rate.saturating_mul(std::num::NonZeroU32::new(2).expect("two")),
+            ..Default::default()
+        },
         ..Lifecycle::default()
     };
     let (state_db, configs) = ds_host::dev::prepare(&state, deno.as_deref(), &cli.apps).await?;

@@ -30,6 +30,11 @@ pub use socket::ChannelSocket;
 pub use stream::ProtoStream;
 pub use stream_header::{Destination, MAX_DESTINATION_LEN, MAX_REASON_LEN};
 
+/// Buffer size for copying between a stream and a socket: large enough
+/// that a bulk transfer moves in few, large frames (the default 8 KiB of
+/// `tokio::io::copy` makes one frame, and one wake-up, per 8 KiB).
+pub const COPY_BUFFER: usize = 256 * 1024;
+
 /// Low-level encoders, public so that tests and fuzzers can build raw,
 /// possibly hostile, peers byte by byte.
 pub mod wire {

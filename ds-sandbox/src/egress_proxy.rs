@@ -87,7 +87,13 @@ async fn handle(mut conn: TcpStream, host: SessionHandle, opened: Arc<AtomicU64>
     if !sent || (!rest.is_empty() && stream.write_all(&rest).await.is_err()) {
         return;
     }
-    let _ = tokio::io::copy_bidirectional(&mut conn, &mut stream).await;
+    let _ = tokio::io::copy_bidirectional_with_sizes(
+        &mut conn,
+        &mut stream,
+        ds_proto::COPY_BUFFER,
+        ds_proto::COPY_BUFFER,
+    )
+    .await;
     let _ = stream.shutdown().await;
 }
 

@@ -18,7 +18,10 @@
  *                    absolute-form request), /egress/connect?to=H:P&path=X
  *                    (a CONNECT tunnel, then GET X), /egress/flood?to=H:P&n=N
  *                    (N tunnels at once: "accepted=A refused=R") and
- *                    /egress/direct?to=IP:P (a connection around the proxy)
+ *                    /egress/direct?to=IP:P (a connection around the proxy);
+ *                    for the benchmark, /egress/download?to=IP:P&bytes=N&via=
+ *                    proxy|direct ("bytes=B secs=S") and /egress/connrate?
+ *                    to=IP:P&n=N&via=proxy|direct ("n=N secs=S")
  *   crash            say so on stderr and exit 3 at once
  *   never-ready      never listen
  *   flood            serve http, and print without end on stdout
@@ -173,6 +176,53 @@ static void read_head_only(int fd, char *out, size_t size) {
     }
 }
 
+static double now_secs(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec / 1e9;
+}
+
+/* A connection to `to` (IP:PORT): a CONNECT tunnel through the proxy, or
+ * a direct connection. */
+static int open_to(const char *to, int via_proxy) {
+    if (via_proxy) {
+        int s = proxy_conn();
+        if (s < 0) return -1;
+        char line[600], head[1024];
+        int len = snprintf(line, sizeof line, "CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n", to, to);
+        write_all(s, line, len);
+        read_head_only(s, head, sizeof head);
+        if (strncmp(head, "HTTP/1.1 200", 12)) { close(s); return -1; }
+        return s;
+    }
+    char host[512];
+    snprintf(host, sizeof host, "%s", to);
+    char *colon = strrchr(host, ':');
+    if (!colon) return -1;
+    *colon = 0;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(atoi(colon + 1))};
+    inet_pton(AF_INET, host, &a.sin_addr);
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof a) < 0) {
+        if (s >= 0) close(s);
+        return -1;
+    }
+    return s;
+}
+
+/* GET path on an open connection; reads and discards the whole answer.
+ * Returns the bytes read. */
+static unsigned long long fetch_discard(int s, const char *to, const char *path) {
+    char line[700];
+    int len = snprintf(line, sizeof line, "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", path, to);
+    write_all(s, line, len);
+    static __thread char buf[1 << 18];
+    unsigned long long total = 0;
+    ssize_t r;
+    while ((r = read(s, buf, sizeof buf)) > 0) total += r;
+    return total;
+}
+
 static void egress(int c, const char *req) {
     static __thread char out[1 << 16], to[512], path[512], url[1024], n_text[16];
     char msg[1024];
@@ -192,6 +242,34 @@ static void egress(int c, const char *req) {
             reply(c, "200 OK", msg);
         }
         if (s >= 0) close(s);
+        return;
+    }
+    if (!strncmp(req, "GET /egress/download?", 21) || !strncmp(req, "GET /egress/connrate?", 21)) {
+        char via[16], bytes[32];
+        param(req, "to", to, sizeof to);
+        param(req, "via", via, sizeof via);
+        int proxy = strcmp(via, "direct") != 0;
+        double t0 = now_secs();
+        if (!strncmp(req + 12, "download", 8)) {
+            param(req, "bytes", bytes, sizeof bytes);
+            snprintf(path, sizeof path, "/big/%s", bytes);
+            int s = open_to(to, proxy);
+            if (s < 0) { reply(c, "502 Bad Gateway", "cannot connect"); return; }
+            unsigned long long got = fetch_discard(s, to, path);
+            close(s);
+            snprintf(msg, sizeof msg, "bytes=%llu secs=%.6f", got, now_secs() - t0);
+        } else {
+            param(req, "n", n_text, sizeof n_text);
+            int n = atoi(n_text), ok = 0;
+            for (int i = 0; i < n; i++) {
+                int s = open_to(to, proxy);
+                if (s < 0) continue;
+                if (fetch_discard(s, to, "/hello") > 0) ok++;
+                close(s);
+            }
+            snprintf(msg, sizeof msg, "n=%d secs=%.6f", ok, now_secs() - t0);
+        }
+        reply(c, "200 OK", msg);
         return;
     }
     if (!strncmp(req, "GET /egress/flood?", 18)) {

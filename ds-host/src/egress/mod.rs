@@ -231,7 +231,14 @@ impl EgressGate {
         };
         log.host(&format!("egress allowed: {destination} via {addr}"));
         event.outcome = Outcome::Allowed;
-        match tokio::io::copy_bidirectional(&mut stream, &mut conn).await {
+        match tokio::io::copy_bidirectional_with_sizes(
+            &mut stream,
+            &mut conn,
+            ds_proto::COPY_BUFFER,
+            ds_proto::COPY_BUFFER,
+        )
+        .await
+        {
             Ok((up, down)) => {
                 event.bytes_up = up;
                 event.bytes_down = down;
