@@ -5,7 +5,7 @@
 //! while all keep answering.
 //!
 //! `cargo build --release --workspace --bins && cargo bench -p ds-host --bench host`
-//! (as root, with wrk and nginx installed; packaging/dev/setup.sh installs
+//! (as root, with wrk and nginx installed; packaging/dev/bench.sh installs
 //! them). Prints a table and rewrites its section of docs/performance.md.
 
 use std::io::{BufRead, BufReader, Read, Write};
