@@ -39,6 +39,11 @@ pub struct Lifecycle {
     pub log_limits: LogLimits,
     /// Each appspace's egress limits.
     pub egress: EgressLimits,
+    /// Time an app has to start its response (504 beyond).
+    pub response_timeout: Duration,
+    /// A request or response body that moves no data for this long is
+    /// cut off.
+    pub body_idle_timeout: Duration,
 }
 
 impl Default for Lifecycle {
@@ -49,6 +54,8 @@ impl Default for Lifecycle {
             stop_grace: Duration::from_secs(3),
             log_limits: LogLimits::default(),
             egress: EgressLimits::default(),
+            response_timeout: Duration::from_secs(60),
+            body_idle_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -197,15 +197,22 @@ pub struct LimitsConfig {
     pub max_header_bytes: usize,
     /// Time a client has to finish the TLS handshake.
     pub tls_handshake_timeout_secs: u64,
+    /// Time an app has to start its response (504 beyond).
+    pub response_timeout_secs: u64,
+    /// A request or response body that moves no data for this long is cut off.
+    pub body_idle_timeout_secs: u64,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
         let l = ConnLimits::default();
+        let life = Lifecycle::default();
         Self {
             header_read_timeout_secs: l.header_read_timeout.as_secs(),
             max_header_bytes: l.max_header_bytes,
             tls_handshake_timeout_secs: l.tls_handshake_timeout.as_secs(),
+            response_timeout_secs: life.response_timeout.as_secs(),
+            body_idle_timeout_secs: life.body_idle_timeout.as_secs(),
         }
     }
 }
@@ -316,6 +323,9 @@ impl HostConfig {
         {
             return Err(invalid("logs", "sizes and rates must be positive"));
         }
+        if config.limits.response_timeout_secs == 0 || config.limits.body_idle_timeout_secs == 0 {
+            return Err(invalid("limits", "timeouts must be positive"));
+        }
         if config.egress.max_connections == 0
             || config.egress.connections_per_second == 0
             || config.egress.burst == 0
@@ -344,6 +354,8 @@ impl HostConfig {
                 burst: NonZeroU32::new(self.egress.burst).expect("validated"),
                 connect_timeout: Duration::from_secs(self.egress.connect_timeout_secs),
             },
+            response_timeout: Duration::from_secs(self.limits.response_timeout_secs),
+            body_idle_timeout: Duration::from_secs(self.limits.body_idle_timeout_secs),
         }
     }
 

@@ -12,6 +12,7 @@ pub mod config;
 pub mod dev;
 pub mod egress;
 pub mod headers;
+pub mod idle_body;
 pub mod package;
 pub mod proxy;
 pub mod serve;

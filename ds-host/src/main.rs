@@ -52,6 +52,12 @@ struct Cli {
     /// How long an app has to start accepting connections (dev mode).
     #[arg(long, value_name = "SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
     start_timeout: u64,
+    /// Seconds an app has to start its response, 504 beyond (dev mode).
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..), requires = "dev")]
+    response_timeout: u64,
+    /// Seconds a request or response body may move no data (dev mode).
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..), requires = "dev")]
+    body_idle_timeout: u64,
     /// New egress connections per second per appspace, burst twice that
     /// (dev mode).
     #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..), requires = "dev")]
@@ -211,6 +217,8 @@ async fn dev(cli: Cli) -> anyhow::Result<()> {
     let lifecycle = Lifecycle {
         start_timeout: Duration::from_secs(cli.start_timeout),
         idle_timeout: Duration::from_secs(cli.idle_timeout),
+        response_timeout: Duration::from_secs(cli.response_timeout),
+        body_idle_timeout: Duration::from_secs(cli.body_idle_timeout),
         egress: ds_host::egress::EgressLimits {
             max_connections: cli.egress_max_connections as usize,
             per_second: rate,

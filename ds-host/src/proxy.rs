@@ -21,6 +21,7 @@ use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 
 use crate::appspace::{Appspace, Launcher, Lifecycle, RequestGuard, StartError};
 use crate::headers;
+use crate::idle_body::{IdleBody, IdleBodyError};
 use crate::serve::Scheme;
 
 /// Everything the front door needs.
@@ -176,15 +177,15 @@ impl hyper::rt::Write for ChannelIo {
 }
 
 /// A response body that keeps its request counted as in flight until the
-/// last byte has gone out.
+/// last byte has gone out, and is cut off when it stops moving.
 struct GuardedBody {
-    inner: Incoming,
+    inner: IdleBody<Incoming>,
     _guard: RequestGuard,
 }
 
 impl HttpBody for GuardedBody {
     type Data = bytes::Bytes;
-    type Error = hyper::Error;
+    type Error = IdleBodyError<hyper::Error>;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
@@ -338,9 +339,26 @@ async fn forward(
             Ok(uri) => *req.uri_mut() = uri,
             Err(e) => return bad_gateway("building the request", &e),
         }
-        return match served.client.request(req).await {
-            Ok(resp) => to_browser(resp, guard),
-            Err(e) => bad_gateway("the app did not answer", &e),
+        // The upload is cut off if it stalls; the app must start its
+        // answer within the response timeout.
+        let idle = door.lifecycle.body_idle_timeout;
+        let req = req.map(|b| Body::new(IdleBody::new(b, idle)));
+        let answer =
+            tokio::time::timeout(door.lifecycle.response_timeout, served.client.request(req));
+        return match answer.await {
+            Ok(Ok(resp)) => to_browser(resp, guard, idle),
+            Ok(Err(e)) => bad_gateway("the app did not answer", &e),
+            Err(_) => {
+                warn!("the app did not answer in time");
+                page(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "Appspace timeout",
+                    &format!(
+                        "The app did not answer within {:?}.",
+                        door.lifecycle.response_timeout
+                    ),
+                )
+            }
         };
     }
     let stream = match channel.open_http().await {
@@ -403,15 +421,15 @@ async fn forward(
         });
         return switched;
     }
-    to_browser(resp, guard)
+    to_browser(resp, guard, door.lifecycle.body_idle_timeout)
 }
 
 /// An app's response on its way out: header policy applied, and the
 /// request counted in flight until the body's last byte.
-fn to_browser(resp: Response<Incoming>, guard: RequestGuard) -> Response<Body> {
+fn to_browser(resp: Response<Incoming>, guard: RequestGuard, idle: Duration) -> Response<Body> {
     let mut resp = resp.map(|inner| {
         Body::new(GuardedBody {
-            inner,
+            inner: IdleBody::new(inner, idle),
             _guard: guard,
         })
     });

@@ -89,6 +89,11 @@ fn main() {
         host_killed_mid_request_restarts_cleanly,
     );
     add(
+        "slow_apps_and_stalled_bodies_are_cut_off",
+        None,
+        slow_apps_and_stalled_bodies_are_cut_off,
+    );
+    add(
         "websocket_echo_end_to_end",
         deno.clone(),
         websocket_echo_end_to_end,
@@ -835,4 +840,66 @@ fn bad_config_is_refused_with_the_key_named() -> Result<(), Failed> {
         String::from_utf8_lossy(&out.stderr).contains("missing.toml"),
         "a missing config was not named",
     )
+}
+
+fn slow_apps_and_stalled_bodies_are_cut_off() -> Result<(), Failed> {
+    let state = tempfile::tempdir()?;
+    let pkg = workload_package(state.path(), "slowpoke", "http")?;
+    let host = DevHost::start_with(
+        state.path(),
+        &[
+            "--app".into(),
+            pkg,
+            "--response-timeout".into(),
+            "1".into(),
+            "--body-idle-timeout".into(),
+            "1".into(),
+        ],
+    )?;
+    let (status, _, _) = host.get("slowpoke.localhost", "/")?;
+    ensure(status == 200, format!("warm-up: {status}"))?;
+    // An answer that does not start in time is a 504.
+    let started = Instant::now();
+    let (status, _, body) = host.get("slowpoke.localhost", "/slow/5")?;
+    ensure(status == 504, format!("slow answer: {status} {body}"))?;
+    ensure(
+        started.elapsed() < Duration::from_secs(4),
+        format!("took {:?}", started.elapsed()),
+    )?;
+    // A response body that stops moving is cut off.
+    let started = Instant::now();
+    let mut conn = TcpStream::connect(("127.0.0.1", host.port))?;
+    conn.set_read_timeout(Some(Duration::from_secs(20)))?;
+    write!(
+        conn,
+        "GET /stall HTTP/1.1\r\nHost: slowpoke.localhost\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    let _ = conn.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw);
+    ensure(
+        text.starts_with("HTTP/1.1 200") && text.ends_with("0123456789"),
+        format!("{text:?}"),
+    )?;
+    ensure(
+        started.elapsed() < Duration::from_secs(5),
+        format!("stalled body held {:?}", started.elapsed()),
+    )?;
+    // An upload that stops moving is cut off too.
+    let started = Instant::now();
+    let mut conn = TcpStream::connect(("127.0.0.1", host.port))?;
+    conn.set_read_timeout(Some(Duration::from_secs(20)))?;
+    write!(conn, "POST /upload HTTP/1.1\r\nHost: slowpoke.localhost\r\nContent-Length: 1000\r\n\r\n0123456789")?;
+    let mut raw = Vec::new();
+    let _ = conn.read_to_end(&mut raw);
+    ensure(
+        started.elapsed() < Duration::from_secs(5),
+        format!("stalled upload held {:?}", started.elapsed()),
+    )?;
+    let text = String::from_utf8_lossy(&raw);
+    ensure(!text.contains("got 1000 bytes"), format!("{text:?}"))?;
+    // And the appspace still serves.
+    let (status, _, _) = host.get("slowpoke.localhost", "/")?;
+    ensure(status == 200, format!("afterwards: {status}"))?;
+    host.stop()
 }

@@ -14,6 +14,8 @@
  *                    sandbox", GET /big/N streams N bytes, POST counts the
  *                    body's bytes and answers "got N bytes", and a request
  *                    with "Upgrade: echo" switches to echoing raw bytes;
+ *                    GET /slow/N answers after N seconds, GET /stall sends
+ *                    10 of 1000 promised bytes and goes quiet;
  *                    egress through $HTTP_PROXY: GET /egress/get?url=U (an
  *                    absolute-form request), /egress/connect?to=H:P&path=X
  *                    (a CONNECT tunnel, then GET X), /egress/flood?to=H:P&n=N
@@ -360,6 +362,14 @@ static void *serve_conn(void *arg) {
         char msg[64];
         snprintf(msg, sizeof msg, "got %llu bytes", have);
         reply(c, "200 OK", msg);
+    } else if (!strncmp(req, "GET /slow/", 10)) {
+        sleep(atoi(req + 10));
+        reply(c, "200 OK", "slow answer");
+    } else if (!strncmp(req, "GET /stall", 10)) {
+        /* Promise 1000 bytes, send 10, then go quiet. */
+        static const char part[] = "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789";
+        write_all(c, part, sizeof part - 1);
+        sleep(30);
     } else if (!strncmp(req, "GET /egress/", 12)) {
         egress(c, req);
     } else if (!strncmp(req, "GET /big/", 9)) {
