@@ -20,8 +20,13 @@ use tokio::net::TcpStream;
 use crate::egress_proxy;
 use crate::supervise::{self, Exit, Supervisor};
 
-/// How often the agent probes `$PORT` until the app listens.
-const READY_POLL: Duration = Duration::from_millis(5);
+/// How often the agent probes `$PORT` until the app listens: often at
+/// first (cold start is on a user's request path, and a refused loopback
+/// connect costs microseconds), then less for apps that start slowly.
+const READY_POLL_FAST: Duration = Duration::from_micros(500);
+const READY_POLL_SLOW: Duration = Duration::from_millis(5);
+/// How long the fast probing lasts.
+const READY_FAST_FOR: Duration = Duration::from_millis(300);
 
 /// Counters reported in `stats`.
 #[derive(Debug, Default)]
@@ -77,8 +82,14 @@ async fn run(
     let ready = {
         let handle = handle.clone();
         async move {
+            let started = tokio::time::Instant::now();
             while TcpStream::connect(app_addr).await.is_err() {
-                tokio::time::sleep(READY_POLL).await;
+                let pause = if started.elapsed() < READY_FAST_FOR {
+                    READY_POLL_FAST
+                } else {
+                    READY_POLL_SLOW
+                };
+                tokio::time::sleep(pause).await;
             }
             let _ = handle
                 .send_control(ControlMessage::Ready { app_port })
