@@ -30,10 +30,12 @@ pub use socket::ChannelSocket;
 pub use stream::ProtoStream;
 pub use stream_header::{Destination, MAX_DESTINATION_LEN, MAX_REASON_LEN};
 
-/// Buffer size for copying between a stream and a socket: large enough
-/// that a bulk transfer moves in few, large frames (the default 8 KiB of
-/// `tokio::io::copy` makes one frame, and one wake-up, per 8 KiB).
-pub const COPY_BUFFER: usize = 256 * 1024;
+/// Buffer size for copying bulk data between a stream and a socket (egress):
+/// large enough that a transfer moves in few, large frames (the default
+/// 8 KiB of `tokio::io::copy` makes one frame, and one wake-up, per 8 KiB).
+/// Inbound HTTP keeps the default: it is mostly small, and the agent's
+/// memory per pooled connection counts against its budget.
+pub const COPY_BUFFER: usize = 128 * 1024;
 
 /// Low-level encoders, public so that tests and fuzzers can build raw,
 /// possibly hostile, peers byte by byte.

@@ -182,13 +182,7 @@ async fn splice_to_app(mut stream: ProtoStream, app: SocketAddr) {
         Ok(mut conn) => {
             // Small writes (HTTP heads) must not wait for Nagle.
             let _ = conn.set_nodelay(true);
-            let _ = tokio::io::copy_bidirectional_with_sizes(
-                &mut stream,
-                &mut conn,
-                ds_proto::COPY_BUFFER,
-                ds_proto::COPY_BUFFER,
-            )
-            .await;
+            let _ = tokio::io::copy_bidirectional(&mut stream, &mut conn).await;
             let _ = stream.shutdown().await;
         }
         Err(_) => {
