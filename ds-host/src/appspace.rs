@@ -3,7 +3,7 @@
 //! marked stopped when its sandbox exits so that the next request starts
 //! it again.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -405,10 +405,22 @@ impl Appspace {
         let cfg = &self.config;
         let limits = self.limits();
         let (ours, theirs) = UnixStream::pair().map_err(StartError::Spawn)?;
+        // Connected egress sockets go to the agent on their own seqpacket
+        // socket: the channel itself never carries descriptors.
+        let (handoff, handoff_theirs) = rustix::net::socketpair(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::SEQPACKET,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )
+        .map_err(|e| StartError::Spawn(e.into()))?;
+        let handoff = Arc::new(handoff);
         let mut cmd = tokio::process::Command::new(&launcher.sandbox_bin);
         cmd.arg("exec")
             .arg("--channel-fd")
             .arg(theirs.as_raw_fd().to_string())
+            .arg("--handoff-fd")
+            .arg(handoff_theirs.as_raw_fd().to_string())
             .arg("--app")
             .arg(&cfg.app_dir)
             .arg("--data")
@@ -436,11 +448,14 @@ impl Appspace {
                 .spawn_lock
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            rustix::io::fcntl_setfd(&theirs, rustix::io::FdFlags::empty())
-                .map_err(|e| StartError::Spawn(e.into()))?;
+            for fd in [theirs.as_fd(), handoff_theirs.as_fd()] {
+                rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())
+                    .map_err(|e| StartError::Spawn(e.into()))?;
+            }
             cmd.spawn().map_err(StartError::Spawn)?
         };
         drop(theirs);
+        drop(handoff_theirs);
         let child_pid = child.id();
         info!(appspace = %cfg.name, pid = ?child_pid, "sandbox started");
         self.log.host("starting the sandbox");
@@ -482,7 +497,8 @@ impl Appspace {
         tokio::spawn(async move {
             while let Ok(incoming) = acceptor.accept().await {
                 if let ds_proto::Incoming::Egress(req) = incoming {
-                    tokio::spawn(gate.clone().handle(req, sink.clone(), log.clone()));
+                    let (gate, sink, log) = (gate.clone(), sink.clone(), log.clone());
+                    tokio::spawn(gate.handle(req, sink, log, Some(handoff.clone())));
                 }
             }
         });

@@ -138,8 +138,18 @@ impl EgressRequest {
 
     /// Accepts: the agent is told so and the stream carries the connection.
     pub async fn accept(mut self) -> Result<ProtoStream, ProtoError> {
-        stream_header::write_verdict(&mut self.stream, Ok(())).await?;
+        stream_header::write_verdict(&mut self.stream, Ok(None)).await?;
         Ok(ProtoStream::new(self.stream, self.liveness))
+    }
+
+    /// Accepts, with the connection itself handed to the agent out of band
+    /// (its socket sent on the handoff socket under `token` before this is
+    /// called). The stream returned is the lifeline: the agent writes the
+    /// bytes it moved (two big-endian u64, out then in) and closes it when
+    /// the connection is done. See [`ProtoStream::handoff_token`].
+    pub async fn hand_off(mut self, token: u64) -> Result<ProtoStream, ProtoError> {
+        stream_header::write_verdict(&mut self.stream, Ok(Some(token))).await?;
+        Ok(ProtoStream::new(self.stream, self.liveness).with_handoff(token))
     }
 
     /// Denies with a reason the agent can show the app (truncated to
@@ -347,7 +357,13 @@ impl SessionHandle {
         .map_err(|_| {
             ProtoError::BadStreamHeader("host did not answer the egress request in time".into())
         })??;
-        Ok(verdict.map(|()| ProtoStream::new(stream, self.liveness.clone())))
+        Ok(verdict.map(|handoff| {
+            let stream = ProtoStream::new(stream, self.liveness.clone());
+            match handoff {
+                Some(token) => stream.with_handoff(token),
+                None => stream,
+            }
+        }))
     }
 
     /// Sends a control message to the peer.

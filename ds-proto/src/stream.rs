@@ -24,6 +24,7 @@ pub struct ProtoStream {
     inner: yamux::Stream,
     liveness: Arc<Liveness>,
     write_closed: bool,
+    handoff: Option<u64>,
 }
 
 impl ProtoStream {
@@ -32,7 +33,22 @@ impl ProtoStream {
             inner,
             liveness,
             write_closed: false,
+            handoff: None,
         }
+    }
+
+    pub(crate) fn with_handoff(mut self, token: u64) -> Self {
+        self.handoff = Some(token);
+        self
+    }
+
+    /// For an accepted egress stream whose connection the host handed off:
+    /// the token under which the connected socket arrives on the handoff
+    /// socket. The stream is then only a lifeline: the agent closes it when
+    /// the connection is done, after writing the bytes it moved each way
+    /// (two big-endian u64, out then in).
+    pub fn handoff_token(&self) -> Option<u64> {
+        self.handoff
     }
 
     /// Resets the stream: both directions end at once and the peer sees an

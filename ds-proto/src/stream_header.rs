@@ -25,6 +25,7 @@ const KIND_HTTP: u8 = 2;
 const KIND_EGRESS: u8 = 3;
 const VERDICT_ACCEPT: u8 = 0;
 const VERDICT_DENY: u8 = 1;
+const VERDICT_HANDOFF: u8 = 2;
 
 /// Where an egress stream wants to go, as the app asked (not yet resolved or
 /// checked: that is the host's job).
@@ -166,10 +167,16 @@ pub(crate) async fn read_opening<R: AsyncRead + Unpin>(
 /// Writes the host's answer to an egress opening.
 pub(crate) async fn write_verdict<W: AsyncWrite + Unpin>(
     w: &mut W,
-    verdict: Result<(), &str>,
+    verdict: Result<Option<u64>, &str>,
 ) -> Result<(), ProtoError> {
     match verdict {
-        Ok(()) => w.write_all(&[VERDICT_ACCEPT]).await?,
+        Ok(None) => w.write_all(&[VERDICT_ACCEPT]).await?,
+        Ok(Some(token)) => {
+            let mut out = [0u8; 9];
+            out[0] = VERDICT_HANDOFF;
+            out[1..].copy_from_slice(&token.to_be_bytes());
+            w.write_all(&out).await?;
+        }
         Err(reason) => {
             let reason = truncate_utf8(reason, MAX_REASON_LEN);
             let mut out = Vec::with_capacity(3 + reason.len());
@@ -183,15 +190,21 @@ pub(crate) async fn write_verdict<W: AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// Reads the host's answer to an egress opening: `Ok(Ok(()))` for accept,
-/// `Ok(Err(reason))` for deny.
+/// Reads the host's answer to an egress opening: `Ok(Ok(None))` for
+/// accept, `Ok(Ok(Some(token)))` for accept with the connection handed
+/// off under `token`, `Ok(Err(reason))` for deny.
 pub(crate) async fn read_verdict<R: AsyncRead + Unpin>(
     r: &mut R,
-) -> Result<Result<(), String>, ProtoError> {
+) -> Result<Result<Option<u64>, String>, ProtoError> {
     let mut verdict = [0u8; 1];
     r.read_exact(&mut verdict).await.map_err(truncated)?;
     match verdict[0] {
-        VERDICT_ACCEPT => Ok(Ok(())),
+        VERDICT_ACCEPT => Ok(Ok(None)),
+        VERDICT_HANDOFF => {
+            let mut token = [0u8; 8];
+            r.read_exact(&mut token).await.map_err(truncated)?;
+            Ok(Ok(Some(u64::from_be_bytes(token))))
+        }
         VERDICT_DENY => {
             let len = usize::from(read_u16(r).await?);
             if len > MAX_REASON_LEN {
@@ -307,18 +320,27 @@ mod tests {
     fn verdicts_round_trip() {
         futures::executor::block_on(async {
             let mut buf = Vec::new();
-            write_verdict(&mut buf, Ok(())).await.unwrap();
+            write_verdict(&mut buf, Ok(None)).await.unwrap();
+            write_verdict(&mut buf, Ok(Some(0x0102_0304_0506_0708)))
+                .await
+                .unwrap();
             write_verdict(&mut buf, Err("not on the allowlist"))
                 .await
                 .unwrap();
             let mut r = &buf[..];
-            assert_eq!(read_verdict(&mut r).await.unwrap(), Ok(()));
+            assert_eq!(read_verdict(&mut r).await.unwrap(), Ok(None));
+            assert_eq!(
+                read_verdict(&mut r).await.unwrap(),
+                Ok(Some(0x0102_0304_0506_0708))
+            );
             assert_eq!(
                 read_verdict(&mut r).await.unwrap(),
                 Err("not on the allowlist".to_owned())
             );
             assert!(read_verdict(&mut &[7u8][..]).await.is_err());
             assert!(read_verdict(&mut &[1u8, 0xff, 0xff][..]).await.is_err());
+            // A handoff verdict cut short.
+            assert!(read_verdict(&mut &[2u8, 1, 2, 3][..]).await.is_err());
         });
     }
 }

@@ -71,6 +71,32 @@ async fn egress_accept_and_deny() {
 }
 
 #[tokio::test]
+async fn a_handed_off_egress_stream_is_a_lifeline_with_its_token() {
+    let (host, agent) = pair().await;
+    let host_task = tokio::spawn(async move {
+        let Incoming::Egress(req) = host.accept().await.unwrap() else {
+            panic!("expected an egress stream");
+        };
+        let mut lifeline = req.hand_off(42).await.unwrap();
+        assert_eq!(lifeline.handoff_token(), Some(42));
+        let mut report = Vec::new();
+        lifeline.read_to_end(&mut report).await.unwrap();
+        (host, report)
+    });
+    let mut lifeline = agent
+        .handle()
+        .open_egress(Destination::parse("bulk.example:443").unwrap())
+        .await
+        .unwrap()
+        .expect("allowed");
+    assert_eq!(lifeline.handoff_token(), Some(42));
+    lifeline.write_all(&[7u8; 16]).await.unwrap();
+    lifeline.shutdown().await.unwrap();
+    let (_host, report) = host_task.await.unwrap();
+    assert_eq!(report, [7u8; 16]);
+}
+
+#[tokio::test]
 async fn roles_are_enforced_locally() {
     let (host, agent) = pair().await;
     let dest = Destination::parse("a.example:80").unwrap();

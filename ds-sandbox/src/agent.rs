@@ -16,7 +16,7 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::landlock_policy::{self, Enforcement, Layer};
-use crate::launcher::{AGENT_CHANNEL_FD, AGENT_SYNC_FD};
+use crate::launcher::{AGENT_CHANNEL_FD, AGENT_HANDOFF_FD, AGENT_SYNC_FD};
 use crate::spec::{SandboxSpec, HOSTNAME};
 use crate::supervise::{self, Supervisor};
 use crate::sys::{self, CArgv, Forked};
@@ -79,6 +79,9 @@ pub fn run() -> ! {
     let channel = spec.channel.then(|| {
         sys::adopt_fd(AGENT_CHANNEL_FD).unwrap_or_else(|e| fail("opening the host channel", e))
     });
+    let handoff = spec.handoff.then(|| {
+        sys::adopt_fd(AGENT_HANDOFF_FD).unwrap_or_else(|e| fail("opening the handoff socket", e))
+    });
     let sources =
         mounts::Sources::adopt(&spec.sources).unwrap_or_else(|e| fail("receiving sources", e));
 
@@ -95,7 +98,11 @@ pub fn run() -> ! {
     // host's procfs is still visible; then pivot_root detaches the host.
     mounts::mount_proc_and_enter_root().unwrap_or_else(|e| fail("entering the sandbox root", e));
     // Nothing but stdio (and the agent's channel) crosses into the sandbox.
-    let keep: Vec<i32> = channel.iter().map(AsRawFd::as_raw_fd).collect();
+    let keep: Vec<i32> = channel
+        .iter()
+        .chain(handoff.iter())
+        .map(AsRawFd::as_raw_fd)
+        .collect();
     fds::close_all_except(&keep).unwrap_or_else(|e| fail("closing inherited descriptors", e));
 
     // Everything that allocates is prepared now, before the fork.
@@ -192,9 +199,14 @@ pub fn run() -> ! {
                 }
             }
             let exit = match (channel, proxy) {
-                (Some(channel), Some(proxy)) => {
-                    agent_channel::serve(channel.into(), pid, spec.app_port, proxy, supervisor)
-                }
+                (Some(channel), Some(proxy)) => agent_channel::serve(
+                    channel.into(),
+                    pid,
+                    spec.app_port,
+                    proxy,
+                    handoff,
+                    supervisor,
+                ),
                 _ => supervisor.wait(pid, true),
             }
             .unwrap_or_else(|e| fail("supervising the app", e));

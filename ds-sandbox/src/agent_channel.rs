@@ -17,6 +17,7 @@ use nix::unistd::Pid;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use crate::egress_handoff::Handoffs;
 use crate::egress_proxy;
 use crate::supervise::{self, Exit, Supervisor};
 
@@ -44,6 +45,7 @@ pub fn serve(
     app: i32,
     app_port: u16,
     proxy: std::net::TcpListener,
+    handoff: Option<std::os::fd::OwnedFd>,
     supervisor: Supervisor,
 ) -> std::io::Result<Exit> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -54,6 +56,7 @@ pub fn serve(
         Pid::from_raw(app),
         app_port,
         proxy,
+        handoff,
         supervisor,
     ))
 }
@@ -63,6 +66,7 @@ async fn run(
     app: Pid,
     app_port: u16,
     proxy: std::net::TcpListener,
+    handoff: Option<std::os::fd::OwnedFd>,
     supervisor: Supervisor,
 ) -> std::io::Result<Exit> {
     let mut signals = crate::sys::async_signal_fd(supervisor.into_signal_fd()?)?;
@@ -72,9 +76,11 @@ async fn run(
     let handle = session.handle();
     let counters = Arc::new(Counters::default());
     proxy.set_nonblocking(true)?;
+    let handoffs = handoff.map(Handoffs::start).transpose()?;
     tokio::spawn(egress_proxy::serve(
         tokio::net::TcpListener::from_std(proxy)?,
         handle.clone(),
+        handoffs,
         counters.egress.clone(),
     ));
     let app_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, app_port));

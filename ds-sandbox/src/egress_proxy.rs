@@ -18,6 +18,11 @@ use ds_proto::{Destination, SessionHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::egress_handoff::{splice_both, Handoffs};
+
+/// How long the proxy waits for a handed-off socket after the verdict.
+const HANDOFF_WAIT: Duration = Duration::from_secs(5);
+
 /// Largest request head the proxy reads.
 const MAX_HEAD: usize = 16 * 1024;
 /// Time the app has to send its request head.
@@ -42,18 +47,30 @@ enum Ask {
 }
 
 /// Accepts app connections until the listener fails.
-pub async fn serve(listener: TcpListener, host: SessionHandle, opened: Arc<AtomicU64>) {
+/// `handoffs` receives the connected sockets the host hands over (when it
+/// offers that).
+pub async fn serve(
+    listener: TcpListener,
+    host: SessionHandle,
+    handoffs: Option<Arc<Handoffs>>,
+    opened: Arc<AtomicU64>,
+) {
     loop {
         let Ok((conn, _)) = listener.accept().await else {
             continue;
         };
         let _ = conn.set_nodelay(true);
-        let (host, opened) = (host.clone(), opened.clone());
-        tokio::spawn(async move { handle(conn, host, opened).await });
+        let (host, opened, handoffs) = (host.clone(), opened.clone(), handoffs.clone());
+        tokio::spawn(async move { handle(conn, host, handoffs, opened).await });
     }
 }
 
-async fn handle(mut conn: TcpStream, host: SessionHandle, opened: Arc<AtomicU64>) {
+async fn handle(
+    mut conn: TcpStream,
+    host: SessionHandle,
+    handoffs: Option<Arc<Handoffs>>,
+    opened: Arc<AtomicU64>,
+) {
     let (ask, rest) = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut conn)).await {
         Ok(Ok((head, rest))) => match parse(&head) {
             Ok(ask) => (ask, rest),
@@ -77,6 +94,41 @@ async fn handle(mut conn: TcpStream, host: SessionHandle, opened: Arc<AtomicU64>
             return refuse(&mut conn, "502 Bad Gateway", &msg).await;
         }
     };
+    if let Some(token) = stream.handoff_token() {
+        let upstream = match &handoffs {
+            Some(h) => h.take(token, HANDOFF_WAIT).await,
+            None => None,
+        };
+        let Some(mut upstream) = upstream.and_then(|fd| {
+            let std = std::net::TcpStream::from(fd);
+            std.set_nonblocking(true).ok()?;
+            TcpStream::from_std(std).ok()
+        }) else {
+            let msg = format!("egress to {destination}: the host's connection did not arrive");
+            return refuse(&mut conn, "502 Bad Gateway", &msg).await;
+        };
+        let (sent, head_len) = match ask {
+            Ask::Tunnel(_) => (
+                conn.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await
+                    .is_ok(),
+                0,
+            ),
+            Ask::Forward(_, head) => (upstream.write_all(&head).await.is_ok(), head.len()),
+        };
+        let mut moved = (0, 0);
+        if sent && (rest.is_empty() || upstream.write_all(&rest).await.is_ok()) {
+            moved = splice_both(&conn, &upstream).await;
+            moved.0 += (head_len + rest.len()) as u64;
+        }
+        // The lifeline: tell the host what moved, then let it go.
+        let mut report = [0u8; 16];
+        report[..8].copy_from_slice(&moved.0.to_be_bytes());
+        report[8..].copy_from_slice(&moved.1.to_be_bytes());
+        let _ = stream.write_all(&report).await;
+        let _ = stream.shutdown().await;
+        return;
+    }
     let sent = match ask {
         Ask::Tunnel(_) => conn
             .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")

@@ -25,6 +25,8 @@ pub const SETUP_FAILED: i32 = 125;
 pub const AGENT_SYNC_FD: i32 = 9;
 /// Where the agent finds the host channel, when it has one.
 pub const AGENT_CHANNEL_FD: i32 = 8;
+/// Where the agent finds the host's handoff socket, when it has one.
+pub const AGENT_HANDOFF_FD: i32 = 7;
 /// Descriptors the cloned child keeps until its exec live at or above this.
 const HIGH_FD_FLOOR: i32 = 100;
 
@@ -70,6 +72,7 @@ struct ChildPlan {
     sources: Vec<(CString, bool)>,
     sync: OwnedFd,
     channel: Option<OwnedFd>,
+    handoff: Option<OwnedFd>,
     exe: OwnedFd,
     argv: CArgv,
     envp: CArgv,
@@ -123,6 +126,11 @@ fn child(plan: &ChildPlan) -> ! {
     }
     if let Some(channel) = &plan.channel {
         if sys::dup_to(channel.as_raw_fd(), AGENT_CHANNEL_FD).is_err() {
+            fail(STEP_DUP, rustix::io::Errno::BADF);
+        }
+    }
+    if let Some(handoff) = &plan.handoff {
+        if sys::dup_to(handoff.as_raw_fd(), AGENT_HANDOFF_FD).is_err() {
             fail(STEP_DUP, rustix::io::Errno::BADF);
         }
     }
@@ -203,8 +211,14 @@ fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
 /// Runs `spec` to completion and returns the exit status to report.
 /// `channel` is the sandbox's end of the host channel (required when
 /// `spec.channel` is set).
-pub fn run(spec: &SandboxSpec, channel: Option<OwnedFd>) -> Result<i32, LaunchError> {
-    if spec.channel != channel.is_some() {
+/// `handoff` is the host's handoff socket (required when `spec.handoff` is
+/// set).
+pub fn run(
+    spec: &SandboxSpec,
+    channel: Option<OwnedFd>,
+    handoff: Option<OwnedFd>,
+) -> Result<i32, LaunchError> {
+    if spec.channel != channel.is_some() || spec.handoff != handoff.is_some() {
         return Err(LaunchError::Stage(std::io::Error::other(
             "the spec and the channel descriptor disagree",
         )));
@@ -220,7 +234,7 @@ pub fn run(spec: &SandboxSpec, channel: Option<OwnedFd>) -> Result<i32, LaunchEr
         &format!("{}-{}", spec.name, std::process::id()),
         &spec.limits,
     )?;
-    let result = run_in(spec, &cgroup, channel);
+    let result = run_in(spec, &cgroup, channel, handoff);
     let usage = cgroup.usage();
     cgroup.remove();
     let status = result?;
@@ -246,6 +260,7 @@ fn prepare_child(
     spec: &SandboxSpec,
     sync: OwnedFd,
     channel: Option<OwnedFd>,
+    handoff: Option<OwnedFd>,
 ) -> Result<ChildPlan, LaunchError> {
     // The child moves sources to SOURCE_FD_BASE.. and the sync socket and
     // channel to their fixed numbers; every descriptor it still needs must
@@ -256,6 +271,7 @@ fn prepare_child(
     };
     let sync = lift(sync)?;
     let channel = channel.map(lift).transpose()?;
+    let handoff = handoff.map(lift).transpose()?;
     let nul = |e: std::ffi::NulError| LaunchError::Stage(std::io::Error::other(e));
     let sources = spec
         .sources
@@ -283,6 +299,7 @@ fn prepare_child(
         sources,
         sync,
         channel,
+        handoff,
         exe,
         argv: CArgv::new(["ds-agent", "__agent"]).map_err(nul)?,
         envp: CArgv::new(Vec::<String>::new()).map_err(nul)?,
@@ -294,9 +311,10 @@ fn run_in(
     spec: &SandboxSpec,
     cgroup: &Cgroup,
     channel: Option<OwnedFd>,
+    handoff: Option<OwnedFd>,
 ) -> Result<i32, LaunchError> {
     let (mut ours, theirs) = UnixStream::pair().map_err(LaunchError::Stage)?;
-    let plan = prepare_child(spec, OwnedFd::from(theirs), channel)?;
+    let plan = prepare_child(spec, OwnedFd::from(theirs), channel, handoff)?;
     let mut supervisor = Supervisor::new().map_err(LaunchError::Stage)?;
     let flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS

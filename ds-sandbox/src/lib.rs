@@ -20,6 +20,7 @@ pub mod agent;
 pub mod agent_channel;
 pub mod caps;
 pub mod cgroup;
+pub mod egress_handoff;
 pub mod egress_proxy;
 pub mod fds;
 pub mod landlock_policy;

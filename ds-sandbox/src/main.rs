@@ -75,6 +75,10 @@ struct ExecArgs {
     /// (what ds-host passes; also used by tests).
     #[arg(long, value_name = "FD", value_parser = clap::value_parser!(i32).range(3..))]
     channel_fd: Option<i32>,
+    /// An inherited Unix seqpacket socket on which the host passes connected
+    /// egress sockets to the agent (with --channel-fd; what ds-host passes).
+    #[arg(long, value_name = "FD", value_parser = clap::value_parser!(i32).range(3..), requires = "channel_fd")]
+    handoff_fd: Option<i32>,
     /// The command and its arguments (paths as seen inside).
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
@@ -170,6 +174,7 @@ fn exec(args: ExecArgs) -> Result<i32, String> {
         extra_env: args.env,
         report: args.report,
         channel: args.channel_fd.is_some(),
+        handoff: args.handoff_fd.is_some(),
         sources: Vec::new(),
     };
     let spec = SandboxSpec {
@@ -182,7 +187,13 @@ fn exec(args: ExecArgs) -> Result<i32, String> {
         }
         None => None,
     };
-    launcher::run(&spec, channel).map_err(|e| e.to_string())
+    let handoff = match args.handoff_fd {
+        Some(fd) => {
+            Some(ds_sandbox::sys::adopt_fd(fd).map_err(|e| format!("--handoff-fd {fd}: {e}"))?)
+        }
+        None => None,
+    };
+    launcher::run(&spec, channel, handoff).map_err(|e| e.to_string())
 }
 
 fn probe() {

@@ -88,6 +88,11 @@ pub struct SandboxSpec {
     /// Whether the agent gets a host channel (at
     /// [`crate::launcher::AGENT_CHANNEL_FD`]) and serves it.
     pub channel: bool,
+    /// Whether the agent also gets the host's handoff socket (at
+    /// [`crate::launcher::AGENT_HANDOFF_FD`]), on which the host passes
+    /// connected egress sockets.
+    #[serde(default)]
+    pub handoff: bool,
     /// The host files the view is made of, in descriptor order.
     pub sources: Vec<crate::mounts::Source>,
 }
@@ -221,6 +226,7 @@ mod tests {
             extra_env: vec![("HOME".into(), "/tmp".into())],
             report: false,
             channel: false,
+            handoff: false,
             sources: Vec::new(),
         };
         let env = spec.app_environment();

@@ -286,6 +286,17 @@ pub fn dup_to(old: RawFd, new: RawFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Registers `fd` (the agent's handoff socket) with the tokio reactor of
+/// the current runtime.
+pub fn async_owned_fd(
+    fd: std::os::fd::OwnedFd,
+) -> io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    // SAFETY: the AsyncFd owns the OwnedFd; the descriptor stays open for as
+    // long as it is registered and is closed only when the AsyncFd
+    // (deregistering first) is dropped.
+    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into())
+}
+
 /// Registers `fd` (a signalfd) with the tokio reactor of the current
 /// runtime, so the agent can await signals.
 pub fn async_signal_fd(

@@ -6,11 +6,15 @@
 pub mod rules;
 
 use std::num::NonZeroU32;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ds_proto::EgressRequest;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{info_span, warn, Instrument};
@@ -96,6 +100,7 @@ pub struct EgressGate {
     open: Arc<Semaphore>,
     rate: DefaultDirectRateLimiter,
     limits: EgressLimits,
+    next_token: AtomicU64,
 }
 
 impl std::fmt::Debug for EgressGate {
@@ -118,6 +123,7 @@ impl EgressGate {
                 Quota::per_second(limits.per_second).allow_burst(limits.burst),
             ),
             limits,
+            next_token: AtomicU64::new(1),
         }
     }
 
@@ -133,15 +139,23 @@ impl EgressGate {
 
     /// Decides on, connects and splices one egress stream; records it in
     /// `sink` and the appspace's log.
+    ///
+    /// With `handoff` (the host's end of the sandbox's handoff socket) the
+    /// connected socket is handed to the agent, which moves the data
+    /// itself; without it, or when handing off fails, the host splices.
     pub async fn handle(
         self: Arc<Self>,
         req: EgressRequest,
         sink: Option<EgressSink>,
         log: Arc<AppLog>,
+        handoff: Option<Arc<OwnedFd>>,
     ) {
         let destination = req.destination().to_string();
         let span = info_span!("egress", appspace = %self.appspace, %destination);
-        let event = self.run(req, &destination, &log).instrument(span).await;
+        let event = self
+            .run(req, &destination, &log, handoff.as_deref())
+            .instrument(span)
+            .await;
         if let Some(sink) = sink {
             if sink.try_send(event).is_err() {
                 warn!(appspace = %self.appspace, "egress log backlog full; an entry was dropped");
@@ -149,7 +163,13 @@ impl EgressGate {
         }
     }
 
-    async fn run(&self, req: EgressRequest, destination: &str, log: &AppLog) -> EgressEvent {
+    async fn run(
+        &self,
+        req: EgressRequest,
+        destination: &str,
+        log: &AppLog,
+        handoff: Option<&OwnedFd>,
+    ) -> EgressEvent {
         let started = Instant::now();
         let mut event = EgressEvent {
             appspace: self.appspace.clone(),
@@ -223,6 +243,30 @@ impl EgressGate {
         };
         let _ = conn.set_nodelay(true);
         event.address = Some(addr.to_string());
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        if handoff.is_some_and(|s| send_handoff(s, token, &conn).is_ok()) {
+            // The agent has the socket now; ours goes, and the lifeline
+            // tells when it is done and what moved.
+            drop(conn);
+            let Ok(mut lifeline) = req.hand_off(token).await else {
+                event.outcome = Outcome::Failed;
+                event.reason = "the agent went away".into();
+                event.duration = started.elapsed();
+                return event;
+            };
+            log.host(&format!("egress allowed: {destination} via {addr}"));
+            event.outcome = Outcome::Allowed;
+            let mut report = [0u8; 16];
+            match lifeline.read_exact(&mut report).await {
+                Ok(_) => {
+                    let (up, down) = report.split_at(8);
+                    event.bytes_up = u64::from_be_bytes(up.try_into().unwrap_or_default());
+                    event.bytes_down = u64::from_be_bytes(down.try_into().unwrap_or_default());
+                }
+                Err(e) => event.reason = format!("the agent did not report the transfer: {e}"),
+            }
+            return self.closed(event, destination, started, log);
+        }
         let Ok(mut stream) = req.accept().await else {
             event.outcome = Outcome::Failed;
             event.reason = "the agent went away".into();
@@ -245,6 +289,16 @@ impl EgressGate {
             }
             Err(e) => event.reason = format!("ended with an error: {e}"),
         }
+        self.closed(event, destination, started, log)
+    }
+
+    fn closed(
+        &self,
+        mut event: EgressEvent,
+        destination: &str,
+        started: Instant,
+        log: &AppLog,
+    ) -> EgressEvent {
         event.duration = started.elapsed();
         log.host(&format!(
             "egress closed: {destination}: {} bytes out, {} bytes in, {} ms",
@@ -254,4 +308,26 @@ impl EgressGate {
         ));
         event
     }
+}
+
+/// Sends `conn` to the agent under `token` (never blocking: when the
+/// agent's queue is full the caller splices instead).
+fn send_handoff(socket: &OwnedFd, token: u64, conn: &TcpStream) -> std::io::Result<()> {
+    let fds = [conn.as_fd()];
+    let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+        return Err(std::io::Error::other("ancillary buffer too small"));
+    }
+    let bytes = token.to_be_bytes();
+    let sent = rustix::net::sendmsg(
+        socket,
+        &[std::io::IoSlice::new(&bytes)],
+        &mut control,
+        SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
+    )?;
+    if sent != bytes.len() {
+        return Err(std::io::Error::other("short handoff message"));
+    }
+    Ok(())
 }
