@@ -98,6 +98,8 @@ pub async fn serve(
     admin: Arc<Admin>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
+    // Uploads left by a host that died mid-install are of no use.
+    let _ = std::fs::remove_dir_all(admin.state_dir.join("uploads"));
     let router = handlers::router(admin.clone());
     tokio::pin!(shutdown);
     loop {
