@@ -122,18 +122,17 @@ pub fn router(admin: Arc<Admin>) -> Router {
             "/v1/appspaces/{key}",
             get(show_appspace).delete(delete_appspace),
         )
-        .route("/v1/appspaces/{key}/start", post(start_appspace))
-        .route("/v1/appspaces/{key}/stop", post(stop_appspace))
-        .route("/v1/appspaces/{key}/pause", post(pause_appspace))
-        .route("/v1/appspaces/{key}/resume", post(resume_appspace))
+        .route("/v1/appspaces/{key}/{verb}", post(lifecycle_change))
         .route(
             "/v1/appspaces/{key}/limits",
             get(show_limits).put(change_limits),
         )
         .route("/v1/appspaces/{key}/logs", get(appspace_logs))
         .route("/v1/appspaces/{key}/egress", get(show_egress))
-        .route("/v1/appspaces/{key}/egress/allow", post(allow_egress))
-        .route("/v1/appspaces/{key}/egress/deny", post(deny_egress))
+        .route(
+            "/v1/appspaces/{key}/egress/{verb}",
+            post(change_egress_list),
+        )
         .route("/v1/appspaces/{key}/egress/log", get(egress_log))
         .route("/v1/audit", get(audit_log))
         .fallback(|| async { Failure::new(ErrorCode::NotFound, "no such admin API route") })
@@ -548,18 +547,24 @@ async fn create(admin: &Admin, req: &api::CreateAppspace) -> Result<api::Appspac
     Ok(appspace_view(rec, Some(&appspace)).await)
 }
 
-/// Runs a lifecycle change on the appspace `key` names, audited.
+/// `POST /v1/appspaces/{key}/{start,stop,pause,resume}`, audited.
 async fn lifecycle_change(
-    admin: Arc<Admin>,
-    peer: Peer,
-    key: String,
-    action: &'static str,
+    State(admin): State<Arc<Admin>>,
+    Extension(peer): Extension<Peer>,
+    UrlPath((key, verb)): UrlPath<(String, String)>,
 ) -> Answer<api::Appspace> {
+    let action = match verb.as_str() {
+        "start" => "appspace.start",
+        "stop" => "appspace.stop",
+        "pause" => "appspace.pause",
+        "resume" => "appspace.resume",
+        _ => return Err(Failure::new(ErrorCode::NotFound, "no such admin API route")),
+    };
     let outcome = async {
         let (rec, live) = find(&admin, &key).await?;
         let grace = admin.door.lifecycle.stop_grace;
-        match action {
-            "appspace.start" => live
+        match verb.as_str() {
+            "start" => live
                 .start_now(&admin.door.launcher, &admin.door.lifecycle)
                 .await
                 .map_err(|e| match e {
@@ -572,14 +577,11 @@ async fn lifecycle_change(
                         format!("{} did not start: {e}", rec.domain),
                     ),
                 })?,
-            "appspace.stop" => live.stop(grace).await,
-            "appspace.pause" => {
-                admin.state.set_paused(&rec.name, true).await?;
-                live.set_paused(true, grace).await;
-            }
-            _ => {
-                admin.state.set_paused(&rec.name, false).await?;
-                live.set_paused(false, grace).await;
+            "stop" => live.stop(grace).await,
+            paused => {
+                let paused = paused == "pause";
+                admin.state.set_paused(&rec.name, paused).await?;
+                live.set_paused(paused, grace).await;
             }
         }
         let rec = admin.state.appspace(&rec.name).await?;
@@ -589,38 +591,6 @@ async fn lifecycle_change(
     audited(&admin, &peer, action, &key, String::new(), outcome)
         .await
         .map(Json)
-}
-
-async fn start_appspace(
-    State(admin): State<Arc<Admin>>,
-    Extension(peer): Extension<Peer>,
-    UrlPath(key): UrlPath<String>,
-) -> Answer<api::Appspace> {
-    lifecycle_change(admin, peer, key, "appspace.start").await
-}
-
-async fn stop_appspace(
-    State(admin): State<Arc<Admin>>,
-    Extension(peer): Extension<Peer>,
-    UrlPath(key): UrlPath<String>,
-) -> Answer<api::Appspace> {
-    lifecycle_change(admin, peer, key, "appspace.stop").await
-}
-
-async fn pause_appspace(
-    State(admin): State<Arc<Admin>>,
-    Extension(peer): Extension<Peer>,
-    UrlPath(key): UrlPath<String>,
-) -> Answer<api::Appspace> {
-    lifecycle_change(admin, peer, key, "appspace.pause").await
-}
-
-async fn resume_appspace(
-    State(admin): State<Arc<Admin>>,
-    Extension(peer): Extension<Peer>,
-    UrlPath(key): UrlPath<String>,
-) -> Answer<api::Appspace> {
-    lifecycle_change(admin, peer, key, "appspace.resume").await
 }
 
 async fn show_limits(
@@ -906,41 +876,24 @@ async fn change_egress(
     egress_view(admin, &rec, &live).await
 }
 
-async fn allow_egress(
+/// `POST /v1/appspaces/{key}/egress/{allow,deny}`, audited.
+async fn change_egress_list(
     State(admin): State<Arc<Admin>>,
     Extension(peer): Extension<Peer>,
-    UrlPath(key): UrlPath<String>,
+    UrlPath((key, verb)): UrlPath<(String, String)>,
     body: Result<Json<api::EgressChange>, axum::extract::rejection::JsonRejection>,
 ) -> Answer<api::Egress> {
+    let (action, allow) = match verb.as_str() {
+        "allow" => ("appspace.egress.allow", true),
+        "deny" => ("appspace.egress.deny", false),
+        _ => return Err(Failure::new(ErrorCode::NotFound, "no such admin API route")),
+    };
     let detail = body
         .as_ref()
         .map(|b| b.entries.join(" "))
         .unwrap_or_default();
-    let outcome = change_egress(&admin, &key, body, true).await;
-    audited(
-        &admin,
-        &peer,
-        "appspace.egress.allow",
-        &key,
-        detail,
-        outcome,
-    )
-    .await
-    .map(Json)
-}
-
-async fn deny_egress(
-    State(admin): State<Arc<Admin>>,
-    Extension(peer): Extension<Peer>,
-    UrlPath(key): UrlPath<String>,
-    body: Result<Json<api::EgressChange>, axum::extract::rejection::JsonRejection>,
-) -> Answer<api::Egress> {
-    let detail = body
-        .as_ref()
-        .map(|b| b.entries.join(" "))
-        .unwrap_or_default();
-    let outcome = change_egress(&admin, &key, body, false).await;
-    audited(&admin, &peer, "appspace.egress.deny", &key, detail, outcome)
+    let outcome = change_egress(&admin, &key, body, allow).await;
+    audited(&admin, &peer, action, &key, detail, outcome)
         .await
         .map(Json)
 }

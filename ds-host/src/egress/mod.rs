@@ -236,7 +236,7 @@ impl EgressGate {
                 Err(_) => last_error = format!("connecting to {addr}: timed out"),
             }
         }
-        let Some((mut conn, addr)) = upstream else {
+        let Some((conn, addr)) = upstream else {
             let mut event = deny(event, req, last_error).await;
             event.outcome = Outcome::Failed;
             return event;
@@ -244,30 +244,15 @@ impl EgressGate {
         let _ = conn.set_nodelay(true);
         event.address = Some(addr.to_string());
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-        if handoff.is_some_and(|s| send_handoff(s, token, &conn).is_ok()) {
-            // The agent has the socket now; ours goes, and the lifeline
-            // tells when it is done and what moved.
+        // Hand the socket to the agent when we can (it then moves the data
+        // itself and the stream is only a lifeline); else splice here.
+        let accepted = if handoff.is_some_and(|s| send_handoff(s, token, &conn).is_ok()) {
             drop(conn);
-            let Ok(mut lifeline) = req.hand_off(token).await else {
-                event.outcome = Outcome::Failed;
-                event.reason = "the agent went away".into();
-                event.duration = started.elapsed();
-                return event;
-            };
-            log.host(&format!("egress allowed: {destination} via {addr}"));
-            event.outcome = Outcome::Allowed;
-            let mut report = [0u8; 16];
-            match lifeline.read_exact(&mut report).await {
-                Ok(_) => {
-                    let (up, down) = report.split_at(8);
-                    event.bytes_up = u64::from_be_bytes(up.try_into().unwrap_or_default());
-                    event.bytes_down = u64::from_be_bytes(down.try_into().unwrap_or_default());
-                }
-                Err(e) => event.reason = format!("the agent did not report the transfer: {e}"),
-            }
-            return self.closed(event, destination, started, log);
-        }
-        let Ok(mut stream) = req.accept().await else {
+            req.hand_off(token).await.map(|lifeline| (lifeline, None))
+        } else {
+            req.accept().await.map(|stream| (stream, Some(conn)))
+        };
+        let Ok((mut stream, conn)) = accepted else {
             event.outcome = Outcome::Failed;
             event.reason = "the agent went away".into();
             event.duration = started.elapsed();
@@ -275,30 +260,33 @@ impl EgressGate {
         };
         log.host(&format!("egress allowed: {destination} via {addr}"));
         event.outcome = Outcome::Allowed;
-        match tokio::io::copy_bidirectional_with_sizes(
-            &mut stream,
-            &mut conn,
-            ds_proto::COPY_BUFFER,
-            ds_proto::COPY_BUFFER,
-        )
-        .await
-        {
-            Ok((up, down)) => {
-                event.bytes_up = up;
-                event.bytes_down = down;
+        match conn {
+            None => {
+                let mut report = [0u8; 16];
+                match stream.read_exact(&mut report).await {
+                    Ok(_) => {
+                        let (up, down) = report.split_at(8);
+                        event.bytes_up = u64::from_be_bytes(up.try_into().unwrap_or_default());
+                        event.bytes_down = u64::from_be_bytes(down.try_into().unwrap_or_default());
+                    }
+                    Err(e) => event.reason = format!("the agent did not report the transfer: {e}"),
+                }
             }
-            Err(e) => event.reason = format!("ended with an error: {e}"),
+            Some(mut conn) => match tokio::io::copy_bidirectional_with_sizes(
+                &mut stream,
+                &mut conn,
+                ds_proto::COPY_BUFFER,
+                ds_proto::COPY_BUFFER,
+            )
+            .await
+            {
+                Ok((up, down)) => {
+                    event.bytes_up = up;
+                    event.bytes_down = down;
+                }
+                Err(e) => event.reason = format!("ended with an error: {e}"),
+            },
         }
-        self.closed(event, destination, started, log)
-    }
-
-    fn closed(
-        &self,
-        mut event: EgressEvent,
-        destination: &str,
-        started: Instant,
-        log: &AppLog,
-    ) -> EgressEvent {
         event.duration = started.elapsed();
         log.host(&format!(
             "egress closed: {destination}: {} bytes out, {} bytes in, {} ms",
