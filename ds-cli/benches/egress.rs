@@ -8,6 +8,11 @@
 //! (as root, with gcc). Prints a table and rewrites its section of
 //! docs/performance.md.
 
+#[path = "../../tests/support/perf_doc.rs"]
+mod perf_doc;
+#[path = "../../tests/support/workload.rs"]
+mod workload;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -96,27 +101,7 @@ fn main() {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let pkg = dir.path().join("wl");
-    std::fs::create_dir_all(&pkg).unwrap();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/hostile/workload.c");
-    let ok = Command::new("gcc")
-        .args([
-            "-static",
-            "-O2",
-            "-pthread",
-            "-DDEFAULT_MODE=\"http\"",
-            "-o",
-        ])
-        .arg(pkg.join("workload"))
-        .arg(&src)
-        .status()
-        .expect("gcc");
-    assert!(ok.success(), "compiling workload.c");
-    std::fs::write(
-        pkg.join("ds-app.toml"),
-        "name = \"wl\"\nversion = \"1.0.0\"\nruntime = \"native\"\nentrypoint = \"workload\"\n[requests]\nmemory = \"256M\"\n",
-    )
-    .unwrap();
+    let pkg = workload::package(dir.path(), "wl", "http").expect("building workload.c");
     let up = upstream();
     let to = format!("127.0.0.1:{up}");
 
@@ -250,19 +235,10 @@ fn main() {
 
 /// Replaces this benchmark's section of docs/performance.md.
 fn write_docs(table: &str) {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/performance.md");
-    let (start, end) = ("<!-- egress-bench:start -->", "<!-- egress-bench:end -->");
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return;
-    };
-    let (Some(a), Some(b)) = (text.find(start), text.find(end)) else {
-        eprintln!("{path} has no egress-bench markers; figures printed above only");
-        return;
-    };
-    let new = format!(
-        "{}{start}\n_Latest run: `cargo bench -p ds-cli --bench egress`; best of {ROUNDS}._\n\n{table}{}",
-        &text[..a],
-        &text[b..]
+    perf_doc::rewrite(
+        "egress-bench",
+        &format!(
+            "_Latest run: `cargo bench -p ds-cli --bench egress`; best of {ROUNDS}._\n\n{table}"
+        ),
     );
-    let _ = std::fs::write(path, new);
 }

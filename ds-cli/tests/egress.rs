@@ -7,6 +7,8 @@
 //! requirement is missing is reported ignored with a "SKIPPED ..." line.
 
 mod common;
+#[path = "../../tests/support/workload.rs"]
+mod workload;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -102,26 +104,7 @@ fn serve_upstream(mut conn: TcpStream) {
 
 /// A package of workload.c serving HTTP, under `name`.
 fn workload_package(dir: &Path, name: &str) -> Result<PathBuf, Failed> {
-    let pkg = dir.join(name);
-    std::fs::create_dir_all(&pkg)?;
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/hostile/workload.c");
-    let status = Command::new("gcc")
-        .args([
-            "-static",
-            "-O2",
-            "-pthread",
-            "-DDEFAULT_MODE=\"http\"",
-            "-o",
-        ])
-        .arg(pkg.join("workload"))
-        .arg(src)
-        .status()?;
-    ensure(status.success(), "compiling workload.c")?;
-    std::fs::write(
-        pkg.join("ds-app.toml"),
-        format!("name = \"{name}\"\nversion = \"1.0.0\"\nruntime = \"native\"\nentrypoint = \"workload\"\n"),
-    )?;
-    Ok(pkg)
+    Ok(workload::package(dir, name, "http")?)
 }
 
 /// A dev host serving the workload app `wl` (and the examples).

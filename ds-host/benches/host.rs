@@ -8,6 +8,9 @@
 //! (as root, with wrk and nginx installed; packaging/dev/bench.sh installs
 //! them). Prints a table and rewrites its section of docs/performance.md.
 
+#[path = "../../tests/support/perf_doc.rs"]
+mod perf_doc;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -365,22 +368,10 @@ fn main() {
 
 /// Replaces this benchmark's section of docs/performance.md.
 fn write_docs(table: &str) {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/performance.md");
-    let (start, end) = ("<!-- host-bench:start -->", "<!-- host-bench:end -->");
-    let Ok(doc) = std::fs::read_to_string(path) else {
-        return;
-    };
-    let (Some(a), Some(b)) = (doc.find(start), doc.find(end)) else {
-        eprintln!("{path} has no host-bench markers; figures printed above only");
-        return;
-    };
-    let section = format!(
-        "{start}\n_Latest run: `cargo build --release --workspace --bins && cargo bench -p ds-host --bench host`._\n\n{table}{end}"
+    perf_doc::rewrite(
+        "host-bench",
+        &format!(
+            "_Latest run: `cargo build --release --workspace --bins && cargo bench -p ds-host --bench host`._\n\n{table}"
+        ),
     );
-    std::fs::write(
-        path,
-        format!("{}{section}{}", &doc[..a], &doc[b + end.len()..]),
-    )
-    .unwrap();
-    eprintln!("updated {path}");
 }

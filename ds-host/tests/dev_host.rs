@@ -4,6 +4,9 @@
 //! test whose requirement is missing is reported ignored with a
 //! "SKIPPED ..." line, never passed.
 
+#[path = "../../tests/support/workload.rs"]
+mod workload;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -329,26 +332,9 @@ fn unknown_hosts_get_404() -> Result<(), Failed> {
 
 /// A package of `tests/hostile/workload.c` built to run `mode` by default.
 fn workload_package(dir: &Path, name: &str, mode: &str) -> Result<String, Failed> {
-    let pkg = dir.join(name);
-    std::fs::create_dir_all(&pkg)?;
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/hostile/workload.c");
-    let status = Command::new("gcc")
-        .args([
-            "-static",
-            "-O2",
-            "-pthread",
-            &format!("-DDEFAULT_MODE=\"{mode}\""),
-            "-o",
-        ])
-        .arg(pkg.join("workload"))
-        .arg(src)
-        .status()?;
-    ensure(status.success(), "compiling workload.c")?;
-    std::fs::write(
-        pkg.join("ds-app.toml"),
-        format!("name = \"{name}\"\nversion = \"1.0.0\"\nruntime = \"native\"\nentrypoint = \"workload\"\n"),
-    )?;
-    Ok(pkg.to_string_lossy().into_owned())
+    Ok(workload::package(dir, name, mode)?
+        .to_string_lossy()
+        .into_owned())
 }
 
 fn log_of(state: &Path, name: &str) -> String {

@@ -3,6 +3,9 @@
 //! run. `cargo bench -p ds-proto --bench channel` prints a table and
 //! rewrites its section of docs/performance.md.
 
+#[path = "../../tests/support/perf_doc.rs"]
+mod perf_doc;
+
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::time::{Duration, Instant};
 
@@ -219,26 +222,15 @@ fn main() {
 
 /// Replaces this benchmark's section of docs/performance.md.
 fn write_docs(table: &str, target: &str) {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/performance.md");
-    let start = "<!-- ds-proto-bench:start -->";
-    let end = "<!-- ds-proto-bench:end -->";
-    let section = format!(
-        "{start}\n_Latest run: `cargo bench -p ds-proto --bench channel`, {} UTC, {} cores._\n\n{table}\n\
-         One-stream throughput target (>= 0.7x the raw socketpair): **{target}**.\n{end}",
-        humantime_now(),
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    perf_doc::rewrite(
+        "ds-proto-bench",
+        &format!(
+            "_Latest run: `cargo bench -p ds-proto --bench channel`, {} UTC, {} cores._\n\n{table}\n\
+             One-stream throughput target (>= 0.7x the raw socketpair): **{target}**.\n",
+            humantime_now(),
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        ),
     );
-    let Ok(doc) = std::fs::read_to_string(path) else {
-        eprintln!("{path} not found; figures printed above only");
-        return;
-    };
-    let (Some(a), Some(b)) = (doc.find(start), doc.find(end)) else {
-        eprintln!("{path} has no ds-proto-bench markers; figures printed above only");
-        return;
-    };
-    let updated = format!("{}{}{}", &doc[..a], section, &doc[b + end.len()..]);
-    std::fs::write(path, updated).unwrap();
-    eprintln!("updated {path}");
 }
 
 fn humantime_now() -> String {

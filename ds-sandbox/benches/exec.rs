@@ -5,6 +5,9 @@
 //! installed) prints a table and rewrites its section of
 //! docs/performance.md.
 
+#[path = "../../tests/support/perf_doc.rs"]
+mod perf_doc;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -121,26 +124,5 @@ fn main() {
 
 /// Replaces this benchmark's section of docs/performance.md.
 fn write_docs(section: &str) {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/performance.md");
-    let (start, end) = (
-        "<!-- sandbox-exec-bench:start -->",
-        "<!-- sandbox-exec-bench:end -->",
-    );
-    let Ok(doc) = std::fs::read_to_string(path) else {
-        return;
-    };
-    let (Some(a), Some(b)) = (doc.find(start), doc.find(end)) else {
-        eprintln!("{path} has no sandbox-exec-bench markers; figures printed above only");
-        return;
-    };
-    std::fs::write(
-        path,
-        format!(
-            "{}{start}\n{section}{end}{}",
-            &doc[..a],
-            &doc[b + end.len()..]
-        ),
-    )
-    .unwrap();
-    eprintln!("updated {path}");
+    perf_doc::rewrite("sandbox-exec-bench", section);
 }
