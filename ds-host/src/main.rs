@@ -105,9 +105,12 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let cli = Cli::parse();
+    // Before anything is printed or served: a SIGTERM that arrives while
+    // we start must stop us cleanly, not kill us.
+    let stop = StopSignals::install()?;
     match (&cli.config, cli.dev) {
-        (Some(config), _) => production(config).await,
-        (None, true) => dev(cli).await,
+        (Some(config), _) => production(config, stop).await,
+        (None, true) => dev(cli, stop).await,
         (None, false) => bail!("nothing to do: pass --dev, or --config FILE"),
     }
 }
@@ -158,9 +161,26 @@ fn front_door(
     Ok(door)
 }
 
+/// SIGTERM and SIGINT, caught from the start.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
+    }
+}
+
 /// Serves `servers` (and the admin API) until SIGTERM or Ctrl-C, then
 /// stops every sandbox.
 async fn run_until_signal(
+    mut stop: StopSignals,
     door: &FrontDoor,
     admin: (tokio::net::UnixListener, Arc<Admin>),
     servers: Vec<(
@@ -184,11 +204,9 @@ async fn run_until_signal(
     tasks.spawn(ds_host::admin::serve(admin_listener, admin, async move {
         let _ = rx.wait_for(|stop| *stop).await;
     }));
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+        _ = stop.int.recv() => {}
+        _ = stop.term.recv() => {}
     }
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
@@ -210,7 +228,7 @@ async fn bind(
         .with_context(|| format!("binding {addr:?}"))
 }
 
-async fn dev(cli: Cli) -> anyhow::Result<()> {
+async fn dev(cli: Cli, stop: StopSignals) -> anyhow::Result<()> {
     let state = std::path::absolute(&cli.state_dir).context("resolving --state-dir")?;
     let deno = find_deno();
     let rate = std::num::NonZeroU32::new(cli.egress_rate).context("--egress-rate")?;
@@ -281,6 +299,7 @@ async fn dev(cli: Cli) -> anyhow::Result<()> {
         ..ConnLimits::default()
     };
     run_until_signal(
+        stop,
         &door,
         (admin_listener, admin),
         vec![(http, None, app.clone()), (https, Some(tls), app)],
@@ -289,7 +308,7 @@ async fn dev(cli: Cli) -> anyhow::Result<()> {
     .await
 }
 
-async fn production(config_path: &Path) -> anyhow::Result<()> {
+async fn production(config_path: &Path, stop: StopSignals) -> anyhow::Result<()> {
     let config = HostConfig::load(config_path)?;
     let state = Arc::new(ds_host::state::State::open(&config.state_dir).await?);
     let configs = state
@@ -346,6 +365,7 @@ async fn production(config_path: &Path) -> anyhow::Result<()> {
         .with_state(door.clone());
     println!("ds-host: admin socket at {}", config.admin.socket.display());
     run_until_signal(
+        stop,
         &door,
         (admin_listener, admin),
         vec![(http, None, redirect), (https, Some(tls), app)],

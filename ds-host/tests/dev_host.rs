@@ -41,6 +41,11 @@ fn main() {
     );
     add("unknown_hosts_get_404", None, unknown_hosts_get_404);
     add(
+        "sigterm_right_after_start_is_a_clean_stop",
+        None,
+        sigterm_right_after_start_is_a_clean_stop,
+    );
+    add(
         "crashing_app_gets_503_with_the_reason_logged",
         None,
         crashing_app_gets_503_with_the_reason_logged,
@@ -328,6 +333,16 @@ fn unknown_hosts_get_404() -> Result<(), Failed> {
         ensure(status == 404, format!("{name}: {status}"))?;
     }
     host.stop()
+}
+
+/// A SIGTERM that arrives as soon as the URLs are printed stops the host
+/// cleanly (exit 0), not by the signal's default action.
+fn sigterm_right_after_start_is_a_clean_stop() -> Result<(), Failed> {
+    let state = tempfile::tempdir()?;
+    for _ in 0..5 {
+        DevHost::start(state.path())?.stop()?;
+    }
+    Ok(())
 }
 
 /// A package of `tests/hostile/workload.c` built to run `mode` by default.
