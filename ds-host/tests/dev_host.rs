@@ -120,7 +120,7 @@ fn missing_requirement() -> Option<String> {
     if !rustix::process::geteuid().is_root() {
         return Some("needs root (sandboxes need cgroups)".into());
     }
-    for bin in ["ds-sandbox", "hello-native"] {
+    for bin in ["ds-sandbox", "hello-native", "dsctl"] {
         if !bin_dir().join(bin).is_file() {
             return Some(format!(
                 "{bin} is not built (run cargo build --workspace --bins)"
@@ -760,10 +760,12 @@ fn production_mode_serves_https_and_redirects_http() -> Result<(), Failed> {
         &config,
         format!(
             "state_dir = \"{}\"\nbase_domain = \"test.example\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
-             [https]\nlisten = \"127.0.0.1:0\"\ncertificate = \"{}\"\nprivate_key = \"{}\"\n",
+             [https]\nlisten = \"127.0.0.1:0\"\ncertificate = \"{}\"\nprivate_key = \"{}\"\n\
+             [admin]\nsocket = \"{}\"\n",
             state_dir.display(),
             cert.display(),
-            tmp.path().join("tls/key.pem").display()
+            tmp.path().join("tls/key.pem").display(),
+            tmp.path().join("admin.sock").display()
         ),
     )?;
     let mut child = Command::new(HOST)
@@ -810,6 +812,18 @@ fn production_mode_serves_https_and_redirects_http() -> Result<(), Failed> {
         ensure(
             answer.to_ascii_lowercase().contains(&want),
             format!("redirect: {answer}"),
+        )?;
+        // dsctl finds the admin socket through the config file.
+        let out = Command::new(bin_dir().join("dsctl"))
+            .arg("--config")
+            .arg(&config)
+            .args(["appspace", "list"])
+            .env_remove("DS_ADMIN_SOCKET")
+            .output()?;
+        let table = String::from_utf8_lossy(&out.stdout);
+        ensure(
+            out.status.success() && table.contains("echoer.test.example"),
+            format!("dsctl: {table} {}", String::from_utf8_lossy(&out.stderr)),
         )
     })();
     let pid = rustix::process::Pid::from_raw(child.id() as i32).ok_or("bad pid")?;
