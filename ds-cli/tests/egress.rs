@@ -50,6 +50,17 @@ fn main() {
     );
     trials.extend(common::trials(
         vec![(
+            "stock_curl_inside_the_sandbox_uses_the_proxy",
+            stock_curl_inside_the_sandbox_uses_the_proxy as TestFn,
+        )],
+        skip.clone().or_else(|| {
+            (!Path::new("/usr/bin/curl").is_file()).then(|| {
+                "/usr/bin/curl is not installed (packaging/dev/setup.sh installs it)".to_owned()
+            })
+        }),
+    ));
+    trials.extend(common::trials(
+        vec![(
             "deno_example_fetches_through_the_proxy",
             deno_example_fetches_through_the_proxy as TestFn,
         )],
@@ -198,6 +209,49 @@ fn native_app_reaches_an_allowed_upstream() -> Result<(), Failed> {
         log_text(&host, "wl.localhost")?
             .contains(&format!("egress allowed: {allowed} via {allowed}")),
         "app log",
+    )?;
+    host.stop()
+}
+
+/// A common native client, unchanged: Debian's curl, copied into the app
+/// package (its libraries come from the sandbox's /usr/lib), run by the
+/// app with the sandbox's environment, finds the proxy in `http_proxy`.
+fn stock_curl_inside_the_sandbox_uses_the_proxy() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let up = Upstream::start()?;
+    let pkg = workload_package(dir.path(), "wl")?;
+    std::fs::copy("/usr/bin/curl", pkg.join("curl"))?;
+    let host = DevHost::start_with(
+        &dir.path().join("state"),
+        &["--app", pkg.to_str().ok_or("path")?],
+        None,
+    )?;
+    let allowed = format!("127.0.0.1:{}", up.port);
+    host.json(&["appspace", "egress", "allow", "wl.localhost", &allowed])?;
+    let body = page(
+        &host,
+        "wl.localhost",
+        &format!("/egress/curl?url=http://{allowed}/from-curl"),
+    )?;
+    ensure(
+        body.starts_with("curl exit 0") && body.contains("upstream says hi to /from-curl"),
+        body,
+    )?;
+    let body = page(
+        &host,
+        "wl.localhost",
+        &format!("/egress/curl?url=http://127.0.0.1:{}/no", up.port + 1),
+    )?;
+    ensure(
+        body.contains("not on this appspace's egress allowlist"),
+        body,
+    )?;
+    std::thread::sleep(Duration::from_millis(300));
+    let log = egress_log(&host, "wl.localhost")?;
+    ensure(
+        log.iter()
+            .any(|e| e["outcome"] == "allowed" && e["destination"] == allowed.as_str()),
+        format!("{log:?}"),
     )?;
     host.stop()
 }

@@ -9,8 +9,9 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # C toolchain and libraries: libseccomp for the sandbox's filter, static
 # glibc for the hostile-app suite's test programs, bubblewrap as the
-# benchmark's reference sandbox, util-linux for unshare/ipcmk in the suite.
-packages=(gcc libc6-dev pkg-config libseccomp-dev bubblewrap util-linux procps)
+# benchmark's reference sandbox, util-linux for unshare/ipcmk in the suite,
+# curl as the stock native client the egress suite runs inside a sandbox.
+packages=(gcc libc6-dev pkg-config libseccomp-dev bubblewrap util-linux procps curl)
 # npm fetches Deno; a machine with Node.js from elsewhere already has it
 # (and Debian's npm would conflict with that Node.js).
 command -v npm >/dev/null 2>&1 || packages+=(npm)

@@ -20,7 +20,9 @@
  *                    absolute-form request), /egress/connect?to=H:P&path=X
  *                    (a CONNECT tunnel, then GET X), /egress/flood?to=H:P&n=N
  *                    (N tunnels at once: "accepted=A refused=R") and
- *                    /egress/direct?to=IP:P (a connection around the proxy);
+ *                    /egress/direct?to=IP:P (a connection around the proxy),
+ *                    /egress/curl?url=U (runs /app/curl, which finds the proxy
+ *                    in its environment like any client);
  *                    for the benchmark, /egress/download?to=IP:P&bytes=N&via=
  *                    proxy|direct ("bytes=B secs=S") and /egress/connrate?
  *                    to=IP:P&n=N&via=proxy|direct ("n=N secs=S")
@@ -225,9 +227,37 @@ static unsigned long long fetch_discard(int s, const char *to, const char *path)
     return total;
 }
 
+static __thread char out_buf_for_curl[1 << 15];
+
 static void egress(int c, const char *req) {
     static __thread char out[1 << 16], to[512], path[512], url[1024], n_text[16];
     char msg[1024];
+    if (!strncmp(req, "GET /egress/curl?", 17)) {
+        param(req, "url", url, sizeof url);
+        int out[2];
+        if (pipe(out) < 0) { reply(c, "500 Internal Server Error", "pipe"); return; }
+        pid_t pid = fork();
+        if (pid == 0) {
+            dup2(out[1], 1);
+            dup2(out[1], 2);
+            close(out[0]);
+            char *argv[] = {"curl", "-sS", "--max-time", "10", url, NULL};
+            extern char **environ;
+            execve("/app/curl", argv, environ);
+            _exit(127);
+        }
+        close(out[1]);
+        size_t got = pid > 0 ? read_all(out[0], out_buf_for_curl, sizeof out_buf_for_curl) : 0;
+        (void)got;
+        close(out[0]);
+        int status = 0;
+        if (pid > 0) waitpid(pid, &status, 0);
+        snprintf(msg, sizeof msg, "curl exit %d\n", WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+        static __thread char combined[1 << 16];
+        snprintf(combined, sizeof combined, "%s%s", msg, out_buf_for_curl);
+        reply(c, "200 OK", combined);
+        return;
+    }
     if (!strncmp(req, "GET /egress/direct?", 19)) {
         param(req, "to", to, sizeof to);
         char *colon = strrchr(to, ':');
