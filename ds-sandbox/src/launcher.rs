@@ -1,9 +1,9 @@
 //! The launcher: runs outside the sandbox with the caller's privileges.
 //! Prepares the data directory and the cgroup, clones a child straight
-//! into new namespaces (the child only makes system calls, then execs our
-//! own binary as the agent, PID 1 of the sandbox), moves it into the
-//! cgroup, writes its id maps, waits, reports and cleans up so that nothing
-//! is left behind.
+//! into new namespaces (the child only makes system calls: it moves itself
+//! into the cgroup, then execs our own binary as the agent, PID 1 of the
+//! sandbox), writes its id maps, waits, reports and cleans up so that
+//! nothing is left behind.
 
 use std::ffi::CString;
 use std::io::{Read, Write};
@@ -62,6 +62,7 @@ pub enum LaunchError {
 
 /// Steps of the cloned child, as reported on the sync socket.
 const STEP_SOURCE: u16 = 0; // + the source's index
+const STEP_CGROUP: u16 = 0xffef;
 const STEP_IDENTITY: u16 = 0xfff0;
 const STEP_DUP: u16 = 0xfff1;
 const STEP_EXEC: u16 = 0xfff2;
@@ -69,6 +70,7 @@ const STEP_EXEC: u16 = 0xfff2;
 /// Everything the cloned child needs, prepared before the clone so that
 /// the child never allocates.
 struct ChildPlan {
+    cgroup_join: Vec<OwnedFd>,
     sources: Vec<(CString, bool)>,
     sync: OwnedFd,
     channel: Option<OwnedFd>,
@@ -92,7 +94,15 @@ fn child(plan: &ChildPlan) -> ! {
         let _ = rustix::io::write(&plan.sync, &msg);
         sys::exit_now(SETUP_FAILED)
     };
-    // 1. The view's sources, opened while we still have the caller's host
+    // 1. Into the cgroup, before anything else can be charged or forked.
+    //    We are single-threaded, so "0" moves the whole process (see
+    //    `Cgroup::self_join_files` for why we move ourselves).
+    for file in &plan.cgroup_join {
+        if let Err(e) = rustix::io::write(file, b"0") {
+            fail(STEP_CGROUP, e);
+        }
+    }
+    // 2. The view's sources, opened while we still have the caller's host
     //    uid and from inside the new mount namespace.
     for (i, (path, required)) in plan.sources.iter().enumerate() {
         let flags = rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC;
@@ -106,7 +116,7 @@ fn child(plan: &ChildPlan) -> ! {
             Err(_) => {}
         }
     }
-    // 2. Wait for the launcher to map our ids and move us into the cgroup.
+    // 3. Wait for the launcher to map our ids.
     let mut go = [0u8; 1];
     if rustix::io::write(&plan.sync, b"U").is_err()
         || !matches!(rustix::io::read(&plan.sync, &mut go), Ok(1))
@@ -114,13 +124,13 @@ fn child(plan: &ChildPlan) -> ! {
     {
         sys::exit_now(SETUP_FAILED);
     }
-    // 3. The inside uid, keeping capabilities (ambient) for the agent.
+    // 4. The inside uid, keeping capabilities (ambient) for the agent.
     if let Err(e) = crate::caps::become_inside_user_keeping_caps(plan.last_cap) {
         fail(STEP_IDENTITY, e);
     }
     // Die with the launcher (set after the uid change, which clears it).
     let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
-    // 4. Become the agent.
+    // 5. Become the agent.
     if sys::dup_to(sync, AGENT_SYNC_FD).is_err() {
         fail(STEP_DUP, rustix::io::Errno::BADF);
     }
@@ -162,6 +172,7 @@ fn child_error(sync: &mut UnixStream, spec: &SandboxSpec) -> LaunchError {
     let errno = i32::from_be_bytes([rest[2], rest[3], rest[4], rest[5]]);
     let what = match step {
         STEP_IDENTITY => "switching to the inside user".to_owned(),
+        STEP_CGROUP => "joining the sandbox's cgroup".to_owned(),
         STEP_DUP => "passing descriptors".to_owned(),
         STEP_EXEC => "executing the agent".to_owned(),
         i => match spec.sources.get(usize::from(i - STEP_SOURCE)) {
@@ -258,6 +269,7 @@ pub fn run(
 
 fn prepare_child(
     spec: &SandboxSpec,
+    cgroup: &Cgroup,
     sync: OwnedFd,
     channel: Option<OwnedFd>,
     handoff: Option<OwnedFd>,
@@ -270,6 +282,11 @@ fn prepare_child(
             .map_err(|e| LaunchError::Stage(e.into()))
     };
     let sync = lift(sync)?;
+    let cgroup_join = cgroup
+        .self_join_files()?
+        .into_iter()
+        .map(lift)
+        .collect::<Result<Vec<_>, _>>()?;
     let channel = channel.map(lift).transpose()?;
     let handoff = handoff.map(lift).transpose()?;
     let nul = |e: std::ffi::NulError| LaunchError::Stage(std::io::Error::other(e));
@@ -296,6 +313,7 @@ fn prepare_child(
         )));
     }
     Ok(ChildPlan {
+        cgroup_join,
         sources,
         sync,
         channel,
@@ -314,7 +332,7 @@ fn run_in(
     handoff: Option<OwnedFd>,
 ) -> Result<i32, LaunchError> {
     let (mut ours, theirs) = UnixStream::pair().map_err(LaunchError::Stage)?;
-    let plan = prepare_child(spec, OwnedFd::from(theirs), channel, handoff)?;
+    let plan = prepare_child(spec, cgroup, OwnedFd::from(theirs), channel, handoff)?;
     let mut supervisor = Supervisor::new().map_err(LaunchError::Stage)?;
     let flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS
@@ -334,11 +352,6 @@ fn run_in(
     };
     drop(plan);
     let setup = (|| {
-        // Joining a v1 cgroup can wait for an RCU grace period; doing it
-        // first overlaps that with the child opening its sources. It must
-        // precede the agent's cgroup namespace and forks, which only come
-        // after our "G".
-        cgroup.add_process(pid as u32)?;
         await_child(&mut ours, spec)?;
         namespaces::write_id_maps(pid as u32, spec.host_uid, spec.host_gid)?;
         let json = serde_json::to_vec(spec).map_err(|e| LaunchError::Stage(e.into()))?;
