@@ -54,6 +54,9 @@ pub struct AgentStats {
     pub egress_streams_total: u64,
     /// Times the app process was (re)started by the agent.
     pub app_starts: u64,
+    /// System calls the sandbox's seccomp filter refused (counted ones).
+    #[serde(default)]
+    pub seccomp_denials: u64,
 }
 
 /// Encodes one framed control message.

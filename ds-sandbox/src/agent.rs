@@ -20,7 +20,9 @@ use crate::launcher::{AGENT_CHANNEL_FD, AGENT_HANDOFF_FD, AGENT_SYNC_FD};
 use crate::spec::{SandboxSpec, HOSTNAME};
 use crate::supervise::{self, Supervisor};
 use crate::sys::{self, CArgv, Forked};
-use crate::{agent_channel, caps, fds, mounts, namespaces, rlimits, seccomp_filter};
+use crate::{
+    agent_channel, caps, fds, mounts, namespaces, rlimits, seccomp_filter, seccomp_notify,
+};
 
 /// Exit status when the command cannot be found.
 const NOT_FOUND: i32 = 127;
@@ -133,7 +135,7 @@ pub fn run() -> ! {
     let enforcement = landlock_policy::apply(agent_rules, spec.allow_missing_landlock)
         .unwrap_or_else(|e| fail("Landlock", e));
     // Seccomp last: after it, the setup calls above would be denied.
-    seccomp_filter::load(&filter).unwrap_or_else(|e| fail("seccomp", e));
+    let listener = seccomp_filter::load(&filter).unwrap_or_else(|e| fail("seccomp", e));
     // Non-dumpable: the app (same uid) cannot ptrace us, read our memory or
     // open our descriptors through /proc/1.
     rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
@@ -156,6 +158,12 @@ pub fn run() -> ! {
             .unwrap_or_else(|e| fail("binding the egress proxy", e))
     });
     let mut supervisor = Supervisor::new().unwrap_or_else(|e| fail("blocking signals", e));
+    // The listener thread starts under every layer above (it inherits them
+    // all, and the blocked signal mask, so signals still reach the
+    // supervisor's signalfd) and before the app, whose refused calls it
+    // answers.
+    let denials = seccomp_notify::Denials::listen(listener, spec.channel)
+        .unwrap_or_else(|e| fail("starting the seccomp listener", e));
     let (err_r, err_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .unwrap_or_else(|e| fail("creating the exec-status pipe", e));
     let err_w_raw = err_w.as_raw_fd();
@@ -206,10 +214,14 @@ pub fn run() -> ! {
                     proxy,
                     handoff,
                     supervisor,
+                    denials.clone(),
                 ),
                 _ => supervisor.wait(pid, true),
             }
             .unwrap_or_else(|e| fail("supervising the app", e));
+            if spec.report {
+                eprintln!("ds-sandbox: seccomp: {}", denials.summary());
+            }
             std::process::exit(exit.status())
         }
     }

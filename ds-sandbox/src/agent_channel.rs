@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::seccomp_notify::Denials;
 use ds_proto::{AgentStats, Config, ControlMessage, Incoming, ProtoStream, Role, Session};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -47,6 +48,7 @@ pub fn serve(
     proxy: std::net::TcpListener,
     handoff: Option<std::os::fd::OwnedFd>,
     supervisor: Supervisor,
+    denials: Denials,
 ) -> std::io::Result<Exit> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -58,6 +60,7 @@ pub fn serve(
         proxy,
         handoff,
         supervisor,
+        denials,
     ))
 }
 
@@ -68,6 +71,7 @@ async fn run(
     proxy: std::net::TcpListener,
     handoff: Option<std::os::fd::OwnedFd>,
     supervisor: Supervisor,
+    denials: Denials,
 ) -> std::io::Result<Exit> {
     let mut signals = crate::sys::async_signal_fd(supervisor.into_signal_fd()?)?;
     let session = Session::connect(channel, Role::Agent, Config::default())
@@ -130,6 +134,7 @@ async fn run(
                         http_streams_total: counters.total.load(Ordering::Relaxed),
                         egress_streams_total: counters.egress.load(Ordering::Relaxed),
                         app_starts: 1,
+                        seccomp_denials: denials.total(),
                     };
                     let _ = handle.send_control(ControlMessage::Stats(stats)).await;
                 }

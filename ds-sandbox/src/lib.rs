@@ -9,8 +9,9 @@
 //!    waiting, reporting, cleanup.
 //! 2. [`agent`] (PID 1 of the sandbox): cgroup namespace, hostname and
 //!    loopback, the filesystem view, `/proc` and `pivot_root`,
-//!    capabilities dropped, rlimits, Landlock, seccomp, non-dumpable;
-//!    forks the app and reaps.
+//!    capabilities dropped, rlimits, Landlock, seccomp (with a listener
+//!    thread that answers and counts refused calls), non-dumpable; forks
+//!    the app and reaps.
 //!
 //! One module per isolation step, each with one entry point; the order in
 //! which they are called, and why, is written where they are called
@@ -29,6 +30,7 @@ pub mod mounts;
 pub mod namespaces;
 pub mod rlimits;
 pub mod seccomp_filter;
+pub mod seccomp_notify;
 pub mod spec;
 pub mod supervise;
 pub mod sys;

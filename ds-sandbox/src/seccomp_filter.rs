@@ -20,6 +20,9 @@ pub enum SeccompError {
         /// libseccomp's error.
         source: libseccomp::error::SeccompError,
     },
+    /// The listener descriptor libseccomp returned is unusable.
+    #[error("seccomp: the listener descriptor: {0}")]
+    Listener(String),
 }
 
 fn lib<T>(
@@ -131,8 +134,148 @@ const DENY_IOCTLS: &[u64] = &[libc::TIOCSTI, libc::TIOCLINUX];
 /// without comparing the argument twice in one rule.
 const PERSONALITY_ALLOWED_BITS: u64 = 0x8 | 0x20000;
 
+/// A condition on one argument of a denied call (libseccomp compares all
+/// 64 bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cond {
+    /// Any arguments.
+    Always,
+    /// `args[arg] & mask == value`.
+    MaskedEq {
+        /// Argument index.
+        arg: u8,
+        /// Mask applied first.
+        mask: u64,
+        /// Expected value.
+        value: u64,
+    },
+    /// `args[arg] == value`.
+    Eq {
+        /// Argument index.
+        arg: u8,
+        /// Expected value.
+        value: u64,
+    },
+    /// `args[arg] > value`.
+    Greater {
+        /// Argument index.
+        arg: u8,
+        /// Bound.
+        value: u64,
+    },
+}
+
+impl Cond {
+    fn matches(self, args: &[u64; 6]) -> bool {
+        match self {
+            Cond::Always => true,
+            Cond::MaskedEq { arg, mask, value } => args[usize::from(arg)] & mask == value,
+            Cond::Eq { arg, value } => args[usize::from(arg)] == value,
+            Cond::Greater { arg, value } => args[usize::from(arg)] > value,
+        }
+    }
+
+    fn compare(self) -> Option<ScmpArgCompare> {
+        match self {
+            Cond::Always => None,
+            Cond::MaskedEq { arg, mask, value } => Some(ScmpArgCompare::new(
+                u32::from(arg),
+                ScmpCompareOp::MaskedEqual(mask),
+                value,
+            )),
+            Cond::Eq { arg, value } => Some(ScmpArgCompare::new(
+                u32::from(arg),
+                ScmpCompareOp::Equal,
+                value,
+            )),
+            Cond::Greater { arg, value } => Some(ScmpArgCompare::new(
+                u32::from(arg),
+                ScmpCompareOp::Greater,
+                value,
+            )),
+        }
+    }
+}
+
+/// One denial: the call, the condition on its arguments, the errno the
+/// caller gets, and whether it is an attempt worth counting (a library's
+/// routine probe, like glibc trying `clone3` on every new thread, is not).
+#[derive(Debug, Clone, Copy)]
+pub struct Rule {
+    /// The call's name, for reports.
+    pub name: &'static str,
+    /// Its x86-64 number.
+    pub nr: libc::c_long,
+    /// When it is denied.
+    pub cond: Cond,
+    /// The errno returned.
+    pub errno: i32,
+    /// Counted (and reported) through the agent's listener.
+    pub counted: bool,
+}
+
+/// Every denial, in one table that drives both the filter and the agent's
+/// accounting of what the filter refused.
+pub fn rules() -> &'static [Rule] {
+    static RULES: std::sync::OnceLock<Vec<Rule>> = std::sync::OnceLock::new();
+    RULES.get_or_init(|| {
+        let rule = |name, nr, cond, errno| Rule {
+            name,
+            nr,
+            cond,
+            errno,
+            counted: true,
+        };
+        let mut rules = Vec::new();
+        for &(name, nr) in DENY_EPERM {
+            rules.push(rule(name, nr, Cond::Always, EPERM));
+        }
+        for &(name, nr) in DENY_ENOSYS {
+            rules.push(Rule {
+                counted: nr != libc::SYS_clone3,
+                ..rule(name, nr, Cond::Always, ENOSYS)
+            });
+        }
+        for &flag in CLONE_NAMESPACE_FLAGS {
+            let cond = Cond::MaskedEq {
+                arg: 0,
+                mask: flag,
+                value: flag,
+            };
+            rules.push(rule(
+                "clone (namespace flags)",
+                libc::SYS_clone,
+                cond,
+                EPERM,
+            ));
+        }
+        for &request in DENY_IOCTLS {
+            let cond = Cond::MaskedEq {
+                arg: 1,
+                mask: 0xffff_ffff,
+                value: request,
+            };
+            rules.push(rule("ioctl (terminal)", libc::SYS_ioctl, cond, EPERM));
+        }
+        socket_family_rules(&mut rules);
+        personality_rules(&mut rules);
+        rules
+    })
+}
+
+/// The rule that denied call `nr` with `args`, as the filter decided it
+/// (the first matching rule: the filter gives each call one action).
+pub fn denial(nr: i32, args: &[u64; 6]) -> Option<(usize, &'static Rule)> {
+    rules()
+        .iter()
+        .enumerate()
+        .find(|(_, r)| r.nr == libc::c_long::from(nr) && r.cond.matches(args))
+}
+
 /// Builds the filter. It is loaded by the agent once setup is done; the
-/// app inherits it across fork and exec.
+/// app inherits it across fork and exec. Counted denials go to the agent's
+/// listener ([`crate::seccomp_notify`]), which answers with the rule's
+/// errno; the others return their errno straight from the kernel.
 pub fn build() -> Result<ScmpFilterContext, SeccompError> {
     let mut f = lib(
         "creating the filter",
@@ -162,92 +305,128 @@ pub fn build() -> Result<ScmpFilterContext, SeccompError> {
     // needing CAP_SYS_ADMIN either way.
     lib("setting no_new_privs", f.set_ctl_nnp(true))?;
 
-    for &(name, nr) in DENY_EPERM {
-        lib(
-            format!("denying {name}"),
-            f.add_rule(ScmpAction::Errno(EPERM), ScmpSyscall::from(nr as i32)),
-        )?;
+    for r in rules() {
+        let action = if r.counted {
+            ScmpAction::Notify
+        } else {
+            ScmpAction::Errno(r.errno)
+        };
+        let syscall = ScmpSyscall::from(r.nr as i32);
+        let added = match r.cond.compare() {
+            None => f.add_rule(action, syscall),
+            Some(cmp) => f.add_rule_conditional(action, syscall, &[cmp]),
+        };
+        lib(format!("denying {}", r.name), added)?;
     }
-    for &(name, nr) in DENY_ENOSYS {
-        lib(
-            format!("denying {name}"),
-            f.add_rule(ScmpAction::Errno(ENOSYS), ScmpSyscall::from(nr as i32)),
-        )?;
-    }
-    let clone = ScmpSyscall::from(libc::SYS_clone as i32);
-    for &flag in CLONE_NAMESPACE_FLAGS {
-        let cmp = ScmpArgCompare::new(0, ScmpCompareOp::MaskedEqual(flag), flag);
-        lib(
-            "denying clone with namespace flags",
-            f.add_rule_conditional(ScmpAction::Errno(EPERM), clone, &[cmp]),
-        )?;
-    }
-    let ioctl = ScmpSyscall::from(libc::SYS_ioctl as i32);
-    for &request in DENY_IOCTLS {
-        let cmp = ScmpArgCompare::new(1, ScmpCompareOp::MaskedEqual(0xffff_ffff), request);
-        lib(
-            "denying a terminal ioctl",
-            f.add_rule_conditional(ScmpAction::Errno(EPERM), ioctl, &[cmp]),
-        )?;
-    }
-    deny_socket_families(&mut f)?;
-    deny_personalities(&mut f)?;
     Ok(f)
 }
 
 /// Only AF_UNIX (1), AF_INET (2) and AF_INET6 (10) sockets: no packet,
 /// netlink, vsock, alg, bluetooth, ... The whole 64-bit argument is
 /// compared, so high garbage bits are refused too.
-fn deny_socket_families(f: &mut ScmpFilterContext) -> Result<(), SeccompError> {
-    let socket = ScmpSyscall::from(libc::SYS_socket as i32);
-    let deny = ScmpAction::Errno(EAFNOSUPPORT);
-    let mut rules = vec![
-        ScmpArgCompare::new(0, ScmpCompareOp::Equal, 0),
-        ScmpArgCompare::new(0, ScmpCompareOp::Greater, 10),
+fn socket_family_rules(rules: &mut Vec<Rule>) {
+    let mut conds = vec![
+        Cond::Eq { arg: 0, value: 0 },
+        Cond::Greater { arg: 0, value: 10 },
     ];
-    rules.extend((3..=9).map(|family| ScmpArgCompare::new(0, ScmpCompareOp::Equal, family)));
-    for cmp in rules {
-        lib(
-            "denying socket families",
-            f.add_rule_conditional(deny, socket, &[cmp]),
-        )?;
+    conds.extend((3..=9).map(|family| Cond::Eq {
+        arg: 0,
+        value: family,
+    }));
+    for cond in conds {
+        rules.push(Rule {
+            name: "socket (family)",
+            nr: libc::SYS_socket,
+            cond,
+            errno: EAFNOSUPPORT,
+            counted: true,
+        });
     }
-    Ok(())
 }
 
 /// Denies every personality value with a bit outside
 /// [`PERSONALITY_ALLOWED_BITS`] (one rule per bit: libseccomp compares an
 /// argument only once per rule).
-fn deny_personalities(f: &mut ScmpFilterContext) -> Result<(), SeccompError> {
-    let personality = ScmpSyscall::from(libc::SYS_personality as i32);
-    let deny = ScmpAction::Errno(EPERM);
-    for bit in (0..32)
+fn personality_rules(rules: &mut Vec<Rule>) {
+    let bits = (0..32)
         .map(|b| 1u64 << b)
         .filter(|b| b & PERSONALITY_ALLOWED_BITS == 0)
-    {
-        let cmp = ScmpArgCompare::new(0, ScmpCompareOp::MaskedEqual(bit), bit);
-        lib(
-            "denying personality values",
-            f.add_rule_conditional(deny, personality, &[cmp]),
-        )?;
+        .map(|bit| Cond::MaskedEq {
+            arg: 0,
+            mask: bit,
+            value: bit,
+        });
+    for cond in bits.chain([Cond::Greater {
+        arg: 0,
+        value: 0xffff_ffff,
+    }]) {
+        rules.push(Rule {
+            name: "personality",
+            nr: libc::SYS_personality,
+            cond,
+            errno: EPERM,
+            counted: true,
+        });
     }
-    let above = ScmpArgCompare::new(0, ScmpCompareOp::Greater, 0xffff_ffff);
-    lib(
-        "denying personality values",
-        f.add_rule_conditional(deny, personality, &[above]),
-    )?;
-    Ok(())
 }
 
-/// Loads `filter` on the calling process (inherited by its children).
-pub fn load(filter: &ScmpFilterContext) -> Result<(), SeccompError> {
-    lib("loading the filter", filter.load())
+/// Loads `filter` on the calling thread (inherited by its children and
+/// threads) and returns the listener its counted denials go to.
+pub fn load(filter: &ScmpFilterContext) -> Result<std::os::fd::OwnedFd, SeccompError> {
+    lib("loading the filter", filter.load())?;
+    let fd = lib("getting the listener", filter.get_notify_fd())?;
+    crate::sys::adopt_fd(fd).map_err(|e| SeccompError::Listener(e.to_string()))
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn filter_builds() {
-        super::build().expect("every rule is accepted by libseccomp");
+        build().expect("every rule is accepted by libseccomp");
+    }
+
+    #[test]
+    fn accounting_finds_the_rule_the_filter_applied() {
+        let args = |a0: u64, a1: u64| [a0, a1, 0, 0, 0, 0];
+        let nr = |n: libc::c_long| n as i32;
+        let errno_of = |n, a| denial(nr(n), &a).map(|(_, r)| r.errno);
+        assert_eq!(errno_of(libc::SYS_mount, args(0, 0)), Some(EPERM));
+        assert_eq!(errno_of(libc::SYS_io_uring_setup, args(0, 0)), Some(ENOSYS));
+        let newuser = libc::CLONE_NEWUSER as u64 | libc::SIGCHLD as u64;
+        assert_eq!(errno_of(libc::SYS_clone, args(newuser, 0)), Some(EPERM));
+        assert_eq!(
+            errno_of(libc::SYS_clone, args(libc::SIGCHLD as u64, 0)),
+            None
+        );
+        let high_tiocsti = libc::TIOCSTI | 0xdead_0000_0000;
+        assert_eq!(
+            errno_of(libc::SYS_ioctl, args(0, high_tiocsti)),
+            Some(EPERM)
+        );
+        assert_eq!(errno_of(libc::SYS_ioctl, args(0, libc::TCGETS)), None);
+        assert_eq!(errno_of(libc::SYS_socket, args(16, 0)), Some(EAFNOSUPPORT));
+        assert_eq!(
+            errno_of(libc::SYS_socket, args(1 << 40 | 2, 0)),
+            Some(EAFNOSUPPORT)
+        );
+        assert_eq!(errno_of(libc::SYS_socket, args(2, 0)), None);
+        assert_eq!(
+            errno_of(libc::SYS_personality, args(0x0040_0000, 0)),
+            Some(EPERM)
+        );
+        assert_eq!(errno_of(libc::SYS_personality, args(0x8, 0)), None);
+        assert_eq!(errno_of(libc::SYS_read, args(0, 0)), None);
+    }
+
+    #[test]
+    fn only_routine_fallbacks_go_uncounted() {
+        let uncounted: Vec<&str> = rules()
+            .iter()
+            .filter(|r| !r.counted)
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(uncounted, ["clone3"]);
     }
 }

@@ -261,6 +261,7 @@ fn hostile_app_blocks_every_attack() -> Result<(), Failed> {
             &canary,
             SANDBOX,
             "exec",
+            "--report",
             "--app",
         ])
         .arg(app)
@@ -306,7 +307,46 @@ fn hostile_app_blocks_every_attack() -> Result<(), Failed> {
     ensure(
         victim_alive,
         "the host process the app tried to kill is dead",
-    )
+    )?;
+    seccomp_counted_the_attacks(&text(&out.stderr))
+}
+
+/// The agent's report counts what seccomp refused, by call: the hostile
+/// app's filter-level attacks must all show up.
+fn seccomp_counted_the_attacks(stderr: &str) -> Result<(), Failed> {
+    let line = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("ds-sandbox: seccomp: "))
+        .ok_or_else(|| format!("no seccomp report in stderr: {stderr}"))?;
+    println!("seccomp report: {line}");
+    let total: u64 = line
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("unreadable seccomp report: {line}"))?;
+    ensure(total >= 30, format!("only {total} denials counted: {line}"))?;
+    for call in [
+        "mount ",
+        "ptrace ",
+        "keyctl ",
+        "bpf ",
+        "perf_event_open ",
+        "userfaultfd ",
+        "io_uring_setup ",
+        "kexec_load ",
+        "unshare ",
+        "setns ",
+        "socket (family) ",
+        "personality ",
+        "ioctl (terminal) ",
+        "clone (namespace flags) ",
+    ] {
+        ensure(
+            line.contains(call),
+            format!("seccomp report does not count {call}: {line}"),
+        )?;
+    }
+    Ok(())
 }
 
 fn shm_key_of(id: &str) -> Option<i64> {
@@ -666,6 +706,7 @@ fn agent_serves_http_over_the_channel() -> Result<(), Failed> {
         .arg(fresh_data("channel"))
         .args(["--", "/app/workload", "http"])
         .stdin(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()?;
     drop(sandbox_end);
 
@@ -696,16 +737,32 @@ fn agent_serves_http_over_the_channel() -> Result<(), Failed> {
                 format!("response {response:?}"),
             )?;
         }
+        // A refused call: the app sees EPERM, the agent counts it.
+        let mut s = h.open_http().await?;
+        s.write_all(b"GET /mount HTTP/1.1\r\nHost: a.localhost\r\n\r\n")
+            .await?;
+        let mut response = String::new();
+        tokio::time::timeout(wait, s.read_to_string(&mut response)).await??;
+        ensure(
+            response.ends_with("mount: -1 Operation not permitted"),
+            format!("response {response:?}"),
+        )?;
         h.send_control(ControlMessage::StatsRequest).await?;
         let stats = tokio::time::timeout(wait, session.recv_control()).await??;
         let ControlMessage::Stats(AgentStats {
-            http_streams_total, ..
+            http_streams_total,
+            seccomp_denials,
+            ..
         }) = stats
         else {
             return Err(format!("expected stats, got {stats:?}").into());
         };
         ensure(
-            http_streams_total == 3,
+            seccomp_denials == 1,
+            format!("{seccomp_denials} seccomp denials counted"),
+        )?;
+        ensure(
+            http_streams_total == 4,
             format!("{http_streams_total} streams counted"),
         )?;
         h.send_control(ControlMessage::Stop { grace_ms: 200 })
@@ -726,6 +783,15 @@ fn agent_serves_http_over_the_channel() -> Result<(), Failed> {
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
     talk?;
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        std::io::Read::read_to_string(&mut pipe, &mut stderr)?;
+    }
+    // The first refusal of a call is logged (into the appspace's log).
+    ensure(
+        stderr.contains("seccomp refused mount to pid"),
+        format!("no refusal logged: {stderr}"),
+    )?;
     // The app had no SIGTERM handler: it died of SIGTERM, passed through.
     ensure(
         status.code() == Some(128 + 15),

@@ -15,7 +15,8 @@
  *                    body's bytes and answers "got N bytes", and a request
  *                    with "Upgrade: echo" switches to echoing raw bytes;
  *                    GET /slow/N answers after N seconds, GET /stall sends
- *                    10 of 1000 promised bytes and goes quiet;
+ *                    10 of 1000 promised bytes and goes quiet; GET /mount
+ *                    tries mount(2) and answers "mount: RC ERROR";
  *                    egress through $HTTP_PROXY: GET /egress/get?url=U (an
  *                    absolute-form request), /egress/connect?to=H:P&path=X
  *                    (a CONNECT tunnel, then GET X), /egress/flood?to=H:P&n=N
@@ -38,6 +39,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/mount.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -402,6 +404,12 @@ static void *serve_conn(void *arg) {
         sleep(30);
     } else if (!strncmp(req, "GET /egress/", 12)) {
         egress(c, req);
+    } else if (!strncmp(req, "GET /mount", 10)) {
+        /* A call seccomp refuses (and the agent counts). */
+        char msg[96];
+        int rc = mount("none", "/tmp", "tmpfs", 0, NULL);
+        snprintf(msg, sizeof msg, "mount: %d %s", rc, rc ? strerror(errno) : "mounted");
+        reply(c, "200 OK", msg);
     } else if (!strncmp(req, "GET /big/", 9)) {
         unsigned long long n = strtoull(req + 9, NULL, 10), sent = 0;
         char head[160];
