@@ -140,6 +140,7 @@ mod tests {
                 http_streams_total: 2,
                 egress_streams_total: 3,
                 app_starts: 4,
+                seccomp_denials: 5,
             }),
             ControlMessage::Ping { nonce: 9 },
             ControlMessage::Pong { nonce: 9 },
