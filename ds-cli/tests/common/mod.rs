@@ -79,7 +79,7 @@ impl DevHost {
             .arg(state)
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .stderr(std::fs::File::create(state.with_extension("stderr.log"))?);
         match deno {
             Some(d) => cmd.env("DS_DENO", d),
             None => cmd.env_remove("DS_DENO"),
@@ -105,7 +105,13 @@ impl DevHost {
         std::thread::spawn(move || for _ in lines {});
         Ok(Self {
             child,
-            port: port.ok_or("ds-host printed no URL")?,
+            port: port.ok_or_else(|| {
+                let log = std::fs::read_to_string(state.with_extension("stderr.log"))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                format!("ds-host printed no URL; its stderr ends:\n{}", tail.join("\n"))
+            })?,
             socket: socket.ok_or("ds-host printed no admin socket")?,
         })
     }
