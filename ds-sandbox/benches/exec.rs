@@ -15,21 +15,36 @@ use std::time::{Duration, Instant};
 const RUNS: usize = 200;
 const WARMUP: usize = 10;
 
-fn time_runs(mut cmd: impl FnMut() -> Command) -> Vec<Duration> {
-    let mut run = || {
-        let t = Instant::now();
-        let status = cmd()
-            .stdin(Stdio::null())
-            .status()
-            .expect("running the command");
-        assert!(status.success(), "benchmark command failed: {status}");
-        t.elapsed()
-    };
-    for _ in 0..WARMUP {
-        run();
+fn time_one(cmd: &mut dyn FnMut() -> Command) -> Duration {
+    let t = Instant::now();
+    let status = cmd()
+        .stdin(Stdio::null())
+        .status()
+        .expect("running the command");
+    assert!(status.success(), "benchmark command failed: {status}");
+    t.elapsed()
+}
+
+/// Runs the commands in turn, RUNS rounds, so that the machine's drift
+/// (other tenants, frequency) weighs on each of them alike; returns each
+/// one's sorted samples.
+fn time_interleaved<const N: usize>(
+    mut cmds: [&mut dyn FnMut() -> Command; N],
+) -> [Vec<Duration>; N] {
+    for cmd in cmds.iter_mut() {
+        for _ in 0..WARMUP {
+            time_one(*cmd);
+        }
     }
-    let mut samples: Vec<Duration> = (0..RUNS).map(|_| run()).collect();
-    samples.sort();
+    let mut samples: [Vec<Duration>; N] = std::array::from_fn(|_| Vec::with_capacity(RUNS));
+    for _ in 0..RUNS {
+        for (cmd, s) in cmds.iter_mut().zip(samples.iter_mut()) {
+            s.push(time_one(*cmd));
+        }
+    }
+    for s in samples.iter_mut() {
+        s.sort();
+    }
     samples
 }
 
@@ -67,8 +82,8 @@ fn main() {
     assert!(ok.success(), "compiling the no-op");
     let sandbox = PathBuf::from(env!("CARGO_BIN_EXE_ds-sandbox"));
 
-    let bare = time_runs(|| Command::new(&noop));
-    let bwrap = time_runs(|| {
+    let mut bare = || Command::new(&noop);
+    let mut bwrap = || {
         let mut c = Command::new("bwrap");
         c.args(["--unshare-all", "--ro-bind"]).arg(&app).args([
             "/app",
@@ -79,8 +94,8 @@ fn main() {
             "/app/noop",
         ]);
         c
-    });
-    let ds = time_runs(|| {
+    };
+    let mut ds = || {
         let mut c = Command::new(&sandbox);
         c.args(["exec", "--app"])
             .arg(&app)
@@ -88,7 +103,8 @@ fn main() {
             .arg(&data)
             .args(["--", "/app/noop"]);
         c
-    });
+    };
+    let [bare, bwrap, ds] = time_interleaved([&mut bare, &mut bwrap, &mut ds]);
 
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
     let table = format!(

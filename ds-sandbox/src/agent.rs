@@ -126,7 +126,7 @@ pub fn run() -> ! {
         landlock_policy::build(&spec, Layer::App).unwrap_or_else(|e| fail("preparing Landlock", e));
     let agent_rules = landlock_policy::build(&spec, Layer::Agent)
         .unwrap_or_else(|e| fail("preparing Landlock", e));
-    let filter = seccomp_filter::build().unwrap_or_else(|e| fail("preparing seccomp", e));
+    let filter = seccomp_filter::program().unwrap_or_else(|e| fail("preparing seccomp", e));
 
     // Privileges go first: nothing below needs any, and no_new_privs must
     // be set before Landlock and seccomp.

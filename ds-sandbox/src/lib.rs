@@ -31,6 +31,7 @@ pub mod namespaces;
 pub mod rlimits;
 pub mod seccomp_filter;
 pub mod seccomp_notify;
+pub mod seccomp_rules;
 pub mod spec;
 pub mod supervise;
 pub mod sys;

@@ -11,13 +11,12 @@
 //! notifying filter under the agent's errno filter would never fire.
 
 use std::fmt::Write as _;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use libseccomp::{ScmpNotifReq, ScmpNotifResp, ScmpNotifRespFlags};
-
-use crate::seccomp_filter;
+use crate::seccomp_rules;
+use crate::sys;
 
 /// Consecutive receive errors after which the listener gives up (the
 /// descriptor is broken; pending callers then get ENOSYS from the kernel).
@@ -26,7 +25,7 @@ const MAX_CONSECUTIVE_ERRORS: u32 = 1000;
 /// The denial counts, shared with the listener thread.
 #[derive(Debug, Clone)]
 pub struct Denials {
-    /// One counter per rule of [`seccomp_filter::rules`].
+    /// One counter per rule of [`seccomp_rules::rules`].
     per_rule: Arc<[AtomicU64]>,
 }
 
@@ -37,7 +36,7 @@ impl Denials {
     /// Must run after the filter is loaded: the thread inherits it, and its
     /// creation's `clone3` is refused with a plain errno, never notified.
     pub fn listen(listener: OwnedFd, log_first: bool) -> std::io::Result<Self> {
-        let per_rule: Arc<[AtomicU64]> = seccomp_filter::rules()
+        let per_rule: Arc<[AtomicU64]> = seccomp_rules::rules()
             .iter()
             .map(|_| AtomicU64::new(0))
             .collect();
@@ -60,7 +59,7 @@ impl Denials {
     /// "N denied calls (mount 2, ptrace 1)", by call name.
     pub fn summary(&self) -> String {
         let mut by_name: Vec<(&str, u64)> = Vec::new();
-        for (rule, count) in seccomp_filter::rules().iter().zip(self.per_rule.iter()) {
+        for (rule, count) in seccomp_rules::rules().iter().zip(self.per_rule.iter()) {
             let n = count.load(Ordering::Relaxed);
             if n == 0 {
                 continue;
@@ -80,18 +79,17 @@ impl Denials {
 }
 
 fn answer_forever(listener: &OwnedFd, counts: &[AtomicU64], log_first: bool) {
-    let fd = listener.as_raw_fd();
+    let fd = listener.as_fd();
     let mut errors = 0;
     while errors < MAX_CONSECUTIVE_ERRORS {
-        // Fails when the caller died meanwhile; anything else repeating
-        // means the descriptor is unusable.
-        let Ok(req) = ScmpNotifReq::receive(fd) else {
+        // Fails when the caller died meanwhile (or on EINTR); anything else
+        // repeating means the descriptor is unusable.
+        let Ok(req) = sys::seccomp_notif_receive(fd) else {
             errors += 1;
             continue;
         };
         errors = 0;
-        let nr = req.data.syscall.as_raw_syscall();
-        let (errno, name) = match seccomp_filter::denial(nr, &req.data.args) {
+        let (errno, name) = match seccomp_rules::denial(req.data.nr, &req.data.args) {
             Some((index, rule)) => {
                 let before = counts[index].fetch_add(1, Ordering::Relaxed);
                 (rule.errno, (before == 0).then_some(rule.name))
@@ -100,7 +98,7 @@ fn answer_forever(listener: &OwnedFd, counts: &[AtomicU64], log_first: bool) {
             None => (libc::EPERM, None),
         };
         // A caller that died meanwhile makes this fail; nothing to do then.
-        let _ = ScmpNotifResp::new_error(req.id, -errno, ScmpNotifRespFlags::empty()).respond(fd);
+        let _ = sys::seccomp_notif_refuse(fd, req.id, errno);
         if let (true, Some(name)) = (log_first, name) {
             eprintln!(
                 "ds-sandbox: seccomp refused {name} to pid {} ({}); further refusals are counted",

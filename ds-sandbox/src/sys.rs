@@ -1,6 +1,7 @@
 //! The only module of ds that uses `unsafe`: thin wrappers around the few
 //! system calls that neither `rustix` nor `nix` expose safely (fork, exec
-//! from a descriptor, raw exit, one network ioctl).
+//! from a descriptor, raw exit, one network ioctl, seccomp and its
+//! listener's ioctls).
 //!
 //! Everything here that runs between `fork` and `exec` is async-signal-safe:
 //! plain system calls on memory prepared before the fork.
@@ -306,4 +307,76 @@ pub fn async_signal_fd(
     // descriptor therefore stays open for as long as it is registered and
     // is closed only when the AsyncFd (deregistering first) is dropped.
     unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into())
+}
+
+/// `seccomp(SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER)`:
+/// installs `program` on the calling thread and returns the listener for
+/// its `SECCOMP_RET_USER_NOTIF` actions. `no_new_privs` must be set.
+pub fn install_seccomp_filter(program: &[libc::sock_filter]) -> io::Result<std::os::fd::OwnedFd> {
+    let len = u16::try_from(program.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "seccomp program too long"))?;
+    let fprog = libc::sock_fprog {
+        len,
+        filter: program.as_ptr().cast_mut(),
+    };
+    // SAFETY: `fprog` points at `len` initialised instructions that outlive
+    // the call; the kernel copies the program and only reads it.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+            &fprog as *const libc::sock_fprog,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // The call returned a fresh listener descriptor (close-on-exec).
+    adopt_fd(fd as RawFd)
+}
+
+/// Waits for the next call held by a seccomp listener
+/// (`SECCOMP_IOCTL_NOTIF_RECV`).
+pub fn seccomp_notif_receive(listener: BorrowedFd<'_>) -> io::Result<libc::seccomp_notif> {
+    // SAFETY: an all-zero `seccomp_notif` is a valid value (plain integers),
+    // and the kernel requires the buffer zeroed.
+    let mut notif: libc::seccomp_notif = unsafe { std::mem::zeroed() };
+    // SAFETY: the ioctl writes exactly one `seccomp_notif` (its size is
+    // encoded in the request number) into `notif`, which we own.
+    let rc = unsafe {
+        libc::ioctl(
+            listener.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_RECV,
+            &mut notif as *mut libc::seccomp_notif,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(notif)
+}
+
+/// Answers the held call `id` with `-errno` (`SECCOMP_IOCTL_NOTIF_SEND`);
+/// the call never runs.
+pub fn seccomp_notif_refuse(listener: BorrowedFd<'_>, id: u64, errno: i32) -> io::Result<()> {
+    let mut resp = libc::seccomp_notif_resp {
+        id,
+        val: 0,
+        error: -errno,
+        flags: 0,
+    };
+    // SAFETY: the ioctl reads exactly one `seccomp_notif_resp` from `resp`,
+    // which lives across the call.
+    let rc = unsafe {
+        libc::ioctl(
+            listener.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_SEND,
+            &mut resp as *mut libc::seccomp_notif_resp,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }

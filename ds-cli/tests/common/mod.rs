@@ -106,11 +106,14 @@ impl DevHost {
         Ok(Self {
             child,
             port: port.ok_or_else(|| {
-                let log = std::fs::read_to_string(state.with_extension("stderr.log"))
-                    .unwrap_or_default();
+                let log =
+                    std::fs::read_to_string(state.with_extension("stderr.log")).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(20).collect();
                 let tail: Vec<&str> = tail.into_iter().rev().collect();
-                format!("ds-host printed no URL; its stderr ends:\n{}", tail.join("\n"))
+                format!(
+                    "ds-host printed no URL; its stderr ends:\n{}",
+                    tail.join("\n")
+                )
             })?,
             socket: socket.ok_or("ds-host printed no admin socket")?,
         })
