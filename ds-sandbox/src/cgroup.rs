@@ -5,7 +5,6 @@
 
 use std::fs;
 use std::io;
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -116,11 +115,11 @@ impl Cgroup {
     /// Creates the cgroup `name` with `limits` applied. The name must be
     /// unique among running sandboxes.
     pub fn create(name: &str, limits: &Limits) -> Result<Self, CgroupError> {
-        let version = CgroupVersion::detect()?;
-        let cg = match version {
-            CgroupVersion::V2 => Self::create_v2(name)?,
-            CgroupVersion::V1 => Self::create_v1(name)?,
-        };
+        let cg = Self::locate(name)?;
+        match cg.version {
+            CgroupVersion::V2 => cg.create_v2()?,
+            CgroupVersion::V1 => cg.create_v1()?,
+        }
         // Apply limits before any process joins.
         if let Err(e) = cg.set_limits(limits) {
             cg.remove();
@@ -129,7 +128,7 @@ impl Cgroup {
         Ok(cg)
     }
 
-    fn create_v2(name: &str) -> Result<Self, CgroupError> {
+    fn create_v2(&self) -> Result<(), CgroupError> {
         let root = Path::new(CGROUP_ROOT);
         let parent = root.join(OUR_PARENT);
         // Controllers must be enabled on every level above the leaf.
@@ -140,51 +139,25 @@ impl Cgroup {
             Err(e) => return Err(io_err("creating", &parent)(e)),
         }
         enable_v2_controllers(&parent)?;
-        let leaf = parent.join(name);
-        fs::create_dir(&leaf).map_err(io_err("creating", &leaf))?;
-        Ok(Self {
-            version: CgroupVersion::V2,
-            dirs: vec![leaf],
-            v1_index: Vec::new(),
-        })
+        let leaf = &self.dirs[0];
+        fs::create_dir(leaf).map_err(io_err("creating", leaf))
     }
 
-    fn create_v1(name: &str) -> Result<Self, CgroupError> {
-        let mut cg = Self {
-            version: CgroupVersion::V1,
-            dirs: Vec::new(),
-            v1_index: Vec::new(),
-        };
-        let mut seen: Vec<PathBuf> = Vec::new();
-        for controller in V1_CONTROLLERS {
-            let mount = Path::new(CGROUP_ROOT).join(controller);
-            // cpu and cpuacct are often one hierarchy under two names.
-            let real = match fs::canonicalize(&mount) {
-                Ok(real) => real,
-                Err(e) => {
-                    cg.remove();
-                    return Err(io_err("resolving", &mount)(e));
+    fn create_v1(&self) -> Result<(), CgroupError> {
+        for (i, leaf) in self.dirs.iter().enumerate() {
+            if let Err(e) = fs::create_dir_all(leaf) {
+                for made in &self.dirs[..i] {
+                    let _ = fs::remove_dir(made);
                 }
-            };
-            if let Some(i) = seen.iter().position(|r| r == &real) {
-                cg.v1_index.push((controller, i));
-                continue;
+                return Err(io_err("creating", leaf)(e));
             }
-            seen.push(real);
-            let leaf = mount.join(OUR_PARENT).join(name);
-            if let Err(e) = fs::create_dir_all(&leaf) {
-                cg.remove();
-                return Err(io_err("creating", &leaf)(e));
-            }
-            cg.v1_index.push((controller, cg.dirs.len()));
-            cg.dirs.push(leaf);
         }
-        Ok(cg)
+        Ok(())
     }
 
-    /// The existing cgroup `name` (made by a running launcher), to read its
-    /// usage or change its limits from outside. Fails if it does not exist.
-    pub fn open(name: &str) -> Result<Self, CgroupError> {
+    /// Where the cgroup `name` lives (one directory in v2, one per distinct
+    /// v1 hierarchy), without touching it.
+    fn locate(name: &str) -> Result<Self, CgroupError> {
         let version = CgroupVersion::detect()?;
         let mut cg = Self {
             version,
@@ -199,6 +172,7 @@ impl Cgroup {
                 let mut seen: Vec<PathBuf> = Vec::new();
                 for controller in V1_CONTROLLERS {
                     let mount = Path::new(CGROUP_ROOT).join(controller);
+                    // cpu and cpuacct are often one hierarchy under two names.
                     let real = fs::canonicalize(&mount).map_err(io_err("resolving", &mount))?;
                     if let Some(i) = seen.iter().position(|r| r == &real) {
                         cg.v1_index.push((controller, i));
@@ -210,6 +184,13 @@ impl Cgroup {
                 }
             }
         }
+        Ok(cg)
+    }
+
+    /// The existing cgroup `name` (made by a running launcher), to read its
+    /// usage or change its limits from outside. Fails if it does not exist.
+    pub fn open(name: &str) -> Result<Self, CgroupError> {
+        let cg = Self::locate(name)?;
         for d in &cg.dirs {
             if !d.join("cgroup.procs").exists() {
                 return Err(io_err("opening", d)(io::ErrorKind::NotFound.into()));
@@ -313,33 +294,23 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Opens, for each hierarchy, the file through which a single-threaded
-    /// process moves itself (and its future children) into the cgroup by
-    /// writing "0": `tasks` on v1, `cgroup.procs` on v2. Opened here, so
-    /// the kernel checks the opener's credentials, not the writer's.
+    /// For each hierarchy of the cgroup `name` (which need not exist yet),
+    /// the file through which a single-threaded process moves itself (and
+    /// its future children) into it by writing "0": `tasks` on v1,
+    /// `cgroup.procs` on v2.
     ///
     /// Why the process moves itself: writing another process's pid takes
     /// the kernel's global threadgroup lock, whose write side waits for an
     /// RCU grace period (7-25 ms measured here, most of a sandbox's start).
     /// On v1, a thread moving only itself skips that lock; for the
     /// single-threaded cloned child that is the whole process.
-    pub fn self_join_files(&self) -> Result<Vec<OwnedFd>, CgroupError> {
-        let file = match self.version {
+    pub fn self_join_paths(name: &str) -> Result<Vec<PathBuf>, CgroupError> {
+        let cg = Self::locate(name)?;
+        let file = match cg.version {
             CgroupVersion::V1 => "tasks",
             CgroupVersion::V2 => "cgroup.procs",
         };
-        self.dirs
-            .iter()
-            .map(|d| {
-                let path = d.join(file);
-                rustix::fs::open(
-                    &path,
-                    rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
-                    rustix::fs::Mode::empty(),
-                )
-                .map_err(|e| io_err("opening", &path)(e.into()))
-            })
-            .collect()
+        Ok(cg.dirs.iter().map(|d| d.join(file)).collect())
     }
 
     /// Reads current usage; missing files read as zero.

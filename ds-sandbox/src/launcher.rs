@@ -1,9 +1,9 @@
 //! The launcher: runs outside the sandbox with the caller's privileges.
 //! Prepares the data directory and the cgroup, clones a child straight
-//! into new namespaces (the child only makes system calls: it moves itself
-//! into the cgroup, then execs our own binary as the agent, PID 1 of the
-//! sandbox), writes its id maps, waits, reports and cleans up so that
-//! nothing is left behind.
+//! into new namespaces (the child only makes system calls, moves itself
+//! into the cgroup and execs our own binary as the agent, PID 1 of the
+//! sandbox), creates the cgroup and writes the child's id maps meanwhile,
+//! waits, reports and cleans up so that nothing is left behind.
 
 use std::ffi::CString;
 use std::io::{Read, Write};
@@ -70,7 +70,7 @@ const STEP_EXEC: u16 = 0xfff2;
 /// Everything the cloned child needs, prepared before the clone so that
 /// the child never allocates.
 struct ChildPlan {
-    cgroup_join: Vec<OwnedFd>,
+    cgroup_join: Vec<CString>,
     sources: Vec<(CString, bool)>,
     sync: OwnedFd,
     channel: Option<OwnedFd>,
@@ -94,15 +94,7 @@ fn child(plan: &ChildPlan) -> ! {
         let _ = rustix::io::write(&plan.sync, &msg);
         sys::exit_now(SETUP_FAILED)
     };
-    // 1. Into the cgroup, before anything else can be charged or forked.
-    //    We are single-threaded, so "0" moves the whole process (see
-    //    `Cgroup::self_join_files` for why we move ourselves).
-    for file in &plan.cgroup_join {
-        if let Err(e) = rustix::io::write(file, b"0") {
-            fail(STEP_CGROUP, e);
-        }
-    }
-    // 2. The view's sources, opened while we still have the caller's host
+    // 1. The view's sources, opened while we still have the caller's host
     //    uid and from inside the new mount namespace.
     for (i, (path, required)) in plan.sources.iter().enumerate() {
         let flags = rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC;
@@ -116,13 +108,25 @@ fn child(plan: &ChildPlan) -> ! {
             Err(_) => {}
         }
     }
-    // 3. Wait for the launcher to map our ids.
+    // 2. Wait for the launcher to create our cgroup and map our ids.
     let mut go = [0u8; 1];
     if rustix::io::write(&plan.sync, b"U").is_err()
         || !matches!(rustix::io::read(&plan.sync, &mut go), Ok(1))
         || go != *b"G"
     {
         sys::exit_now(SETUP_FAILED);
+    }
+    // 3. Into the cgroup, before we can fork, and while we still have the
+    //    caller's host uid (the owner of its files). We are single-threaded,
+    //    so "0" moves the whole process (see `Cgroup::self_join_paths` for
+    //    why we move ourselves).
+    for path in &plan.cgroup_join {
+        let flags = rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC;
+        let joined = rustix::fs::open(path.as_c_str(), flags, rustix::fs::Mode::empty())
+            .and_then(|file| rustix::io::write(&file, b"0"));
+        if let Err(e) = joined {
+            fail(STEP_CGROUP, e);
+        }
     }
     // 4. The inside uid, keeping capabilities (ambient) for the agent.
     if let Err(e) = crate::caps::become_inside_user_keeping_caps(plan.last_cap) {
@@ -240,12 +244,12 @@ pub fn run(
         // denied in its user namespace), so it must not inherit root's.
         rustix::thread::set_thread_groups(&[]).map_err(|e| LaunchError::Stage(e.into()))?;
     }
-    Cgroup::remove_stale(&spec.name);
-    let cgroup = Cgroup::create(
-        &format!("{}-{}", spec.name, std::process::id()),
-        &spec.limits,
-    )?;
-    let result = run_in(spec, &cgroup, channel, handoff);
+    let cgroup_name = format!("{}-{}", spec.name, std::process::id());
+    let mut cgroup = None;
+    let result = run_in(spec, &cgroup_name, &mut cgroup, channel, handoff);
+    let Some(cgroup) = cgroup else {
+        return result;
+    };
     let usage = cgroup.usage();
     cgroup.remove();
     let status = result?;
@@ -269,7 +273,7 @@ pub fn run(
 
 fn prepare_child(
     spec: &SandboxSpec,
-    cgroup: &Cgroup,
+    cgroup_name: &str,
     sync: OwnedFd,
     channel: Option<OwnedFd>,
     handoff: Option<OwnedFd>,
@@ -282,11 +286,6 @@ fn prepare_child(
             .map_err(|e| LaunchError::Stage(e.into()))
     };
     let sync = lift(sync)?;
-    let cgroup_join = cgroup
-        .self_join_files()?
-        .into_iter()
-        .map(lift)
-        .collect::<Result<Vec<_>, _>>()?;
     let channel = channel.map(lift).transpose()?;
     let handoff = handoff.map(lift).transpose()?;
     let nul = |e: std::ffi::NulError| LaunchError::Stage(std::io::Error::other(e));
@@ -299,6 +298,10 @@ fn prepare_child(
                 s.required,
             ))
         })
+        .collect::<Result<Vec<_>, LaunchError>>()?;
+    let cgroup_join = Cgroup::self_join_paths(cgroup_name)?
+        .iter()
+        .map(|p| CString::new(p.as_os_str().as_encoded_bytes()).map_err(nul))
         .collect::<Result<Vec<_>, LaunchError>>()?;
     let exe = rustix::fs::open(
         "/proc/self/exe",
@@ -325,14 +328,17 @@ fn prepare_child(
     })
 }
 
+/// Clones the child, then (while it opens its sources) creates the cgroup
+/// into `cgroup`, so that the caller can read its usage and remove it.
 fn run_in(
     spec: &SandboxSpec,
-    cgroup: &Cgroup,
+    cgroup_name: &str,
+    cgroup: &mut Option<Cgroup>,
     channel: Option<OwnedFd>,
     handoff: Option<OwnedFd>,
 ) -> Result<i32, LaunchError> {
     let (mut ours, theirs) = UnixStream::pair().map_err(LaunchError::Stage)?;
-    let plan = prepare_child(spec, cgroup, OwnedFd::from(theirs), channel, handoff)?;
+    let plan = prepare_child(spec, cgroup_name, OwnedFd::from(theirs), channel, handoff)?;
     let mut supervisor = Supervisor::new().map_err(LaunchError::Stage)?;
     let flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS
@@ -352,6 +358,10 @@ fn run_in(
     };
     drop(plan);
     let setup = (|| {
+        // The cgroup is made while the child opens its sources; it joins
+        // after our "G", before it can fork.
+        Cgroup::remove_stale(&spec.name);
+        *cgroup = Some(Cgroup::create(cgroup_name, &spec.limits)?);
         await_child(&mut ours, spec)?;
         namespaces::write_id_maps(pid as u32, spec.host_uid, spec.host_gid)?;
         let json = serde_json::to_vec(spec).map_err(|e| LaunchError::Stage(e.into()))?;
