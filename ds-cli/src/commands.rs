@@ -233,6 +233,13 @@ fn print_appspace(a: &api::Appspace) {
                 .unwrap_or_else(|| "-".into()),
         ),
         ("requests", a.requests.to_string()),
+        (
+            "app connections",
+            format!(
+                "{} handed over, {} over the channel",
+                a.connections_handed_over, a.connections_over_channel
+            ),
+        ),
         ("memory limit", table::size(a.limits.memory_bytes)),
         ("cpu limit", format!("{} CPU", a.limits.cpus)),
         ("pids limit", a.limits.pids.to_string()),

@@ -157,6 +157,13 @@ fn walkthrough_from_install_to_delete() -> Result<(), Failed> {
     let shown = host.json(&["appspace", "show", "notes.localhost"])?;
     ensure(shown["status"] == "running", format!("{shown}"))?;
     ensure(shown["requests"].as_u64() >= Some(1), format!("{shown}"))?;
+    // The agent handed the app's connection over: the host talked to the
+    // app directly, not through the channel.
+    ensure(
+        shown["connections_handed_over"].as_u64() >= Some(1)
+            && shown["connections_over_channel"].as_u64() == Some(0),
+        format!("{shown}"),
+    )?;
     ensure(
         shown["usage"]["pids"].as_u64() >= Some(1),
         format!("{shown}"),

@@ -17,6 +17,7 @@ use ds_sandbox::spec::Runtime;
 use tokio::sync::Mutex;
 use tracing::{info, warn};
 
+use crate::app_link::{AppLink, LinkCounters};
 use crate::applog::{AppLog, LogLimits};
 use crate::egress::rules::Rule;
 use crate::egress::{EgressGate, EgressLimits, EgressSink};
@@ -119,6 +120,11 @@ pub struct RuntimeInfo {
     pub usage: Option<Usage>,
     /// Requests answered since the host started.
     pub requests: u64,
+    /// Connections to the app handed over by the agent, since the host
+    /// started.
+    pub connections_handed_over: u64,
+    /// Connections to the app made as HTTP streams on the channel.
+    pub connections_over_channel: u64,
 }
 
 impl AppspaceConfig {
@@ -233,6 +239,7 @@ struct Running {
     /// Kept so that the channel's receiving half lives as long as we use it.
     _session: Arc<Session>,
     handle: SessionHandle,
+    link: AppLink,
     child_pid: Option<u32>,
     started: Instant,
     /// Set when we stop it, so that its exit is not taken for a crash.
@@ -258,6 +265,7 @@ pub struct Appspace {
     limits: std::sync::Mutex<ResourceLimits>,
     paused: AtomicBool,
     requests: AtomicU64,
+    links: Arc<LinkCounters>,
     egress: Arc<EgressGate>,
 }
 
@@ -317,6 +325,7 @@ impl Appspace {
             in_flight: AtomicUsize::new(0),
             last_used: std::sync::Mutex::new(Instant::now()),
             requests: AtomicU64::new(0),
+            links: Arc::default(),
         })
     }
 
@@ -337,20 +346,16 @@ impl Appspace {
             .is_some_and(|r| !r.handle.is_closed())
     }
 
-    /// The channel of the running sandbox, starting it first if needed.
+    /// The way to the running sandbox's app, starting it first if needed.
     /// Concurrent callers share one start.
-    pub async fn channel(
-        &self,
-        launcher: &Launcher,
-        life: &Lifecycle,
-    ) -> Result<SessionHandle, StartError> {
+    pub async fn link(&self, launcher: &Launcher, life: &Lifecycle) -> Result<AppLink, StartError> {
         if self.is_paused() {
             return Err(StartError::Paused);
         }
         let mut running = self.running.lock().await;
         if let Some(r) = running.as_ref() {
             if !r.handle.is_closed() {
-                return Ok(r.handle.clone());
+                return Ok(r.link.clone());
             }
         }
         // Paused while we waited for a start in progress.
@@ -368,9 +373,9 @@ impl Appspace {
         }
         match self.start(launcher, life).await {
             Ok(started) => {
-                let handle = started.handle.clone();
+                let link = started.link.clone();
                 *running = Some(started);
-                Ok(handle)
+                Ok(link)
             }
             Err(e) => {
                 let delay = record_crash(&self.crashes, e.to_string(), Duration::ZERO);
@@ -414,7 +419,6 @@ impl Appspace {
             None,
         )
         .map_err(|e| StartError::Spawn(e.into()))?;
-        let handoff = Arc::new(handoff);
         let mut cmd = tokio::process::Command::new(&launcher.sandbox_bin);
         cmd.arg("exec")
             .arg("--channel-fd")
@@ -469,13 +473,13 @@ impl Appspace {
         let ready = async {
             let session = Session::connect(ours, Role::Host, Config::default()).await?;
             loop {
-                if let ControlMessage::Ready { .. } = session.recv_control().await? {
-                    return Ok::<_, StartError>(session);
+                if let ControlMessage::Ready { app_port } = session.recv_control().await? {
+                    return Ok::<_, StartError>((session, app_port));
                 }
             }
         };
-        let session = match tokio::time::timeout(life.start_timeout, ready).await {
-            Ok(Ok(session)) => Arc::new(session),
+        let (session, app_port) = match tokio::time::timeout(life.start_timeout, ready).await {
+            Ok(Ok((session, app_port))) => (Arc::new(session), app_port),
             Ok(Err(e)) => {
                 let _ = child.kill().await;
                 return Err(e);
@@ -486,6 +490,13 @@ impl Appspace {
             }
         };
         let handle = session.handle();
+        let handoff = ds_proto::Handoff::start(handoff).map_err(StartError::Spawn)?;
+        let link = AppLink::new(
+            handle.clone(),
+            handoff.clone(),
+            app_port,
+            self.links.clone(),
+        );
         self.log.host("app ready");
         // Egress streams the agent opens: each one checked and spliced.
         let (acceptor, gate, sink, log) = (
@@ -532,6 +543,7 @@ impl Appspace {
         Ok(Running {
             _session: session,
             handle,
+            link,
             child_pid,
             started,
             stopping,
@@ -567,7 +579,7 @@ impl Appspace {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retry_at = None;
-        self.channel(launcher, life).await.map(drop)
+        self.link(launcher, life).await.map(drop)
     }
 
     /// The limits its next (or current) sandbox runs under.
@@ -605,19 +617,21 @@ impl Appspace {
 
     /// What it is doing now.
     pub async fn runtime(&self) -> RuntimeInfo {
-        let requests = self.requests.load(Ordering::Relaxed);
+        let base = RuntimeInfo {
+            requests: self.requests.load(Ordering::Relaxed),
+            connections_handed_over: self.links.handed_over.load(Ordering::Relaxed),
+            connections_over_channel: self.links.over_channel.load(Ordering::Relaxed),
+            ..RuntimeInfo::default()
+        };
         let running = self.running.lock().await;
         match running.as_ref().filter(|r| !r.handle.is_closed()) {
             Some(r) => RuntimeInfo {
                 running: true,
                 uptime: Some(r.started.elapsed()),
                 usage: Self::cgroup(r).map(|c| c.usage()),
-                requests,
+                ..base
             },
-            None => RuntimeInfo {
-                requests,
-                ..RuntimeInfo::default()
-            },
+            None => base,
         }
     }
 

@@ -6,6 +6,7 @@
 //! Egress is still to come.
 
 pub mod admin;
+pub mod app_link;
 pub mod applog;
 pub mod appspace;
 pub mod config;

@@ -19,6 +19,7 @@ use std::task::{Context, Poll};
 
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 
+use crate::app_link::Upstream;
 use crate::appspace::{Appspace, Launcher, Lifecycle, RequestGuard, StartError};
 use crate::headers;
 use crate::idle_body::{IdleBody, IdleBodyError};
@@ -130,17 +131,15 @@ impl tower::Service<axum::http::Uri> for ChannelConnector {
     fn call(&mut self, _uri: axum::http::Uri) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
-            let channel = this
-                .appspace
-                .channel(&this.launcher, &this.lifecycle)
-                .await?;
-            Ok(ChannelIo(TokioIo::new(channel.open_http().await?)))
+            let link = this.appspace.link(&this.launcher, &this.lifecycle).await?;
+            Ok(ChannelIo(TokioIo::new(link.connect().await?)))
         })
     }
 }
 
-/// A channel stream as a pooled client connection.
-struct ChannelIo(TokioIo<ds_proto::ProtoStream>);
+/// A connection to the app (handed over, or a channel stream) as a pooled
+/// client connection.
+struct ChannelIo(TokioIo<Upstream>);
 
 impl hyper_util::client::legacy::connect::Connection for ChannelIo {
     fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
@@ -292,8 +291,8 @@ async fn forward(
 ) -> Response<Body> {
     let appspace = &served.appspace;
     let guard = appspace.begin_request();
-    let channel = match appspace.channel(&door.launcher, &door.lifecycle).await {
-        Ok(channel) => channel,
+    let link = match appspace.link(&door.launcher, &door.lifecycle).await {
+        Ok(link) => link,
         Err(StartError::Paused) => {
             return page(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -328,7 +327,7 @@ async fn forward(
     if upgrade.is_none() {
         // The usual case: a pooled connection, absolute-form URI naming the
         // appspace (the pool's key); the browser's Host header is kept.
-        drop(channel);
+        drop(link);
         headers::to_app(req.headers_mut(), &peer.ip().to_string(), proto, host);
         let path = req
             .uri()
@@ -361,7 +360,7 @@ async fn forward(
             }
         };
     }
-    let stream = match channel.open_http().await {
+    let stream = match link.connect().await {
         Ok(s) => s,
         Err(e) => return bad_gateway("opening a stream to the appspace", &e),
     };

@@ -13,6 +13,7 @@
 mod control;
 mod error;
 mod frame_guard;
+mod handoff;
 mod handshake;
 mod session;
 mod socket;
@@ -24,6 +25,7 @@ pub mod fuzzing;
 
 pub use control::{AgentStats, ControlMessage, MAX_CONTROL_MESSAGE_LEN};
 pub use error::ProtoError;
+pub use handoff::{Handoff, UNCLAIMED_FOR};
 pub use handshake::{Role, HELLO_LEN, MAGIC, PROTOCOL_VERSION};
 pub use session::{Config, EgressRequest, Incoming, Session, SessionHandle};
 pub use socket::ChannelSocket;

@@ -6,6 +6,7 @@
 //! status. It runs a single-threaded runtime: the agent stays one thread.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -18,7 +19,6 @@ use nix::unistd::Pid;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use crate::egress_handoff::Handoffs;
 use crate::egress_proxy;
 use crate::supervise::{self, Exit, Supervisor};
 
@@ -80,11 +80,11 @@ async fn run(
     let handle = session.handle();
     let counters = Arc::new(Counters::default());
     proxy.set_nonblocking(true)?;
-    let handoffs = handoff.map(Handoffs::start).transpose()?;
+    let handoff = handoff.map(ds_proto::Handoff::start).transpose()?;
     tokio::spawn(egress_proxy::serve(
         tokio::net::TcpListener::from_std(proxy)?,
         handle.clone(),
-        handoffs,
+        handoff.clone(),
         counters.egress.clone(),
     ));
     let app_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, app_port));
@@ -138,6 +138,11 @@ async fn run(
                     };
                     let _ = handle.send_control(ControlMessage::Stats(stats)).await;
                 }
+                Ok(ControlMessage::ConnectApp { token }) => {
+                    if let Some(handoff) = handoff.clone() {
+                        tokio::spawn(hand_app_connection_over(handoff, token, app_addr));
+                    }
+                }
                 Ok(ControlMessage::Stop { grace_ms }) => {
                     let _ = kill(app, Signal::SIGTERM);
                     let grace = Duration::from_millis(grace_ms);
@@ -188,6 +193,19 @@ async fn stop_app_for_good(
 
 /// Copies one inbound stream to a new connection to the app and back,
 /// passing half-closes through in both directions.
+/// Connects to the app and sends the connection to the host under
+/// `token`: the host then speaks HTTP to the app itself, and the agent is
+/// out of the data path. On failure nothing is sent; the host falls back
+/// to an HTTP stream on the channel (which answers 502 if the app is down).
+async fn hand_app_connection_over(handoff: Arc<ds_proto::Handoff>, token: u64, app: SocketAddr) {
+    let Ok(conn) = TcpStream::connect(app).await else {
+        return;
+    };
+    // Small writes (HTTP heads) must not wait for Nagle.
+    let _ = conn.set_nodelay(true);
+    let _ = handoff.send(token, conn.as_fd()).await;
+}
+
 async fn splice_to_app(mut stream: ProtoStream, app: SocketAddr) {
     match TcpStream::connect(app).await {
         Ok(mut conn) => {

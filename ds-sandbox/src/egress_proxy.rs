@@ -18,7 +18,8 @@ use ds_proto::{Destination, SessionHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::egress_handoff::{splice_both, Handoffs};
+use crate::egress_handoff::splice_both;
+use ds_proto::Handoff;
 
 /// How long the proxy waits for a handed-off socket after the verdict.
 const HANDOFF_WAIT: Duration = Duration::from_secs(5);
@@ -52,7 +53,7 @@ enum Ask {
 pub async fn serve(
     listener: TcpListener,
     host: SessionHandle,
-    handoffs: Option<Arc<Handoffs>>,
+    handoffs: Option<Arc<Handoff>>,
     opened: Arc<AtomicU64>,
 ) {
     loop {
@@ -68,7 +69,7 @@ pub async fn serve(
 async fn handle(
     mut conn: TcpStream,
     host: SessionHandle,
-    handoffs: Option<Arc<Handoffs>>,
+    handoffs: Option<Arc<Handoff>>,
     opened: Arc<AtomicU64>,
 ) {
     let (ask, rest) = match tokio::time::timeout(HEAD_TIMEOUT, read_head(&mut conn)).await {

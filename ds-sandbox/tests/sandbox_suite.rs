@@ -696,11 +696,26 @@ fn agent_serves_http_over_the_channel() -> Result<(), Failed> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let (host_end, sandbox_end) = std::os::unix::net::UnixStream::pair()?;
-    // The sandbox's end is inherited by ds-sandbox (and only that end).
+    let (handoff_host, handoff_sandbox) = rustix::net::socketpair(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::SEQPACKET,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )?;
+    // The sandbox's ends are inherited by ds-sandbox (and only those).
     rustix::io::fcntl_setfd(&sandbox_end, rustix::io::FdFlags::empty())?;
+    rustix::io::fcntl_setfd(&handoff_sandbox, rustix::io::FdFlags::empty())?;
     let fd = sandbox_end.as_raw_fd().to_string();
+    let handoff_fd = handoff_sandbox.as_raw_fd().to_string();
     let mut child = Command::new(SANDBOX)
-        .args(["exec", "--channel-fd", &fd, "--app"])
+        .args([
+            "exec",
+            "--channel-fd",
+            &fd,
+            "--handoff-fd",
+            &handoff_fd,
+            "--app",
+        ])
         .arg(app_dir())
         .arg("--data")
         .arg(fresh_data("channel"))
@@ -709,6 +724,7 @@ fn agent_serves_http_over_the_channel() -> Result<(), Failed> {
         .stderr(Stdio::piped())
         .spawn()?;
     drop(sandbox_end);
+    drop(handoff_sandbox);
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -737,6 +753,26 @@ fn agent_serves_http_over_the_channel() -> Result<(), Failed> {
                 format!("response {response:?}"),
             )?;
         }
+        // A connection to the app, handed over on the handoff socket: the
+        // host then speaks HTTP to the app itself.
+        let handoff = ds_proto::Handoff::start(handoff_host)?;
+        h.send_control(ControlMessage::ConnectApp { token: 41 })
+            .await?;
+        let conn = handoff
+            .take(41, wait)
+            .await
+            .ok_or("no app connection handed over")?;
+        let conn = std::net::TcpStream::from(conn);
+        conn.set_nonblocking(true)?;
+        let mut conn = tokio::net::TcpStream::from_std(conn)?;
+        conn.write_all(b"GET / HTTP/1.1\r\nHost: a.localhost\r\nConnection: close\r\n\r\n")
+            .await?;
+        let mut response = String::new();
+        tokio::time::timeout(wait, conn.read_to_string(&mut response)).await??;
+        ensure(
+            response.ends_with("hello from the sandbox"),
+            format!("handed-over connection answered {response:?}"),
+        )?;
         // A refused call: the app sees EPERM, the agent counts it.
         let mut s = h.open_http().await?;
         s.write_all(b"GET /mount HTTP/1.1\r\nHost: a.localhost\r\n\r\n")

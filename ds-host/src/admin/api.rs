@@ -187,6 +187,14 @@ pub struct Appspace {
     pub uptime_secs: Option<u64>,
     /// Requests served since the host started.
     pub requests: u64,
+    /// Connections to the app the agent handed over (the host then talks
+    /// to the app directly), since the host started.
+    #[serde(default)]
+    pub connections_handed_over: u64,
+    /// Connections to the app made as HTTP streams on the channel (the
+    /// fallback when a handover fails).
+    #[serde(default)]
+    pub connections_over_channel: u64,
     /// The cgroup's usage, when running.
     pub usage: Option<Usage>,
 }

@@ -6,14 +6,13 @@
 pub mod rules;
 
 use std::num::NonZeroU32;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ds_proto::EgressRequest;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Semaphore};
@@ -148,7 +147,7 @@ impl EgressGate {
         req: EgressRequest,
         sink: Option<EgressSink>,
         log: Arc<AppLog>,
-        handoff: Option<Arc<OwnedFd>>,
+        handoff: Option<Arc<ds_proto::Handoff>>,
     ) {
         let destination = req.destination().to_string();
         let span = info_span!("egress", appspace = %self.appspace, %destination);
@@ -168,7 +167,7 @@ impl EgressGate {
         req: EgressRequest,
         destination: &str,
         log: &AppLog,
-        handoff: Option<&OwnedFd>,
+        handoff: Option<&ds_proto::Handoff>,
     ) -> EgressEvent {
         let started = Instant::now();
         let mut event = EgressEvent {
@@ -246,7 +245,7 @@ impl EgressGate {
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         // Hand the socket to the agent when we can (it then moves the data
         // itself and the stream is only a lifeline); else splice here.
-        let accepted = if handoff.is_some_and(|s| send_handoff(s, token, &conn).is_ok()) {
+        let accepted = if handoff.is_some_and(|s| s.try_send(token, conn.as_fd()).is_ok()) {
             drop(conn);
             req.hand_off(token).await.map(|lifeline| (lifeline, None))
         } else {
@@ -296,26 +295,4 @@ impl EgressGate {
         ));
         event
     }
-}
-
-/// Sends `conn` to the agent under `token` (never blocking: when the
-/// agent's queue is full the caller splices instead).
-fn send_handoff(socket: &OwnedFd, token: u64, conn: &TcpStream) -> std::io::Result<()> {
-    let fds = [conn.as_fd()];
-    let mut space = [std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let mut control = SendAncillaryBuffer::new(&mut space);
-    if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
-        return Err(std::io::Error::other("ancillary buffer too small"));
-    }
-    let bytes = token.to_be_bytes();
-    let sent = rustix::net::sendmsg(
-        socket,
-        &[std::io::IoSlice::new(&bytes)],
-        &mut control,
-        SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
-    )?;
-    if sent != bytes.len() {
-        return Err(std::io::Error::other("short handoff message"));
-    }
-    Ok(())
 }

@@ -26,6 +26,8 @@ pub(super) async fn appspace_view(rec: AppspaceRecord, live: Option<&Appspace>) 
         created_at: rec.created_at,
         uptime_secs: runtime.uptime.map(|u| u.as_secs()),
         requests: runtime.requests,
+        connections_handed_over: runtime.connections_handed_over,
+        connections_over_channel: runtime.connections_over_channel,
         usage: runtime.usage.map(|u| api::Usage {
             memory_bytes: u.memory_current,
             memory_peak_bytes: u.memory_peak,
