@@ -555,6 +555,9 @@ async fn drive<T>(
         Local(String),
         Failed(ProtoError),
         PeerClosed,
+        /// The peer's socket closed with our bytes unread: how a peer that
+        /// exits (an agent whose app was stopped) usually goes.
+        PeerReset,
     }
     /// Ends the channel if the driver unwinds (a multiplexer bug), so that
     /// streams and callers see an error instead of waiting forever.
@@ -606,6 +609,7 @@ async fn drive<T>(
                         }
                     });
                 }
+                Poll::Ready(Some(Err(e))) if is_reset(&e) => return Poll::Ready(Exit::PeerReset),
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Exit::Failed(e.into())),
                 Poll::Ready(None) => return Poll::Ready(Exit::PeerClosed),
                 Poll::Pending => return Poll::Pending,
@@ -619,6 +623,7 @@ async fn drive<T>(
         Exit::Local(why) => (why, false),
         Exit::Failed(e) => (e.to_string(), false),
         Exit::PeerClosed => ("closed by the peer".to_owned(), true),
+        Exit::PeerReset => ("reset by the peer".to_owned(), true),
     };
     // Mark the channel dead before streams observe the teardown, so they
     // report a loss rather than a clean end.
@@ -635,4 +640,15 @@ async fn drive<T>(
     if let Some(reply) = waiting {
         let _ = reply.send(Err(ProtoError::closed(reason.clone())));
     }
+}
+
+/// Whether the multiplexer failed only because the peer's socket went away
+/// (closed with data unread), rather than on bad input.
+fn is_reset(e: &yamux::ConnectionError) -> bool {
+    let io = match e {
+        yamux::ConnectionError::Io(io) => io,
+        yamux::ConnectionError::Decode(yamux::FrameDecodeError::Io(io)) => io,
+        _ => return false,
+    };
+    io.kind() == io::ErrorKind::ConnectionReset
 }
