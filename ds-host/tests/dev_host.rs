@@ -914,7 +914,12 @@ fn slow_apps_and_stalled_bodies_are_cut_off() -> Result<(), Failed> {
     let text = String::from_utf8_lossy(&raw);
     ensure(!text.contains("got 1000 bytes"), format!("{text:?}"))?;
     // And the appspace still serves.
-    let (status, _, _) = host.get("slowpoke.localhost", "/")?;
-    ensure(status == 200, format!("afterwards: {status}"))?;
+    let (status, _, body) = host.get("slowpoke.localhost", "/")?;
+    let log = std::fs::read_to_string(state.path().join("appspaces/slowpoke/log/app.log"))
+        .unwrap_or_default();
+    ensure(
+        status == 200,
+        format!("afterwards: {status} {body}\nappspace log:\n{log}"),
+    )?;
     host.stop()
 }

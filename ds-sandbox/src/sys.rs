@@ -177,18 +177,26 @@ pub fn close_range(first: u32, last: u32) -> io::Result<()> {
     Ok(())
 }
 
-/// Restores the default disposition of every catchable signal (the Rust
-/// runtime ignores SIGPIPE, and ignored signals would survive exec).
-/// Async-signal-safe.
+/// Restores the default disposition of every catchable signal but SIGPIPE,
+/// which is ignored (the Rust runtime's choices, and ignored signals,
+/// would otherwise survive exec). Async-signal-safe.
 pub fn reset_signal_dispositions() {
     for sig in 1..32 {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
         }
-        // SAFETY: installing SIG_DFL involves no handler code; `signal` is
-        // async-signal-safe.
+        // SIGPIPE is ignored, as systemd does for services
+        // (IgnoreSIGPIPE=yes): a client that goes away mid-answer costs the
+        // app an EPIPE, not its life.
+        let disposition = if sig == libc::SIGPIPE {
+            libc::SIG_IGN
+        } else {
+            libc::SIG_DFL
+        };
+        // SAFETY: installing SIG_DFL or SIG_IGN involves no handler code;
+        // `signal` is async-signal-safe.
         unsafe {
-            libc::signal(sig, libc::SIG_DFL);
+            libc::signal(sig, disposition);
         }
     }
 }
