@@ -30,6 +30,11 @@ struct DevHost {
     port: u16,
 }
 
+/// Where the output of every ds-host this benchmark starts goes.
+fn host_log() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("host-bench-ds-host.log")
+}
+
 impl DevHost {
     fn start(state: &Path, idle_secs: u64) -> Self {
         let mut child = Command::new(HOST)
@@ -62,7 +67,17 @@ impl DevHost {
                 break;
             }
         }
-        std::thread::spawn(move || for _ in lines {});
+        // Kept for when something goes wrong (its WARN lines say what).
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(host_log())
+            .expect("the host's log file");
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                let _ = writeln!(log, "{line}");
+            }
+        });
         Self { child, port }
     }
 
@@ -161,7 +176,11 @@ fn wrk(url: &str, host_header: Option<&str>) -> (f64, Duration) {
     let errors = text
         .lines()
         .any(|l| l.contains("Non-2xx") || l.contains("Socket errors"));
-    assert!(!errors, "wrk saw errors against {url}:\n{text}");
+    assert!(
+        !errors,
+        "wrk saw errors against {url}:\n{text}\n(ds-host's output: {})",
+        host_log().display()
+    );
     (rps, p99)
 }
 
@@ -247,6 +266,7 @@ fn main() {
         eprintln!("SKIPPED: build the binaries first: cargo build --release --workspace --bins");
         return;
     }
+    let _ = std::fs::remove_file(host_log());
     let tmp = tempfile::tempdir().expect("tempdir");
     let state = tmp.path().join("state");
     let deno = std::env::var_os("DS_DENO").is_some() || Path::new(".ds-tools/bin/deno").exists();
