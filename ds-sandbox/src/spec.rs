@@ -116,7 +116,11 @@ impl SandboxSpec {
             env.push((key.into(), proxy.clone()));
         }
         if self.runtime == Runtime::Deno {
-            env.push(("DENO_DIR".into(), "/tmp/.deno".into()));
+            // Deno's cache (transpiled modules, V8 code cache) in the
+            // appspace's own data, where it survives restarts: a cold start
+            // with it warm is ~25 ms faster than one that rebuilds it in
+            // /tmp. It is the app's to read and spoil, like all of /data.
+            env.push(("DENO_DIR".into(), "/data/.cache/deno".into()));
             env.push(("DENO_NO_UPDATE_CHECK".into(), "1".into()));
         }
         for (k, v) in &self.extra_env {
