@@ -40,6 +40,22 @@ async fn splice_one(from: &TcpStream, to: &TcpStream) -> io::Result<u64> {
             if n == 0 {
                 return Ok(());
             }
+            // Top the pipe up with whatever else has arrived, so that each
+            // write to the other side moves as much as it can.
+            let mut n = n;
+            while n < SPLICE_CHUNK {
+                match rustix::pipe::splice(
+                    from.as_fd(),
+                    None,
+                    &pipe_w,
+                    None,
+                    SPLICE_CHUNK - n,
+                    flags,
+                ) {
+                    Ok(0) | Err(_) => break,
+                    Ok(more) => n += more,
+                }
+            }
             let mut left = n;
             while left > 0 {
                 left -= to
