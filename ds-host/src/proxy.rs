@@ -1,6 +1,7 @@
 //! The front door: routes each request by its Host header to an appspace,
-//! starts the appspace if needed, and streams the exchange over a fresh
-//! ds-proto stream with hyper's HTTP/1.1 client. Bodies stream both ways;
+//! starts the appspace if needed, and streams the exchange with hyper's
+//! HTTP/1.1 client over a pooled connection to the app (handed over by the
+//! agent, or a ds-proto stream: see `app_link`). Bodies stream both ways;
 //! nothing is buffered whole.
 
 use std::collections::HashMap;
@@ -39,9 +40,9 @@ pub struct FrontDoor {
     pub lifecycle: Lifecycle,
 }
 
-/// One served appspace with its pool of HTTP/1.1 connections, each one a
-/// ds-proto stream (and, past the agent, one connection to the app),
-/// reused across requests like nginx's upstream keepalive.
+/// One served appspace with its pool of HTTP/1.1 connections to its app
+/// (see `app_link`), reused across requests like nginx's upstream
+/// keepalive.
 #[derive(Debug)]
 struct Served {
     appspace: Arc<Appspace>,
@@ -110,8 +111,8 @@ impl FrontDoor {
     }
 }
 
-/// Opens connections to an appspace's app: each one is a new stream on
-/// the appspace's channel (starting the sandbox if needed).
+/// Opens connections to an appspace's app (starting the sandbox if
+/// needed): handed over by the agent, else a stream on the channel.
 #[derive(Clone)]
 struct ChannelConnector {
     appspace: Arc<Appspace>,
@@ -362,7 +363,7 @@ async fn forward(
     }
     let stream = match link.connect().await {
         Ok(s) => s,
-        Err(e) => return bad_gateway("opening a stream to the appspace", &e),
+        Err(e) => return bad_gateway("connecting to the app", &e),
     };
     let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
     {

@@ -3,7 +3,8 @@
 //! accepts connections on `$PORT`, splices every inbound HTTP stream to a
 //! fresh connection to the app, answers stats requests, stops the app on
 //! request, reaps children and forwards signals, and exits with the app's
-//! status. It runs a single-threaded runtime: the agent stays one thread.
+//! status. It runs a single-threaded runtime (the agent's only other thread
+//! is the seccomp listener).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::AsFd;

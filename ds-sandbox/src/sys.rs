@@ -54,13 +54,13 @@ pub enum Forked {
 
 /// `fork(2)`.
 ///
-/// Callers must be single-threaded (ds-sandbox never starts threads) and
-/// must only make async-signal-safe calls in the child before `exec` or
-/// [`exit_now`].
+/// Callers must only make async-signal-safe calls in the child before
+/// `exec` or [`exit_now`]. The launcher is single-threaded; the agent has
+/// one other thread, the seccomp listener, which takes no lock the child
+/// could need (glibc's `fork` keeps malloc consistent in the child anyway).
 pub fn fork() -> io::Result<Forked> {
-    // SAFETY: ds-sandbox is single-threaded, so the child inherits no lock
-    // held by another thread; callers promise async-signal-safe work only in
-    // the child (documented above).
+    // SAFETY: the child only makes async-signal-safe calls (documented
+    // above), so no lock another thread held at the fork can stall it.
     let pid = unsafe { libc::fork() };
     match pid {
         -1 => Err(io::Error::last_os_error()),
