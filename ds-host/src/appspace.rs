@@ -490,7 +490,13 @@ impl Appspace {
             }
         };
         let handle = session.handle();
-        let handoff = ds_proto::Handoff::start(handoff).map_err(StartError::Spawn)?;
+        let handoff = match ds_proto::Handoff::start(handoff) {
+            Ok(handoff) => handoff,
+            Err(e) => {
+                let _ = child.kill().await;
+                return Err(StartError::Spawn(e));
+            }
+        };
         let link = AppLink::new(
             handle.clone(),
             handoff.clone(),
