@@ -66,16 +66,6 @@ impl AppLink {
         }
     }
 
-    /// The channel.
-    pub fn handle(&self) -> &SessionHandle {
-        &self.handle
-    }
-
-    /// The handoff socket.
-    pub fn handoff(&self) -> &Arc<Handoff> {
-        &self.handoff
-    }
-
     /// A connection to the app: handed over by the agent when it can be,
     /// else an HTTP stream on the channel.
     pub async fn connect(&self) -> Result<Upstream, ProtoError> {

@@ -111,11 +111,38 @@ fn read_key(path: &Path, key: &str) -> Option<u64> {
     })
 }
 
-impl Cgroup {
-    /// Creates the cgroup `name` with `limits` applied. The name must be
-    /// unique among running sandboxes.
-    pub fn create(name: &str, limits: &Limits) -> Result<Self, CgroupError> {
-        let cg = Self::locate(name)?;
+/// Where a sandbox's cgroup will be, worked out once: the launcher needs
+/// the join paths before it clones the child, and creates the cgroup after.
+#[derive(Debug)]
+pub struct CgroupPlan(Cgroup);
+
+impl CgroupPlan {
+    /// Locates the cgroup `name` (unique among running sandboxes) without
+    /// touching it.
+    pub fn new(name: &str) -> Result<Self, CgroupError> {
+        Cgroup::locate(name).map(Self)
+    }
+
+    /// For each hierarchy, the file through which a single-threaded process
+    /// moves itself (and its future children) into the cgroup by writing
+    /// "0": `tasks` on v1, `cgroup.procs` on v2.
+    ///
+    /// Why the process moves itself: writing another process's pid takes
+    /// the kernel's global threadgroup lock, whose write side waits for an
+    /// RCU grace period (7-25 ms measured here, most of a sandbox's start).
+    /// On v1, a thread moving only itself skips that lock; for the
+    /// single-threaded cloned child that is the whole process.
+    pub fn self_join_paths(&self) -> Vec<PathBuf> {
+        let file = match self.0.version {
+            CgroupVersion::V1 => "tasks",
+            CgroupVersion::V2 => "cgroup.procs",
+        };
+        self.0.dirs.iter().map(|d| d.join(file)).collect()
+    }
+
+    /// Creates the cgroup with `limits` applied.
+    pub fn create(self, limits: &Limits) -> Result<Cgroup, CgroupError> {
+        let cg = self.0;
         match cg.version {
             CgroupVersion::V2 => cg.create_v2()?,
             CgroupVersion::V1 => cg.create_v1()?,
@@ -127,7 +154,9 @@ impl Cgroup {
         }
         Ok(cg)
     }
+}
 
+impl Cgroup {
     fn create_v2(&self) -> Result<(), CgroupError> {
         let root = Path::new(CGROUP_ROOT);
         let parent = root.join(OUR_PARENT);
@@ -292,25 +321,6 @@ impl Cgroup {
             }
         }
         Ok(())
-    }
-
-    /// For each hierarchy of the cgroup `name` (which need not exist yet),
-    /// the file through which a single-threaded process moves itself (and
-    /// its future children) into it by writing "0": `tasks` on v1,
-    /// `cgroup.procs` on v2.
-    ///
-    /// Why the process moves itself: writing another process's pid takes
-    /// the kernel's global threadgroup lock, whose write side waits for an
-    /// RCU grace period (7-25 ms measured here, most of a sandbox's start).
-    /// On v1, a thread moving only itself skips that lock; for the
-    /// single-threaded cloned child that is the whole process.
-    pub fn self_join_paths(name: &str) -> Result<Vec<PathBuf>, CgroupError> {
-        let cg = Self::locate(name)?;
-        let file = match cg.version {
-            CgroupVersion::V1 => "tasks",
-            CgroupVersion::V2 => "cgroup.procs",
-        };
-        Ok(cg.dirs.iter().map(|d| d.join(file)).collect())
     }
 
     /// Reads current usage; missing files read as zero.

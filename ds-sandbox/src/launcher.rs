@@ -12,7 +12,7 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
-use crate::cgroup::{Cgroup, CgroupError};
+use crate::cgroup::{Cgroup, CgroupError, CgroupPlan};
 use crate::mounts::SOURCE_FD_BASE;
 use crate::namespaces::{self, NamespaceError};
 use crate::spec::SandboxSpec;
@@ -118,7 +118,7 @@ fn child(plan: &ChildPlan) -> ! {
     }
     // 3. Into the cgroup, before we can fork, and while we still have the
     //    caller's host uid (the owner of its files). We are single-threaded,
-    //    so "0" moves the whole process (see `Cgroup::self_join_paths` for
+    //    so "0" moves the whole process (see `CgroupPlan::self_join_paths` for
     //    why we move ourselves).
     for path in &plan.cgroup_join {
         let flags = rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC;
@@ -244,9 +244,9 @@ pub fn run(
         // denied in its user namespace), so it must not inherit root's.
         rustix::thread::set_thread_groups(&[]).map_err(|e| LaunchError::Stage(e.into()))?;
     }
-    let cgroup_name = format!("{}-{}", spec.name, std::process::id());
+    let plan = CgroupPlan::new(&format!("{}-{}", spec.name, std::process::id()))?;
     let mut cgroup = None;
-    let result = run_in(spec, &cgroup_name, &mut cgroup, channel, handoff);
+    let result = run_in(spec, plan, &mut cgroup, channel, handoff);
     let Some(cgroup) = cgroup else {
         return result;
     };
@@ -273,7 +273,7 @@ pub fn run(
 
 fn prepare_child(
     spec: &SandboxSpec,
-    cgroup_name: &str,
+    cgroup: &CgroupPlan,
     sync: OwnedFd,
     channel: Option<OwnedFd>,
     handoff: Option<OwnedFd>,
@@ -299,7 +299,8 @@ fn prepare_child(
             ))
         })
         .collect::<Result<Vec<_>, LaunchError>>()?;
-    let cgroup_join = Cgroup::self_join_paths(cgroup_name)?
+    let cgroup_join = cgroup
+        .self_join_paths()
         .iter()
         .map(|p| CString::new(p.as_os_str().as_encoded_bytes()).map_err(nul))
         .collect::<Result<Vec<_>, LaunchError>>()?;
@@ -328,17 +329,18 @@ fn prepare_child(
     })
 }
 
-/// Clones the child, then (while it opens its sources) creates the cgroup
-/// into `cgroup`, so that the caller can read its usage and remove it.
+/// Clones the child, then (while it opens its sources) creates the planned
+/// cgroup and keeps it in `cgroup`, for the caller to read its usage and
+/// remove it.
 fn run_in(
     spec: &SandboxSpec,
-    cgroup_name: &str,
+    plan: CgroupPlan,
     cgroup: &mut Option<Cgroup>,
     channel: Option<OwnedFd>,
     handoff: Option<OwnedFd>,
 ) -> Result<i32, LaunchError> {
     let (mut ours, theirs) = UnixStream::pair().map_err(LaunchError::Stage)?;
-    let plan = prepare_child(spec, cgroup_name, OwnedFd::from(theirs), channel, handoff)?;
+    let child_plan = prepare_child(spec, &plan, OwnedFd::from(theirs), channel, handoff)?;
     let mut supervisor = Supervisor::new().map_err(LaunchError::Stage)?;
     let flags = libc::CLONE_NEWUSER
         | libc::CLONE_NEWNS
@@ -347,7 +349,7 @@ fn run_in(
         | libc::CLONE_NEWUTS
         | libc::CLONE_NEWPID;
     let pid = match sys::clone_into_namespaces(flags) {
-        Ok(Forked::Child) => child(&plan),
+        Ok(Forked::Child) => child(&child_plan),
         Ok(Forked::Parent(pid)) => pid,
         Err(e) => {
             return Err(LaunchError::Namespace(NamespaceError::Unshare {
@@ -356,12 +358,12 @@ fn run_in(
             }))
         }
     };
-    drop(plan);
+    drop(child_plan);
     let setup = (|| {
         // The cgroup is made while the child opens its sources; it joins
         // after our "G", before it can fork.
         Cgroup::remove_stale(&spec.name);
-        *cgroup = Some(Cgroup::create(cgroup_name, &spec.limits)?);
+        *cgroup = Some(plan.create(&spec.limits)?);
         await_child(&mut ours, spec)?;
         namespaces::write_id_maps(pid as u32, spec.host_uid, spec.host_gid)?;
         let json = serde_json::to_vec(spec).map_err(|e| LaunchError::Stage(e.into()))?;
