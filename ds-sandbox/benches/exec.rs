@@ -80,7 +80,17 @@ fn main() {
         .status()
         .unwrap();
     assert!(ok.success(), "compiling the no-op");
-    let sandbox = PathBuf::from(env!("CARGO_BIN_EXE_ds-sandbox"));
+    // `$DS_SANDBOX` is the static build the bench script makes (what
+    // ships); Cargo's own build of the binary otherwise.
+    let sandbox = std::env::var_os("DS_SANDBOX")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ds-sandbox")));
+    let linking = if has_interpreter(&sandbox) {
+        "dynamically linked"
+    } else {
+        "static"
+    };
+    println!("ds-sandbox under test: {} ({linking})", sandbox.display());
 
     let mut bare = || Command::new(&noop);
     let mut bwrap = || {
@@ -132,10 +142,24 @@ fn main() {
         .map(|v| format!("{v:?}"))
         .unwrap_or_default();
     write_docs(&format!(
-        "_Latest run: `cargo bench -p ds-sandbox --bench exec`, cgroup {cgroup}, Landlock ABI {}._\n\n{table}\n\
+        "_Latest run: `packaging/dev/bench.sh` (`cargo bench -p ds-sandbox --bench exec`), {linking} ds-sandbox, cgroup {cgroup}, Landlock ABI {}._\n\n{table}\n\
          Target (<= 1.5x bwrap at p50): **{verdict}**.\n",
         ds_sandbox::landlock_policy::kernel_abi()
     ));
+}
+
+/// Whether an ELF executable names a program interpreter (PT_INTERP),
+/// i.e. is dynamically linked.
+fn has_interpreter(path: &std::path::Path) -> bool {
+    let elf = std::fs::read(path).expect("reading ds-sandbox");
+    let word = |at: usize, n: usize| {
+        elf[at..at + n]
+            .iter()
+            .rev()
+            .fold(0usize, |acc, b| acc << 8 | usize::from(*b))
+    };
+    let (phoff, phentsize, phnum) = (word(0x20, 8), word(0x36, 2), word(0x38, 2));
+    (0..phnum).any(|i| word(phoff + i * phentsize, 4) == 3)
 }
 
 /// Replaces this benchmark's section of docs/performance.md.

@@ -12,10 +12,18 @@ use std::sync::OnceLock;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 
-const SANDBOX: &str = env!("CARGO_BIN_EXE_ds-sandbox");
+/// The `ds-sandbox` under test: `$DS_SANDBOX` when set (the test script
+/// points it at the static build that ships), else Cargo's build of it.
+fn sandbox() -> &'static str {
+    static PATH: OnceLock<String> = OnceLock::new();
+    PATH.get_or_init(|| {
+        std::env::var("DS_SANDBOX").unwrap_or_else(|_| env!("CARGO_BIN_EXE_ds-sandbox").into())
+    })
+}
 
 fn main() {
     let args = Arguments::from_args();
+    eprintln!("sandbox suite: testing {}", sandbox());
     let blocker = missing_requirement();
     let deno = deno_binary();
     let musl = musl_available();
@@ -183,7 +191,7 @@ fn fresh_data(name: &str) -> PathBuf {
 }
 
 fn exec(app: &Path, data: &Path, opts: &[&str], cmd: &[&str]) -> Output {
-    Command::new(SANDBOX)
+    Command::new(sandbox())
         .arg("exec")
         .arg("--app")
         .arg(app)
@@ -259,7 +267,7 @@ fn hostile_app_blocks_every_attack() -> Result<(), Failed> {
             "-c",
             "hostname \"$0\" && exec \"$@\"",
             &canary,
-            SANDBOX,
+            sandbox(),
             "exec",
             "--report",
             "--app",
@@ -605,7 +613,7 @@ fn nothing_is_left_behind() -> Result<(), Failed> {
         .lines()
         .count();
     // A command that leaves many children behind inside the sandbox.
-    let mut child = Command::new(SANDBOX)
+    let mut child = Command::new(sandbox())
         .args(["exec", "--pids", "8", "--app"])
         .arg(app_dir())
         .arg("--data")
@@ -677,7 +685,7 @@ fn bad_arguments_are_refused_cleanly() -> Result<(), Failed> {
             format!("{bad:?}: {}", text(&out.stderr)),
         )?;
     }
-    let out = Command::new(SANDBOX)
+    let out = Command::new(sandbox())
         .args(["exec", "--app"])
         .arg(app_dir())
         .args(["--data"])
@@ -707,7 +715,7 @@ fn agent_serves_http_over_the_channel() -> Result<(), Failed> {
     rustix::io::fcntl_setfd(&handoff_sandbox, rustix::io::FdFlags::empty())?;
     let fd = sandbox_end.as_raw_fd().to_string();
     let handoff_fd = handoff_sandbox.as_raw_fd().to_string();
-    let mut child = Command::new(SANDBOX)
+    let mut child = Command::new(sandbox())
         .args([
             "exec",
             "--channel-fd",
@@ -837,7 +845,7 @@ fn agent_serves_http_over_the_channel() -> Result<(), Failed> {
 
 fn killed_launcher_takes_the_sandbox_with_it() -> Result<(), Failed> {
     let data = fresh_data("killed");
-    let mut child = Command::new(SANDBOX)
+    let mut child = Command::new(sandbox())
         .args(["exec", "--app"])
         .arg(app_dir())
         .arg("--data")

@@ -28,6 +28,9 @@ fi
 
 export DS_DENO="$PWD/.ds-tools/bin/deno"
 cargo build --release --locked --workspace --bins
+# Measure the sandbox as it ships: the static build.
+DS_SANDBOX="$(./packaging/dev/static-sandbox.sh --release)"
+export DS_SANDBOX
 cargo bench --locked -p ds-proto --bench channel
 cargo bench --locked -p ds-sandbox --bench exec
 cargo bench --locked -p ds-host --bench host

@@ -15,4 +15,8 @@ cargo build --manifest-path fuzz/Cargo.toml --target-dir target --locked
 # The end-to-end tests run the workspace's binaries (ds-sandbox, the
 # example apps) next to ds-host.
 cargo build --workspace --bins --locked
+# The sandbox suite and the end-to-end tests use the static ds-sandbox
+# that run.sh ships (one more link, no recompilation).
+DS_SANDBOX="$(./packaging/dev/static-sandbox.sh)"
+export DS_SANDBOX
 cargo test --workspace --locked
