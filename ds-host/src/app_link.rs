@@ -46,7 +46,12 @@ pub struct AppLink {
     app_port: u16,
     next_token: Arc<AtomicU64>,
     counters: Arc<LinkCounters>,
+    id: u64,
 }
+
+/// Numbers links, so that connections made through one sandbox are never
+/// reused with the next one.
+static NEXT_LINK_ID: AtomicU64 = AtomicU64::new(1);
 
 impl AppLink {
     /// Links through `handle` and `handoff` to the app on `app_port`,
@@ -63,7 +68,14 @@ impl AppLink {
             app_port,
             next_token: Arc::default(),
             counters,
+            id: NEXT_LINK_ID.fetch_add(1, Ordering::Relaxed),
         }
+    }
+
+    /// Unique to this sandbox's run among all links made since the host
+    /// started.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// A connection to the app: handed over by the agent when it can be,

@@ -5,33 +5,49 @@
 
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-/// Hop-by-hop headers (RFC 9110 7.6.1) plus the proxy ones.
-const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// Hop-by-hop headers (RFC 9110 7.6.1) plus the proxy ones. (Names are
+/// `HeaderName` constants: looking a `&str` up parses it every time.)
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Forwarding headers only the host may set.
+const FORWARDING: [HeaderName; 5] = [
+    header::FORWARDED,
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    HeaderName::from_static("x-real-ip"),
 ];
 
 /// Strips hop-by-hop headers, including any the Connection header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
     }
-    for name in HOP_BY_HOP {
-        headers.remove(*name);
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
     }
 }
 
@@ -39,56 +55,58 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// forwarding headers replaced by the host's own.
 pub fn to_app(headers: &mut HeaderMap, client_ip: &str, proto: &str, host: &str) {
     strip_hop_by_hop(headers);
-    for name in [
-        "forwarded",
-        "x-forwarded-for",
-        "x-forwarded-proto",
-        "x-forwarded-host",
-        "x-real-ip",
-    ] {
+    for name in &FORWARDING {
         headers.remove(name);
     }
-    let set = |h: &mut HeaderMap, name: &'static str, value: &str| {
+    let set = |h: &mut HeaderMap, name: HeaderName, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {
             h.insert(name, v);
         }
     };
-    set(headers, "x-forwarded-for", client_ip);
-    set(headers, "x-forwarded-proto", proto);
-    set(headers, "x-forwarded-host", host);
+    set(headers, X_FORWARDED_FOR, client_ip);
+    set(headers, X_FORWARDED_PROTO, proto);
+    set(headers, X_FORWARDED_HOST, host);
 }
 
 /// Security headers every response gets unless the app set a value.
-const DEFAULTS: &[(&str, &str)] = &[
+const DEFAULTS: [(HeaderName, &str); 4] = [
     (
-        "content-security-policy",
+        header::CONTENT_SECURITY_POLICY,
         "default-src 'self'; frame-ancestors 'self'",
     ),
-    ("referrer-policy", "same-origin"),
-    ("x-frame-options", "SAMEORIGIN"),
-    ("cross-origin-opener-policy", "same-origin"),
+    (header::REFERRER_POLICY, "same-origin"),
+    (header::X_FRAME_OPTIONS, "SAMEORIGIN"),
+    (
+        HeaderName::from_static("cross-origin-opener-policy"),
+        "same-origin",
+    ),
 ];
 
 /// Prepares an app's response headers for the browser.
 pub fn to_browser(headers: &mut HeaderMap) {
     strip_hop_by_hop(headers);
     // No CORS: an appspace can never open itself to other origins.
-    let cors: Vec<HeaderName> = headers
+    if headers
         .keys()
-        .filter(|k| k.as_str().starts_with("access-control-"))
-        .cloned()
-        .collect();
-    for name in cors {
-        headers.remove(name);
+        .any(|k| k.as_str().starts_with("access-control-"))
+    {
+        let cors: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("access-control-"))
+            .cloned()
+            .collect();
+        for name in cors {
+            headers.remove(name);
+        }
     }
     for (name, value) in DEFAULTS {
-        if !headers.contains_key(*name) {
-            headers.insert(*name, HeaderValue::from_static(value));
+        if !headers.contains_key(&name) {
+            headers.insert(name, HeaderValue::from_static(value));
         }
     }
     // Never let a browser guess a type an app did not declare.
     headers.insert(
-        "x-content-type-options",
+        header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
 }

@@ -23,20 +23,27 @@ pub enum IdleBodyError<E> {
 }
 
 /// `inner`, failing after `idle` without a frame.
+///
+/// The clock runs only while the body is waiting for data: a body whose
+/// frames are ready when asked for (most small answers) never touches the
+/// timer wheel.
 #[derive(Debug)]
 pub struct IdleBody<B> {
     inner: B,
     idle: Duration,
-    timer: Pin<Box<Sleep>>,
+    /// Allocated the first time the body waits; re-armed each time.
+    timer: Option<Pin<Box<Sleep>>>,
+    armed: bool,
 }
 
 impl<B> IdleBody<B> {
-    /// Wraps `inner`; the clock starts now.
+    /// Wraps `inner`.
     pub fn new(inner: B, idle: Duration) -> Self {
         Self {
             inner,
             idle,
-            timer: Box::pin(tokio::time::sleep(idle)),
+            timer: None,
+            armed: false,
         }
     }
 }
@@ -49,16 +56,26 @@ impl<B: Body + Unpin> Body for IdleBody<B> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        match Pin::new(&mut self.inner).poll_frame(cx) {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
-                let deadline = Instant::now() + self.idle;
-                self.timer.as_mut().reset(deadline);
+                this.armed = false;
                 Poll::Ready(frame.map(|f| f.map_err(IdleBodyError::Inner)))
             }
-            Poll::Pending => match self.timer.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(IdleBodyError::Idle(self.idle)))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => {
+                let deadline = Instant::now() + this.idle;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if !this.armed {
+                    timer.as_mut().reset(deadline);
+                    this.armed = true;
+                }
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(IdleBodyError::Idle(this.idle)))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 

@@ -1,9 +1,10 @@
-//! ds-host: the privileged daemon. Built so far: app packages (validation
-//! and installation), state in SQLite, appspaces started on demand in
-//! their sandboxes (idle stop, crash backoff, logs), and the front door
-//! (HTTP and HTTPS) that routes by Host and proxies over ds-proto. Dev mode
-//! serves the bundled examples. The admin API ([`admin`]) serves `dsctl`.
-//! Egress is still to come.
+//! ds-host: the privileged daemon: app packages (validation and
+//! installation), state in SQLite, appspaces started on demand in their
+//! sandboxes (idle stop, crash backoff, logs), the front door (HTTP and
+//! HTTPS) that routes by Host and proxies to the app over keep-alive
+//! connections the agent hands over (or streams on the channel), and the
+//! egress checks for the agent's proxy. Dev mode serves the bundled
+//! examples. The admin API ([`admin`]) serves `dsctl`.
 
 pub mod admin;
 pub mod app_link;
@@ -19,3 +20,4 @@ pub mod proxy;
 pub mod serve;
 pub mod state;
 pub mod tls;
+pub mod upstream_pool;

@@ -20,11 +20,11 @@ use std::task::{Context, Poll};
 
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 
-use crate::app_link::Upstream;
 use crate::appspace::{Appspace, Launcher, Lifecycle, RequestGuard, StartError};
 use crate::headers;
 use crate::idle_body::{IdleBody, IdleBodyError};
 use crate::serve::Scheme;
+use crate::upstream_pool::{Lease, UpstreamPool};
 
 /// Everything the front door needs.
 #[derive(Debug)]
@@ -40,16 +40,13 @@ pub struct FrontDoor {
     pub lifecycle: Lifecycle,
 }
 
-/// One served appspace with its pool of HTTP/1.1 connections to its app
-/// (see `app_link`), reused across requests like nginx's upstream
-/// keepalive.
+/// One served appspace with its pool of keep-alive connections to its
+/// app (see `upstream_pool`).
 #[derive(Debug)]
 struct Served {
     appspace: Arc<Appspace>,
-    client: PooledClient,
+    pool: Arc<UpstreamPool>,
 }
-
-type PooledClient = hyper_util::client::legacy::Client<ChannelConnector, Body>;
 
 impl FrontDoor {
     /// A front door serving nothing yet.
@@ -64,21 +61,12 @@ impl FrontDoor {
 
     /// Serves `appspace` at its domain (replacing what was there).
     pub fn add(&self, appspace: Arc<Appspace>) {
-        let connector = ChannelConnector {
-            appspace: appspace.clone(),
-            launcher: self.launcher.clone(),
-            lifecycle: self.lifecycle,
-        };
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(30))
-                .pool_max_idle_per_host(64)
-                .build(connector);
         let domain = appspace.config.domain.to_ascii_lowercase();
+        let pool = Arc::default();
         self.served
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(domain, Arc::new(Served { appspace, client }));
+            .insert(domain, Arc::new(Served { appspace, pool }));
     }
 
     /// Stops serving the appspace whose domain or name is `key`; returns it.
@@ -111,76 +99,31 @@ impl FrontDoor {
     }
 }
 
-/// Opens connections to an appspace's app (starting the sandbox if
-/// needed): handed over by the agent, else a stream on the channel.
-#[derive(Clone)]
-struct ChannelConnector {
-    appspace: Arc<Appspace>,
-    launcher: Arc<Launcher>,
-    lifecycle: Lifecycle,
-}
-
-impl tower::Service<axum::http::Uri> for ChannelConnector {
-    type Response = ChannelIo;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-    type Future = Pin<Box<dyn std::future::Future<Output = Result<ChannelIo, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _uri: axum::http::Uri) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            let link = this.appspace.link(&this.launcher, &this.lifecycle).await?;
-            Ok(ChannelIo(TokioIo::new(link.connect().await?)))
-        })
-    }
-}
-
-/// A connection to the app (handed over, or a channel stream) as a pooled
-/// client connection.
-struct ChannelIo(TokioIo<Upstream>);
-
-impl hyper_util::client::legacy::connect::Connection for ChannelIo {
-    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
-        hyper_util::client::legacy::connect::Connected::new()
-    }
-}
-
-impl hyper::rt::Read for ChannelIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl hyper::rt::Write for ChannelIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
 /// A response body that keeps its request counted as in flight until the
-/// last byte has gone out, and is cut off when it stops moving.
+/// last byte has gone out, is cut off when it stops moving, and gives its
+/// connection back to the pool once read to the end.
 struct GuardedBody {
     inner: IdleBody<Incoming>,
+    lease: Option<Lease>,
     _guard: RequestGuard,
+}
+
+impl GuardedBody {
+    fn release_if_done(&mut self) {
+        if self.inner.is_end_stream() {
+            if let Some(mut lease) = self.lease.take() {
+                lease.finished();
+            }
+        }
+    }
+}
+
+impl Drop for GuardedBody {
+    // hyper drops a body it knows is empty (Content-Length: 0, HEAD)
+    // without polling it.
+    fn drop(&mut self) {
+        self.release_if_done();
+    }
 }
 
 impl HttpBody for GuardedBody {
@@ -191,7 +134,17 @@ impl HttpBody for GuardedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let frame = Pin::new(&mut self.inner).poll_frame(cx);
+        match &frame {
+            Poll::Ready(None) => {
+                if let Some(mut lease) = self.lease.take() {
+                    lease.finished();
+                }
+            }
+            Poll::Ready(Some(Ok(_))) => self.release_if_done(),
+            _ => {}
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {
@@ -326,27 +279,22 @@ async fn forward(
         "http"
     };
     if upgrade.is_none() {
-        // The usual case: a pooled connection, absolute-form URI naming the
-        // appspace (the pool's key); the browser's Host header is kept.
-        drop(link);
+        // The usual case: a pooled keep-alive connection; the browser's
+        // Host header is kept.
         headers::to_app(req.headers_mut(), &peer.ip().to_string(), proto, host);
-        let path = req
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
-        match format!("http://{}{path}", appspace.config.name).parse() {
-            Ok(uri) => *req.uri_mut() = uri,
-            Err(e) => return bad_gateway("building the request", &e),
+        if let Err(e) = to_origin_form(&mut req, host) {
+            return bad_gateway("building the request", &e);
         }
         // The upload is cut off if it stalls; the app must start its
         // answer within the response timeout.
         let idle = door.lifecycle.body_idle_timeout;
         let req = req.map(|b| Body::new(IdleBody::new(b, idle)));
-        let answer =
-            tokio::time::timeout(door.lifecycle.response_timeout, served.client.request(req));
+        let answer = tokio::time::timeout(
+            door.lifecycle.response_timeout,
+            served.pool.send(link.id(), || link.connect(), req),
+        );
         return match answer.await {
-            Ok(Ok(resp)) => to_browser(resp, guard, idle),
+            Ok(Ok((resp, lease))) => to_browser(resp, guard, idle, Some(lease)),
             Ok(Err(e)) => bad_gateway("the app did not answer", &e),
             Err(_) => {
                 warn!("the app did not answer in time");
@@ -421,15 +369,38 @@ async fn forward(
         });
         return switched;
     }
-    to_browser(resp, guard, door.lifecycle.body_idle_timeout)
+    to_browser(resp, guard, door.lifecycle.body_idle_timeout, None)
 }
 
-/// An app's response on its way out: header policy applied, and the
-/// request counted in flight until the body's last byte.
-fn to_browser(resp: Response<Incoming>, guard: RequestGuard, idle: Duration) -> Response<Body> {
+/// Makes the request's target origin-form (`/path?query`), as an app
+/// expects from its proxy, and gives it a Host header if the browser sent
+/// an absolute-form target without one.
+fn to_origin_form(req: &mut Request<Body>, host: &str) -> Result<(), String> {
+    if req.uri().scheme().is_none() && req.uri().authority().is_none() {
+        return Ok(());
+    }
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    *req.uri_mut() = path.parse().map_err(|e| format!("target {path}: {e}"))?;
+    if !req.headers().contains_key(header::HOST) {
+        let host = HeaderValue::from_str(host).map_err(|e| format!("host {host}: {e}"))?;
+        req.headers_mut().insert(header::HOST, host);
+    }
+    Ok(())
+}
+
+/// An app's response on its way out: header policy applied, the request
+/// counted in flight until the body's last byte, and the pooled
+/// connection (if any) given back then.
+fn to_browser(
+    resp: Response<Incoming>,
+    guard: RequestGuard,
+    idle: Duration,
+    lease: Option<Lease>,
+) -> Response<Body> {
     let mut resp = resp.map(|inner| {
         Body::new(GuardedBody {
             inner: IdleBody::new(inner, idle),
+            lease,
             _guard: guard,
         })
     });

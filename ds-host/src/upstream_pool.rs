@@ -1,0 +1,302 @@
+//! Keep-alive HTTP/1.1 connections to one appspace's app, reused across
+//! requests as nginx's upstream `keepalive` does.
+//!
+//! Why our own and not hyper-util's pooled client: that client keys its
+//! pool by URI (so every request needs an absolute-form URI built, parsed
+//! and hashed) and spawns a task per request to wait for the connection to
+//! become reusable. Here the pool belongs to the appspace, a connection
+//! goes back when the response body's last byte has been read (the body
+//! holds it until then), and the next request waits for hyper to say it is
+//! ready. hyper's `client::conn::http1` still does all of the HTTP.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tracing::debug;
+
+use crate::app_link::Upstream;
+
+/// Idle connections kept per appspace.
+const MAX_IDLE: usize = 64;
+/// An idle connection unused this long is closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a returned connection may take to become reusable before a
+/// fresh one is opened instead (normally the next turn of its task).
+const READY_WAIT: Duration = Duration::from_millis(250);
+
+/// Why a request could not be sent to the app.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// No connection to the app could be made.
+    #[error("connecting to the app: {0}")]
+    Connect(#[from] ds_proto::ProtoError),
+    /// The HTTP/1.1 handshake on a new connection failed.
+    #[error("talking to the app: {0}")]
+    Handshake(hyper::Error),
+    /// The app did not answer.
+    #[error("{0}")]
+    Request(hyper::Error),
+}
+
+/// One appspace's idle connections (most recently used last).
+#[derive(Debug, Default)]
+pub struct UpstreamPool {
+    idle: Mutex<Vec<Idle>>,
+}
+
+/// A connection waiting for its next request.
+#[derive(Debug)]
+struct Idle {
+    sender: SendRequest<Body>,
+    since: Instant,
+    /// The link (one run of the sandbox) it was made through.
+    link: u64,
+}
+
+impl Idle {
+    fn usable(&self, link: u64) -> bool {
+        self.link == link && !self.sender.is_closed() && self.since.elapsed() < IDLE_TIMEOUT
+    }
+}
+
+impl UpstreamPool {
+    /// Sends `req` to the app on an idle connection made through `link`
+    /// (the sandbox's current run, [`crate::app_link::AppLink::id`]), or
+    /// on a new one made by `connect` (normally
+    /// [`crate::app_link::AppLink::connect`]). A request that a stale idle
+    /// connection could not take (the app had just closed it) is sent
+    /// again on a new one.
+    pub async fn send<F, Fut>(
+        self: &Arc<Self>,
+        link: u64,
+        connect: F,
+        req: Request<Body>,
+    ) -> Result<(Response<Incoming>, Lease), UpstreamError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Upstream, ds_proto::ProtoError>>,
+    {
+        let mut req = req;
+        while let Some(mut sender) = self.take_idle(link) {
+            if !sender.is_ready()
+                && !matches!(
+                    tokio::time::timeout(READY_WAIT, sender.ready()).await,
+                    Ok(Ok(()))
+                )
+            {
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(resp) => return Ok((resp, self.lease(sender, link))),
+                Err(mut e) => match e.take_message() {
+                    // Not sent: the connection had closed under us.
+                    Some(unsent) => {
+                        debug!(error = %e.error(), "idle connection to the app was closed");
+                        req = unsent;
+                    }
+                    None => return Err(UpstreamError::Request(e.into_error())),
+                },
+            }
+        }
+        let mut sender = Self::handshake(connect().await?).await?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(UpstreamError::Request)?;
+        Ok((resp, self.lease(sender, link)))
+    }
+
+    /// HTTP/1.1 on a new connection to the app, its task running.
+    async fn handshake(conn: Upstream) -> Result<SendRequest<Body>, UpstreamError> {
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(conn))
+            .await
+            .map_err(UpstreamError::Handshake)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(error = %e, "connection to the app ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// The most recently used idle connection through `link` that is
+    /// still open; drops closed, expired and older runs' ones on the way.
+    fn take_idle(&self, link: u64) -> Option<SendRequest<Body>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(entry) = idle.pop() {
+            if entry.usable(link) {
+                return Some(entry.sender);
+            }
+        }
+        None
+    }
+
+    fn lease(self: &Arc<Self>, sender: SendRequest<Body>, link: u64) -> Lease {
+        Lease {
+            pool: self.clone(),
+            sender: Some(sender),
+            link,
+        }
+    }
+
+    fn put_back(&self, sender: SendRequest<Body>, link: u64) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        // Unusable ones go first, and the pool never grows past its cap.
+        idle.retain(|entry| entry.usable(link));
+        if idle.len() >= MAX_IDLE {
+            idle.remove(0);
+        }
+        idle.push(Idle {
+            sender,
+            since: Instant::now(),
+            link,
+        });
+    }
+
+    /// Idle connections now.
+    #[cfg(test)]
+    fn idle_count(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// A connection lent to one exchange: it goes back to the pool when the
+/// response has been read to its end ([`Lease::finished`]), and is closed
+/// if the exchange is dropped half-way (its state is then unknown).
+#[derive(Debug)]
+pub struct Lease {
+    pool: Arc<UpstreamPool>,
+    sender: Option<SendRequest<Body>>,
+    link: u64,
+}
+
+impl Lease {
+    /// The response has been read to its end: the connection may be reused.
+    pub fn finished(&mut self) {
+        if let Some(sender) = self.sender.take() {
+            self.pool.put_back(sender, self.link);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    /// A keep-alive HTTP/1.1 server answering every GET with `body_len`
+    /// bytes; it closes a connection after `per_conn` answers. Returns its
+    /// address and the connections it accepted so far.
+    async fn app(body_len: usize, per_conn: usize) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    for _ in 0..per_conn {
+                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            let mut chunk = [0u8; 1024];
+                            match conn.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buf.clear();
+                        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {body_len}\r\n\r\n");
+                        let body = vec![b'x'; body_len];
+                        if conn.write_all(head.as_bytes()).await.is_err()
+                            || conn.write_all(&body).await.is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    /// One GET through `pool` to `addr` as run `link`, its body read to the
+    /// end and its connection given back as the proxy does.
+    async fn get(pool: &Arc<UpstreamPool>, link: u64, addr: std::net::SocketAddr) -> usize {
+        let req = Request::get("/").body(Body::empty()).unwrap();
+        let connect = || async move {
+            Ok::<_, ds_proto::ProtoError>(Upstream::Direct(TcpStream::connect(addr).await?))
+        };
+        let (resp, mut lease) = pool.send(link, connect, req).await.unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        lease.finished();
+        body.len()
+    }
+
+    #[tokio::test]
+    async fn sequential_requests_share_one_connection() {
+        let (addr, accepted) = app(5, usize::MAX).await;
+        let pool = Arc::new(UpstreamPool::default());
+        for _ in 0..5 {
+            assert_eq!(get(&pool, 1, addr).await, 5);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(pool.idle_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_app_closed_is_replaced() {
+        let (addr, accepted) = app(5, 1).await;
+        let pool = Arc::new(UpstreamPool::default());
+        for _ in 0..3 {
+            assert_eq!(get(&pool, 1, addr).await, 5);
+            // Let the client see the close (as between two browser requests).
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_half_read_response_does_not_come_back() {
+        let (addr, accepted) = app(4 << 20, usize::MAX).await;
+        let pool = Arc::new(UpstreamPool::default());
+        let req = Request::get("/").body(Body::empty()).unwrap();
+        let connect = || async move {
+            Ok::<_, ds_proto::ProtoError>(Upstream::Direct(TcpStream::connect(addr).await?))
+        };
+        let (resp, lease) = pool.send(1, connect, req).await.unwrap();
+        let mut body = resp.into_body();
+        assert!(body.frame().await.unwrap().unwrap().is_data());
+        // The browser went away mid-body: its state is unknown.
+        drop((body, lease));
+        assert_eq!(pool.idle_count(), 0);
+        assert_eq!(get(&pool, 1, addr).await, 4 << 20);
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_new_run_of_the_sandbox_gets_new_connections() {
+        let (addr, accepted) = app(5, usize::MAX).await;
+        let pool = Arc::new(UpstreamPool::default());
+        get(&pool, 1, addr).await;
+        get(&pool, 2, addr).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        // The first run's connection was dropped when the second came back.
+        assert_eq!(pool.idle_count(), 1);
+        get(&pool, 2, addr).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+}
