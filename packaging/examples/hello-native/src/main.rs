@@ -16,11 +16,16 @@ fn main() -> std::io::Result<()> {
     for conn in listener.incoming() {
         match conn {
             Ok(conn) => {
-                std::thread::spawn(move || {
+                // Out of threads (the sandbox's pids limit): this
+                // connection is closed, the app keeps serving the others.
+                let spawned = std::thread::Builder::new().spawn(move || {
                     if let Err(e) = serve(conn) {
                         eprintln!("hello-native: {e}");
                     }
                 });
+                if let Err(e) = spawned {
+                    eprintln!("hello-native: no thread for a connection, closed it: {e}");
+                }
             }
             Err(e) => eprintln!("hello-native: accept: {e}"),
         }
