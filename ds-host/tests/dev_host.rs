@@ -145,6 +145,15 @@ struct DevHost {
     child: Child,
     port: u16,
     tls_port: u16,
+    /// ds-host's stderr, quoted when it misbehaves.
+    stderr: tempfile::NamedTempFile,
+}
+
+/// The last lines of what ds-host wrote to `stderr`.
+fn tail_of(stderr: &tempfile::NamedTempFile) -> String {
+    let text = std::fs::read_to_string(stderr.path()).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
 impl DevHost {
@@ -153,12 +162,13 @@ impl DevHost {
     }
 
     fn start_with(state: &Path, extra: &[String]) -> Result<Self, Failed> {
+        let stderr = tempfile::NamedTempFile::new()?;
         let mut cmd = Command::new(HOST);
         cmd.args(["--dev", "--port", "0", "--tls-port", "0", "--state-dir"])
             .arg(state)
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .stderr(stderr.reopen()?);
         match deno() {
             Ok(d) => cmd.env("DS_DENO", d),
             Err(_) => cmd.env_remove("DS_DENO"),
@@ -184,11 +194,16 @@ impl DevHost {
             }
         }
         std::thread::spawn(move || for _ in lines {});
-        let (port, tls_port) = ports.ok_or("ds-host printed no URL")?;
+        let Some((port, tls_port)) = ports else {
+            return Err(
+                format!("ds-host printed no URL; its stderr:\n{}", tail_of(&stderr)).into(),
+            );
+        };
         Ok(Self {
             child,
             port,
             tls_port,
+            stderr,
         })
     }
 
@@ -222,11 +237,19 @@ impl DevHost {
                 return if status.success() {
                     Ok(())
                 } else {
-                    Err(format!("ds-host exited {status}").into())
+                    Err(format!(
+                        "ds-host exited {status}; its stderr:\n{}",
+                        tail_of(&self.stderr)
+                    )
+                    .into())
                 };
             }
             if Instant::now() > deadline {
-                return Err("ds-host did not stop on SIGTERM".into());
+                return Err(format!(
+                    "ds-host did not stop on SIGTERM; its stderr:\n{}",
+                    tail_of(&self.stderr)
+                )
+                .into());
             }
             std::thread::sleep(Duration::from_millis(20));
         }

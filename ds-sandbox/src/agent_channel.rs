@@ -26,10 +26,12 @@ use crate::supervise::{self, Exit, Supervisor};
 /// How often the agent probes `$PORT` until the app listens: often at
 /// first (cold start is on a user's request path, and a refused loopback
 /// connect costs microseconds), then less for apps that start slowly.
-const READY_POLL_FAST: Duration = Duration::from_micros(500);
+const READY_POLL_FAST: Duration = Duration::from_micros(250);
 const READY_POLL_SLOW: Duration = Duration::from_millis(5);
 /// How long the fast probing lasts.
 const READY_FAST_FOR: Duration = Duration::from_millis(300);
+/// A probe that gets no answer this fast (a full backlog) is tried again.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// Counters reported in `stats`.
 #[derive(Debug, Default)]
@@ -37,6 +39,42 @@ struct Counters {
     open: AtomicU64,
     total: AtomicU64,
     egress: Arc<AtomicU64>,
+}
+
+/// The pause before the next readiness probe, `since` probing began.
+fn probe_pause(since: Duration) -> Duration {
+    if since < READY_FAST_FOR {
+        READY_POLL_FAST
+    } else {
+        READY_POLL_SLOW
+    }
+}
+
+/// Resolves once something accepts connections on `addr`. The probes run
+/// on a thread of their own: tokio's timer cannot sleep less than a
+/// millisecond, which a cold start would pay one to two times over. If
+/// that thread cannot be had (the pids limit), tokio probes instead.
+async fn listening(addr: SocketAddr) {
+    let (found, found_rx) = tokio::sync::oneshot::channel();
+    let probe = std::thread::Builder::new()
+        .name("ready-probe".into())
+        .spawn(move || {
+            let started = std::time::Instant::now();
+            while std::net::TcpStream::connect_timeout(&addr, PROBE_TIMEOUT).is_err() {
+                if found.is_closed() {
+                    return; // nobody waits any more
+                }
+                std::thread::sleep(probe_pause(started.elapsed()));
+            }
+            let _ = found.send(());
+        });
+    if probe.is_ok() && found_rx.await.is_ok() {
+        return;
+    }
+    let started = tokio::time::Instant::now();
+    while TcpStream::connect(addr).await.is_err() {
+        tokio::time::sleep(probe_pause(started.elapsed())).await;
+    }
 }
 
 /// Serves the channel until the app exits; returns the app's exit.
@@ -93,15 +131,7 @@ async fn run(
     let ready = {
         let handle = handle.clone();
         async move {
-            let started = tokio::time::Instant::now();
-            while TcpStream::connect(app_addr).await.is_err() {
-                let pause = if started.elapsed() < READY_FAST_FOR {
-                    READY_POLL_FAST
-                } else {
-                    READY_POLL_SLOW
-                };
-                tokio::time::sleep(pause).await;
-            }
+            listening(app_addr).await;
             let _ = handle
                 .send_control(ControlMessage::Ready { app_port })
                 .await;
