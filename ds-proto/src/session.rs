@@ -32,9 +32,9 @@ pub struct Config {
     /// How long a newly opened stream has to send its opening bytes.
     pub stream_header_timeout: Duration,
     /// Most streams open at once (both directions together). Also bounds
-    /// memory: each stream buffers at most its receive window (256 KiB
-    /// unless the multiplexer grows it for a fast reader), and the sum over
-    /// all streams is capped at `max_streams * 256 KiB`.
+    /// memory: each stream buffers at most its receive window (256 KiB;
+    /// the connection window leaves yamux no headroom to grow it), so all
+    /// streams together buffer at most `max_streams * 256 KiB`.
     pub max_streams: usize,
     /// Largest data frame this side sends (the peer accepts up to 1 MiB).
     pub max_send_frame: usize,
