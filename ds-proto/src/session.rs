@@ -32,11 +32,18 @@ pub struct Config {
     /// How long a newly opened stream has to send its opening bytes.
     pub stream_header_timeout: Duration,
     /// Most streams open at once (both directions together). Also bounds
-    /// memory: each stream buffers at most its receive window (256 KiB;
-    /// the connection window leaves yamux no headroom to grow it), so all
-    /// streams together buffer at most `max_streams * 256 KiB`.
+    /// memory: each stream buffers at most its receive window, 256 KiB
+    /// unless it grew out of `window_growth`, so one channel buffers at most
+    /// `max_streams * 256 KiB + window_growth`.
     pub max_streams: usize,
+    /// Receive-window credit, shared by all streams of a channel, out of
+    /// which yamux doubles the window of a stream whose reader keeps up.
+    /// Without it a bulk stream between two processes runs stop-and-wait:
+    /// one 256 KiB window per wake-up round trip.
+    pub window_growth: usize,
     /// Largest data frame this side sends (the peer accepts up to 1 MiB).
+    /// Several frames per window keep a stream flowing while the peer
+    /// returns credit.
     pub max_send_frame: usize,
 }
 
@@ -46,7 +53,8 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(5),
             stream_header_timeout: Duration::from_secs(10),
             max_streams: 2048,
-            max_send_frame: 256 * 1024,
+            window_growth: 16 * 1024 * 1024,
+            max_send_frame: 64 * 1024,
         }
     }
 }
@@ -55,8 +63,9 @@ impl Config {
     fn yamux(&self) -> yamux::Config {
         let mut cfg = yamux::Config::default();
         let streams = self.max_streams.max(1);
-        // Order matters: yamux asserts window >= streams * 256 KiB on each call.
-        cfg.set_max_connection_receive_window(Some(streams * STREAM_WINDOW));
+        // Order matters: yamux asserts window >= streams * 256 KiB on each
+        // call. It grows windows only out of what exceeds that.
+        cfg.set_max_connection_receive_window(Some(streams * STREAM_WINDOW + self.window_growth));
         cfg.set_max_num_streams(streams);
         cfg.set_split_send_size(self.max_send_frame.clamp(1024, 1024 * 1024));
         cfg.set_read_after_close(true);
