@@ -280,7 +280,9 @@ fn write_docs(table: &str, target: &str) {
              with a single-threaded runtime, as ds's two processes do._\n\n{table}\n\
              One-stream throughput target (>= 0.7x the raw socketpair): **{target}**.\n",
             humantime_now(),
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
         ),
     );
 }
