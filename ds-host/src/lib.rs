@@ -11,6 +11,7 @@ pub mod app_link;
 pub mod applog;
 pub mod appspace;
 pub mod config;
+pub mod conn_workers;
 pub mod dev;
 pub mod egress;
 pub mod headers;

@@ -13,6 +13,7 @@ use ds_host::admin::peer::{AccessPolicy, AdminGroup};
 use ds_host::admin::Admin;
 use ds_host::appspace::{Appspace, AppspaceConfig, Launcher, Lifecycle};
 use ds_host::config::HostConfig;
+use ds_host::conn_workers::ConnWorkers;
 use ds_host::package::PackageLimits;
 use ds_host::proxy::{self, FrontDoor};
 use ds_host::serve::{self, ConnLimits};
@@ -191,13 +192,21 @@ async fn run_until_signal(
     limits: ConnLimits,
 ) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let workers = Arc::new(ConnWorkers::per_core().context("starting the connection workers")?);
     let mut tasks = tokio::task::JoinSet::new();
     for (listener, tls, router) in servers {
         let mut rx = stop_rx.clone();
         let stopped = async move {
             let _ = rx.wait_for(|stop| *stop).await;
         };
-        tasks.spawn(serve::serve(listener, tls, router, limits, stopped));
+        tasks.spawn(serve::serve(
+            listener,
+            tls,
+            router,
+            limits,
+            workers.clone(),
+            stopped,
+        ));
     }
     let mut rx = stop_rx.clone();
     let (admin_listener, admin) = admin;

@@ -16,6 +16,8 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 use tracing::debug;
 
+use crate::conn_workers::ConnWorkers;
+
 /// Whether a request came in over TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
@@ -47,12 +49,14 @@ impl Default for ConnLimits {
     }
 }
 
-/// Accepts connections until `shutdown` resolves.
+/// Accepts connections until `shutdown` resolves and serves each on one
+/// of `workers`.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
     router: Router,
     limits: ConnLimits,
+    workers: Arc<ConnWorkers>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let acceptor = tls.map(TlsAcceptor::from);
@@ -72,7 +76,7 @@ pub async fn serve(
         let _ = tcp.set_nodelay(true);
         let router = router.clone();
         let acceptor = acceptor.clone();
-        tokio::spawn(async move {
+        workers.dispatch(tcp, move |tcp| async move {
             match acceptor {
                 Some(acceptor) => {
                     match tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(tcp))

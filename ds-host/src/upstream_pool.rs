@@ -8,8 +8,14 @@
 //! goes back when the response body's last byte has been read (the body
 //! holds it until then), and the next request waits for hyper to say it is
 //! ready. hyper's `client::conn::http1` still does all of the HTTP.
+//!
+//! A connection's task runs on the thread that made it; a request takes an
+//! idle connection made on its own thread first (see
+//! [`crate::conn_workers`]: then nothing crosses threads), another one only
+//! when there is none.
 
 use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -56,6 +62,8 @@ struct Idle {
     since: Instant,
     /// The link (one run of the sandbox) it was made through.
     link: u64,
+    /// The thread its connection task runs on.
+    home: ThreadId,
 }
 
 impl Idle {
@@ -82,7 +90,7 @@ impl UpstreamPool {
         Fut: std::future::Future<Output = Result<Upstream, ds_proto::ProtoError>>,
     {
         let mut req = req;
-        while let Some(mut sender) = self.take_idle(link) {
+        while let Some((mut sender, home)) = self.take_idle(link) {
             if !sender.is_ready()
                 && !matches!(
                     tokio::time::timeout(READY_WAIT, sender.ready()).await,
@@ -92,7 +100,7 @@ impl UpstreamPool {
                 continue;
             }
             match sender.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, self.lease(sender, link))),
+                Ok(resp) => return Ok((resp, self.lease(sender, link, home))),
                 Err(mut e) => match e.take_message() {
                     // Not sent: the connection had closed under us.
                     Some(unsent) => {
@@ -104,14 +112,16 @@ impl UpstreamPool {
             }
         }
         let mut sender = Self::handshake(connect().await?).await?;
+        let home = std::thread::current().id();
         let resp = sender
             .send_request(req)
             .await
             .map_err(UpstreamError::Request)?;
-        Ok((resp, self.lease(sender, link)))
+        Ok((resp, self.lease(sender, link, home)))
     }
 
-    /// HTTP/1.1 on a new connection to the app, its task running.
+    /// HTTP/1.1 on a new connection to the app, its task running (on this
+    /// thread when the runtime is a worker's).
     async fn handshake(conn: Upstream) -> Result<SendRequest<Body>, UpstreamError> {
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(conn))
             .await
@@ -125,26 +135,39 @@ impl UpstreamPool {
     }
 
     /// The most recently used idle connection through `link` that is
-    /// still open; drops closed, expired and older runs' ones on the way.
-    fn take_idle(&self, link: u64) -> Option<SendRequest<Body>> {
+    /// still open, one made on this thread if there is one; drops closed,
+    /// expired and older runs' ones on the way.
+    fn take_idle(&self, link: u64) -> Option<(SendRequest<Body>, ThreadId)> {
+        let here = std::thread::current().id();
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut i = idle.len();
+        while i > 0 {
+            i -= 1;
+            if idle[i].home == here {
+                let entry = idle.remove(i);
+                if entry.usable(link) {
+                    return Some((entry.sender, here));
+                }
+            }
+        }
         while let Some(entry) = idle.pop() {
             if entry.usable(link) {
-                return Some(entry.sender);
+                return Some((entry.sender, entry.home));
             }
         }
         None
     }
 
-    fn lease(self: &Arc<Self>, sender: SendRequest<Body>, link: u64) -> Lease {
+    fn lease(self: &Arc<Self>, sender: SendRequest<Body>, link: u64, home: ThreadId) -> Lease {
         Lease {
             pool: self.clone(),
             sender: Some(sender),
             link,
+            home,
         }
     }
 
-    fn put_back(&self, sender: SendRequest<Body>, link: u64) {
+    fn put_back(&self, sender: SendRequest<Body>, link: u64, home: ThreadId) {
         if sender.is_closed() {
             return;
         }
@@ -158,6 +181,7 @@ impl UpstreamPool {
             sender,
             since: Instant::now(),
             link,
+            home,
         });
     }
 
@@ -176,13 +200,14 @@ pub struct Lease {
     pool: Arc<UpstreamPool>,
     sender: Option<SendRequest<Body>>,
     link: u64,
+    home: ThreadId,
 }
 
 impl Lease {
     /// The response has been read to its end: the connection may be reused.
     pub fn finished(&mut self) {
         if let Some(sender) = self.sender.take() {
-            self.pool.put_back(sender, self.link);
+            self.pool.put_back(sender, self.link, self.home);
         }
     }
 }
