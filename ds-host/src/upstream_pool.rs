@@ -67,8 +67,10 @@ struct Idle {
 }
 
 impl Idle {
-    fn usable(&self, link: u64) -> bool {
-        self.link == link && !self.sender.is_closed() && self.since.elapsed() < IDLE_TIMEOUT
+    fn usable(&self, link: u64, now: Instant) -> bool {
+        self.link == link
+            && !self.sender.is_closed()
+            && now.saturating_duration_since(self.since) < IDLE_TIMEOUT
     }
 }
 
@@ -139,19 +141,20 @@ impl UpstreamPool {
     /// expired and older runs' ones on the way.
     fn take_idle(&self, link: u64) -> Option<(SendRequest<Body>, ThreadId)> {
         let here = std::thread::current().id();
+        let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let mut i = idle.len();
         while i > 0 {
             i -= 1;
             if idle[i].home == here {
                 let entry = idle.remove(i);
-                if entry.usable(link) {
+                if entry.usable(link, now) {
                     return Some((entry.sender, here));
                 }
             }
         }
         while let Some(entry) = idle.pop() {
-            if entry.usable(link) {
+            if entry.usable(link, now) {
                 return Some((entry.sender, entry.home));
             }
         }
@@ -173,13 +176,15 @@ impl UpstreamPool {
         }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         // Unusable ones go first, and the pool never grows past its cap.
-        idle.retain(|entry| entry.usable(link));
+        // One clock read for all of them: this runs once per request.
+        let now = Instant::now();
+        idle.retain(|entry| entry.usable(link, now));
         if idle.len() >= MAX_IDLE {
             idle.remove(0);
         }
         idle.push(Idle {
             sender,
-            since: Instant::now(),
+            since: now,
             link,
             home,
         });
