@@ -65,7 +65,10 @@ impl Config {
         let streams = self.max_streams.max(1);
         // Order matters: yamux asserts window >= streams * 256 KiB on each
         // call. It grows windows only out of what exceeds that.
-        cfg.set_max_connection_receive_window(Some(streams * STREAM_WINDOW + self.window_growth));
+        let window = streams
+            .saturating_mul(STREAM_WINDOW)
+            .saturating_add(self.window_growth);
+        cfg.set_max_connection_receive_window(Some(window));
         cfg.set_max_num_streams(streams);
         cfg.set_split_send_size(self.max_send_frame.clamp(1024, 1024 * 1024));
         cfg.set_read_after_close(true);
