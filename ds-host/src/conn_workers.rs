@@ -10,7 +10,8 @@
 //! and ~30% more requests per second than the same code on the pool.
 //!
 //! The accept loops stay on the main runtime and hand each accepted socket
-//! to the worker with the fewest open connections.
+//! to the worker with the fewest open connections (a WebSocket splice
+//! counts as one until it ends: [`count_on_this_worker`]).
 //!
 //! A worker never stops: tasks spawned while serving (a sandbox that a
 //! request started, with its channel's driver; a WebSocket splice) live on
@@ -54,8 +55,29 @@ impl std::fmt::Debug for ConnWorkers {
     }
 }
 
-/// Decrements a worker's open-connection count when a connection ends.
-struct OpenGuard(Arc<AtomicUsize>);
+/// Counts as one open connection of a worker until dropped.
+#[derive(Debug)]
+pub struct OpenGuard(Arc<AtomicUsize>);
+
+impl OpenGuard {
+    fn new(open: &Arc<AtomicUsize>) -> Self {
+        open.fetch_add(1, Ordering::Relaxed);
+        Self(open.clone())
+    }
+}
+
+thread_local! {
+    /// On a worker's thread, that worker's open-connection count.
+    static THIS_WORKER: std::cell::RefCell<Option<Arc<AtomicUsize>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Makes a task that outlives its connection's service (a WebSocket
+/// splice after the upgrade) count as one of this worker's connections,
+/// so that the least-busy choice sees it. `None` off the workers.
+pub fn count_on_this_worker() -> Option<OpenGuard> {
+    THIS_WORKER.with(|w| w.borrow().as_ref().map(OpenGuard::new))
+}
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
@@ -72,9 +94,12 @@ impl ConnWorkers {
                 .enable_all()
                 .build()?;
             let (jobs, mut queue) = mpsc::unbounded_channel::<Job>();
+            let open = Arc::new(AtomicUsize::new(0));
+            let counted = open.clone();
             std::thread::Builder::new()
                 .name(format!("ds-front-{n}"))
                 .spawn(move || {
+                    THIS_WORKER.with(|w| *w.borrow_mut() = Some(counted));
                     runtime.block_on(async move {
                         while let Some(job) = queue.recv().await {
                             // Registered with this runtime's reactor, so
@@ -93,10 +118,7 @@ impl ConnWorkers {
                         std::future::pending::<()>().await;
                     });
                 })?;
-            workers.push(Worker {
-                jobs,
-                open: Arc::new(AtomicUsize::new(0)),
-            });
+            workers.push(Worker { jobs, open });
         }
         Ok(Self { workers })
     }
@@ -128,8 +150,7 @@ impl ConnWorkers {
                 return;
             }
         };
-        worker.open.fetch_add(1, Ordering::Relaxed);
-        let guard = OpenGuard(worker.open.clone());
+        let guard = OpenGuard::new(&worker.open);
         let job = Job {
             tcp: std_tcp,
             serve: Box::new(move |tcp| {
@@ -211,5 +232,49 @@ mod tests {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         panic!("open counts never went back to zero");
+    }
+
+    async fn open_count(workers: &ConnWorkers, wanted: usize) -> bool {
+        for _ in 0..200 {
+            if workers.workers[0].open.load(Ordering::Relaxed) == wanted {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn a_task_that_outlives_its_connection_can_keep_counting() {
+        assert!(
+            count_on_this_worker().is_none(),
+            "a test thread is no worker"
+        );
+        let workers = Arc::new(ConnWorkers::start(1).unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let client = tokio::spawn(async move {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            let mut rest = Vec::new();
+            c.read_to_end(&mut rest).await.unwrap();
+        });
+        let (tcp, _) = listener.accept().await.unwrap();
+        workers.dispatch(tcp, move |tcp| async move {
+            // Like an upgrade: the splice outlives the service.
+            let load = count_on_this_worker().expect("on a worker");
+            tokio::spawn(async move {
+                let _load = load;
+                let _ = released.await;
+            });
+            drop(tcp);
+        });
+        client.await.unwrap();
+        assert!(
+            open_count(&workers, 1).await,
+            "the splice stopped counting with its connection"
+        );
+        release.send(()).unwrap();
+        assert!(open_count(&workers, 0).await, "the count never went down");
     }
 }

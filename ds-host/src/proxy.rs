@@ -354,8 +354,10 @@ async fn forward(
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         switched.headers_mut().insert(header::UPGRADE, protocol);
+        let worker_load = crate::conn_workers::count_on_this_worker();
         tokio::spawn(async move {
             let _in_flight = guard; // the connection counts until it closes
+            let _worker_load = worker_load; // and so does the worker's load
             match tokio::try_join!(browser_side, app_side) {
                 Ok((browser, app)) => {
                     let _ = tokio::io::copy_bidirectional(
