@@ -66,6 +66,12 @@ impl OpenGuard {
     }
 }
 
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 thread_local! {
     /// On a worker's thread, that worker's open-connection count.
     static THIS_WORKER: std::cell::RefCell<Option<Arc<AtomicUsize>>> =
@@ -77,12 +83,6 @@ thread_local! {
 /// so that the least-busy choice sees it. `None` off the workers.
 pub fn count_on_this_worker() -> Option<OpenGuard> {
     THIS_WORKER.with(|w| w.borrow().as_ref().map(OpenGuard::new))
-}
-
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 impl ConnWorkers {
@@ -128,8 +128,9 @@ impl ConnWorkers {
         Self::start(std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
 
-    /// Serves `tcp` with `serve` on the least busy worker (or here, if
-    /// the socket cannot be handed over).
+    /// Serves `tcp` with `serve` on the least busy worker (on this
+    /// runtime if that worker's thread is gone; not at all, with a debug
+    /// line, if the socket cannot be detached from this runtime's reactor).
     pub fn dispatch<F, Fut>(&self, tcp: TcpStream, serve: F)
     where
         F: FnOnce(TcpStream) -> Fut + Send + 'static,
