@@ -382,18 +382,11 @@ fn main() {
     };
     let bare_deno = || {
         let mut app = Command::new(&deno_binary);
-        app.args([
-            "run",
-            "--allow-net",
-            "--allow-read",
-            "--allow-write",
-            "--allow-env",
-            "--allow-sys",
-        ])
-        .arg(workspace.join("packaging/examples/hello-deno/main.ts"))
-        .env("DENO_DIR", bare_dir.join("deno-cache"))
-        .env("DENO_NO_UPDATE_CHECK", "1")
-        .current_dir(&bare_dir);
+        app.args(ds_host::appspace::DENO_RUN_ARGS)
+            .arg(workspace.join("packaging/examples/hello-deno/main.ts"))
+            .env("DENO_DIR", bare_dir.join("deno-cache"))
+            .env("DENO_NO_UPDATE_CHECK", "1")
+            .current_dir(&bare_dir);
         bare_start(app, bare_port)
     };
     let host = DevHost::start(&state, 1);

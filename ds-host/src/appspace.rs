@@ -127,6 +127,17 @@ pub struct RuntimeInfo {
     pub connections_over_channel: u64,
 }
 
+/// How a Deno app is run (before its entrypoint): Deno's permission
+/// prompts are moot inside the sandbox, which is the real boundary.
+pub const DENO_RUN_ARGS: [&str; 6] = [
+    "run",
+    "--allow-net",
+    "--allow-read",
+    "--allow-write",
+    "--allow-env",
+    "--allow-sys",
+];
+
 impl AppspaceConfig {
     /// What to run for a recorded appspace: its version's entrypoint (under
     /// Deno for Deno apps), logs next to its data directory.
@@ -134,19 +145,11 @@ impl AppspaceConfig {
         let entry = format!("/app/{}", a.entrypoint);
         let command = match a.runtime {
             Runtime::Native => vec![entry],
-            Runtime::Deno => [
-                "deno",
-                "run",
-                "--allow-net",
-                "--allow-read",
-                "--allow-write",
-                "--allow-env",
-                "--allow-sys",
-            ]
-            .into_iter()
-            .map(String::from)
-            .chain([entry])
-            .collect(),
+            Runtime::Deno => std::iter::once("deno")
+                .chain(DENO_RUN_ARGS)
+                .map(String::from)
+                .chain([entry])
+                .collect(),
         };
         let log_dir = a.data_dir.parent().unwrap_or(&a.data_dir).join("log");
         Self {
