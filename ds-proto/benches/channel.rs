@@ -6,6 +6,11 @@
 #[path = "../../tests/support/perf_doc.rs"]
 mod perf_doc;
 
+/// The allocator ds-host and the agent use (see their `main`): yamux
+/// allocates per frame, so it is part of what is measured.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::time::{Duration, Instant};
 
