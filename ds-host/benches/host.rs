@@ -205,9 +205,17 @@ fn command_in(netns: Option<u32>, program: &str) -> Command {
     }
 }
 
-/// wrk's requests per second and p99 latency, run in `netns` (see
-/// [`command_in`]).
-fn wrk(url: &str, host_header: Option<&str>, netns: Option<u32>) -> (f64, Duration) {
+/// One wrk run: requests per second, p99 latency, and how many requests
+/// were answered.
+#[derive(Debug, Clone, Copy)]
+struct WrkRun {
+    rps: f64,
+    p99: Duration,
+    requests: u64,
+}
+
+/// Runs wrk in `netns` (see [`command_in`]).
+fn wrk(url: &str, host_header: Option<&str>, netns: Option<u32>) -> WrkRun {
     let mut cmd = command_in(netns, "wrk");
     cmd.args(["-t2", "-c32", "-d5s", "--latency"]);
     if let Some(h) = host_header {
@@ -225,6 +233,11 @@ fn wrk(url: &str, host_header: Option<&str>, netns: Option<u32>) -> (f64, Durati
         .find_map(|l| l.trim().strip_prefix("99%"))
         .map(|v| parse_wrk_duration(v.trim()))
         .unwrap_or_else(|| panic!("no 99% in wrk output:\n{text}"));
+    let requests = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no request count in wrk output:\n{text}"));
     let errors = text
         .lines()
         .any(|l| l.contains("Non-2xx") || l.contains("Socket errors"));
@@ -233,7 +246,44 @@ fn wrk(url: &str, host_header: Option<&str>, netns: Option<u32>) -> (f64, Durati
         "wrk saw errors against {url}:\n{text}\n(ds-host's output: {})",
         host_log().display()
     );
-    (rps, p99)
+    WrkRun { rps, p99, requests }
+}
+
+/// CPU time (user and system) `pid` has used so far, with its child
+/// processes' when `with_children` (nginx's worker is its master's child;
+/// ds-host's children are sandbox launchers, which only wait).
+fn cpu_time(pid: u32, with_children: bool) -> Duration {
+    let ticks = |pid: &str| -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the command name (which may hold spaces): utime and
+        // stime are the 12th and 13th.
+        let fields: Vec<&str> = stat
+            .rfind(')')
+            .map(|i| stat[i + 1..].split_whitespace().collect())
+            .unwrap_or_default();
+        let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+        field(11).unwrap_or(0) + field(12).unwrap_or(0)
+    };
+    let mut total = ticks(&pid.to_string());
+    if with_children {
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        total += children.split_whitespace().map(ticks).sum::<u64>();
+    }
+    Duration::from_secs_f64(total as f64 / rustix::param::clock_ticks_per_second() as f64)
+}
+
+/// A wrk run and the CPU time per request the proxy (`pid`) spent on it.
+fn wrk_with_cpu(
+    url: &str,
+    host_header: Option<&str>,
+    netns: Option<u32>,
+    (pid, with_children): (u32, bool),
+) -> (WrkRun, Duration) {
+    let before = cpu_time(pid, with_children);
+    let run = wrk(url, host_header, netns);
+    let spent = cpu_time(pid, with_children).saturating_sub(before);
+    (run, spent / run.requests.max(1) as u32)
 }
 
 fn parse_wrk_duration(v: &str) -> Duration {
@@ -310,8 +360,8 @@ fn sandboxed_app() -> (u32, u16) {
 }
 
 /// The median of `runs` by requests per second.
-fn median_run(mut runs: Vec<(f64, Duration)>) -> (f64, Duration) {
-    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+fn median_run(mut runs: Vec<WrkRun>) -> WrkRun {
+    runs.sort_by(|a, b| a.rps.total_cmp(&b.rps));
     runs[runs.len() / 2]
 }
 
@@ -458,28 +508,38 @@ fn main() {
     );
     std::thread::sleep(Duration::from_millis(500));
     let (mut ds_runs, mut direct_runs, mut nginx_runs) = (vec![], vec![], vec![]);
+    let (mut ds_cpu, mut nginx_cpu) = (vec![], vec![]);
     for _ in 0..WARM_ROUNDS {
-        ds_runs.push(wrk(
+        let (run, cpu) = wrk_with_cpu(
             &format!("http://127.0.0.1:{}/hello", host.port),
             Some("hello-native.localhost"),
             None,
-        ));
+            (host.child.id(), false),
+        );
+        ds_runs.push(run);
+        ds_cpu.push(cpu);
         direct_runs.push(wrk(
             &format!("http://127.0.0.1:{sandboxed_port}/hello"),
             None,
             Some(app_pid),
         ));
-        nginx_runs.push(wrk(
+        let (run, cpu) = wrk_with_cpu(
             &format!("http://127.0.0.1:{nginx_port}/hello"),
             None,
             Some(app_pid),
-        ));
+            (nginx_sandboxed.id(), true),
+        );
+        nginx_runs.push(run);
+        nginx_cpu.push(cpu);
     }
     stop_nginx(nginx_sandboxed);
     host.stop();
-    let (ds_rps, ds_p99) = median_run(ds_runs);
-    let (direct_rps, direct_p99) = median_run(direct_runs);
-    let (nginx_rps, nginx_p99) = median_run(nginx_runs);
+    let (ds, direct, behind_nginx) = (
+        median_run(ds_runs),
+        median_run(direct_runs),
+        median_run(nginx_runs),
+    );
+    let (ds_cpu, nginx_cpu) = (median(ds_cpu), median(nginx_cpu));
 
     // 3 and 4. Many appspaces of one version, all started and answering.
     runtime.block_on(async {
@@ -542,25 +602,29 @@ fn main() {
          | cold start, Deno example (median of {COLD_SAMPLES}) | {cold_deno_row} |\n\
          | warm throughput, wrk -t2 -c32, `/hello`, median of {WARM_ROUNDS} interleaved rounds | {:.0} req/s | the same sandboxed app process: direct {:.0} req/s; behind nginx (1 worker) {:.0} req/s | {:.2}x direct, **{:.2}x nginx** (budget >= 1.0x nginx) |\n\
          | warm p99 latency | {} | direct {}; nginx {} | |\n\
+         | proxy CPU time per request (user + system, median of the rounds) | {:.1} µs | nginx {:.1} µs | {:.2}x |\n\
          | the same, an unsandboxed copy of the app (context: the sandbox's own cost) | | direct {:.0} req/s, p99 {}; behind nginx {:.0} req/s, p99 {} | {:.2}x nginx |\n\
          | agent memory per running appspace ({n} agents) | anon {} KiB, PSS {} KiB | budget 2 MiB | |\n\
          | native appspaces at once, all answering | {first}/{MANY} on first request ({:.1} s to start all), {again}/{MANY} again | budget >= 200 | |\n",
         ms(cold_native.0),
         cold_reference(cold_native.1),
         cold_verdict(cold_native, NATIVE_BUDGET),
-        ds_rps,
-        direct_rps,
-        nginx_rps,
-        ds_rps / direct_rps,
-        ds_rps / nginx_rps,
-        ms(ds_p99),
-        ms(direct_p99),
-        ms(nginx_p99),
-        plain_direct.0,
-        ms(plain_direct.1),
-        plain_nginx.0,
-        ms(plain_nginx.1),
-        ds_rps / plain_nginx.0,
+        ds.rps,
+        direct.rps,
+        behind_nginx.rps,
+        ds.rps / direct.rps,
+        ds.rps / behind_nginx.rps,
+        ms(ds.p99),
+        ms(direct.p99),
+        ms(behind_nginx.p99),
+        ds_cpu.as_secs_f64() * 1e6,
+        nginx_cpu.as_secs_f64() * 1e6,
+        ds_cpu.as_secs_f64() / nginx_cpu.as_secs_f64(),
+        plain_direct.rps,
+        ms(plain_direct.p99),
+        plain_nginx.rps,
+        ms(plain_nginx.p99),
+        ds.rps / plain_nginx.rps,
         anon / n,
         pss / n,
         start_all.as_secs_f64(),
