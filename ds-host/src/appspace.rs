@@ -3,10 +3,8 @@
 //! marked stopped when its sandbox exits so that the next request starts
 //! it again.
 
-use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::net::UnixStream;
+use std::ffi::OsString;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,6 +19,7 @@ use crate::app_link::{AppLink, LinkCounters};
 use crate::applog::{AppLog, LogLimits};
 use crate::egress::rules::Rule;
 use crate::egress::{EgressGate, EgressLimits, EgressSink};
+use crate::sandbox_spawn::{SandboxFds, SandboxSpawner, Spawned};
 
 /// The longest wait between restarts after repeated crashes.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -213,9 +212,8 @@ pub struct Launcher {
     pub sandbox_bin: PathBuf,
     /// The Deno binary, for Deno apps.
     pub deno: Option<PathBuf>,
-    /// Serializes spawns: the child's channel end is briefly inheritable,
-    /// and no other spawn may pick it up.
-    spawn_lock: std::sync::Mutex<()>,
+    /// Starts the `ds-sandbox` processes, one ahead of need.
+    spawner: Arc<SandboxSpawner>,
     /// Where egress attempts are recorded.
     egress_sink: Option<EgressSink>,
 }
@@ -224,11 +222,17 @@ impl Launcher {
     /// A launcher using these binaries.
     pub fn new(sandbox_bin: PathBuf, deno: Option<PathBuf>) -> Self {
         Self {
+            spawner: SandboxSpawner::new(sandbox_bin.clone()),
             sandbox_bin,
             deno,
-            spawn_lock: std::sync::Mutex::new(()),
             egress_sink: None,
         }
+    }
+
+    /// Starts a spare launcher now, so that the first cold start does not
+    /// pay for starting `ds-sandbox` either (see [`crate::sandbox_spawn`]).
+    pub fn prepare_spare(&self) {
+        self.spawner.prepare_spare();
     }
 
     /// Records every egress attempt into `sink`.
@@ -412,84 +416,101 @@ impl Appspace {
     async fn start(&self, launcher: &Launcher, life: &Lifecycle) -> Result<Running, StartError> {
         let cfg = &self.config;
         let limits = self.limits();
-        let (ours, theirs) = UnixStream::pair().map_err(StartError::Spawn)?;
-        // Connected egress sockets go to the agent on their own seqpacket
-        // socket: the channel itself never carries descriptors.
-        let (handoff, handoff_theirs) = rustix::net::socketpair(
-            rustix::net::AddressFamily::UNIX,
-            rustix::net::SocketType::SEQPACKET,
-            rustix::net::SocketFlags::CLOEXEC,
-            None,
-        )
-        .map_err(|e| StartError::Spawn(e.into()))?;
-        let mut cmd = tokio::process::Command::new(&launcher.sandbox_bin);
-        cmd.arg("exec")
-            .arg("--channel-fd")
-            .arg(theirs.as_raw_fd().to_string())
-            .arg("--handoff-fd")
-            .arg(handoff_theirs.as_raw_fd().to_string())
-            .arg("--app")
-            .arg(&cfg.app_dir)
-            .arg("--data")
-            .arg(&cfg.data_dir)
-            .arg("--memory")
-            .arg(limits.memory_bytes.to_string())
-            .arg("--cpu")
-            .arg(limits.cpus.to_string())
-            .arg("--pids")
-            .arg(limits.pids.to_string());
-        if cfg.runtime == Runtime::Deno {
-            cmd.args(["--runtime", "deno"]);
-            if let Some(deno) = &launcher.deno {
-                cmd.arg("--deno").arg(deno);
-            }
-        }
-        cmd.arg("--")
-            .args(&cfg.command)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(false);
-        let mut child = {
-            let _only_spawn = launcher
-                .spawn_lock
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            for fd in [theirs.as_fd(), handoff_theirs.as_fd()] {
-                rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())
-                    .map_err(|e| StartError::Spawn(e.into()))?;
-            }
-            cmd.spawn().map_err(StartError::Spawn)?
-        };
-        drop(theirs);
-        drop(handoff_theirs);
-        let child_pid = child.id();
-        info!(appspace = %cfg.name, pid = ?child_pid, "sandbox started");
-        self.log.host("starting the sandbox");
-        if let Some(out) = child.stdout.take() {
-            self.log.clone().pump(out, "stdout");
-        }
-        if let Some(err) = child.stderr.take() {
-            self.log.clone().pump(err, "stderr");
-        }
-
-        let ready = async {
-            let session = Session::connect(ours, Role::Host, Config::default()).await?;
-            loop {
-                if let ControlMessage::Ready { app_port } = session.recv_control().await? {
-                    return Ok::<_, StartError>((session, app_port));
+        let exec_args = |fds: SandboxFds| {
+            let mut args: Vec<OsString> = vec![
+                "--channel-fd".into(),
+                fds.channel.to_string().into(),
+                "--handoff-fd".into(),
+                fds.handoff.to_string().into(),
+                "--app".into(),
+                cfg.app_dir.clone().into(),
+                "--data".into(),
+                cfg.data_dir.clone().into(),
+                "--memory".into(),
+                limits.memory_bytes.to_string().into(),
+                "--cpu".into(),
+                limits.cpus.to_string().into(),
+                "--pids".into(),
+                limits.pids.to_string().into(),
+            ];
+            if cfg.runtime == Runtime::Deno {
+                args.extend(["--runtime".into(), "deno".into()]);
+                if let Some(deno) = &launcher.deno {
+                    args.extend(["--deno".into(), deno.clone().into()]);
                 }
             }
+            args.push("--".into());
+            args.extend(cfg.command.iter().map(OsString::from));
+            args
         };
-        let (session, app_port) = match tokio::time::timeout(life.start_timeout, ready).await {
-            Ok(Ok((session, app_port))) => (Arc::new(session), app_port),
-            Ok(Err(e)) => {
-                let _ = child.kill().await;
-                return Err(e);
+        let deadline = tokio::time::Instant::now() + life.start_timeout;
+        let mut use_spare = true;
+        let (mut child, child_pid, session, app_port, handoff) = loop {
+            let Spawned {
+                mut child,
+                channel: ours,
+                handoff,
+                from_spare,
+            } = launcher
+                .spawner
+                .exec(&exec_args, use_spare)
+                .await
+                .map_err(StartError::Spawn)?;
+            let child_pid = child.id();
+            info!(appspace = %cfg.name, pid = ?child_pid, "sandbox started");
+            self.log.host("starting the sandbox");
+            if let Some(out) = child.stdout.take() {
+                self.log.clone().pump(out, "stdout");
             }
-            Err(_) => {
-                let _ = child.kill().await;
-                return Err(StartError::Timeout(life.start_timeout));
+            if let Some(err) = child.stderr.take() {
+                self.log.clone().pump(err, "stderr");
+            }
+            // The agent greets first. A waiting launcher that died before it
+            // got its arguments (killed by someone, say) shows here: then
+            // once more with a launcher started for this start.
+            let greeted = tokio::time::timeout_at(
+                deadline,
+                Session::connect(ours, Role::Host, Config::default()),
+            )
+            .await;
+            let session = match greeted {
+                Ok(Ok(session)) => session,
+                Ok(Err(e)) if from_spare => {
+                    let _ = child.kill().await;
+                    self.log.host(&format!(
+                        "the waiting launcher was gone ({e}); starting another"
+                    ));
+                    use_spare = false;
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    let _ = child.kill().await;
+                    return Err(e.into());
+                }
+                Err(_) => {
+                    let _ = child.kill().await;
+                    return Err(StartError::Timeout(life.start_timeout));
+                }
+            };
+            let ready = async {
+                loop {
+                    if let ControlMessage::Ready { app_port } = session.recv_control().await? {
+                        return Ok::<_, StartError>(app_port);
+                    }
+                }
+            };
+            match tokio::time::timeout_at(deadline, ready).await {
+                Ok(Ok(app_port)) => {
+                    break (child, child_pid, Arc::new(session), app_port, handoff);
+                }
+                Ok(Err(e)) => {
+                    let _ = child.kill().await;
+                    return Err(e);
+                }
+                Err(_) => {
+                    let _ = child.kill().await;
+                    return Err(StartError::Timeout(life.start_timeout));
+                }
             }
         };
         let handle = session.handle();

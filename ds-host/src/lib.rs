@@ -18,6 +18,7 @@ pub mod headers;
 pub mod idle_body;
 pub mod package;
 pub mod proxy;
+pub mod sandbox_spawn;
 pub mod serve;
 pub mod state;
 pub mod tls;

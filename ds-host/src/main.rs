@@ -150,6 +150,8 @@ fn front_door(
     base_domain: &str,
     lifecycle: Lifecycle,
 ) -> anyhow::Result<Arc<FrontDoor>> {
+    // The first cold start finds a launcher waiting too.
+    launcher.prepare_spare();
     let door = Arc::new(FrontDoor::new(launcher, base_domain.to_owned(), lifecycle));
     for config in configs {
         let name = config.name.clone();

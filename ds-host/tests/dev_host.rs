@@ -41,6 +41,11 @@ fn main() {
     );
     add("unknown_hosts_get_404", None, unknown_hosts_get_404);
     add(
+        "a_dead_spare_launcher_costs_nothing",
+        None,
+        a_dead_spare_launcher_costs_nothing,
+    );
+    add(
         "sigterm_right_after_start_is_a_clean_stop",
         None,
         sigterm_right_after_start_is_a_clean_stop,
@@ -354,6 +359,57 @@ fn unknown_hosts_get_404() -> Result<(), Failed> {
     for name in ["nope.localhost", "localhost", "hello-native.example.com"] {
         let (status, _, _) = host.get(name, "/")?;
         ensure(status == 404, format!("{name}: {status}"))?;
+    }
+    host.stop()
+}
+
+/// The spare launchers (`ds-sandbox __spare`) `host_pid` has waiting.
+fn spares_of(host_pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{host_pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .filter(|pid| {
+            // Its first argument; ps shows an `exec` line once it runs.
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).nth(1) == Some(b"__spare"))
+        })
+        .collect()
+}
+
+/// The host keeps one launcher waiting; one that died (killed by an
+/// admin, say) is simply replaced: the next start does not fail for it.
+fn a_dead_spare_launcher_costs_nothing() -> Result<(), Failed> {
+    let state = tempfile::tempdir()?;
+    let host = DevHost::start(state.path())?;
+    let spares = spares_of(host.child.id());
+    ensure(
+        spares.len() == 1,
+        format!("one spare launcher expected, found {spares:?}"),
+    )?;
+    let spare = rustix::process::Pid::from_raw(spares[0] as i32).ok_or("bad pid")?;
+    rustix::process::kill_process(spare, rustix::process::Signal::KILL)?;
+    let (status, _, body) = host.get("hello-native.localhost", "/hello")?;
+    ensure(status == 200, format!("status {status}: {body}"))?;
+    // A new spare replaces the one the start would have used.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = spares_of(host.child.id());
+        if now.len() == 1 && now[0] != spares[0] {
+            break;
+        }
+        ensure(
+            Instant::now() < deadline,
+            format!("no new spare launcher; found {now:?}"),
+        )?;
+        std::thread::sleep(Duration::from_millis(20));
     }
     host.stop()
 }

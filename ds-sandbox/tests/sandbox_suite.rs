@@ -95,6 +95,11 @@ fn main() {
         None,
         agent_serves_http_over_the_channel,
     );
+    add(
+        "spare_launcher_runs_what_it_is_handed",
+        None,
+        spare_launcher_runs_what_it_is_handed,
+    );
     libtest_mimic::run(&args, trials).exit();
 }
 
@@ -884,5 +889,110 @@ fn killed_launcher_takes_the_sandbox_with_it() -> Result<(), Failed> {
     ensure(
         read_procs().is_err(),
         "the killed launcher's cgroup is still there",
+    )
+}
+
+/// A spare launcher started with blank room on its command line and fed
+/// `args` (each ended by a NUL byte) on stdin, as ds-host does.
+fn spare_with(args: &[&std::ffi::OsStr]) -> std::io::Result<std::process::Child> {
+    use std::io::Write as _;
+    use std::os::unix::ffi::OsStrExt as _;
+    let mut spare = Command::new(sandbox())
+        .args(["__spare", &" ".repeat(1024)])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut input = Vec::new();
+    for arg in args {
+        input.extend_from_slice(arg.as_bytes());
+        input.push(0);
+    }
+    let mut stdin = spare.stdin.take().ok_or(std::io::ErrorKind::BrokenPipe)?;
+    stdin.write_all(&input)?;
+    Ok(spare) // stdin dropped: end of input
+}
+
+/// What ds-host keeps one of: a launcher waiting on stdin for its `exec`
+/// arguments runs them exactly as `exec` would, shows that command line to
+/// `ps` while it runs, refuses bad input like `exec`, and leaves quietly
+/// when its input ends empty.
+fn spare_launcher_runs_what_it_is_handed() -> Result<(), Failed> {
+    use std::ffi::OsStr;
+    let out = spare_with(&[])?.wait_with_output()?;
+    ensure(
+        out.status.success() && out.stderr.is_empty(),
+        format!(
+            "empty input: {:?}, stderr {:?}",
+            out.status,
+            text(&out.stderr)
+        ),
+    )?;
+    let out = spare_with(&[OsStr::new("--no-such-flag")])?.wait_with_output()?;
+    ensure(
+        out.status.code() == Some(125) && text(&out.stderr).contains("--no-such-flag"),
+        format!(
+            "bad input: {:?}, stderr {:?}",
+            out.status,
+            text(&out.stderr)
+        ),
+    )?;
+
+    let data = fresh_data("spare");
+    let app = app_dir().as_os_str();
+    let out = spare_with(&[
+        OsStr::new("--app"),
+        app,
+        OsStr::new("--data"),
+        data.as_os_str(),
+        OsStr::new("--"),
+        OsStr::new("/app/workload"),
+        OsStr::new("persist-write"),
+        OsStr::new("from a spare"),
+    ])?
+    .wait_with_output()?;
+    ensure(
+        out.status.success(),
+        format!(
+            "spare run: {:?}, stderr {:?}",
+            out.status,
+            text(&out.stderr)
+        ),
+    )?;
+    let out = exec(app_dir(), &data, &[], &["/app/workload", "persist-read"]);
+    ensure(
+        text(&out.stdout).trim() == "from a spare",
+        format!("read back {:?}", text(&out.stdout)),
+    )?;
+
+    // While it runs, ps sees the command line it was handed.
+    let mut spare = spare_with(&[
+        OsStr::new("--app"),
+        app,
+        OsStr::new("--data"),
+        data.as_os_str(),
+        OsStr::new("--"),
+        OsStr::new("/app/workload"),
+        OsStr::new("never-ready"),
+    ])?;
+    let expected = format!(
+        "ds-sandbox\0exec\0--app\0{}\0--data\0{}\0",
+        app_dir().display(),
+        data.display()
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let shown = loop {
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", spare.id()))?;
+        let cmdline = text(&cmdline);
+        if cmdline.starts_with(&expected) || std::time::Instant::now() > deadline {
+            break cmdline;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let _ = spare.kill();
+    let _ = spare.wait();
+    ensure(
+        shown.starts_with(&expected),
+        format!("the running spare shows {shown:?}"),
     )
 }

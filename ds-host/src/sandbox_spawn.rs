@@ -1,0 +1,250 @@
+//! Starting `ds-sandbox` processes, with one started ahead of need.
+//!
+//! Every cold start used to exec `ds-sandbox exec`, and that exec with its
+//! start-up (static glibc's CPU feature probing, which traps to the
+//! hypervisor on a VM, relocation, argument parsing, the allocator) cost
+//! ~0.8 ms before the launcher did anything for the appspace, plus the
+//! host's own spawn. So the host keeps one *spare*: `ds-sandbox __spare`,
+//! already running with its channel and handoff sockets, blocked reading
+//! its `exec` arguments from stdin. A start hands the spare its arguments
+//! and closes its stdin; a new spare is started off the request's path.
+//! A spare holds nothing appspace-specific until then (no namespace, no
+//! cgroup, no file of any appspace), and exits when its stdin closes with
+//! nothing written, so a host that stops or dies takes it along.
+
+use std::ffi::OsString;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::AsyncWriteExt;
+use tokio::process::{Child, ChildStdin, Command};
+use tracing::debug;
+
+/// Blank room a spare gets on its command line, so that once it has its
+/// arguments `ps` shows them as if it had been started with them (the
+/// agent's `exec` line is a few hundred bytes).
+const TITLE_ROOM: usize = 4096;
+
+/// How long after a start the next spare is started: on two cores, a spare
+/// starting at once competed with the sandbox it had just handed over
+/// (~1 ms of CPU) and took back half of what it saved.
+pub const SPARE_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// A started `ds-sandbox` and the host's ends of its sockets.
+#[derive(Debug)]
+pub struct Spawned {
+    /// The launcher process.
+    pub child: Child,
+    /// The ds-proto channel to its agent.
+    pub channel: UnixStream,
+    /// Where connected egress sockets go to its agent.
+    pub handoff: OwnedFd,
+    /// Whether it was the spare (which may have died before it got its
+    /// arguments; the agent's greeting on `channel` tells).
+    pub from_spare: bool,
+}
+
+/// A launcher waiting for its arguments.
+#[derive(Debug)]
+struct Spare {
+    spawned: Spawned,
+    stdin: ChildStdin,
+    /// The descriptor numbers its sockets have in it.
+    fds: SandboxFds,
+}
+
+/// The descriptor numbers of a launcher's channel and handoff sockets, as
+/// its `exec` arguments name them.
+#[derive(Debug, Clone, Copy)]
+pub struct SandboxFds {
+    /// `--channel-fd`.
+    pub channel: i32,
+    /// `--handoff-fd`.
+    pub handoff: i32,
+}
+
+/// Starts `ds-sandbox` processes (see the module's documentation).
+#[derive(Debug)]
+pub struct SandboxSpawner {
+    sandbox_bin: PathBuf,
+    /// Serializes spawns: a child's socket ends are briefly inheritable,
+    /// and no other spawn may pick them up.
+    spawn_lock: Mutex<()>,
+    spare: Mutex<Option<Spare>>,
+}
+
+impl SandboxSpawner {
+    /// A spawner of `sandbox_bin`, with no spare yet.
+    pub fn new(sandbox_bin: PathBuf) -> Arc<Self> {
+        Arc::new(Self {
+            sandbox_bin,
+            spawn_lock: Mutex::new(()),
+            spare: Mutex::new(None),
+        })
+    }
+
+    /// Runs `ds-sandbox exec` with the arguments `exec_args` gives for the
+    /// sockets' descriptor numbers: through the spare if `use_spare` and
+    /// there is a live one, else by starting it now. Either way a new
+    /// spare is started [`SPARE_DELAY`] later on a blocking thread, off the
+    /// caller's path and out of the way of the sandbox now starting.
+    pub async fn exec(
+        self: &Arc<Self>,
+        exec_args: impl Fn(SandboxFds) -> Vec<OsString>,
+        use_spare: bool,
+    ) -> std::io::Result<Spawned> {
+        let spare = if use_spare { self.take_spare() } else { None };
+        let spawned = match spare {
+            Some(spare) => match Self::hand_over(spare, &exec_args).await {
+                Ok(spawned) => Ok(spawned),
+                Err(e) => {
+                    debug!(error = %e, "the spare launcher could not take its arguments");
+                    self.spawn(|cmd, fds| {
+                        cmd.arg("exec").args(exec_args(fds)).stdin(Stdio::null());
+                    })
+                }
+            },
+            None => self.spawn(|cmd, fds| {
+                cmd.arg("exec").args(exec_args(fds)).stdin(Stdio::null());
+            }),
+        };
+        self.prepare_spare_later();
+        spawned
+    }
+
+    /// Starts a spare now if there is none (at host start-up, so that the
+    /// first cold start has one too).
+    pub fn prepare_spare(&self) {
+        let mut slot = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_some() {
+            return;
+        }
+        match self.spawn_spare() {
+            Ok(spare) => *slot = Some(spare),
+            Err(e) => debug!(error = %e, "starting a spare launcher failed"),
+        }
+    }
+
+    fn prepare_spare_later(self: &Arc<Self>) {
+        let spawner = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(SPARE_DELAY).await;
+            let _ = tokio::task::spawn_blocking(move || spawner.prepare_spare()).await;
+        });
+    }
+
+    /// The spare, if it is still waiting.
+    fn take_spare(&self) -> Option<Spare> {
+        let mut spare = self
+            .spare
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()?;
+        match spare.spawned.child.try_wait() {
+            Ok(None) => Some(spare),
+            _ => None, // gone (killed by someone): start afresh
+        }
+    }
+
+    /// Gives `spare` its arguments and lets it go.
+    async fn hand_over(
+        mut spare: Spare,
+        exec_args: impl Fn(SandboxFds) -> Vec<OsString>,
+    ) -> std::io::Result<Spawned> {
+        let args = exec_args(spare.fds);
+        // The spare splits its input at NUL bytes; an argument holding one
+        // could not be passed to an exec either (spawn refuses it).
+        if args.iter().any(|a| a.as_bytes().contains(&0)) {
+            let _ = spare.spawned.child.start_kill();
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "an argument holds a NUL byte",
+            ));
+        }
+        let mut input = Vec::new();
+        for arg in &args {
+            input.extend_from_slice(arg.as_bytes());
+            input.push(0);
+        }
+        if let Err(e) = spare.stdin.write_all(&input).await {
+            let _ = spare.spawned.child.start_kill();
+            return Err(e);
+        }
+        drop(spare.stdin); // end of input: it runs now
+        Ok(Spawned {
+            from_spare: true,
+            ..spare.spawned
+        })
+    }
+
+    fn spawn_spare(&self) -> std::io::Result<Spare> {
+        let (mut spawned, fds) = self.spawn_with_fds(|cmd, _| {
+            cmd.arg("__spare")
+                .arg(" ".repeat(TITLE_ROOM))
+                .stdin(Stdio::piped());
+        })?;
+        let stdin = spawned
+            .child
+            .stdin
+            .take()
+            .ok_or_else(|| std::io::Error::other("the spare launcher has no stdin"))?;
+        Ok(Spare {
+            spawned,
+            stdin,
+            fds,
+        })
+    }
+
+    /// [`Self::spawn_with_fds`] for a launcher that needs nothing more.
+    fn spawn(&self, configure: impl FnOnce(&mut Command, SandboxFds)) -> std::io::Result<Spawned> {
+        self.spawn_with_fds(configure).map(|(spawned, _)| spawned)
+    }
+
+    /// Starts `ds-sandbox` with fresh channel and handoff sockets whose
+    /// far ends it inherits (at the descriptor numbers returned), its
+    /// arguments set by `configure`; stdout and stderr piped (the appspace
+    /// log), never killed on drop.
+    fn spawn_with_fds(
+        &self,
+        configure: impl FnOnce(&mut Command, SandboxFds),
+    ) -> std::io::Result<(Spawned, SandboxFds)> {
+        let (channel, theirs) = UnixStream::pair()?;
+        // Connected egress sockets go to the agent on their own seqpacket
+        // socket: the channel itself never carries descriptors.
+        let (handoff, handoff_theirs) = rustix::net::socketpair(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::SEQPACKET,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )?;
+        let fds = SandboxFds {
+            channel: theirs.as_raw_fd(),
+            handoff: handoff_theirs.as_raw_fd(),
+        };
+        let mut cmd = Command::new(&self.sandbox_bin);
+        configure(&mut cmd, fds);
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(false);
+        let child = {
+            let _only_spawn = self.spawn_lock.lock().unwrap_or_else(|p| p.into_inner());
+            for fd in [theirs.as_fd(), handoff_theirs.as_fd()] {
+                rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
+            }
+            cmd.spawn()?
+        };
+        Ok((
+            Spawned {
+                child,
+                channel,
+                handoff,
+                from_spare: false,
+            },
+            fds,
+        ))
+    }
+}
