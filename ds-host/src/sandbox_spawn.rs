@@ -119,14 +119,31 @@ impl SandboxSpawner {
     /// Starts a spare now if there is none (at host start-up, so that the
     /// first cold start has one too).
     pub fn prepare_spare(&self) {
-        let mut slot = self.spare.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.is_some() {
+        if self.has_spare() {
             return;
         }
-        match self.spawn_spare() {
-            Ok(spare) => *slot = Some(spare),
-            Err(e) => debug!(error = %e, "starting a spare launcher failed"),
+        // Spawned outside the lock: a start taking the spare meanwhile must
+        // not wait for a spawn.
+        let spare = match self.spawn_spare() {
+            Ok(spare) => spare,
+            Err(e) => {
+                debug!(error = %e, "starting a spare launcher failed");
+                return;
+            }
+        };
+        let mut slot = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            *slot = Some(spare);
         }
+        // else another one got there first; this one's stdin closes as it
+        // is dropped, and it exits.
+    }
+
+    fn has_spare(&self) -> bool {
+        self.spare
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
     }
 
     fn prepare_spare_later(self: &Arc<Self>) {
