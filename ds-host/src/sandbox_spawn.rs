@@ -18,6 +18,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::AsyncWriteExt;
@@ -75,6 +76,9 @@ pub struct SandboxSpawner {
     /// and no other spawn may pick them up.
     spawn_lock: Mutex<()>,
     spare: Mutex<Option<Spare>>,
+    /// A spare is being started: many starts at once (a host starting
+    /// every appspace) must not each start one.
+    preparing: AtomicBool,
 }
 
 impl SandboxSpawner {
@@ -84,6 +88,7 @@ impl SandboxSpawner {
             sandbox_bin,
             spawn_lock: Mutex::new(()),
             spare: Mutex::new(None),
+            preparing: AtomicBool::new(false),
         })
     }
 
@@ -119,24 +124,21 @@ impl SandboxSpawner {
     /// Starts a spare now if there is none (at host start-up, so that the
     /// first cold start has one too).
     pub fn prepare_spare(&self) {
-        if self.has_spare() {
+        if self.has_spare() || self.preparing.swap(true, Ordering::AcqRel) {
             return;
         }
-        // Spawned outside the lock: a start taking the spare meanwhile must
-        // not wait for a spawn.
-        let spare = match self.spawn_spare() {
-            Ok(spare) => spare,
-            Err(e) => {
-                debug!(error = %e, "starting a spare launcher failed");
-                return;
+        // Spawned outside the slot's lock: a start taking the spare
+        // meanwhile must not wait for a spawn.
+        match self.spawn_spare() {
+            Ok(spare) => {
+                let mut slot = self.spare.lock().unwrap_or_else(|p| p.into_inner());
+                if slot.is_none() {
+                    *slot = Some(spare);
+                }
             }
-        };
-        let mut slot = self.spare.lock().unwrap_or_else(|p| p.into_inner());
-        if slot.is_none() {
-            *slot = Some(spare);
+            Err(e) => debug!(error = %e, "starting a spare launcher failed"),
         }
-        // else another one got there first; this one's stdin closes as it
-        // is dropped, and it exits.
+        self.preparing.store(false, Ordering::Release);
     }
 
     fn has_spare(&self) -> bool {
