@@ -478,7 +478,8 @@ impl Appspace {
                 Ok(Err(e)) if from_spare => {
                     let _ = child.kill().await;
                     self.log.host(&format!(
-                        "the waiting launcher was gone ({e}); starting another"
+                        "the waiting launcher ended before its agent greeted ({e}); \
+                         once more with a new one"
                     ));
                     use_spare = false;
                     continue;

@@ -11,7 +11,7 @@ use ds_sandbox::{agent, cgroup, landlock_policy, launcher, mounts};
 /// top of a heap to the kernel (trim threshold), so a proxy that allocates
 /// and frees a frame-sized buffer per write keeps faulting fresh, zeroed
 /// pages in. mimalloc keeps per-thread pages warm. The channel benchmark's
-/// one-stream throughput went from 0.34x to 0.6-0.75x socketpair with this
+/// one-stream throughput went from 0.34x to 0.74-0.85x socketpair with this
 /// alone (docs/performance.md). Built without transparent huge pages
 /// (`no_thp`, see docs/dependencies.md): an idle agent stays ~600 KiB.
 #[global_allocator]
