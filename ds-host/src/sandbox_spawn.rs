@@ -103,16 +103,17 @@ impl SandboxSpawner {
         use_spare: bool,
     ) -> std::io::Result<Spawned> {
         let spare = if use_spare { self.take_spare() } else { None };
-        let spawned = match spare {
-            Some(spare) => match Self::hand_over(spare, &exec_args).await {
-                Ok(spawned) => Ok(spawned),
-                Err(e) => {
-                    debug!(error = %e, "the spare launcher could not take its arguments");
-                    self.spawn(|cmd, fds| {
-                        cmd.arg("exec").args(exec_args(fds)).stdin(Stdio::null());
-                    })
-                }
-            },
+        let handed = match spare {
+            Some(spare) => Self::hand_over(spare, &exec_args)
+                .await
+                .inspect_err(
+                    |e| debug!(error = %e, "the spare launcher could not take its arguments"),
+                )
+                .ok(),
+            None => None,
+        };
+        let spawned = match handed {
+            Some(spawned) => Ok(spawned),
             None => self.spawn(|cmd, fds| {
                 cmd.arg("exec").args(exec_args(fds)).stdin(Stdio::null());
             }),

@@ -96,7 +96,9 @@ impl UpstreamPool {
         Fut: std::future::Future<Output = Result<Upstream, ds_proto::ProtoError>>,
     {
         let mut req = req;
-        while let Some((mut sender, home)) = self.take_idle(link) {
+        // Connections taken or made here run their task on this thread.
+        let home = std::thread::current().id();
+        while let Some(mut sender) = self.take_idle(link, home) {
             if !sender.is_ready()
                 && !matches!(
                     tokio::time::timeout(READY_WAIT, sender.ready()).await,
@@ -118,7 +120,6 @@ impl UpstreamPool {
             }
         }
         let mut sender = Self::handshake(connect().await?).await?;
-        let home = std::thread::current().id();
         let resp = sender
             .send_request(req)
             .await
@@ -140,11 +141,10 @@ impl UpstreamPool {
         Ok(sender)
     }
 
-    /// The most recently used idle connection through `link` made on this
-    /// thread that is still open; drops closed, expired and older runs'
-    /// ones (of any thread) on the way.
-    fn take_idle(&self, link: u64) -> Option<(SendRequest<Body>, ThreadId)> {
-        let here = std::thread::current().id();
+    /// The most recently used idle connection through `link` made on the
+    /// thread `here` that is still open; drops closed, expired and older
+    /// runs' ones (of any thread) on the way.
+    fn take_idle(&self, link: u64, here: ThreadId) -> Option<SendRequest<Body>> {
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let mut i = idle.len();
@@ -153,7 +153,7 @@ impl UpstreamPool {
             if !idle[i].usable(link, now) {
                 idle.remove(i);
             } else if idle[i].home == here {
-                return Some((idle.remove(i).sender, here));
+                return Some(idle.remove(i).sender);
             }
         }
         None

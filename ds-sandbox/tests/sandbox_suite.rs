@@ -913,6 +913,21 @@ fn spare_with(args: &[&std::ffi::OsStr]) -> std::io::Result<std::process::Child>
     Ok(spare) // stdin dropped: end of input
 }
 
+/// `exec` arguments running `/app/workload` with `mode` on `data`.
+fn workload_args<'a>(data: &'a Path, mode: &[&'static str]) -> Vec<&'a std::ffi::OsStr> {
+    use std::ffi::OsStr;
+    let mut args = vec![
+        OsStr::new("--app"),
+        app_dir().as_os_str(),
+        OsStr::new("--data"),
+        data.as_os_str(),
+        OsStr::new("--"),
+        OsStr::new("/app/workload"),
+    ];
+    args.extend(mode.iter().map(|m| OsStr::new(*m)));
+    args
+}
+
 /// What ds-host keeps one of: a launcher waiting on stdin for its `exec`
 /// arguments runs them exactly as `exec` would, shows that command line to
 /// `ps` while it runs, refuses bad input like `exec`, and leaves quietly
@@ -939,18 +954,8 @@ fn spare_launcher_runs_what_it_is_handed() -> Result<(), Failed> {
     )?;
 
     let data = fresh_data("spare");
-    let app = app_dir().as_os_str();
-    let out = spare_with(&[
-        OsStr::new("--app"),
-        app,
-        OsStr::new("--data"),
-        data.as_os_str(),
-        OsStr::new("--"),
-        OsStr::new("/app/workload"),
-        OsStr::new("persist-write"),
-        OsStr::new("from a spare"),
-    ])?
-    .wait_with_output()?;
+    let out = spare_with(&workload_args(&data, &["persist-write", "from a spare"]))?
+        .wait_with_output()?;
     ensure(
         out.status.success(),
         format!(
@@ -966,15 +971,7 @@ fn spare_launcher_runs_what_it_is_handed() -> Result<(), Failed> {
     )?;
 
     // While it runs, ps sees the command line it was handed.
-    let mut spare = spare_with(&[
-        OsStr::new("--app"),
-        app,
-        OsStr::new("--data"),
-        data.as_os_str(),
-        OsStr::new("--"),
-        OsStr::new("/app/workload"),
-        OsStr::new("never-ready"),
-    ])?;
+    let mut spare = spare_with(&workload_args(&data, &["never-ready"]))?;
     let expected = format!(
         "ds-sandbox\0exec\0--app\0{}\0--data\0{}\0",
         app_dir().display(),
