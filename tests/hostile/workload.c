@@ -42,6 +42,7 @@
 #include <sys/mount.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -88,6 +89,10 @@ static int functional(void) {
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     int c = socket(AF_INET, SOCK_STREAM, 0);
     check("loopback-up", colon && connect(c, (struct sockaddr *)&pa, sizeof pa) == -1 && errno == ECONNREFUSED);
+    /* Loopback TCP is not paced (the sandbox sets reno, whatever the host's default). */
+    char cc[16] = "";
+    socklen_t cc_len = sizeof cc - 1;
+    check("loopback-reno", getsockopt(c, IPPROTO_TCP, TCP_CONGESTION, cc, &cc_len) == 0 && !strcmp(cc, "reno"));
     check("etc-passwd", file_contains("/etc/passwd", "app:x:1000:1000"));
     check("etc-hosts", file_contains("/etc/hosts", "localhost"));
     check("proc-self", file_contains("/proc/self/status", "Name:"));
