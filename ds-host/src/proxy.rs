@@ -222,7 +222,12 @@ pub async fn handle(
         .copied()
         .unwrap_or(Scheme::Http);
     let appspace = &served.appspace;
-    let span = info_span!("request", appspace = %appspace.config.name, method = %req.method(), path = %req.uri().path());
+    let span = info_span!(
+        "request",
+        appspace = appspace.config.name.as_str(),
+        method = req.method().as_str(),
+        path = req.uri().path()
+    );
     let mut resp = forward(&door, &served, peer, &host, scheme, req)
         .instrument(span)
         .await;
