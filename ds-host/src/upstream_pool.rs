@@ -39,6 +39,34 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// fresh one is opened instead (normally the next turn of its task).
 const READY_WAIT: Duration = Duration::from_millis(250);
 
+/// A request sent on a connection idle this long is copied first if it is
+/// safe to repeat ([`replay_copy`]): apps close idle keep-alive
+/// connections after a few seconds (Node 5 s, gunicorn 2 s), and a request
+/// that crosses the close on the wire would otherwise fail with a 502.
+const REPLAY_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+/// A copy of `req` to send again if the connection it goes out on turns out
+/// to have been closed by the app meanwhile (nginx retries on another
+/// connection alike), when it is safe to repeat: an idempotent method
+/// (RFC 9110, 9.2.2) and no body (a body cannot be replayed).
+fn replay_copy(req: &Request<Body>) -> Option<Request<Body>> {
+    use hyper::body::Body as _;
+    use hyper::Method;
+    let idempotent = matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    );
+    if !idempotent || !req.body().is_end_stream() {
+        return None;
+    }
+    let mut copy = Request::new(Body::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
+}
+
 /// Why a request could not be sent to the app.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -84,7 +112,9 @@ impl UpstreamPool {
     /// on a new one made by `connect` (normally
     /// [`crate::app_link::AppLink::connect`]). A request that a stale idle
     /// connection could not take (the app had just closed it) is sent
-    /// again on a new one.
+    /// again on a new one; so is a request that crossed the app's close of
+    /// a connection that had sat idle, when it is safe to repeat
+    /// ([`replay_copy`]).
     pub async fn send<F, Fut>(
         self: &Arc<Self>,
         link: u64,
@@ -98,7 +128,7 @@ impl UpstreamPool {
         let mut req = req;
         // Connections taken or made here run their task on this thread.
         let home = std::thread::current().id();
-        while let Some(mut sender) = self.take_idle(link, home) {
+        while let Some((mut sender, idle_for)) = self.take_idle(link, home) {
             if !sender.is_ready()
                 && !matches!(
                     tokio::time::timeout(READY_WAIT, sender.ready()).await,
@@ -107,15 +137,27 @@ impl UpstreamPool {
             {
                 continue;
             }
+            // Copying costs allocations, so only where an app's keep-alive
+            // timeout can have struck: not on connections busy under load.
+            let replay = (idle_for >= REPLAY_AFTER_IDLE)
+                .then(|| replay_copy(&req))
+                .flatten();
             match sender.try_send_request(req).await {
                 Ok(resp) => return Ok((resp, self.lease(sender, link, home))),
-                Err(mut e) => match e.take_message() {
+                Err(mut e) => match (e.take_message(), replay) {
                     // Not sent: the connection had closed under us.
-                    Some(unsent) => {
+                    (Some(unsent), _) => {
                         debug!(error = %e.error(), "idle connection to the app was closed");
                         req = unsent;
                     }
-                    None => return Err(UpstreamError::Request(e.into_error())),
+                    // Sent as the app closed the connection: once more on a
+                    // fresh one (the other idle ones are as old).
+                    (None, Some(copy)) => {
+                        debug!(error = %e.error(), "the app closed an idle connection as a request crossed it; sending it again");
+                        req = copy;
+                        break;
+                    }
+                    (None, None) => return Err(UpstreamError::Request(e.into_error())),
                 },
             }
         }
@@ -144,7 +186,8 @@ impl UpstreamPool {
     /// The most recently used idle connection through `link` made on the
     /// thread `here` that is still open; drops closed, expired and older
     /// runs' ones (of any thread) on the way.
-    fn take_idle(&self, link: u64, here: ThreadId) -> Option<SendRequest<Body>> {
+    /// Also says how long it sat idle.
+    fn take_idle(&self, link: u64, here: ThreadId) -> Option<(SendRequest<Body>, Duration)> {
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let mut i = idle.len();
@@ -153,7 +196,8 @@ impl UpstreamPool {
             if !idle[i].usable(link, now) {
                 idle.remove(i);
             } else if idle[i].home == here {
-                return Some(idle.remove(i).sender);
+                let taken = idle.remove(i);
+                return Some((taken.sender, now.saturating_duration_since(taken.since)));
             }
         }
         None
@@ -286,6 +330,86 @@ mod tests {
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
         assert_eq!(pool.idle_count(), 1);
+    }
+
+    /// An app that answers the first request on each connection and closes
+    /// the connection on reading the second, unanswered: a keep-alive
+    /// timeout striking as a request arrives. Counts connections.
+    async fn app_closing_on_second_request() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+                    if conn.write_all(answer).await.is_err() {
+                        return;
+                    }
+                    // The second request (head and body) is read, then the
+                    // connection closes without an answer.
+                    let _ = conn.read(&mut chunk).await;
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    async fn send_to(
+        pool: &Arc<UpstreamPool>,
+        addr: std::net::SocketAddr,
+        req: Request<Body>,
+    ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
+        let connect = || async move {
+            Ok::<_, ds_proto::ProtoError>(Upstream::Direct(TcpStream::connect(addr).await?))
+        };
+        pool.send(1, connect, req).await
+    }
+
+    #[tokio::test]
+    async fn a_get_crossing_the_apps_close_of_an_idle_connection_is_sent_again() {
+        let (addr, accepted) = app_closing_on_second_request().await;
+        let pool = Arc::new(UpstreamPool::default());
+        assert_eq!(get(&pool, 1, addr).await, 5);
+        tokio::time::sleep(REPLAY_AFTER_IDLE + Duration::from_millis(100)).await;
+        let req = Request::get("/again").body(Body::empty()).unwrap();
+        let (resp, mut lease) = send_to(&pool, addr, req).await.expect("sent again");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        lease.finished();
+        assert_eq!(&body[..], b"hello");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "one fresh connection");
+    }
+
+    #[tokio::test]
+    async fn requests_unsafe_to_repeat_are_not_sent_again() {
+        let (addr, accepted) = app_closing_on_second_request().await;
+        let pool = Arc::new(UpstreamPool::default());
+        // A POST is not idempotent; a PUT with a body cannot be replayed.
+        let unsafe_ones = [
+            Request::post("/").body(Body::empty()).unwrap(),
+            Request::put("/").body(Body::from("data")).unwrap(),
+        ];
+        for req in unsafe_ones {
+            let before = accepted.load(Ordering::SeqCst);
+            assert_eq!(get(&pool, 1, addr).await, 5);
+            tokio::time::sleep(REPLAY_AFTER_IDLE + Duration::from_millis(100)).await;
+            let failed = send_to(&pool, addr, req).await;
+            assert!(
+                matches!(failed, Err(UpstreamError::Request(_))),
+                "{failed:?}"
+            );
+            assert_eq!(accepted.load(Ordering::SeqCst), before + 1);
+        }
     }
 
     #[tokio::test]
