@@ -38,6 +38,11 @@ fn compare(cond: Cond) -> Option<ScmpArgCompare> {
 
 fn filter() -> Result<ScmpFilterContext, libseccomp::error::SeccompError> {
     let mut f = ScmpFilterContext::new(ScmpAction::Allow)?;
+    // A binary tree over the system call numbers instead of a linear
+    // chain: the kernel runs the program once per system call number when
+    // the filter is loaded (to find the calls it may then allow without
+    // running it), so a shorter path per number is a faster sandbox start.
+    f.set_ctl_optimize(2)?;
     // Only native x86-64: i386 (`int 0x80`) and x32 calls hit the
     // bad-architecture action and kill the process.
     f.set_act_badarch(ScmpAction::KillProcess)?;
