@@ -200,14 +200,14 @@ async fn run_until_signal(
     servers: Vec<(
         tokio::net::TcpListener,
         Option<Arc<rustls::ServerConfig>>,
-        axum::Router,
+        serve::Handler,
     )>,
     limits: ConnLimits,
 ) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let workers = Arc::new(ConnWorkers::per_core().context("starting the connection workers")?);
     let mut tasks = tokio::task::JoinSet::new();
-    for (listener, tls, router) in servers {
+    for (listener, tls, handler) in servers {
         let mut rx = stop_rx.clone();
         let stopped = async move {
             let _ = rx.wait_for(|stop| *stop).await;
@@ -215,7 +215,7 @@ async fn run_until_signal(
         tasks.spawn(serve::serve(
             listener,
             tls,
-            router,
+            handler,
             limits,
             workers.clone(),
             stopped,
@@ -313,9 +313,7 @@ async fn dev(cli: Cli, stop: StopSignals) -> anyhow::Result<()> {
     for name in &names {
         println!("ds-host (dev): serving http://{name}:{port}/ and https://{name}:{tls_port}/");
     }
-    let app = axum::Router::new()
-        .fallback(proxy::handle)
-        .with_state(door.clone());
+    let app = proxy::handler(door.clone());
     let limits = ConnLimits {
         header_read_timeout: Duration::from_secs(cli.header_timeout),
         ..ConnLimits::default()
@@ -380,11 +378,9 @@ async fn production(config_path: &Path, stop: StopSignals) -> anyhow::Result<()>
         https.local_addr()?,
         http.local_addr()?
     );
-    let redirect = axum::Router::new()
-        .fallback(move |req: Request<Body>| async move { to_https(&req, https_port) });
-    let app = axum::Router::new()
-        .fallback(proxy::handle)
-        .with_state(door.clone());
+    let redirect: serve::Handler =
+        Arc::new(move |req, _, _| Box::pin(std::future::ready(to_https(&req, https_port))));
+    let app = proxy::handler(door.clone());
     println!("ds-host: admin socket at {}", config.admin.socket.display());
     run_until_signal(
         stop,

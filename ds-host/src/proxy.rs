@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tracing::{info_span, warn, Instrument};
@@ -196,11 +195,17 @@ fn page(status: StatusCode, title: &str, detail: &str) -> Response<Body> {
     resp
 }
 
-/// The axum handler for every request.
+/// The front door's [`crate::serve::Handler`]: every request, proxied.
+pub fn handler(door: Arc<FrontDoor>) -> crate::serve::Handler {
+    Arc::new(move |req, peer, scheme| Box::pin(handle(door.clone(), req, peer, scheme)))
+}
+
+/// Serves one request from `peer` that came in over `scheme`.
 pub async fn handle(
-    State(door): State<Arc<FrontDoor>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    door: Arc<FrontDoor>,
     req: Request<Body>,
+    peer: SocketAddr,
+    scheme: Scheme,
 ) -> Response<Body> {
     let host = req
         .headers()
@@ -216,11 +221,6 @@ pub async fn handle(
             &format!("Nothing is served at {host}."),
         );
     };
-    let scheme = req
-        .extensions()
-        .get::<Scheme>()
-        .copied()
-        .unwrap_or(Scheme::Http);
     let appspace = &served.appspace;
     let span = info_span!(
         "request",

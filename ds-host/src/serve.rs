@@ -2,18 +2,19 @@
 //! served by hyper's HTTP/1.1 server with limits (header size, header read
 //! time, TLS handshake time), and upgrades allowed.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ConnectInfo;
-use axum::Router;
+use axum::body::Body;
 use hyper::body::Incoming;
+use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
 use tracing::debug;
 
 use crate::conn_workers::ConnWorkers;
@@ -26,6 +27,21 @@ pub enum Scheme {
     /// HTTPS.
     Https,
 }
+
+/// Answers one request of a front-door connection, given the client's
+/// address and how it came in. The front door has no routes (every request
+/// goes to the appspace its Host names), so a plain function: a router
+/// would only add a lookup, boxed services and request extensions, per
+/// request.
+pub type Handler = Arc<
+    dyn Fn(
+            Request<Body>,
+            SocketAddr,
+            Scheme,
+        ) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// Limits on what a client may make a connection hold.
 #[derive(Debug, Clone, Copy)]
@@ -54,7 +70,7 @@ impl Default for ConnLimits {
 pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
-    router: Router,
+    handler: Handler,
     limits: ConnLimits,
     workers: Arc<ConnWorkers>,
     shutdown: impl std::future::Future<Output = ()>,
@@ -74,7 +90,7 @@ pub async fn serve(
         };
         // Responses are written whole; Nagle would only delay them.
         let _ = tcp.set_nodelay(true);
-        let router = router.clone();
+        let handler = handler.clone();
         let acceptor = acceptor.clone();
         workers.dispatch(tcp, move |tcp| async move {
             match acceptor {
@@ -82,12 +98,12 @@ pub async fn serve(
                     match tokio::time::timeout(limits.tls_handshake_timeout, acceptor.accept(tcp))
                         .await
                     {
-                        Ok(Ok(tls)) => serve_conn(tls, peer, Scheme::Https, router, limits).await,
+                        Ok(Ok(tls)) => serve_conn(tls, peer, Scheme::Https, handler, limits).await,
                         Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => debug!(%peer, "TLS handshake timed out"),
                     }
                 }
-                None => serve_conn(tcp, peer, Scheme::Http, router, limits).await,
+                None => serve_conn(tcp, peer, Scheme::Http, handler, limits).await,
             }
         });
     }
@@ -97,22 +113,21 @@ async fn serve_conn<S>(
     stream: S,
     peer: SocketAddr,
     scheme: Scheme,
-    router: Router,
+    handler: Handler,
     limits: ConnLimits,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service = tower::service_fn(move |mut req: hyper::Request<Incoming>| {
-        req.extensions_mut().insert(ConnectInfo(peer));
-        req.extensions_mut().insert(scheme);
-        router.clone().oneshot(req.map(axum::body::Body::new))
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let answer = handler(req.map(Body::new), peer, scheme);
+        async move { Ok::<_, Infallible>(answer.await) }
     });
     let result = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_header_size(limits.max_header_bytes)
         .max_buf_size(limits.max_header_bytes.max(8192))
-        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+        .serve_connection(TokioIo::new(stream), service)
         .with_upgrades()
         .await;
     if let Err(e) = result {
