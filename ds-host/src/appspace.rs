@@ -208,8 +208,6 @@ pub enum StartError {
 /// How sandboxes are started on this host.
 #[derive(Debug)]
 pub struct Launcher {
-    /// The `ds-sandbox` binary.
-    pub sandbox_bin: PathBuf,
     /// The Deno binary, for Deno apps.
     pub deno: Option<PathBuf>,
     /// Starts the `ds-sandbox` processes, one ahead of need.
@@ -222,8 +220,7 @@ impl Launcher {
     /// A launcher using these binaries.
     pub fn new(sandbox_bin: PathBuf, deno: Option<PathBuf>) -> Self {
         Self {
-            spawner: SandboxSpawner::new(sandbox_bin.clone()),
-            sandbox_bin,
+            spawner: SandboxSpawner::new(sandbox_bin),
             deno,
             egress_sink: None,
         }
