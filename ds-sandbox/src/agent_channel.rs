@@ -222,8 +222,6 @@ async fn stop_app_for_good(
     }
 }
 
-/// Copies one inbound stream to a new connection to the app and back,
-/// passing half-closes through in both directions.
 /// Connects to the app and sends the connection to the host under
 /// `token`: the host then speaks HTTP to the app itself, and the agent is
 /// out of the data path. On failure nothing is sent; the host falls back
@@ -237,6 +235,8 @@ async fn hand_app_connection_over(handoff: Arc<ds_proto::Handoff>, token: u64, a
     let _ = handoff.send(token, conn.as_fd()).await;
 }
 
+/// Copies one inbound stream to a new connection to the app and back,
+/// passing half-closes through in both directions.
 async fn splice_to_app(mut stream: ProtoStream, app: SocketAddr) {
     match TcpStream::connect(app).await {
         Ok(mut conn) => {
