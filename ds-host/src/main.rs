@@ -14,6 +14,7 @@ use ds_host::admin::Admin;
 use ds_host::appspace::{Appspace, AppspaceConfig, Launcher, Lifecycle};
 use ds_host::config::HostConfig;
 use ds_host::conn_workers::ConnWorkers;
+use ds_host::egress::log_writer::EgressLogWriter;
 use ds_host::package::PackageLimits;
 use ds_host::proxy::{self, FrontDoor};
 use ds_host::serve::{self, ConnLimits};
@@ -125,23 +126,6 @@ async fn main() -> anyhow::Result<()> {
         (None, true) => dev(cli, stop).await,
         (None, false) => bail!("nothing to do: pass --dev, or --config FILE"),
     }
-}
-
-/// A task that writes egress attempts to the database, in batches; returns
-/// where to send them.
-fn egress_log_writer(state: &Arc<ds_host::state::State>) -> ds_host::egress::EgressSink {
-    let (tx, mut rx) = tokio::sync::mpsc::channel(4096);
-    let state = state.clone();
-    tokio::spawn(async move {
-        let mut batch = Vec::new();
-        while rx.recv_many(&mut batch, 256).await > 0 {
-            if let Err(e) = state.record_egress(&batch).await {
-                tracing::warn!(error = %e, "could not write the egress log");
-            }
-            batch.clear();
-        }
-    });
-    tx
 }
 
 /// The front door over `configs`, with an idle reaper running.
@@ -269,9 +253,10 @@ async fn dev(cli: Cli, stop: StopSignals) -> anyhow::Result<()> {
     };
     let (state_db, configs) = ds_host::dev::prepare(&state, deno.as_deref(), &cli.apps).await?;
     let state_db = Arc::new(state_db);
+    let (egress_sink, egress_log) = EgressLogWriter::start(state_db.clone());
     let door = front_door(
         configs,
-        Launcher::new(find_sandbox()?, deno).with_egress_sink(egress_log_writer(&state_db)),
+        Launcher::new(find_sandbox()?, deno).with_egress_sink(egress_sink),
         "localhost",
         lifecycle,
     )?;
@@ -318,14 +303,16 @@ async fn dev(cli: Cli, stop: StopSignals) -> anyhow::Result<()> {
         header_read_timeout: Duration::from_secs(cli.header_timeout),
         ..ConnLimits::default()
     };
-    run_until_signal(
+    let served = run_until_signal(
         stop,
         &door,
         (admin_listener, admin),
         vec![(http, None, app.clone()), (https, Some(tls), app)],
         limits,
     )
-    .await
+    .await;
+    egress_log.finish().await;
+    served
 }
 
 async fn production(config_path: &Path, stop: StopSignals) -> anyhow::Result<()> {
@@ -342,9 +329,10 @@ async fn production(config_path: &Path, stop: StopSignals) -> anyhow::Result<()>
         None => find_sandbox()?,
     };
     let deno = config.sandbox.deno.clone().or_else(find_deno);
+    let (egress_sink, egress_log) = EgressLogWriter::start(state.clone());
     let door = front_door(
         configs,
-        Launcher::new(sandbox, deno).with_egress_sink(egress_log_writer(&state)),
+        Launcher::new(sandbox, deno).with_egress_sink(egress_sink),
         &config.base_domain,
         config.lifecycle(),
     )?;
@@ -382,14 +370,16 @@ async fn production(config_path: &Path, stop: StopSignals) -> anyhow::Result<()>
         Arc::new(move |req, _, _| Box::pin(std::future::ready(to_https(&req, https_port))));
     let app = proxy::handler(door.clone());
     println!("ds-host: admin socket at {}", config.admin.socket.display());
-    run_until_signal(
+    let served = run_until_signal(
         stop,
         &door,
         (admin_listener, admin),
         vec![(http, None, redirect), (https, Some(tls), app)],
         config.conn_limits(),
     )
-    .await
+    .await;
+    egress_log.finish().await;
+    served
 }
 
 /// Plain HTTP in production only says "use HTTPS".

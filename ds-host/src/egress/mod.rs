@@ -3,6 +3,7 @@
 //! ([`rules`]), limited per appspace (concurrent connections and a rate),
 //! connected to the address that was checked, spliced, and recorded.
 
+pub mod log_writer;
 pub mod rules;
 
 use std::num::NonZeroU32;
