@@ -25,7 +25,8 @@ const QUEUE: usize = 4096;
 /// How long the host waits for the last batches when it stops.
 const FINISH_WAIT: Duration = Duration::from_secs(5);
 
-/// The running writer; [`EgressLogWriter::finish`] drains it.
+/// The running writer; [`EgressLogWriter::finish`] drains it (dropped
+/// without `finish`, it drains what was sent and ends, unawaited).
 #[derive(Debug)]
 pub struct EgressLogWriter {
     stop: oneshot::Sender<()>,
