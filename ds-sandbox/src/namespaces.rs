@@ -84,7 +84,7 @@ pub fn write_id_maps(pid: u32, host_uid: u32, host_gid: u32) -> Result<(), Names
 /// one of them is on `lo`, where nothing is ever lost or queued.
 const LOOPBACK_CONGESTION_CONTROL: &str = "reno";
 
-/// Inside: a neutral hostname and a working loopback.
+/// Inside: a neutral hostname and a working, unpaced loopback.
 pub fn configure_uts_and_net(hostname: &str) -> Result<(), NamespaceError> {
     rustix::system::sethostname(hostname.as_bytes())
         .map_err(|e| NamespaceError::Hostname(e.into()))?;
@@ -95,7 +95,7 @@ pub fn configure_uts_and_net(hostname: &str) -> Result<(), NamespaceError> {
     // control. Hosts often choose BBR, which paces every send with a timer:
     // right towards the internet, pure cost on a loopback (a download
     // proxied through the agent ran at 0.65x a direct one under BBR, at
-    // ~1.1x with reno). Reno is built into every kernel and allowed in
+    // 1.2-1.4x with reno). Reno is built into every kernel and allowed in
     // every namespace. The namespace's /proc/sys/net is the one we see
     // here (the host's procfs is still mounted, but net sysctls follow the
     // reader's namespace). Best effort: a kernel or a read-only /proc/sys
