@@ -14,6 +14,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{ensure, missing_requirement, DevHost, TestFn};
@@ -45,6 +47,10 @@ fn main() {
                 "allowlist_changes_apply_at_once_and_are_audited",
                 allowlist_changes_apply_at_once_and_are_audited,
             ),
+            (
+                "a_connection_open_when_the_host_stops_is_recorded",
+                a_connection_open_when_the_host_stops_is_recorded,
+            ),
         ],
         skip.clone(),
     );
@@ -74,22 +80,27 @@ fn main() {
 /// and held open until the client closes when the request is `/hold`.
 struct Upstream {
     port: u16,
+    /// `/hold` requests received so far.
+    held: Arc<AtomicUsize>,
 }
 
 impl Upstream {
     fn start() -> Result<Self, Failed> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
+        let held = Arc::new(AtomicUsize::new(0));
+        let counter = held.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
-                std::thread::spawn(move || serve_upstream(conn));
+                let counter = counter.clone();
+                std::thread::spawn(move || serve_upstream(conn, &counter));
             }
         });
-        Ok(Self { port })
+        Ok(Self { port, held })
     }
 }
 
-fn serve_upstream(mut conn: TcpStream) {
+fn serve_upstream(mut conn: TcpStream, held: &AtomicUsize) {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -100,6 +111,11 @@ fn serve_upstream(mut conn: TcpStream) {
     }
     let head = String::from_utf8_lossy(&head).into_owned();
     let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+    if path == "/hold" {
+        held.fetch_add(1, Ordering::SeqCst);
+        let _ = conn.read_to_end(&mut Vec::new());
+        return;
+    }
     let body: Vec<u8> = if let Some(n) = path.strip_prefix("/big/") {
         vec![b'z'; n.parse().unwrap_or(0)]
     } else {
@@ -153,6 +169,45 @@ fn egress_log(host: &DevHost, appspace: &str) -> Result<Vec<Value>, Failed> {
         .as_array()
         .cloned()
         .unwrap_or_default())
+}
+
+fn a_connection_open_when_the_host_stops_is_recorded() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let up = Upstream::start()?;
+    let host = host_with_workload(dir.path(), None)?;
+    let allowed = format!("127.0.0.1:{}", up.port);
+    host.json(&["appspace", "egress", "allow", "wl.localhost", &allowed])?;
+    // The app asks for a page the upstream never finishes.
+    let port = host.port;
+    let path = format!("/egress/get?url=http://{allowed}/hold");
+    std::thread::spawn(move || {
+        if let Ok(mut conn) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = write!(
+                conn,
+                "GET {path} HTTP/1.1\r\nHost: wl.localhost\r\nConnection: close\r\n\r\n"
+            );
+            let _ = conn.read_to_end(&mut Vec::new());
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while up.held.load(Ordering::SeqCst) == 0 {
+        ensure(
+            Instant::now() < deadline,
+            "the upstream never saw the request",
+        )?;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The host stops with the connection open; the attempt ends with the
+    // appspace's stop and must still reach the log.
+    host.stop()?;
+    let host = host_with_workload(dir.path(), None)?;
+    let log = egress_log(&host, "wl.localhost")?;
+    ensure(
+        log.iter()
+            .any(|e| e["destination"] == allowed.as_str() && e["outcome"] == "allowed"),
+        format!("no record of the open connection: {log:?}"),
+    )?;
+    host.stop()
 }
 
 fn native_app_reaches_an_allowed_upstream() -> Result<(), Failed> {

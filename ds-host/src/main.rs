@@ -223,8 +223,18 @@ async fn run_until_signal(
         stops.spawn(async move { appspace.stop(grace).await });
     }
     while stops.join_next().await.is_some() {}
+    // Their last egress connections ended with them: let those reach the
+    // egress log before the caller drains its writer.
+    for appspace in door.all() {
+        if !appspace.egress().settled(EGRESS_SETTLE).await {
+            tracing::warn!(appspace = %appspace.config.name, "egress attempts still under way at the stop were not recorded");
+        }
+    }
     Ok(())
 }
+
+/// How long a stopping host waits for its appspaces' last egress attempts.
+const EGRESS_SETTLE: Duration = Duration::from_secs(2);
 
 async fn bind(
     addr: impl tokio::net::ToSocketAddrs + std::fmt::Debug + Copy,

@@ -3,6 +3,7 @@
 //! ([`rules`]), limited per appspace (concurrent connections and a rate),
 //! connected to the address that was checked, spliced, and recorded.
 
+pub mod in_flight;
 pub mod log_writer;
 pub mod rules;
 
@@ -20,6 +21,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tracing::{info_span, warn, Instrument};
 
 use crate::applog::AppLog;
+use in_flight::InFlight;
 use rules::{Rule, Verdict};
 
 /// Per-appspace egress limits.
@@ -101,6 +103,8 @@ pub struct EgressGate {
     rate: DefaultDirectRateLimiter,
     limits: EgressLimits,
     next_token: AtomicU64,
+    /// Attempts not yet handed to the egress log.
+    in_flight: InFlight,
 }
 
 impl std::fmt::Debug for EgressGate {
@@ -124,7 +128,15 @@ impl EgressGate {
             ),
             limits,
             next_token: AtomicU64::new(1),
+            in_flight: InFlight::default(),
         }
+    }
+
+    /// Waits (at most `within`) until every attempt under way has been
+    /// handed to the egress log: a stopping host calls it after stopping
+    /// the appspace, whose last connections end with the stop.
+    pub async fn settled(&self, within: Duration) -> bool {
+        self.in_flight.settled(within).await
     }
 
     /// Replaces the allowlist (new connections see it at once).
@@ -150,6 +162,7 @@ impl EgressGate {
         log: Arc<AppLog>,
         handoff: Option<Arc<ds_proto::Handoff>>,
     ) {
+        let _under_way = self.in_flight.enter();
         let destination = req.destination().to_string();
         let span = info_span!("egress", appspace = %self.appspace, %destination);
         let event = self
