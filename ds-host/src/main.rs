@@ -224,16 +224,19 @@ async fn run_until_signal(
     }
     while stops.join_next().await.is_some() {}
     // Their last egress connections ended with them: let those reach the
-    // egress log before the caller drains its writer.
+    // egress log before the caller drains its writer (one wait for all).
+    let settle_by = tokio::time::Instant::now() + EGRESS_SETTLE;
     for appspace in door.all() {
-        if !appspace.egress().settled(EGRESS_SETTLE).await {
+        let left = settle_by.saturating_duration_since(tokio::time::Instant::now());
+        if !appspace.egress().settled(left).await {
             tracing::warn!(appspace = %appspace.config.name, "egress attempts still under way at the stop were not recorded");
         }
     }
     Ok(())
 }
 
-/// How long a stopping host waits for its appspaces' last egress attempts.
+/// How long a stopping host waits for its appspaces' last egress attempts
+/// (all of them together).
 const EGRESS_SETTLE: Duration = Duration::from_secs(2);
 
 async fn bind(
