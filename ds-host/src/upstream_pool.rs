@@ -272,40 +272,58 @@ mod tests {
 
     use super::*;
 
-    /// A keep-alive HTTP/1.1 server answering every GET with `body_len`
-    /// bytes; it closes a connection after `per_conn` answers. Returns its
-    /// address and the connections it accepted so far.
-    async fn app(body_len: usize, per_conn: usize) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    /// A mock app on a fresh port serving each connection with `serve`;
+    /// returns its address and the connections it accepted so far.
+    async fn mock_app<F, Fut>(serve: F) -> (std::net::SocketAddr, Arc<AtomicUsize>)
+    where
+        F: Fn(TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
         let count = accepted.clone();
         tokio::spawn(async move {
-            while let Ok((mut conn, _)) = listener.accept().await {
+            while let Ok((conn, _)) = listener.accept().await {
                 count.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    for _ in 0..per_conn {
-                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                            let mut chunk = [0u8; 1024];
-                            match conn.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
-                        }
-                        buf.clear();
-                        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {body_len}\r\n\r\n");
-                        let body = vec![b'x'; body_len];
-                        if conn.write_all(head.as_bytes()).await.is_err()
-                            || conn.write_all(&body).await.is_err()
-                        {
-                            return;
-                        }
-                    }
-                });
+                tokio::spawn(serve(conn));
             }
         });
         (addr, accepted)
+    }
+
+    /// Reads up to the end of a request head; false if the client went.
+    async fn read_head(conn: &mut TcpStream) -> bool {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            match conn.read(&mut chunk).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        true
+    }
+
+    /// A keep-alive HTTP/1.1 server answering every GET with `body_len`
+    /// bytes; it closes a connection after `per_conn` answers. Returns its
+    /// address and the connections it accepted so far.
+    async fn app(body_len: usize, per_conn: usize) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        mock_app(move |mut conn| async move {
+            for _ in 0..per_conn {
+                if !read_head(&mut conn).await {
+                    return;
+                }
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {body_len}\r\n\r\n");
+                let body = vec![b'x'; body_len];
+                if conn.write_all(head.as_bytes()).await.is_err()
+                    || conn.write_all(&body).await.is_err()
+                {
+                    return;
+                }
+            }
+        })
+        .await
     }
 
     /// One GET through `pool` to `addr` as run `link`, its body read to the
@@ -336,33 +354,19 @@ mod tests {
     /// the connection on reading the second, unanswered: a keep-alive
     /// timeout striking as a request arrives. Counts connections.
     async fn app_closing_on_second_request() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let count = accepted.clone();
-        tokio::spawn(async move {
-            while let Ok((mut conn, _)) = listener.accept().await {
-                count.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 1024];
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match conn.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
-                    if conn.write_all(answer).await.is_err() {
-                        return;
-                    }
-                    // The second request (head and body) is read, then the
-                    // connection closes without an answer.
-                    let _ = conn.read(&mut chunk).await;
-                });
+        mock_app(|mut conn| async move {
+            if !read_head(&mut conn).await {
+                return;
             }
-        });
-        (addr, accepted)
+            let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+            if conn.write_all(answer).await.is_err() {
+                return;
+            }
+            // The second request (head and body) is read, then the
+            // connection closes without an answer.
+            let _ = conn.read(&mut [0u8; 1024]).await;
+        })
+        .await
     }
 
     async fn send_to(
