@@ -144,6 +144,19 @@ fn host_with_workload(dir: &Path, deno: Option<&Path>) -> Result<DevHost, Failed
     )
 }
 
+/// A dev host serving `wl`, an upstream, and the upstream's `IP:port`,
+/// which `wl.localhost` is allowed to reach (the directory holds the
+/// host's state).
+fn workload_allowed_to_upstream() -> Result<(tempfile::TempDir, Upstream, DevHost, String), Failed>
+{
+    let dir = tempfile::tempdir()?;
+    let up = Upstream::start()?;
+    let host = host_with_workload(dir.path(), None)?;
+    let allowed = format!("127.0.0.1:{}", up.port);
+    host.json(&["appspace", "egress", "allow", "wl.localhost", &allowed])?;
+    Ok((dir, up, host, allowed))
+}
+
 /// The body of `GET path` on appspace `host`.
 fn page(host: &DevHost, appspace: &str, path: &str) -> Result<String, Failed> {
     let (status, body) = host.get(appspace, path)?;
@@ -172,11 +185,7 @@ fn egress_log(host: &DevHost, appspace: &str) -> Result<Vec<Value>, Failed> {
 }
 
 fn a_connection_open_when_the_host_stops_is_recorded() -> Result<(), Failed> {
-    let dir = tempfile::tempdir()?;
-    let up = Upstream::start()?;
-    let host = host_with_workload(dir.path(), None)?;
-    let allowed = format!("127.0.0.1:{}", up.port);
-    host.json(&["appspace", "egress", "allow", "wl.localhost", &allowed])?;
+    let (dir, up, host, allowed) = workload_allowed_to_upstream()?;
     // The app asks for a page the upstream never finishes.
     let port = host.port;
     let path = format!("/egress/get?url=http://{allowed}/hold");
@@ -211,11 +220,7 @@ fn a_connection_open_when_the_host_stops_is_recorded() -> Result<(), Failed> {
 }
 
 fn native_app_reaches_an_allowed_upstream() -> Result<(), Failed> {
-    let dir = tempfile::tempdir()?;
-    let up = Upstream::start()?;
-    let host = host_with_workload(dir.path(), None)?;
-    let allowed = format!("127.0.0.1:{}", up.port);
-    host.json(&["appspace", "egress", "allow", "wl.localhost", &allowed])?;
+    let (_dir, _up, host, allowed) = workload_allowed_to_upstream()?;
     // Absolute-form through HTTP_PROXY.
     let body = page(
         &host,
@@ -453,11 +458,7 @@ fn the_proxy_cannot_be_bypassed() -> Result<(), Failed> {
 }
 
 fn connection_limit_holds_under_a_flood() -> Result<(), Failed> {
-    let dir = tempfile::tempdir()?;
-    let up = Upstream::start()?;
-    let host = host_with_workload(dir.path(), None)?;
-    let allowed = format!("127.0.0.1:{}", up.port);
-    host.json(&["appspace", "egress", "allow", "wl.localhost", &allowed])?;
+    let (_dir, _up, host, allowed) = workload_allowed_to_upstream()?;
     // Another appspace keeps serving while the flood runs.
     let port = host.port;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
