@@ -271,6 +271,9 @@ pub struct Appspace {
     requests: AtomicU64,
     links: Arc<LinkCounters>,
     egress: Arc<EgressGate>,
+    /// The parent of its requests' spans: made once, so that a request's
+    /// own span formats only what differs per request.
+    span: tracing::Span,
 }
 
 /// Marks a request in flight until dropped (kept by the response body, so
@@ -322,7 +325,6 @@ impl Appspace {
             )),
             limits: std::sync::Mutex::new(config.limits),
             paused: AtomicBool::new(config.paused),
-            config,
             log,
             running: Mutex::new(None),
             crashes: Arc::default(),
@@ -330,7 +332,14 @@ impl Appspace {
             last_used: std::sync::Mutex::new(Instant::now()),
             requests: AtomicU64::new(0),
             links: Arc::default(),
+            span: tracing::info_span!(parent: None, "appspace", name = config.name.as_str()),
+            config,
         })
+    }
+
+    /// Its span, the parent of its requests' spans.
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
     }
 
     /// Counts a request as in flight until the guard is dropped.

@@ -85,6 +85,25 @@ pub fn count_on_this_worker() -> Option<OpenGuard> {
     THIS_WORKER.with(|w| w.borrow().as_ref().map(OpenGuard::new))
 }
 
+/// How often a worker's runtime wakes on its own (see [`heartbeat`]).
+const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Wakes the worker every [`HEARTBEAT`], so that its timer driver always
+/// has a deadline that near. Why: every request arms timers (hyper's
+/// header-read timeout, the response and body-idle timeouts), and tokio
+/// writes the runtime's eventfd whenever a new timer is due before the
+/// driver's next planned wake-up, even from the runtime's own thread.
+/// Without a nearer deadline that was one `write` per four requests (the
+/// 10 s header timeout was the earliest); with it, a new timer (seconds
+/// away) is never the earliest.
+async fn heartbeat() {
+    let mut ticks = tokio::time::interval(HEARTBEAT);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+    }
+}
+
 impl ConnWorkers {
     /// Starts `count` workers (at least one), named `ds-front-N`.
     pub fn start(count: usize) -> io::Result<Self> {
@@ -101,6 +120,7 @@ impl ConnWorkers {
                 .spawn(move || {
                     THIS_WORKER.with(|w| *w.borrow_mut() = Some(counted));
                     runtime.block_on(async move {
+                        tokio::spawn(heartbeat());
                         while let Some(job) = queue.recv().await {
                             // Registered with this runtime's reactor, so
                             // that its readiness wakes this thread only.

@@ -5,81 +5,111 @@
 
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-/// Hop-by-hop headers (RFC 9110 7.6.1) plus the proxy ones. (Names are
-/// `HeaderName` constants: looking a `&str` up parses it every time.)
-const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// Forwarding headers only the host may set.
-const FORWARDING: [HeaderName; 5] = [
-    header::FORWARDED,
-    X_FORWARDED_FOR,
-    X_FORWARDED_PROTO,
-    X_FORWARDED_HOST,
-    HeaderName::from_static("x-real-ip"),
-];
+/// What the policy does with a header, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Hop-by-hop (RFC 9110 7.6.1) or a proxy's own: never passed on.
+    HopByHop,
+    /// Forwarding information only the host may set.
+    Forwarding,
+    /// Cross-origin grants, which an app may not make.
+    Cors,
+    /// One of the security headers every response gets ([`DEFAULTS`]).
+    SecurityDefault(usize),
+    /// Anything else: passed on.
+    Other,
+}
 
-/// Removes every header in `names` that `headers` has. One pass over the
-/// (few) headers present first: most messages have none of them, and a
-/// removal hashes the name even when it finds nothing (this runs several
-/// times per proxied request).
-fn remove_all(headers: &mut HeaderMap, names: &[HeaderName]) {
-    let present: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| names.contains(k))
-        .cloned()
-        .collect();
-    for name in present {
-        headers.remove(name);
+/// One `match` on the name: the headers present are few, and looking up
+/// each name the policy knows would hash it whether present or not (this
+/// runs twice per proxied request).
+fn kind(name: &HeaderName) -> Kind {
+    match name.as_str() {
+        "connection"
+        | "keep-alive"
+        | "proxy-connection"
+        | "proxy-authenticate"
+        | "proxy-authorization"
+        | "te"
+        | "trailer"
+        | "transfer-encoding"
+        | "upgrade" => Kind::HopByHop,
+        "forwarded" | "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host"
+        | "x-real-ip" => Kind::Forwarding,
+        "content-security-policy" => Kind::SecurityDefault(0),
+        "referrer-policy" => Kind::SecurityDefault(1),
+        "x-frame-options" => Kind::SecurityDefault(2),
+        "cross-origin-opener-policy" => Kind::SecurityDefault(3),
+        other if other.starts_with("access-control-") => Kind::Cors,
+        _ => Kind::Other,
     }
 }
 
-/// Strips hop-by-hop headers, including any the Connection header names.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
+/// Removes every header whose kind `drop` selects, and the headers a
+/// Connection header names; returns which [`DEFAULTS`] are present (a bit
+/// each). Allocates only when there is something to remove.
+fn remove_where(headers: &mut HeaderMap, drop: impl Fn(Kind) -> bool) -> u8 {
+    let mut defaults = 0u8;
+    let mut doomed = false;
+    for name in headers.keys() {
+        match kind(name) {
+            Kind::SecurityDefault(i) => defaults |= 1 << i,
+            k => doomed |= drop(k),
         }
     }
-    remove_all(headers, &HOP_BY_HOP);
+    if doomed {
+        let mut names: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| drop(kind(name)))
+            .cloned()
+            .collect();
+        // Connection names further hop-by-hop headers of this message.
+        names.extend(
+            headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok()),
+        );
+        for name in names {
+            headers.remove(name);
+        }
+        // A named security header may have gone with them.
+        defaults = headers.keys().fold(0, |bits, name| match kind(name) {
+            Kind::SecurityDefault(i) => bits | 1 << i,
+            _ => bits,
+        });
+    }
+    defaults
+}
+
+/// Where a request came from, as the host tells the app.
+#[derive(Debug, Clone)]
+pub struct Forwarding {
+    /// The client's address (`X-Forwarded-For`).
+    pub client_ip: HeaderValue,
+    /// `http` or `https` (`X-Forwarded-Proto`).
+    pub proto: HeaderValue,
+    /// The Host the browser asked for (`X-Forwarded-Host`).
+    pub host: HeaderValue,
 }
 
 /// Prepares a browser's request headers for the app: hop-by-hop removed,
 /// forwarding headers replaced by the host's own.
-pub fn to_app(headers: &mut HeaderMap, client_ip: &str, proto: &str, host: &str) {
-    strip_hop_by_hop(headers);
-    remove_all(headers, &FORWARDING);
-    let set = |h: &mut HeaderMap, name: HeaderName, value: &str| {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            h.insert(name, v);
-        }
-    };
-    set(headers, X_FORWARDED_FOR, client_ip);
-    set(headers, X_FORWARDED_PROTO, proto);
-    set(headers, X_FORWARDED_HOST, host);
+pub fn to_app(headers: &mut HeaderMap, forwarding: Forwarding) {
+    remove_where(headers, |k| matches!(k, Kind::HopByHop | Kind::Forwarding));
+    headers.insert(X_FORWARDED_FOR, forwarding.client_ip);
+    headers.insert(X_FORWARDED_PROTO, forwarding.proto);
+    headers.insert(X_FORWARDED_HOST, forwarding.host);
 }
 
-/// Security headers every response gets unless the app set a value.
+/// Security headers every response gets unless the app set a value (in
+/// the order of [`Kind::SecurityDefault`]'s index).
 const DEFAULTS: [(HeaderName, &str); 4] = [
     (
         header::CONTENT_SECURITY_POLICY,
@@ -95,23 +125,10 @@ const DEFAULTS: [(HeaderName, &str); 4] = [
 
 /// Prepares an app's response headers for the browser.
 pub fn to_browser(headers: &mut HeaderMap) {
-    strip_hop_by_hop(headers);
-    // No CORS: an appspace can never open itself to other origins.
-    if headers
-        .keys()
-        .any(|k| k.as_str().starts_with("access-control-"))
-    {
-        let cors: Vec<HeaderName> = headers
-            .keys()
-            .filter(|k| k.as_str().starts_with("access-control-"))
-            .cloned()
-            .collect();
-        for name in cors {
-            headers.remove(name);
-        }
-    }
-    for (name, value) in DEFAULTS {
-        if !headers.contains_key(&name) {
+    // No CORS either: an appspace can never open itself to other origins.
+    let present = remove_where(headers, |k| matches!(k, Kind::HopByHop | Kind::Cors));
+    for (i, (name, value)) in DEFAULTS.into_iter().enumerate() {
+        if present & (1 << i) == 0 {
             headers.insert(name, HeaderValue::from_static(value));
         }
     }
@@ -155,7 +172,14 @@ mod tests {
             ("upgrade", "h2c"),
             ("accept", "text/html"),
         ]);
-        to_app(&mut h, "127.0.0.1", "http", "a.localhost");
+        to_app(
+            &mut h,
+            Forwarding {
+                client_ip: HeaderValue::from_static("127.0.0.1"),
+                proto: HeaderValue::from_static("http"),
+                host: HeaderValue::from_static("a.localhost"),
+            },
+        );
         for gone in [
             "x-secret",
             "connection",
@@ -197,5 +221,18 @@ mod tests {
             .unwrap()
             .contains("default-src 'self'"));
         assert!(h.get("transfer-encoding").is_none());
+    }
+
+    #[test]
+    fn a_security_header_the_connection_header_names_is_replaced_by_the_default() {
+        let mut h = map(&[
+            ("connection", "close, referrer-policy"),
+            ("referrer-policy", "unsafe-url"),
+            ("content-type", "text/html"),
+        ]);
+        to_browser(&mut h);
+        assert_eq!(h.get("referrer-policy").unwrap(), "same-origin");
+        assert!(h.get("connection").is_none());
+        assert_eq!(h.get("content-type").unwrap(), "text/html");
     }
 }

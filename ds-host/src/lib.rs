@@ -16,6 +16,7 @@ pub mod dev;
 pub mod egress;
 pub mod headers;
 pub mod idle_body;
+pub mod log_fields;
 pub mod package;
 pub mod proxy;
 pub mod sandbox_spawn;

@@ -116,6 +116,7 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .fmt_fields(ds_host::log_fields::LogFields)
         .init();
     let cli = Cli::parse();
     // Before anything is printed or served: a SIGTERM that arrives while
@@ -380,7 +381,7 @@ async fn production(config_path: &Path, stop: StopSignals) -> anyhow::Result<()>
         http.local_addr()?
     );
     let redirect: serve::Handler =
-        Arc::new(move |req, _, _| Box::pin(std::future::ready(to_https(&req, https_port))));
+        Arc::new(move |req, _| Box::pin(std::future::ready(to_https(&req, https_port))));
     let app = proxy::handler(door.clone());
     println!("ds-host: admin socket at {}", config.admin.socket.display());
     let served = run_until_signal(

@@ -5,7 +5,6 @@
 //! nothing is buffered whole.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +21,7 @@ use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use crate::appspace::{Appspace, Launcher, Lifecycle, RequestGuard, StartError};
 use crate::headers;
 use crate::idle_body::{IdleBody, IdleBodyError};
-use crate::serve::Scheme;
+use crate::serve::{Client, Scheme};
 use crate::upstream_pool::{Lease, UpstreamPool};
 
 /// Everything the front door needs.
@@ -197,15 +196,14 @@ fn page(status: StatusCode, title: &str, detail: &str) -> Response<Body> {
 
 /// The front door's [`crate::serve::Handler`]: every request, proxied.
 pub fn handler(door: Arc<FrontDoor>) -> crate::serve::Handler {
-    Arc::new(move |req, peer, scheme| Box::pin(handle(door.clone(), req, peer, scheme)))
+    Arc::new(move |req, client| Box::pin(handle(door.clone(), req, client)))
 }
 
-/// Serves one request from `peer` that came in over `scheme`.
+/// Serves one request from `client`.
 pub async fn handle(
     door: Arc<FrontDoor>,
     req: Request<Body>,
-    peer: SocketAddr,
-    scheme: Scheme,
+    client: Arc<Client>,
 ) -> Response<Body> {
     let host = req
         .headers()
@@ -214,6 +212,7 @@ pub async fn handle(
         .or_else(|| req.uri().host())
         .unwrap_or("")
         .to_owned();
+    let scheme = client.scheme;
     let Some(served) = door.route(&host) else {
         return page(
             StatusCode::NOT_FOUND,
@@ -223,12 +222,12 @@ pub async fn handle(
     };
     let appspace = &served.appspace;
     let span = info_span!(
+        parent: appspace.span(),
         "request",
-        appspace = appspace.config.name.as_str(),
         method = req.method().as_str(),
         path = req.uri().path()
     );
-    let mut resp = forward(&door, &served, peer, &host, scheme, req)
+    let mut resp = forward(&door, &served, &client, &host, req)
         .instrument(span)
         .await;
     if scheme == Scheme::Https {
@@ -243,9 +242,8 @@ pub async fn handle(
 async fn forward(
     door: &FrontDoor,
     served: &Served,
-    peer: SocketAddr,
+    client: &Client,
     host: &str,
-    scheme: Scheme,
     mut req: Request<Body>,
 ) -> Response<Body> {
     let appspace = &served.appspace;
@@ -278,15 +276,14 @@ async fn forward(
     };
     // Protocol upgrades (WebSocket): the only hop-by-hop headers passed on.
     let upgrade = requested_upgrade(req.headers());
-    let proto = if scheme == Scheme::Https {
-        "https"
-    } else {
-        "http"
+    let forwarding = match forwarding(client, &req, host) {
+        Ok(f) => f,
+        Err(e) => return bad_gateway("building the request", &e),
     };
     if upgrade.is_none() {
         // The usual case: a pooled keep-alive connection; the browser's
         // Host header is kept.
-        headers::to_app(req.headers_mut(), &peer.ip().to_string(), proto, host);
+        headers::to_app(req.headers_mut(), forwarding);
         if let Err(e) = to_origin_form(&mut req, host) {
             return bad_gateway("building the request", &e);
         }
@@ -331,12 +328,7 @@ async fn forward(
     let browser_side = upgrade
         .as_ref()
         .and_then(|_| req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>());
-    let proto = if scheme == Scheme::Https {
-        "https"
-    } else {
-        "http"
-    };
-    headers::to_app(req.headers_mut(), &peer.ip().to_string(), proto, host);
+    headers::to_app(req.headers_mut(), forwarding);
     if let Some(protocol) = &upgrade {
         req.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -377,6 +369,27 @@ async fn forward(
         return switched;
     }
     to_browser(resp, guard, door.lifecycle.body_idle_timeout, None)
+}
+
+/// What the host tells the app about where `req` came from: the browser's
+/// own Host header when it sent one (shared, not copied), else `host`.
+fn forwarding(
+    client: &Client,
+    req: &Request<Body>,
+    host: &str,
+) -> Result<headers::Forwarding, String> {
+    let host = match req.headers().get(header::HOST) {
+        Some(value) => value.clone(),
+        None => HeaderValue::from_str(host).map_err(|e| format!("host {host}: {e}"))?,
+    };
+    Ok(headers::Forwarding {
+        client_ip: client.ip_header.clone(),
+        proto: HeaderValue::from_static(match client.scheme {
+            Scheme::Https => "https",
+            Scheme::Http => "http",
+        }),
+        host,
+    })
 }
 
 /// Makes the request's target origin-form (`/path?query`), as an app

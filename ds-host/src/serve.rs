@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use hyper::body::Incoming;
+use hyper::header::HeaderValue;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -28,17 +29,37 @@ pub enum Scheme {
     Https,
 }
 
-/// Answers one request of a front-door connection, given the client's
-/// address and how it came in. The front door has no routes (every request
-/// goes to the appspace its Host names), so a plain function: a router
-/// would only add a lookup, boxed services and request extensions, per
-/// request.
+/// The client at the other end of a front-door connection.
+#[derive(Debug)]
+pub struct Client {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// How it connected.
+    pub scheme: Scheme,
+    /// Its IP address as a header value (for `X-Forwarded-For`), made once
+    /// per connection rather than formatted per request.
+    pub ip_header: HeaderValue,
+}
+
+impl Client {
+    /// The client at `addr`, connected over `scheme`.
+    pub fn new(addr: SocketAddr, scheme: Scheme) -> Self {
+        let ip_header = HeaderValue::try_from(addr.ip().to_string())
+            .expect("an IP address is a valid header value");
+        Self {
+            addr,
+            scheme,
+            ip_header,
+        }
+    }
+}
+
+/// Answers one request of a front-door connection from `Client`. The
+/// front door has no routes (every request goes to the appspace its Host
+/// names), so a plain function: a router would only add a lookup, boxed
+/// services and request extensions, per request.
 pub type Handler = Arc<
-    dyn Fn(
-            Request<Body>,
-            SocketAddr,
-            Scheme,
-        ) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>>
+    dyn Fn(Request<Body>, Arc<Client>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>>
         + Send
         + Sync,
 >;
@@ -118,8 +139,9 @@ async fn serve_conn<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let client = Arc::new(Client::new(peer, scheme));
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let answer = handler(req.map(Body::new), peer, scheme);
+        let answer = handler(req.map(Body::new), client.clone());
         async move { Ok::<_, Infallible>(answer.await) }
     });
     let result = hyper::server::conn::http1::Builder::new()
