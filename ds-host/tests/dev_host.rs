@@ -41,6 +41,11 @@ fn main() {
     );
     add("unknown_hosts_get_404", None, unknown_hosts_get_404);
     add(
+        "the_front_door_outranks_the_apps_it_serves",
+        None,
+        the_front_door_outranks_the_apps_it_serves,
+    );
+    add(
         "a_dead_spare_launcher_costs_nothing",
         None,
         a_dead_spare_launcher_costs_nothing,
@@ -360,6 +365,71 @@ fn unknown_hosts_get_404() -> Result<(), Failed> {
         let (status, _, _) = host.get(name, "/")?;
         ensure(status == 404, format!("{name}: {status}"))?;
     }
+    host.stop()
+}
+
+/// A field of /proc/`path`/stat, counted from 3 (the state) as in proc(5).
+fn stat_field(path: &str, field: usize) -> Option<i64> {
+    let stat = std::fs::read_to_string(format!("/proc/{path}/stat")).ok()?;
+    let (_, after_name) = stat.rsplit_once(')')?;
+    after_name.split_whitespace().nth(field - 3)?.parse().ok()
+}
+
+/// Whether `pid` descends from `ancestor`.
+fn descends_from(pid: u32, ancestor: u32) -> bool {
+    let mut at = pid;
+    while let Some(parent) = stat_field(&at.to_string(), 4) {
+        if parent as u32 == ancestor {
+            return true;
+        }
+        if parent <= 1 {
+            return false;
+        }
+        at = parent as u32;
+    }
+    false
+}
+
+/// The host's connection workers run at a raised priority (nice -5), and
+/// the sandboxes they start do not inherit it: the app runs at nice 0.
+fn the_front_door_outranks_the_apps_it_serves() -> Result<(), Failed> {
+    let state = tempfile::tempdir()?;
+    let host = DevHost::start(state.path())?;
+    // The first request starts the sandbox from a worker thread.
+    let (status, _, body) = host.get("hello-native.localhost", "/hello")?;
+    ensure(status == 200, format!("status {status}: {body}"))?;
+    let pid = host.child.id();
+    let workers: Vec<i64> = std::fs::read_dir(format!("/proc/{pid}/task"))?
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with("ds-front"))
+        })
+        .filter_map(|t| {
+            stat_field(
+                &format!("{pid}/task/{}", t.file_name().to_string_lossy()),
+                19,
+            )
+        })
+        .collect();
+    ensure(!workers.is_empty(), "no ds-front threads found")?;
+    ensure(
+        workers.iter().all(|nice| *nice == -5),
+        format!("worker nice values {workers:?}"),
+    )?;
+    let out = Command::new("pgrep")
+        .args(["-x", "hello-native"])
+        .output()?;
+    let apps: Vec<(u32, Option<i64>)> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .filter(|app| descends_from(*app, pid))
+        .map(|app| (app, stat_field(&app.to_string(), 19)))
+        .collect();
+    ensure(apps.len() == 1, format!("this host's apps: {apps:?}"))?;
+    ensure(
+        apps[0].1 == Some(0),
+        format!("the app runs at nice {:?}", apps[0].1),
+    )?;
     host.stop()
 }
 

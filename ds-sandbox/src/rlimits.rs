@@ -1,4 +1,5 @@
-//! rlimits: a backstop behind the cgroup (which is the real limit).
+//! rlimits: a backstop behind the cgroup (which is the real limit), and
+//! the default scheduling priority.
 
 use std::io;
 
@@ -6,9 +7,9 @@ use rustix::process::{Resource, Rlimit};
 
 use crate::spec::Limits;
 
-/// Errors setting an rlimit.
+/// Errors setting an rlimit or the priority.
 #[derive(Debug, thiserror::Error)]
-#[error("setting rlimit {what}: {source}")]
+#[error("setting {what}: {source}")]
 pub struct RlimitError {
     what: &'static str,
     source: io::Error,
@@ -17,8 +18,16 @@ pub struct RlimitError {
 /// Sets hard and soft limits: no core dumps (they could leak the agent's
 /// memory), bounded open files, bounded file size (the data quota lands
 /// with the host), and, when the appspace has a host uid of its own, a
-/// process count (RLIMIT_NPROC counts per host uid).
+/// process count (RLIMIT_NPROC counts per host uid). Also puts the
+/// process at the default priority (nice 0): a sandbox started from one
+/// of the host's front-door threads inherits their raised priority, which
+/// the agent and the app must not keep (lowering one's own priority needs
+/// no privilege).
 pub fn apply(limits: &Limits, own_host_uid: bool) -> Result<(), RlimitError> {
+    rustix::process::setpriority_process(None, 0).map_err(|e| RlimitError {
+        what: "priority (nice 0)",
+        source: e.into(),
+    })?;
     let set = |what, resource, n: u64| {
         rustix::process::setrlimit(
             resource,
@@ -32,12 +41,12 @@ pub fn apply(limits: &Limits, own_host_uid: bool) -> Result<(), RlimitError> {
             source: e.into(),
         })
     };
-    set("core", Resource::Core, 0)?;
-    set("nofile", Resource::Nofile, limits.open_files)?;
-    set("memlock", Resource::Memlock, 64 * 1024)?;
+    set("rlimit core", Resource::Core, 0)?;
+    set("rlimit nofile", Resource::Nofile, limits.open_files)?;
+    set("rlimit memlock", Resource::Memlock, 64 * 1024)?;
     if own_host_uid {
         // The agent and a few helpers on top of the cgroup's pids limit.
-        set("nproc", Resource::Nproc, limits.pids + 8)?;
+        set("rlimit nproc", Resource::Nproc, limits.pids + 8)?;
     }
     Ok(())
 }

@@ -46,6 +46,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -93,6 +94,10 @@ static int functional(void) {
     char cc[16] = "";
     socklen_t cc_len = sizeof cc - 1;
     check("loopback-reno", getsockopt(c, IPPROTO_TCP, TCP_CONGESTION, cc, &cc_len) == 0 && !strcmp(cc, "reno"));
+    /* Started by a host thread at nice -5: the app still runs at the default. */
+    errno = 0;
+    int nice_value = getpriority(PRIO_PROCESS, 0);
+    check("nice-0", nice_value == 0 && errno == 0);
     check("etc-passwd", file_contains("/etc/passwd", "app:x:1000:1000"));
     check("etc-hosts", file_contains("/etc/hosts", "localhost"));
     check("proc-self", file_contains("/proc/self/status", "Name:"));
