@@ -23,7 +23,7 @@ const HOST: &str = env!("CARGO_BIN_EXE_ds-host");
 const COLD_SAMPLES: usize = 10;
 const MANY: usize = 200;
 /// Interleaved rounds of the warm throughput measurements.
-const WARM_ROUNDS: usize = 3;
+const WARM_ROUNDS: usize = 5;
 
 fn bin(name: &str) -> PathBuf {
     Path::new(HOST).parent().expect("target dir").join(name)
@@ -298,16 +298,16 @@ fn parse_wrk_duration(v: &str) -> Duration {
     })
 }
 
-/// nginx (one worker, upstream keepalive) on `listen`, proxying to
-/// `upstream` on loopback, run in `netns` (see [`command_in`]); its files
-/// in `dir`.
-fn nginx(dir: &Path, listen: u16, upstream: u16, netns: Option<u32>) -> Child {
+/// nginx (one worker at `worker_priority` `priority`, upstream keepalive)
+/// on `listen`, proxying to `upstream` on loopback, run in `netns` (see
+/// [`command_in`]); its files in `dir`.
+fn nginx(dir: &Path, listen: u16, upstream: u16, netns: Option<u32>, priority: i32) -> Child {
     std::fs::create_dir_all(dir).unwrap();
     let conf = dir.join("nginx.conf");
     std::fs::write(
         &conf,
         format!(
-            "worker_processes 1; daemon off; pid {dir}/nginx.pid; error_log {dir}/error.log;\n\
+            "worker_processes 1; worker_priority {priority}; daemon off; pid {dir}/nginx.pid; error_log {dir}/error.log;\n\
              events {{ worker_connections 1024; }}\n\
              http {{ access_log off; upstream app {{ server 127.0.0.1:{upstream}; keepalive 32; }}\n\
              server {{ listen 127.0.0.1:{listen}; location / {{ proxy_pass http://app; proxy_http_version 1.1;\n\
@@ -469,6 +469,7 @@ fn main() {
         app_port + 1,
         app_port,
         None,
+        0,
     );
     std::thread::sleep(Duration::from_millis(500));
     let plain_nginx = wrk(
@@ -505,9 +506,21 @@ fn main() {
         nginx_port,
         sandboxed_port,
         Some(app_pid),
+        0,
+    );
+    // Context, not the budget's reference: nginx raised as ds's connection
+    // workers are (nice -5, see ds-host's conn_workers).
+    let nginx_raised_port = app_port + 3;
+    let nginx_raised = nginx(
+        &tmp.path().join("nginx-raised"),
+        nginx_raised_port,
+        sandboxed_port,
+        Some(app_pid),
+        ds_host::conn_workers::WORKER_NICE,
     );
     std::thread::sleep(Duration::from_millis(500));
     let (mut ds_runs, mut direct_runs, mut nginx_runs) = (vec![], vec![], vec![]);
+    let mut raised_runs = vec![];
     let (mut ds_cpu, mut nginx_cpu) = (vec![], vec![]);
     for _ in 0..WARM_ROUNDS {
         let (run, cpu) = wrk_with_cpu(
@@ -531,8 +544,15 @@ fn main() {
         );
         nginx_runs.push(run);
         nginx_cpu.push(cpu);
+        raised_runs.push(wrk(
+            &format!("http://127.0.0.1:{nginx_raised_port}/hello"),
+            None,
+            Some(app_pid),
+        ));
     }
     stop_nginx(nginx_sandboxed);
+    stop_nginx(nginx_raised);
+    let behind_raised_nginx = median_run(raised_runs);
     host.stop();
     let (ds, direct, behind_nginx) = (
         median_run(ds_runs),
@@ -602,6 +622,7 @@ fn main() {
          | cold start, Deno example (median of {COLD_SAMPLES}) | {cold_deno_row} |\n\
          | warm throughput, wrk -t2 -c32, `/hello`, median of {WARM_ROUNDS} interleaved rounds | {:.0} req/s | the same sandboxed app process: direct {:.0} req/s; behind nginx (1 worker) {:.0} req/s | {:.2}x direct, **{:.2}x nginx** (budget >= 1.0x nginx) |\n\
          | warm p99 latency | {} | direct {}; nginx {} | |\n\
+         | context: nginx at `worker_priority {}` (as ds's workers), same rounds | | {:.0} req/s, p99 {} | {:.2}x |\n\
          | proxy CPU time per request (user + system, median of the rounds) | {:.1} µs | nginx {:.1} µs | {:.2}x |\n\
          | the same, an unsandboxed copy of the app (context: the sandbox's own cost) | | direct {:.0} req/s, p99 {}; behind nginx {:.0} req/s, p99 {} | {:.2}x nginx |\n\
          | agent memory per running appspace ({n} agents) | anon {} KiB, PSS {} KiB | budget 2 MiB | |\n\
@@ -617,6 +638,10 @@ fn main() {
         ms(ds.p99),
         ms(direct.p99),
         ms(behind_nginx.p99),
+        ds_host::conn_workers::WORKER_NICE,
+        behind_raised_nginx.rps,
+        ms(behind_raised_nginx.p99),
+        ds.rps / behind_raised_nginx.rps,
         ds_cpu.as_secs_f64() * 1e6,
         nginx_cpu.as_secs_f64() * 1e6,
         ds_cpu.as_secs_f64() / nginx_cpu.as_secs_f64(),
