@@ -621,7 +621,7 @@ fn main() {
          | cold start, native example, request to first byte (median of {COLD_SAMPLES}) | {} | {} | {} |\n\
          | cold start, Deno example (median of {COLD_SAMPLES}) | {cold_deno_row} |\n\
          | warm throughput, wrk -t2 -c32, `/hello`, median of {WARM_ROUNDS} interleaved rounds | {:.0} req/s | the same sandboxed app process: direct {:.0} req/s; behind nginx (1 worker) {:.0} req/s | {:.2}x direct, **{:.2}x nginx** (budget >= 1.0x nginx) |\n\
-         | warm p99 latency | {} | direct {}; nginx {} | |\n\
+         | warm p99 latency | {} | direct {}; nginx {} | {:.2}x nginx (budget <= 1.0x) |\n\
          | context: nginx at `worker_priority {}` (as ds's workers), same rounds | | {:.0} req/s, p99 {} | {:.2}x |\n\
          | proxy CPU time per request (user + system, median of the rounds) | {:.1} µs | nginx {:.1} µs | {:.2}x |\n\
          | the same, an unsandboxed copy of the app (context: the sandbox's own cost) | | direct {:.0} req/s, p99 {}; behind nginx {:.0} req/s, p99 {} | {:.2}x nginx |\n\
@@ -638,6 +638,7 @@ fn main() {
         ms(ds.p99),
         ms(direct.p99),
         ms(behind_nginx.p99),
+        ds.p99.as_secs_f64() / behind_nginx.p99.as_secs_f64(),
         ds_host::conn_workers::WORKER_NICE,
         behind_raised_nginx.rps,
         ms(behind_raised_nginx.p99),
