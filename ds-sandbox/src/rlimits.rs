@@ -18,16 +18,24 @@ pub struct RlimitError {
 /// Sets hard and soft limits: no core dumps (they could leak the agent's
 /// memory), bounded open files, bounded file size (the data quota lands
 /// with the host), and, when the appspace has a host uid of its own, a
-/// process count (RLIMIT_NPROC counts per host uid). Also puts the
-/// process at the default priority (nice 0): a sandbox started from one
-/// of the host's front-door threads inherits their raised priority, which
-/// the agent and the app must not keep (lowering one's own priority needs
-/// no privilege).
+/// process count (RLIMIT_NPROC counts per host uid). Also brings a raised
+/// priority (negative nice) back to the default: a sandbox started from
+/// one of the host's front-door threads inherits their nice -5, which the
+/// agent and the app must not keep (lowering one's own priority needs no
+/// privilege).
 pub fn apply(limits: &Limits, own_host_uid: bool) -> Result<(), RlimitError> {
-    rustix::process::setpriority_process(None, 0).map_err(|e| RlimitError {
-        what: "priority (nice 0)",
+    // Only ever lowered: a host an admin runs at a positive nice keeps its
+    // sandboxes there (raising it would need the capability just dropped).
+    let nice = rustix::process::getpriority_process(None).map_err(|e| RlimitError {
+        what: "reading the priority",
         source: e.into(),
     })?;
+    if nice < 0 {
+        rustix::process::setpriority_process(None, 0).map_err(|e| RlimitError {
+            what: "priority (nice 0)",
+            source: e.into(),
+        })?;
+    }
     let set = |what, resource, n: u64| {
         rustix::process::setrlimit(
             resource,

@@ -55,6 +55,11 @@ fn main() {
         deno_program_runs,
     );
     add(
+        "a_host_at_a_lowered_priority_still_starts_sandboxes",
+        None,
+        a_host_at_a_lowered_priority_still_starts_sandboxes,
+    );
+    add(
         "exit_status_passes_through",
         None,
         exit_status_passes_through,
@@ -505,6 +510,30 @@ console.log(`deno ok: ${text.trim()} ${back} ${port}`);
     ensure(
         stdout.contains("deno ok: hello from the app deno was here 8000"),
         format!("stdout {stdout:?}, stderr {:?}", text(&out.stderr)),
+    )
+}
+
+/// Only a raised priority is reset: a host an admin runs at nice 5 keeps
+/// its sandboxes there (resetting to 0 would need the capability the
+/// sandbox has already dropped, and fail the start).
+fn a_host_at_a_lowered_priority_still_starts_sandboxes() -> Result<(), Failed> {
+    let data = fresh_data("nice5");
+    let mut niced = Command::new("nice");
+    niced.args(["-n", "5"]).arg(sandbox());
+    let out = exec_with(
+        niced,
+        app_dir(),
+        &data,
+        &[],
+        &["/app/workload", "exit", "7"],
+    );
+    ensure(
+        out.status.code() == Some(7),
+        format!(
+            "exit 7 came back as {:?}; stderr: {}",
+            out.status,
+            text(&out.stderr)
+        ),
     )
 }
 
