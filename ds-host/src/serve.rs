@@ -32,8 +32,6 @@ pub enum Scheme {
 /// The client at the other end of a front-door connection.
 #[derive(Debug)]
 pub struct Client {
-    /// Its address.
-    pub addr: SocketAddr,
     /// How it connected.
     pub scheme: Scheme,
     /// Its IP address as a header value (for `X-Forwarded-For`), made once
@@ -46,11 +44,7 @@ impl Client {
     pub fn new(addr: SocketAddr, scheme: Scheme) -> Self {
         let ip_header = HeaderValue::try_from(addr.ip().to_string())
             .expect("an IP address is a valid header value");
-        Self {
-            addr,
-            scheme,
-            ip_header,
-        }
+        Self { scheme, ip_header }
     }
 }
 

@@ -204,7 +204,15 @@ fn exec(app: &Path, data: &Path, opts: &[&str], cmd: &[&str]) -> Output {
     exec_with(Command::new(sandbox()), app, data, opts, cmd)
 }
 
-/// `exec` as started by `launcher` (e.g. `nice -n -5 ds-sandbox`).
+/// `exec` of `cmd` (the test app, no options) started at nice `nice`, as
+/// a host thread at that priority would start it.
+fn exec_at_nice(nice: i32, data: &Path, cmd: &[&str]) -> Output {
+    let mut niced = Command::new("nice");
+    niced.arg("-n").arg(nice.to_string()).arg(sandbox());
+    exec_with(niced, app_dir(), data, &[], cmd)
+}
+
+/// `exec` as started by `launcher` (`ds-sandbox` itself, or a wrapper).
 fn exec_with(
     mut launcher: Command,
     app: &Path,
@@ -399,15 +407,7 @@ fn functional(program: &str) -> Result<(), Failed> {
     let data = fresh_data(program);
     // Started at a raised priority, as from one of ds-host's front-door
     // threads: the app must still run at the default (check "nice-0").
-    let mut niced = Command::new("nice");
-    niced.args(["-n", "-5"]).arg(sandbox());
-    let out = exec_with(
-        niced,
-        app_dir(),
-        &data,
-        &[],
-        &[&format!("/app/{program}"), "functional"],
-    );
+    let out = exec_at_nice(-5, &data, &[&format!("/app/{program}"), "functional"]);
     let stdout = text(&out.stdout);
     print!("{stdout}");
     ensure(
@@ -518,15 +518,7 @@ console.log(`deno ok: ${text.trim()} ${back} ${port}`);
 /// sandbox has already dropped, and fail the start).
 fn a_host_at_a_lowered_priority_still_starts_sandboxes() -> Result<(), Failed> {
     let data = fresh_data("nice5");
-    let mut niced = Command::new("nice");
-    niced.args(["-n", "5"]).arg(sandbox());
-    let out = exec_with(
-        niced,
-        app_dir(),
-        &data,
-        &[],
-        &["/app/workload", "exit", "7"],
-    );
+    let out = exec_at_nice(5, &data, &["/app/workload", "exit", "7"]);
     ensure(
         out.status.code() == Some(7),
         format!(
