@@ -116,13 +116,13 @@ pub enum AppspaceCommand {
         #[command(flatten)]
         target: Target,
         /// Memory, e.g. 256M or 1G.
-        #[arg(long, value_parser = parse_memory)]
+        #[arg(long, value_parser = ds_api::limits::parse_memory)]
         memory: Option<u64>,
         /// CPU share in cores, e.g. 0.5.
-        #[arg(long, value_parser = ds_sandbox::spec::parse_cpus)]
+        #[arg(long, value_parser = ds_api::limits::parse_cpus)]
         cpu: Option<f64>,
         /// Most processes and threads at once.
-        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+        #[arg(long, value_parser = ds_api::limits::parse_pids)]
         pids: Option<u64>,
     },
     /// Print its log.
@@ -188,20 +188,6 @@ pub enum EgressCommand {
         #[arg(long, short = 'n', default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         lines: u32,
     },
-}
-
-/// A memory size within what the host accepts.
-pub fn parse_memory(text: &str) -> Result<u64, String> {
-    use ds_host::admin::api::bounds::{MAX_MEMORY, MIN_MEMORY};
-    let bytes = ds_sandbox::spec::parse_size(text)?;
-    if !(MIN_MEMORY..=MAX_MEMORY).contains(&bytes) {
-        return Err(format!(
-            "memory {text:?} must be between {}M and {}G",
-            MIN_MEMORY >> 20,
-            MAX_MEMORY >> 30
-        ));
-    }
-    Ok(bytes)
 }
 
 /// A semver version.

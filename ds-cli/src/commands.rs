@@ -4,7 +4,7 @@
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 
-use ds_host::admin::api;
+use ds_api::admin as api;
 use http_body_util::BodyExt;
 use hyper::Method;
 
@@ -226,6 +226,11 @@ fn print_appspace(a: &api::Appspace) {
         ("name", a.name.clone()),
         ("app", format!("{} {}", a.app, a.version)),
         ("status", a.status.clone()),
+    ];
+    if let Some(why) = &a.broken {
+        pairs.push(("broken", why.clone()));
+    }
+    pairs.extend([
         (
             "uptime",
             a.uptime_secs
@@ -243,7 +248,8 @@ fn print_appspace(a: &api::Appspace) {
         ("memory limit", table::size(a.limits.memory_bytes)),
         ("cpu limit", format!("{} CPU", a.limits.cpus)),
         ("pids limit", a.limits.pids.to_string()),
-    ];
+        ("host uid", a.host_uid.to_string()),
+    ]);
     if let Some(u) = a.usage {
         pairs.extend([
             (

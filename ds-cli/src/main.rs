@@ -26,8 +26,7 @@ fn socket_path(cli: &Cli) -> PathBuf {
     if let Some(s) = std::env::var_os("DS_ADMIN_SOCKET") {
         return PathBuf::from(s);
     }
-    configured_socket(&cli.config)
-        .unwrap_or_else(|| PathBuf::from(ds_host::config::DEFAULT_ADMIN_SOCKET))
+    configured_socket(&cli.config).unwrap_or_else(|| PathBuf::from(ds_api::DEFAULT_ADMIN_SOCKET))
 }
 
 /// `[admin] socket` in the host's config file, if it is readable and set.

@@ -432,11 +432,18 @@ fn main() {
     };
     let bare_deno = || {
         let mut app = Command::new(&deno_binary);
-        app.args(ds_host::appspace::DENO_RUN_ARGS)
-            .arg(workspace.join("packaging/examples/hello-deno/main.ts"))
-            .env("DENO_DIR", bare_dir.join("deno-cache"))
-            .env("DENO_NO_UPDATE_CHECK", "1")
-            .current_dir(&bare_dir);
+        app.args([
+            "run",
+            "--allow-net",
+            "--allow-read",
+            "--allow-write",
+            "--allow-env",
+            "--allow-sys",
+        ])
+        .arg(workspace.join("packaging/examples/hello-deno/main.ts"))
+        .env("DENO_DIR", bare_dir.join("deno-cache"))
+        .env("DENO_NO_UPDATE_CHECK", "1")
+        .current_dir(&bare_dir);
         bare_start(app, bare_port)
     };
     let host = DevHost::start(&state, 1);
@@ -516,7 +523,7 @@ fn main() {
         nginx_raised_port,
         sandboxed_port,
         Some(app_pid),
-        ds_host::conn_workers::WORKER_NICE,
+        ds_host::front_door::conn_workers::WORKER_NICE,
     );
     std::thread::sleep(Duration::from_millis(500));
     let (mut ds_runs, mut direct_runs, mut nginx_runs) = (vec![], vec![], vec![]);
@@ -639,7 +646,7 @@ fn main() {
         ms(direct.p99),
         ms(behind_nginx.p99),
         ds.p99.as_secs_f64() / behind_nginx.p99.as_secs_f64(),
-        ds_host::conn_workers::WORKER_NICE,
+        ds_host::front_door::conn_workers::WORKER_NICE,
         behind_raised_nginx.rps,
         ms(behind_raised_nginx.p99),
         ds.rps / behind_raised_nginx.rps,

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::applog::LogLimits;
+use crate::appspace::applog::LogLimits;
 use crate::appspace::Lifecycle;
 use crate::egress::EgressLimits;
-use crate::serve::ConnLimits;
+use crate::front_door::serve::ConnLimits;
 
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -116,7 +116,7 @@ pub struct AdminConfig {
 }
 
 /// Where the admin socket is unless configured.
-pub const DEFAULT_ADMIN_SOCKET: &str = "/run/ds/admin.sock";
+pub use ds_api::DEFAULT_ADMIN_SOCKET;
 
 impl Default for AdminConfig {
     fn default() -> Self {

@@ -1,26 +1,24 @@
-//! ds-host: the privileged daemon: app packages (validation and
-//! installation), state in SQLite, appspaces started on demand in their
-//! sandboxes (idle stop, crash backoff, logs), the front door (HTTP and
-//! HTTPS) that routes by Host and proxies to the app over keep-alive
-//! connections the agent hands over (or streams on the channel), and the
-//! egress checks for the agent's proxy. Dev mode serves the bundled
-//! examples. The admin API ([`admin`]) serves `dsctl`.
+//! ds-host: the privileged daemon. One [`host::Host`] holds every
+//! appspace; around it:
+//!
+//! - [`appspace`]: one appspace's life: its sandbox started on demand
+//!   (`ds-sandbox`, a spare kept ready), stopped when idle, restarted
+//!   with backoff after crashes, its log and the link to its app;
+//! - [`front_door`]: listeners, TLS, routing by Host, header policy and
+//!   proxying to apps;
+//! - [`state`]: SQLite, one file per table;
+//! - [`egress`]: the checks and splicing behind the agent's proxy;
+//! - [`package`]: validating and installing app packages;
+//! - [`admin`]: the admin API `dsctl` talks to;
+//! - [`config`] and [`dev`]: production configuration and dev mode.
 
 pub mod admin;
-pub mod app_link;
-pub mod applog;
 pub mod appspace;
 pub mod config;
-pub mod conn_workers;
 pub mod dev;
 pub mod egress;
-pub mod headers;
-pub mod idle_body;
+pub mod front_door;
+pub mod host;
 pub mod log_fields;
 pub mod package;
-pub mod proxy;
-pub mod sandbox_spawn;
-pub mod serve;
 pub mod state;
-pub mod tls;
-pub mod upstream_pool;

@@ -13,11 +13,12 @@ use ds_host::admin::peer::{AccessPolicy, AdminGroup};
 use ds_host::admin::Admin;
 use ds_host::appspace::{Appspace, AppspaceConfig, Launcher, Lifecycle};
 use ds_host::config::HostConfig;
-use ds_host::conn_workers::ConnWorkers;
 use ds_host::egress::log_writer::EgressLogWriter;
+use ds_host::front_door::conn_workers::ConnWorkers;
+use ds_host::front_door::proxy;
+use ds_host::front_door::serve::{self, ConnLimits};
+use ds_host::host::Host;
 use ds_host::package::PackageLimits;
-use ds_host::proxy::{self, FrontDoor};
-use ds_host::serve::{self, ConnLimits};
 
 /// mimalloc instead of glibc's malloc: glibc returns freed memory at the
 /// top of a heap to the kernel (trim threshold), so a proxy that allocates
@@ -129,35 +130,24 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// The front door over `configs`, with an idle reaper running.
-fn front_door(
+/// The host over `configs`, with an idle reaper running.
+fn host(
     configs: Vec<AppspaceConfig>,
     launcher: Launcher,
     base_domain: &str,
     lifecycle: Lifecycle,
-) -> anyhow::Result<Arc<FrontDoor>> {
+) -> anyhow::Result<Arc<Host>> {
     // The first cold start finds a launcher waiting too.
     launcher.prepare_spare();
-    let door = Arc::new(FrontDoor::new(launcher, base_domain.to_owned(), lifecycle));
+    let host = Arc::new(Host::new(launcher, base_domain.to_owned(), lifecycle));
     for config in configs {
         let name = config.name.clone();
         let appspace = Appspace::new(config, &lifecycle)
             .with_context(|| format!("opening the log of appspace {name}"))?;
-        door.add(Arc::new(appspace));
+        host.add(Arc::new(appspace));
     }
-    // Scale to zero: stop appspaces nobody has used for the idle timeout.
-    let reaper = door.clone();
-    tokio::spawn(async move {
-        let period = (reaper.lifecycle.idle_timeout / 4)
-            .clamp(Duration::from_millis(100), Duration::from_secs(5));
-        loop {
-            tokio::time::sleep(period).await;
-            for appspace in reaper.all() {
-                appspace.stop_if_idle(&reaper.lifecycle).await;
-            }
-        }
-    });
-    Ok(door)
+    host.spawn_idle_reaper();
+    Ok(host)
 }
 
 /// SIGTERM and SIGINT, caught from the start.
@@ -180,7 +170,7 @@ impl StopSignals {
 /// stops every sandbox.
 async fn run_until_signal(
     mut stop: StopSignals,
-    door: &FrontDoor,
+    host: &Host,
     admin: (tokio::net::UnixListener, Arc<Admin>),
     servers: Vec<(
         tokio::net::TcpListener,
@@ -215,23 +205,16 @@ async fn run_until_signal(
         _ = stop.int.recv() => {}
         _ = stop.term.recv() => {}
     }
+    // Nothing starts from here on, and requests still arriving on open
+    // keep-alive connections get a 503; then the listeners stop.
+    host.begin_stopping();
     let _ = stop_tx.send(true);
+    host.stop_all().await;
     while tasks.join_next().await.is_some() {}
-    // Nothing may outlive the host.
-    let mut stops = tokio::task::JoinSet::new();
-    for appspace in door.all() {
-        let grace = door.lifecycle.stop_grace;
-        stops.spawn(async move { appspace.stop(grace).await });
-    }
-    while stops.join_next().await.is_some() {}
     // Their last egress connections ended with them: let those reach the
     // egress log before the caller drains its writer (one wait for all).
-    let settle_by = tokio::time::Instant::now() + EGRESS_SETTLE;
-    for appspace in door.all() {
-        let left = settle_by.saturating_duration_since(tokio::time::Instant::now());
-        if !appspace.egress().settled(left).await {
-            tracing::warn!(appspace = %appspace.config.name, "egress attempts still under way at the stop were not recorded");
-        }
+    for name in host.settle_egress(EGRESS_SETTLE).await {
+        tracing::warn!(appspace = %name, "egress attempts still under way at the stop were not recorded");
     }
     Ok(())
 }
@@ -268,7 +251,7 @@ async fn dev(cli: Cli, stop: StopSignals) -> anyhow::Result<()> {
     let (state_db, configs) = ds_host::dev::prepare(&state, deno.as_deref(), &cli.apps).await?;
     let state_db = Arc::new(state_db);
     let (egress_sink, egress_log) = EgressLogWriter::start(state_db.clone());
-    let door = front_door(
+    let door = host(
         configs,
         Launcher::new(find_sandbox()?, deno).with_egress_sink(egress_sink),
         "localhost",
@@ -279,7 +262,7 @@ async fn dev(cli: Cli, stop: StopSignals) -> anyhow::Result<()> {
     let https = bind(("127.0.0.1", cli.tls_port)).await?;
     let mut names: Vec<String> = door.all().iter().map(|a| a.config.domain.clone()).collect();
     names.sort();
-    let (tls, cert) = ds_host::tls::dev_certificate(
+    let (tls, cert) = ds_host::front_door::tls::dev_certificate(
         &state.join("tls"),
         &[vec!["localhost".into()], names.clone()].concat(),
     )?;
@@ -288,7 +271,7 @@ async fn dev(cli: Cli, stop: StopSignals) -> anyhow::Result<()> {
     let admin_listener = ds_host::admin::bind(&socket, None)?;
     let admin = Arc::new(Admin {
         state: state_db,
-        door: door.clone(),
+        host: door.clone(),
         state_dir: state.clone(),
         mode: "dev",
         started: Instant::now(),
@@ -344,13 +327,14 @@ async fn production(config_path: &Path, stop: StopSignals) -> anyhow::Result<()>
     };
     let deno = config.sandbox.deno.clone().or_else(find_deno);
     let (egress_sink, egress_log) = EgressLogWriter::start(state.clone());
-    let door = front_door(
+    let door = host(
         configs,
         Launcher::new(sandbox, deno).with_egress_sink(egress_sink),
         &config.base_domain,
         config.lifecycle(),
     )?;
-    let tls = ds_host::tls::from_files(&config.https.certificate, &config.https.private_key)?;
+    let tls =
+        ds_host::front_door::tls::from_files(&config.https.certificate, &config.https.private_key)?;
     let group = config
         .admin
         .group
@@ -360,7 +344,7 @@ async fn production(config_path: &Path, stop: StopSignals) -> anyhow::Result<()>
     let admin_listener = ds_host::admin::bind(&config.admin.socket, group.as_ref().map(|g| g.gid))?;
     let admin = Arc::new(Admin {
         state,
-        door: door.clone(),
+        host: door.clone(),
         state_dir: config.state_dir.clone(),
         mode: "production",
         started: Instant::now(),

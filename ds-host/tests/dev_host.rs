@@ -902,8 +902,10 @@ fn production_mode_serves_https_and_redirects_http() -> Result<(), Failed> {
             .await?;
         Ok::<_, Failed>(())
     })?;
-    let (_, cert) =
-        ds_host::tls::dev_certificate(&tmp.path().join("tls"), &["echoer.test.example".into()])?;
+    let (_, cert) = ds_host::front_door::tls::dev_certificate(
+        &tmp.path().join("tls"),
+        &["echoer.test.example".into()],
+    )?;
     let config = tmp.path().join("ds.toml");
     std::fs::write(
         &config,

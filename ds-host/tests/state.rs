@@ -114,15 +114,13 @@ async fn uncommitted_files_are_removed_on_open() {
 }
 
 #[tokio::test]
-async fn versions_whose_files_vanished_are_forgotten() {
+async fn versions_whose_files_vanished_break_their_appspaces_and_nothing_is_deleted() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("s");
     let state = State::open(&dir).await.unwrap();
+    let pkg = package(tmp.path(), "notes", "1.0.0");
     let v = state
-        .install(
-            &package(tmp.path(), "notes", "1.0.0"),
-            &PackageLimits::default(),
-        )
+        .install(&pkg, &PackageLimits::default())
         .await
         .unwrap();
     state
@@ -141,9 +139,97 @@ async fn versions_whose_files_vanished_are_forgotten() {
     fs::set_permissions(&v.dir, fs::Permissions::from_mode(0o755)).unwrap();
     fs::remove_dir_all(&v.dir).unwrap();
     let state = State::open(&dir).await.unwrap();
-    assert!(!state
+    // The version and the appspace are kept, the appspace marked broken
+    // with the reason, and the host's decision is in the audit log.
+    assert!(state
         .has_version("notes", &v.manifest.version)
         .await
         .unwrap());
-    assert!(state.appspaces().await.unwrap().is_empty());
+    let spaces = state.appspaces().await.unwrap();
+    assert_eq!(spaces.len(), 1);
+    let why = spaces[0].broken.clone().expect("marked broken");
+    assert!(why.contains("missing"), "{why}");
+    let audit = state.audit_since(0).await.unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.record.action == "host.reconcile" && e.record.target == "notes"),
+        "{audit:?}"
+    );
+    // Opening again changes nothing and audits nothing new.
+    drop(state);
+    let state = State::open(&dir).await.unwrap();
+    assert_eq!(state.audit_since(0).await.unwrap().len(), audit.len());
+    // Reinstalling the same package repairs it.
+    state
+        .install(&pkg, &PackageLimits::default())
+        .await
+        .unwrap();
+    assert!(v.dir.is_dir());
+    assert_eq!(state.appspaces().await.unwrap()[0].broken, None);
+    // ... while installing it again when nothing is missing is refused.
+    assert!(state
+        .install(&pkg, &PackageLimits::default())
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn every_appspace_gets_its_own_host_uid_from_the_documented_range() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("s");
+    let state = State::open(&dir).await.unwrap();
+    let v = state
+        .install(
+            &package(tmp.path(), "notes", "1.0.0"),
+            &PackageLimits::default(),
+        )
+        .await
+        .unwrap();
+    for i in 0..1000 {
+        let name = format!("n{i}");
+        state
+            .create_appspace(
+                &name,
+                &format!("{name}.localhost"),
+                "notes",
+                &v.manifest.version,
+                &tmp.path().join(&name),
+                1,
+            )
+            .await
+            .unwrap();
+    }
+    let mut uids: Vec<u32> = state
+        .appspaces()
+        .await
+        .unwrap()
+        .iter()
+        .map(|a| a.uid)
+        .collect();
+    assert_eq!(uids.len(), 1000);
+    assert!(uids.iter().all(|u| ds_api::ids::HOST_IDS.contains(u)));
+    uids.sort_unstable();
+    uids.dedup();
+    assert_eq!(uids.len(), 1000, "uids repeat");
+    // A deleted appspace's uid (its data is kept aside) is not handed out
+    // again, even after a restart.
+    let gone = state.appspace("n5").await.unwrap().uid;
+    state.delete_appspace("n5").await.unwrap();
+    drop(state);
+    let state = State::open(&dir).await.unwrap();
+    state
+        .create_appspace(
+            "n5",
+            "n5.localhost",
+            "notes",
+            &v.manifest.version,
+            &tmp.path().join("x"),
+            1,
+        )
+        .await
+        .unwrap();
+    let again = state.appspace("n5").await.unwrap().uid;
+    assert_ne!(again, gone);
+    assert!(!uids.contains(&again));
 }

@@ -64,16 +64,16 @@ struct ExecArgs {
     #[arg(long, value_enum, default_value = "native")]
     runtime: Runtime,
     /// Memory limit (swap off), e.g. 64M or 1G.
-    #[arg(long, value_parser = spec::parse_size, default_value = "256M")]
+    #[arg(long, value_parser = ds_api::limits::parse_memory, default_value = "256M")]
     memory: u64,
     /// Most processes and threads at once.
-    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    #[arg(long, default_value_t = 64, value_parser = ds_api::limits::parse_pids)]
     pids: u64,
     /// CPU share in cores, e.g. 0.5.
-    #[arg(long, value_parser = spec::parse_cpus, default_value = "1")]
+    #[arg(long, value_parser = ds_api::limits::parse_cpus, default_value = "1")]
     cpu: f64,
     /// Size of the /tmp tmpfs.
-    #[arg(long = "tmp-size", value_parser = spec::parse_size, default_value = "64M")]
+    #[arg(long = "tmp-size", value_parser = ds_api::limits::parse_tmp, default_value = "64M")]
     tmp_size: u64,
     /// The app's $PORT.
     #[arg(long, default_value_t = spec::DEFAULT_APP_PORT)]

@@ -131,85 +131,9 @@ impl SandboxSpec {
     }
 }
 
-/// Parses sizes like `64M`, `1G`, `512k`, `1048576`.
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    if digits.is_empty() {
-        return Err(format!(
-            "invalid size {text:?}: expected a number with an optional K/M/G suffix"
-        ));
-    }
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("invalid size {text:?}: number too large"))?;
-    let shift = match unit
-        .to_ascii_uppercase()
-        .trim_end_matches("IB")
-        .trim_end_matches('B')
-    {
-        "" => 0,
-        "K" => 10,
-        "M" => 20,
-        "G" => 30,
-        _ => {
-            return Err(format!(
-                "invalid size {text:?}: unknown unit {unit:?} (use K, M or G)"
-            ))
-        }
-    };
-    n.checked_mul(1u64 << shift)
-        .filter(|&b| b > 0)
-        .ok_or_else(|| format!("invalid size {text:?}: must be between 1 byte and 16 EiB"))
-}
-
-/// Parses a CPU share like `0.5` or `2`.
-pub fn parse_cpus(text: &str) -> Result<f64, String> {
-    let v: f64 = text
-        .trim()
-        .parse()
-        .map_err(|_| format!("invalid CPU share {text:?}: expected a number like 0.5"))?;
-    if !(0.01..=1024.0).contains(&v) {
-        return Err(format!(
-            "invalid CPU share {text:?}: must be between 0.01 and 1024"
-        ));
-    }
-    Ok(v)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("64M"), Ok(64 << 20));
-        assert_eq!(parse_size("1g"), Ok(1 << 30));
-        assert_eq!(parse_size("512K"), Ok(512 << 10));
-        assert_eq!(parse_size("100MiB"), Ok(100 << 20));
-        assert_eq!(parse_size("4096"), Ok(4096));
-        for bad in [
-            "",
-            "M",
-            "-1M",
-            "1.5G",
-            "10T",
-            "0",
-            "99999999999999999999G",
-            "64 M",
-        ] {
-            assert!(parse_size(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn cpus() {
-        assert_eq!(parse_cpus("0.5"), Ok(0.5));
-        for bad in ["", "0", "-1", "abc", "1e9", "NaN"] {
-            assert!(parse_cpus(bad).is_err(), "{bad:?}");
-        }
-    }
 
     #[test]
     fn environment_is_complete_and_overridable() {

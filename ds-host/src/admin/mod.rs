@@ -1,9 +1,8 @@
 //! The admin API: HTTP/JSON on a Unix socket, for `dsctl`. The peer's
 //! credentials are checked on every connection ([`peer`]); every change
 //! is written to the audit log ([`crate::state::AuditRecord`]); errors are
-//! JSON with a stable code ([`api::ErrorBody`]).
+//! JSON with a stable code ([`ds_api::admin::ErrorBody`]).
 
-pub mod api;
 mod handlers;
 pub mod logs;
 pub mod peer;
@@ -20,8 +19,8 @@ use tokio::net::UnixListener;
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
+use crate::host::Host;
 use crate::package::PackageLimits;
-use crate::proxy::FrontDoor;
 use crate::state::{AuditRecord, State};
 use peer::{AccessPolicy, Peer};
 
@@ -30,8 +29,8 @@ use peer::{AccessPolicy, Peer};
 pub struct Admin {
     /// The database and app store.
     pub state: Arc<State>,
-    /// What is served.
-    pub door: Arc<FrontDoor>,
+    /// Every appspace, and how they run.
+    pub host: Arc<Host>,
     /// Where appspace data, deleted appspaces and uploads go.
     pub state_dir: PathBuf,
     /// `dev` or `production`.

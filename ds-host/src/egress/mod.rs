@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Semaphore};
 use tracing::{info_span, warn, Instrument};
 
-use crate::applog::AppLog;
+use crate::appspace::applog::AppLog;
 use in_flight::InFlight;
 use rules::{Rule, Verdict};
 

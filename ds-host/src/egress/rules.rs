@@ -285,6 +285,24 @@ impl fmt::Display for Rule {
 }
 
 impl Rule {
+    /// The entry as Deno's `--allow-net` hosts (`host:port`, one per port
+    /// it allows), or `None` for a network wider than one address, which
+    /// Deno's permissions cannot express.
+    pub fn deno_hosts(&self) -> Option<Vec<String>> {
+        let host = match &self.target {
+            Target::Name { name, wildcard } if *wildcard => format!("*.{name}"),
+            Target::Name { name, .. } => name.clone(),
+            Target::Net(IpNet::V6(n)) if n.prefix_len() == 128 => format!("[{}]", n.addr()),
+            Target::Net(IpNet::V4(n)) if n.prefix_len() == 32 => n.addr().to_string(),
+            Target::Net(_) => return None,
+        };
+        let ports = match self.port {
+            Some(p) => vec![p],
+            None => DEFAULT_PORTS.to_vec(),
+        };
+        Some(ports.iter().map(|p| format!("{host}:{p}")).collect())
+    }
+
     fn port_ok(&self, port: u16) -> bool {
         match self.port {
             Some(p) => p == port,

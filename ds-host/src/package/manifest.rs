@@ -14,7 +14,8 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use ds_sandbox::spec::{parse_size, Runtime};
+use ds_api::limits::parse_memory;
+use ds_sandbox::spec::Runtime;
 use serde::Deserialize;
 
 /// The manifest's file name at the package root.
@@ -176,7 +177,7 @@ pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
         .requests
         .memory
         .as_deref()
-        .map(|m| parse_size(m).map_err(|e| invalid("requests.memory", e)))
+        .map(|m| parse_memory(m).map_err(|e| invalid("requests.memory", e)))
         .transpose()?;
     Ok(Manifest {
         name: raw.name,

@@ -2,7 +2,7 @@
 
 use sqlx::Row;
 
-use super::{db, now, record_event, State, StateError};
+use super::{db, now, State, StateError};
 use crate::egress::{EgressEvent, Outcome};
 
 /// Rows of the egress log kept (the oldest go first).
@@ -42,7 +42,6 @@ impl State {
         if done.rows_affected() == 0 {
             return Err(StateError::NotFound(format!("no appspace {name:?}")));
         }
-        record_event(&mut tx, Some(name), "egress", &json).await?;
         tx.commit().await.map_err(db("committing the allowlist"))
     }
 

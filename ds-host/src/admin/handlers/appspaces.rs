@@ -4,7 +4,7 @@ use super::*;
 
 pub(super) async fn appspace_view(rec: AppspaceRecord, live: Option<&Appspace>) -> api::Appspace {
     let runtime = match live {
-        Some(a) => a.runtime().await,
+        Some(a) => a.runtime(),
         None => Default::default(),
     };
     let limits = live.map(Appspace::limits).unwrap_or(ResourceLimits {
@@ -12,10 +12,14 @@ pub(super) async fn appspace_view(rec: AppspaceRecord, live: Option<&Appspace>) 
         cpus: rec.cpus,
         pids: rec.pids,
     });
-    let status = if rec.paused {
+    let status = if rec.broken.is_some() {
+        "broken"
+    } else if rec.paused {
         "paused"
     } else if runtime.running {
         "running"
+    } else if runtime.starting {
+        "starting"
     } else {
         "stopped"
     };
@@ -23,6 +27,8 @@ pub(super) async fn appspace_view(rec: AppspaceRecord, live: Option<&Appspace>) 
         status: status.into(),
         limits: limits_view(limits),
         data_dir: rec.data_dir.display().to_string(),
+        host_uid: rec.uid,
+        broken: rec.broken,
         created_at: rec.created_at,
         uptime_secs: runtime.uptime.map(|u| u.as_secs()),
         requests: runtime.requests,
@@ -53,7 +59,7 @@ pub(super) fn limits_view(l: ResourceLimits) -> api::Limits {
 pub(super) async fn list_appspaces(State(admin): State<Arc<Admin>>) -> Answer<Vec<api::Appspace>> {
     let mut out = Vec::new();
     for rec in admin.state.appspaces().await? {
-        let live = admin.door.get(&rec.name);
+        let live = admin.host.get(&rec.name);
         out.push(appspace_view(rec, live.as_deref()).await);
     }
     Ok(Json(out))
@@ -149,8 +155,8 @@ pub(super) async fn create_appspace(
 }
 
 async fn create(admin: &Admin, req: &api::CreateAppspace) -> Result<api::Appspace, Failure> {
-    let name = name_for_domain(&req.domain, &admin.door.base_domain)?;
-    let domain = format!("{name}.{}", admin.door.base_domain);
+    let name = name_for_domain(&req.domain, &admin.host.base_domain)?;
+    let domain = format!("{name}.{}", admin.host.base_domain);
     let version = match &req.version {
         Some(v) => parse_version(v)?,
         None => admin.state.latest_version(&req.app).await?,
@@ -194,7 +200,7 @@ async fn create(admin: &Admin, req: &api::CreateAppspace) -> Result<api::Appspac
     let rec = admin.state.appspace(&name).await?;
     let appspace = match Appspace::new(
         AppspaceConfig::from_record(rec.clone()),
-        &admin.door.lifecycle,
+        &admin.host.lifecycle,
     ) {
         Ok(a) => Arc::new(a),
         Err(e) => {
@@ -203,7 +209,7 @@ async fn create(admin: &Admin, req: &api::CreateAppspace) -> Result<api::Appspac
             return Err(internal("opening the log under", e));
         }
     };
-    admin.door.add(appspace.clone());
+    admin.host.add(appspace.clone());
     Ok(appspace_view(rec, Some(&appspace)).await)
 }
 
@@ -222,10 +228,10 @@ pub(super) async fn lifecycle_change(
     };
     let outcome = async {
         let (rec, live) = find(&admin, &key).await?;
-        let grace = admin.door.lifecycle.stop_grace;
+        let grace = admin.host.lifecycle.stop_grace;
         match verb.as_str() {
             "start" => live
-                .start_now(&admin.door.launcher, &admin.door.lifecycle)
+                .start_now(&admin.host.launcher, &admin.host.lifecycle)
                 .await
                 .map_err(|e| match e {
                     StartError::Paused => Failure::new(
@@ -321,13 +327,13 @@ pub(super) async fn delete_appspace(
 /// aside too.
 async fn delete(admin: &Admin, key: &str, purge: bool) -> Result<api::Deleted, Failure> {
     let (rec, _) = find(admin, key).await?;
-    let live = admin.door.remove(&rec.name);
+    let live = admin.host.remove(&rec.name);
     if let Some(live) = &live {
-        live.stop(admin.door.lifecycle.stop_grace).await;
+        live.stop(admin.host.lifecycle.stop_grace).await;
     }
     if let Err(e) = admin.state.delete_appspace(&rec.name).await {
         if let Some(live) = live {
-            admin.door.add(live);
+            admin.host.add(live);
         }
         return Err(e.into());
     }

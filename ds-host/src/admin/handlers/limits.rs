@@ -12,36 +12,19 @@ pub(super) async fn show_limits(
 }
 
 fn check_limits(change: &api::LimitsChange) -> Result<(), Failure> {
-    let invalid = |m: String| Err(Failure::new(ErrorCode::Invalid, m));
+    use ds_api::limits::{check_cpus, check_memory, check_pids};
+    let invalid = |m: String| Failure::new(ErrorCode::Invalid, m);
     if let Some(m) = change.memory_bytes {
-        if !(bounds::MIN_MEMORY..=bounds::MAX_MEMORY).contains(&m) {
-            return invalid(format!(
-                "memory {m} bytes: must be between {} MiB and {} GiB",
-                bounds::MIN_MEMORY >> 20,
-                bounds::MAX_MEMORY >> 30
-            ));
-        }
+        check_memory(m).map_err(invalid)?;
     }
     if let Some(c) = change.cpus {
-        if !bounds::CPUS.contains(&c) {
-            return invalid(format!(
-                "cpu {c}: must be between {} and {}",
-                bounds::CPUS.start(),
-                bounds::CPUS.end()
-            ));
-        }
+        check_cpus(c).map_err(invalid)?;
     }
     if let Some(p) = change.pids {
-        if !bounds::PIDS.contains(&p) {
-            return invalid(format!(
-                "pids {p}: must be between {} and {}",
-                bounds::PIDS.start(),
-                bounds::PIDS.end()
-            ));
-        }
+        check_pids(p).map_err(invalid)?;
     }
     if change.memory_bytes.is_none() && change.cpus.is_none() && change.pids.is_none() {
-        return invalid("no limit to change".into());
+        return Err(invalid("no limit to change".into()));
     }
     Ok(())
 }
@@ -83,10 +66,10 @@ async fn apply_limits(
         cpus: change.cpus.unwrap_or(old.cpus),
         pids: change.pids.unwrap_or(old.pids),
     };
-    let applied_live = match live.set_limits(new).await {
+    let applied_live = match live.set_limits(new) {
         Ok(live) => live,
         Err(e) => {
-            let _ = live.set_limits(old).await;
+            let _ = live.set_limits(old);
             return Err(Failure::new(
                 ErrorCode::Invalid,
                 format!("the running sandbox refused the limits: {e}"),
@@ -99,7 +82,7 @@ async fn apply_limits(
         pids: change.pids,
     };
     if let Err(e) = admin.state.set_limits(&rec.name, update).await {
-        let _ = live.set_limits(old).await;
+        let _ = live.set_limits(old);
         return Err(e.into());
     }
     Ok(api::LimitsApplied {

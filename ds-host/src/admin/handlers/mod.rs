@@ -31,13 +31,13 @@ use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 use tracing::{info, warn};
 
-use super::api::{self, bounds, ErrorBody, ErrorCode};
 use super::peer::Peer;
 use super::{logs, Admin};
 use crate::appspace::{Appspace, AppspaceConfig, ResourceLimits, StartError};
 use crate::egress::rules::Rule;
 use crate::package::InstallError;
 use crate::state::{AppspaceRecord, AuditRecord, LimitsUpdate, StateError};
+use ds_api::admin::{self as api, ErrorBody, ErrorCode};
 
 /// An error answer: a stable code and a one-line message.
 #[derive(Debug)]
@@ -156,8 +156,8 @@ async fn status(State(admin): State<Arc<Admin>>) -> Answer<api::Status> {
     let apps = admin.state.apps().await?;
     let appspaces = admin.state.appspaces().await?;
     let mut running = 0;
-    for a in admin.door.all() {
-        if a.is_running().await {
+    for a in admin.host.all() {
+        if a.is_running() {
             running += 1;
         }
     }
@@ -172,7 +172,7 @@ async fn status(State(admin): State<Arc<Admin>>) -> Answer<api::Status> {
         uptime_secs: admin.started.elapsed().as_secs(),
         cgroup: cgroup.into(),
         landlock_abi: ds_sandbox::sys::landlock_abi_version().max(0),
-        base_domain: admin.door.base_domain.clone(),
+        base_domain: admin.host.base_domain.clone(),
         apps: apps.len() as u64,
         versions: apps.iter().map(|a| a.versions.len() as u64).sum(),
         appspaces: appspaces.len() as u64,
@@ -189,7 +189,7 @@ fn parse_version(text: &str) -> Result<semver::Version, Failure> {
 /// The record and the served appspace that `key` names.
 async fn find(admin: &Admin, key: &str) -> Result<(AppspaceRecord, Arc<Appspace>), Failure> {
     let rec = admin.state.appspace(key).await?;
-    let live = admin.door.get(&rec.name).ok_or_else(|| {
+    let live = admin.host.get(&rec.name).ok_or_else(|| {
         Failure::new(
             ErrorCode::Internal,
             format!("appspace {} is recorded but not served", rec.name),

@@ -4,7 +4,6 @@
 //! agent, or a ds-proto stream: see `app_link`). Bodies stream both ways;
 //! nothing is buffered whole.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,84 +17,12 @@ use std::task::{Context, Poll};
 
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 
-use crate::appspace::{Appspace, Launcher, Lifecycle, RequestGuard, StartError};
-use crate::headers;
-use crate::idle_body::{IdleBody, IdleBodyError};
-use crate::serve::{Client, Scheme};
-use crate::upstream_pool::{Lease, UpstreamPool};
-
-/// Everything the front door needs.
-#[derive(Debug)]
-pub struct FrontDoor {
-    /// What is served, by domain; the admin API adds and removes entries
-    /// while requests are routed.
-    served: std::sync::RwLock<HashMap<String, Arc<Served>>>,
-    /// How to start sandboxes.
-    pub launcher: Arc<Launcher>,
-    /// The domain under which appspaces live (`localhost` in dev mode).
-    pub base_domain: String,
-    /// Start, idle and stop timing.
-    pub lifecycle: Lifecycle,
-}
-
-/// One served appspace with its pool of keep-alive connections to its
-/// app (see `upstream_pool`).
-#[derive(Debug)]
-struct Served {
-    appspace: Arc<Appspace>,
-    pool: Arc<UpstreamPool>,
-}
-
-impl FrontDoor {
-    /// A front door serving nothing yet.
-    pub fn new(launcher: Launcher, base_domain: String, lifecycle: Lifecycle) -> Self {
-        Self {
-            served: std::sync::RwLock::default(),
-            launcher: Arc::new(launcher),
-            base_domain,
-            lifecycle,
-        }
-    }
-
-    /// Serves `appspace` at its domain (replacing what was there).
-    pub fn add(&self, appspace: Arc<Appspace>) {
-        let domain = appspace.config.domain.to_ascii_lowercase();
-        let pool = Arc::default();
-        self.served
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(domain, Arc::new(Served { appspace, pool }));
-    }
-
-    /// Stops serving the appspace whose domain or name is `key`; returns it.
-    pub fn remove(&self, key: &str) -> Option<Arc<Appspace>> {
-        let mut served = self.served.write().unwrap_or_else(|p| p.into_inner());
-        let domain = served
-            .iter()
-            .find(|(d, s)| *d == key || s.appspace.config.name == key)
-            .map(|(d, _)| d.clone())?;
-        served.remove(&domain).map(|s| s.appspace.clone())
-    }
-
-    /// The appspace whose domain or name is `key`.
-    pub fn get(&self, key: &str) -> Option<Arc<Appspace>> {
-        let served = self.served.read().unwrap_or_else(|p| p.into_inner());
-        served
-            .get(key)
-            .or_else(|| served.values().find(|s| s.appspace.config.name == key))
-            .map(|s| s.appspace.clone())
-    }
-
-    /// Every appspace served.
-    pub fn all(&self) -> Vec<Arc<Appspace>> {
-        self.served
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .map(|s| s.appspace.clone())
-            .collect()
-    }
-}
+use super::headers;
+use super::idle_body::{IdleBody, IdleBodyError};
+use super::serve::{Client, Scheme};
+use super::upstream_pool::Lease;
+use crate::appspace::{Appspace, RequestGuard, StartError};
+use crate::host::Host;
 
 /// A response body that keeps its request counted as in flight until the
 /// last byte has gone out, is cut off when it stops moving, and gives its
@@ -154,23 +81,17 @@ impl HttpBody for GuardedBody {
     }
 }
 
-impl FrontDoor {
-    /// What a Host header names, if anything.
-    fn route(&self, host: &str) -> Option<Arc<Served>> {
-        let host = host.rsplit_once(':').map_or(host, |(h, port)| {
-            if port.chars().all(|c| c.is_ascii_digit()) {
-                h
-            } else {
-                host
-            }
-        });
-        let host = host.trim_end_matches('.').to_ascii_lowercase();
-        self.served
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&host)
-            .cloned()
-    }
+/// The domain a Host header names: without a port, a trailing dot, or
+/// upper case.
+fn domain_of(host: &str) -> String {
+    let host = host.rsplit_once(':').map_or(host, |(h, port)| {
+        if port.chars().all(|c| c.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    });
+    host.trim_end_matches('.').to_ascii_lowercase()
 }
 
 fn page(status: StatusCode, title: &str, detail: &str) -> Response<Body> {
@@ -194,17 +115,13 @@ fn page(status: StatusCode, title: &str, detail: &str) -> Response<Body> {
     resp
 }
 
-/// The front door's [`crate::serve::Handler`]: every request, proxied.
-pub fn handler(door: Arc<FrontDoor>) -> crate::serve::Handler {
-    Arc::new(move |req, client| Box::pin(handle(door.clone(), req, client)))
+/// The front door's [`super::serve::Handler`]: every request, proxied.
+pub fn handler(host: Arc<Host>) -> super::serve::Handler {
+    Arc::new(move |req, client| Box::pin(handle(host.clone(), req, client)))
 }
 
 /// Serves one request from `client`.
-pub async fn handle(
-    door: Arc<FrontDoor>,
-    req: Request<Body>,
-    client: Arc<Client>,
-) -> Response<Body> {
+pub async fn handle(door: Arc<Host>, req: Request<Body>, client: Arc<Client>) -> Response<Body> {
     let host = req
         .headers()
         .get(header::HOST)
@@ -213,14 +130,13 @@ pub async fn handle(
         .unwrap_or("")
         .to_owned();
     let scheme = client.scheme;
-    let Some(served) = door.route(&host) else {
+    let Some(appspace) = door.at_domain(&domain_of(&host)) else {
         return page(
             StatusCode::NOT_FOUND,
             "No such appspace",
             &format!("Nothing is served at {host}."),
         );
     };
-    let appspace = &served.appspace;
     // The request's own span (method, path) is made at debug level only:
     // making a span with fields cost ~8% of the host's instructions per
     // proxied request. At the default level the request's lines carry its
@@ -236,7 +152,7 @@ pub async fn handle(
     } else {
         request_span
     };
-    let mut resp = forward(&door, &served, &client, &host, req)
+    let mut resp = forward(&door, &appspace, &client, &host, req)
         .instrument(span)
         .await;
     if scheme == Scheme::Https {
@@ -249,13 +165,24 @@ pub async fn handle(
 }
 
 async fn forward(
-    door: &FrontDoor,
-    served: &Served,
+    door: &Host,
+    appspace: &Arc<Appspace>,
     client: &Client,
     host: &str,
     mut req: Request<Body>,
 ) -> Response<Body> {
-    let appspace = &served.appspace;
+    // A stopping host starts nothing and answers what still arrives on
+    // open keep-alive connections with a 503 (and closes them).
+    if door.is_stopping() {
+        let mut resp = page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Shutting down",
+            "The host is stopping; try again in a moment.",
+        );
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return resp;
+    }
     let guard = appspace.begin_request();
     // What the warnings below name (sharing the request's bytes).
     let (method, target) = (req.method().clone(), req.uri().clone());
@@ -305,7 +232,7 @@ async fn forward(
         let req = req.map(|b| Body::new(IdleBody::new(b, idle)));
         let answer = tokio::time::timeout(
             door.lifecycle.response_timeout,
-            served.pool.send(link.id(), || link.connect(), req),
+            appspace.pool.send(link.id(), || link.connect(), req),
         );
         return match answer.await {
             Ok(Ok((resp, lease))) => to_browser(resp, guard, idle, Some(lease)),
@@ -363,7 +290,7 @@ async fn forward(
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         switched.headers_mut().insert(header::UPGRADE, protocol);
-        let worker_load = crate::conn_workers::count_on_this_worker();
+        let worker_load = super::conn_workers::count_on_this_worker();
         tokio::spawn(async move {
             let _in_flight = guard; // the connection counts until it closes
             let _worker_load = worker_load; // and so does the worker's load

@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tracing::debug;
 
-use crate::conn_workers::ConnWorkers;
+use super::conn_workers::ConnWorkers;
 
 /// Whether a request came in over TLS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,7 @@
 //!
 //! A connection's task runs on the thread that made it, and a request only
 //! takes an idle connection made on its own thread (see
-//! [`crate::conn_workers`]): nothing crosses threads, as between nginx's
+//! [`super::conn_workers`]): nothing crosses threads, as between nginx's
 //! workers. Borrowing another thread's idle connection when this thread
 //! had none cost two cross-thread wake-ups per request (an `eventfd` write
 //! each way) and, since a borrowed connection went back to its own
@@ -29,7 +29,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tracing::debug;
 
-use crate::app_link::Upstream;
+use crate::appspace::app_link::Upstream;
 
 /// Idle connections kept per appspace and thread.
 const MAX_IDLE_PER_THREAD: usize = 64;

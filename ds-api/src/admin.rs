@@ -175,12 +175,20 @@ pub struct Appspace {
     pub app: String,
     /// The version.
     pub version: String,
-    /// `running`, `stopped` or `paused`.
+    /// `running`, `starting`, `stopped`, `paused` or `broken`.
     pub status: String,
     /// Its limits.
     pub limits: Limits,
     /// Its data directory on the host.
     pub data_dir: String,
+    /// Its own host uid and gid (the sandbox runs as it when the host is
+    /// root).
+    #[serde(default)]
+    pub host_uid: u32,
+    /// Why it cannot run, when it is broken; the host keeps it as it is
+    /// until an admin repairs (reinstalls its version) or deletes it.
+    #[serde(default)]
+    pub broken: Option<String>,
     /// Unix seconds.
     pub created_at: i64,
     /// Seconds its sandbox has run, when running.
@@ -320,17 +328,4 @@ pub struct AuditEntry {
     pub ok: bool,
     /// The outcome.
     pub result: String,
-}
-
-/// The limits an admin may set: enough for a small app, no more than a
-/// machine has.
-pub mod bounds {
-    /// Least memory (below this nothing useful starts).
-    pub const MIN_MEMORY: u64 = 16 << 20;
-    /// Most memory.
-    pub const MAX_MEMORY: u64 = 1 << 40;
-    /// CPU share range, in cores.
-    pub const CPUS: std::ops::RangeInclusive<f64> = 0.01..=1024.0;
-    /// Task count range.
-    pub const PIDS: std::ops::RangeInclusive<u64> = 1..=1_000_000;
 }

@@ -1,0 +1,31 @@
+//! What `ds-host` and `dsctl` share, and nothing more: the admin API's
+//! JSON types and error codes ([`admin`]), the bounds of every resource
+//! limit with the parsers that enforce them ([`limits`]), and where the
+//! admin socket lives by default. Kept free of the host's and the
+//! sandbox's dependencies so that `dsctl` builds without them.
+
+pub mod admin;
+pub mod limits;
+
+/// The production admin socket, when the config names none.
+pub const DEFAULT_ADMIN_SOCKET: &str = "/run/ds/admin.sock";
+
+/// The host uids (and gids: an appspace's gid is the same number) that ds
+/// gives appspaces when it runs as root. Both ranges lie in
+/// 1879048192..=2147352575 (0x70000000..0x7FFDFFFF), which no range
+/// Debian or systemd hands out overlaps: not system or regular users
+/// (0-59999), systemd-homed, DynamicUser or `nobody` (60001-65535), the
+/// subordinate ids `useradd` gives (`/etc/subuid`, 100000-600100000),
+/// systemd's container range (524288-1879048191) nor its foreign range
+/// (2147352576-2147418111), and stays below 2^31, which some tools read
+/// as signed.
+pub mod ids {
+    use std::ops::RangeInclusive;
+
+    /// Allocated by ds-host, one per appspace, in its state database.
+    pub const HOST_IDS: RangeInclusive<u32> = 0x7000_0000..=0x70FF_FFFF;
+    /// Derived from the data directory by `ds-sandbox exec` run by hand as
+    /// root without `--host-uid` (an author trying an app): apart from the
+    /// host's, so a trial can never share an appspace's uid.
+    pub const STANDALONE_IDS: RangeInclusive<u32> = 0x7100_0000..=0x71FF_FFFF;
+}

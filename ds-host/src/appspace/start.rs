@@ -1,0 +1,198 @@
+//! Starting an appspace's sandbox: the `ds-sandbox exec` arguments, the
+//! agent's greeting and readiness, then the tasks that serve its egress
+//! streams and notice its exit.
+
+use std::ffi::OsString;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use ds_proto::{Config, ControlMessage, Role, Session};
+use ds_sandbox::spec::Runtime;
+use tracing::{info, warn};
+
+use super::app_link::AppLink;
+use super::sandbox_spawn::{SandboxFds, Spawned};
+use super::{record_crash, Appspace, Launcher, Lifecycle, Running, StartError};
+
+impl Appspace {
+    /// Starts its sandbox and waits for the agent to report the app ready.
+    pub(super) async fn start(
+        &self,
+        launcher: &Launcher,
+        life: &Lifecycle,
+    ) -> Result<Running, StartError> {
+        let cfg = &self.config;
+        let limits = self.limits();
+        let command = cfg.command(&self.egress.rules());
+        // Root gives each appspace its own host uid and gid, allocated in
+        // the state database; otherwise the sandbox maps to our own.
+        let as_root = rustix::process::geteuid().is_root();
+        let exec_args = |fds: SandboxFds| {
+            let mut args: Vec<OsString> = vec![
+                "--channel-fd".into(),
+                fds.channel.to_string().into(),
+                "--handoff-fd".into(),
+                fds.handoff.to_string().into(),
+                "--app".into(),
+                cfg.app_dir.clone().into(),
+                "--data".into(),
+                cfg.data_dir.clone().into(),
+                "--memory".into(),
+                limits.memory_bytes.to_string().into(),
+                "--cpu".into(),
+                limits.cpus.to_string().into(),
+                "--pids".into(),
+                limits.pids.to_string().into(),
+            ];
+            if as_root {
+                args.extend(["--host-uid".into(), cfg.host_id.to_string().into()]);
+            }
+            if cfg.runtime == Runtime::Deno {
+                args.extend(["--runtime".into(), "deno".into()]);
+                if let Some(deno) = &launcher.deno {
+                    args.extend(["--deno".into(), deno.clone().into()]);
+                }
+            }
+            args.push("--".into());
+            args.extend(command.iter().map(OsString::from));
+            args
+        };
+        let deadline = tokio::time::Instant::now() + life.start_timeout;
+        let mut use_spare = true;
+        let (mut child, child_pid, session, app_port, handoff) = loop {
+            let Spawned {
+                mut child,
+                channel: ours,
+                handoff,
+                from_spare,
+            } = launcher
+                .spawner
+                .exec(&exec_args, use_spare)
+                .await
+                .map_err(StartError::Spawn)?;
+            let child_pid = child.id();
+            info!(appspace = %cfg.name, pid = ?child_pid, "sandbox started");
+            self.log.host("starting the sandbox");
+            if let Some(out) = child.stdout.take() {
+                self.log.clone().pump(out, "stdout");
+            }
+            if let Some(err) = child.stderr.take() {
+                self.log.clone().pump(err, "stderr");
+            }
+            // The agent greets first. A waiting launcher that died before it
+            // got its arguments (killed by someone, say) shows here: then
+            // once more with a launcher started for this start.
+            let greeted = tokio::time::timeout_at(
+                deadline,
+                Session::connect(ours, Role::Host, Config::default()),
+            )
+            .await;
+            let session = match greeted {
+                Ok(Ok(session)) => session,
+                Ok(Err(e)) if from_spare => {
+                    let _ = child.kill().await;
+                    self.log.host(&format!(
+                        "the waiting launcher ended before its agent greeted ({e}); \
+                         once more with a new one"
+                    ));
+                    use_spare = false;
+                    continue;
+                }
+                Ok(Err(e)) => {
+                    let _ = child.kill().await;
+                    return Err(e.into());
+                }
+                Err(_) => {
+                    let _ = child.kill().await;
+                    return Err(StartError::Timeout(life.start_timeout));
+                }
+            };
+            let ready = async {
+                loop {
+                    if let ControlMessage::Ready { app_port } = session.recv_control().await? {
+                        return Ok::<_, StartError>(app_port);
+                    }
+                }
+            };
+            match tokio::time::timeout_at(deadline, ready).await {
+                Ok(Ok(app_port)) => {
+                    break (child, child_pid, Arc::new(session), app_port, handoff);
+                }
+                Ok(Err(e)) => {
+                    let _ = child.kill().await;
+                    return Err(e);
+                }
+                Err(_) => {
+                    let _ = child.kill().await;
+                    return Err(StartError::Timeout(life.start_timeout));
+                }
+            }
+        };
+        let handle = session.handle();
+        let handoff = match ds_proto::Handoff::start(handoff) {
+            Ok(handoff) => handoff,
+            Err(e) => {
+                let _ = child.kill().await;
+                return Err(StartError::Spawn(e));
+            }
+        };
+        let link = AppLink::new(
+            handle.clone(),
+            handoff.clone(),
+            app_port,
+            self.links.clone(),
+        );
+        self.log.host("app ready");
+        // Egress streams the agent opens: each one checked and spliced.
+        let (acceptor, gate, sink, log) = (
+            session.clone(),
+            self.egress.clone(),
+            launcher.egress_sink.clone(),
+            self.log.clone(),
+        );
+        tokio::spawn(async move {
+            while let Ok(incoming) = acceptor.accept().await {
+                if let ds_proto::Incoming::Egress(req) = incoming {
+                    let (gate, sink, log) = (gate.clone(), sink.clone(), log.clone());
+                    tokio::spawn(gate.handle(req, sink, log, Some(handoff.clone())));
+                }
+            }
+        });
+        // When the sandbox exits, its channel is closed and the next
+        // request starts a new one; an exit we did not ask for is a crash.
+        let name = cfg.name.clone();
+        let watch = handle.clone();
+        let stopping = Arc::new(AtomicBool::new(false));
+        let (log, crashes, stop_flag) = (self.log.clone(), self.crashes.clone(), stopping.clone());
+        let started = Instant::now();
+        tokio::spawn(async move {
+            let status = child.wait().await;
+            watch.close();
+            let status = status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|e| e.to_string());
+            if stop_flag.load(Ordering::Acquire) {
+                log.host(&format!("sandbox stopped ({status})"));
+            } else {
+                let delay = record_crash(
+                    &crashes,
+                    format!("the sandbox exited: {status}"),
+                    started.elapsed(),
+                );
+                warn!(appspace = %name, %status, "sandbox crashed");
+                log.host(&format!(
+                    "sandbox crashed ({status}); next start in {delay:?} at the earliest"
+                ));
+            }
+        });
+        Ok(Running {
+            _session: session,
+            handle,
+            link,
+            child_pid,
+            started,
+            stopping,
+        })
+    }
+}

@@ -1,0 +1,156 @@
+//! The host's one home for appspaces: the registry every part shares (the
+//! front door routes through it, the admin API changes it, the idle
+//! reaper and shutdown walk it; later the dashboard, backups, upgrades
+//! and metrics will too), with the launcher that starts sandboxes and the
+//! timing of their lives.
+//!
+//! Reads never lock: the registry is an immutable map swapped whole
+//! (`arc-swap`) when an admin adds or removes an appspace, so a warm
+//! request's lookup shares no lock with other workers' requests. Writers
+//! are serialised by a plain mutex and are rare.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::appspace::{Appspace, Launcher, Lifecycle};
+
+type Table = HashMap<String, Arc<Appspace>>;
+
+/// Every appspace this host serves, and how they are run.
+#[derive(Debug)]
+pub struct Host {
+    /// By lower-case domain.
+    by_domain: ArcSwap<Table>,
+    /// Serialises changes to `by_domain` (readers never take it).
+    changing: std::sync::Mutex<()>,
+    /// How sandboxes are started.
+    pub launcher: Arc<Launcher>,
+    /// The domain under which appspaces live (`localhost` in dev mode).
+    pub base_domain: String,
+    /// Start, idle and stop timing.
+    pub lifecycle: Lifecycle,
+    /// Set once the host is shutting down: nothing starts any more.
+    stopping: AtomicBool,
+}
+
+impl Host {
+    /// A host serving nothing yet.
+    pub fn new(launcher: Launcher, base_domain: String, lifecycle: Lifecycle) -> Self {
+        Self {
+            by_domain: ArcSwap::from_pointee(Table::new()),
+            changing: std::sync::Mutex::new(()),
+            launcher: Arc::new(launcher),
+            base_domain,
+            lifecycle,
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    fn change(&self, f: impl FnOnce(&mut Table)) {
+        let _one_writer = self.changing.lock().unwrap_or_else(|p| p.into_inner());
+        let mut table = Table::clone(&self.by_domain.load());
+        f(&mut table);
+        self.by_domain.store(Arc::new(table));
+    }
+
+    /// Serves `appspace` at its domain (replacing what was there).
+    pub fn add(&self, appspace: Arc<Appspace>) {
+        let domain = appspace.config.domain.to_ascii_lowercase();
+        self.change(|t| {
+            t.insert(domain, appspace);
+        });
+    }
+
+    /// Stops serving the appspace whose domain or name is `key`; returns it.
+    pub fn remove(&self, key: &str) -> Option<Arc<Appspace>> {
+        let mut removed = None;
+        self.change(|t| {
+            let domain = t
+                .iter()
+                .find(|(d, a)| *d == key || a.config.name == key)
+                .map(|(d, _)| d.clone());
+            removed = domain.and_then(|d| t.remove(&d));
+        });
+        removed
+    }
+
+    /// The appspace whose domain or name is `key`.
+    pub fn get(&self, key: &str) -> Option<Arc<Appspace>> {
+        let table = self.by_domain.load();
+        table
+            .get(key)
+            .or_else(|| table.values().find(|a| a.config.name == key))
+            .cloned()
+    }
+
+    /// The appspace served at `domain` (lower case, no port, no trailing
+    /// dot): the front door's lookup, lock-free.
+    pub fn at_domain(&self, domain: &str) -> Option<Arc<Appspace>> {
+        self.by_domain.load().get(domain).cloned()
+    }
+
+    /// Every appspace served.
+    pub fn all(&self) -> Vec<Arc<Appspace>> {
+        self.by_domain.load().values().cloned().collect()
+    }
+
+    /// Whether the host is shutting down (requests get a 503 and start
+    /// nothing).
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Scale to zero: stops appspaces nobody has used for the idle
+    /// timeout, checking a few times per timeout.
+    pub fn spawn_idle_reaper(self: &Arc<Self>) {
+        let host = self.clone();
+        tokio::spawn(async move {
+            let period = (host.lifecycle.idle_timeout / 4)
+                .clamp(Duration::from_millis(100), Duration::from_secs(5));
+            while !host.is_stopping() {
+                tokio::time::sleep(period).await;
+                for appspace in host.all() {
+                    appspace.stop_if_idle(&host.lifecycle).await;
+                }
+            }
+        });
+    }
+
+    /// The start of shutdown: from now on nothing starts, and requests
+    /// get a 503.
+    pub fn begin_stopping(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    /// Shutdown: [`Host::begin_stopping`], then every appspace is retired
+    /// and its sandbox stopped (all at once, each with its grace); returns
+    /// when all have.
+    pub async fn stop_all(&self) {
+        self.begin_stopping();
+        let mut stops = tokio::task::JoinSet::new();
+        for appspace in self.all() {
+            let grace = self.lifecycle.stop_grace;
+            stops.spawn(async move { appspace.retire(grace).await });
+        }
+        while stops.join_next().await.is_some() {}
+    }
+
+    /// After [`Host::stop_all`]: waits, up to `within` for all of them
+    /// together, for appspaces' last egress attempts to be recorded;
+    /// returns the names of those still under way.
+    pub async fn settle_egress(&self, within: Duration) -> Vec<String> {
+        let settle_by = tokio::time::Instant::now() + within;
+        let mut unsettled = Vec::new();
+        for appspace in self.all() {
+            let left = settle_by.saturating_duration_since(tokio::time::Instant::now());
+            if !appspace.egress().settled(left).await {
+                unsettled.push(appspace.config.name.clone());
+            }
+        }
+        unsettled
+    }
+}

@@ -1,0 +1,157 @@
+//! The `appspaces` table and each appspace's host id (`host_ids`):
+//! creating, finding, pausing, re-limiting, marking broken and deleting.
+
+use std::path::Path;
+
+use super::{appspace_from_row, db, now, AppspaceRecord, State, StateError, APPSPACE_COLUMNS};
+
+/// New limits for an appspace; `None` keeps the current value.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LimitsUpdate {
+    /// Memory in bytes.
+    pub memory_bytes: Option<u64>,
+    /// CPU share in cores.
+    pub cpus: Option<f64>,
+    /// Most tasks.
+    pub pids: Option<u64>,
+}
+
+impl State {
+    /// Creates an appspace of `app` `version` at `domain`.
+    pub async fn create_appspace(
+        &self,
+        name: &str,
+        domain: &str,
+        app: &str,
+        version: &semver::Version,
+        data_dir: &Path,
+        memory_bytes: u64,
+    ) -> Result<(), StateError> {
+        let mut tx = self.pool.begin().await.map_err(db("beginning"))?;
+        let exists = sqlx::query("SELECT 1 FROM app_versions WHERE app = ? AND version = ?")
+            .bind(app)
+            .bind(version.to_string())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db("looking up the version"))?;
+        if exists.is_none() {
+            return Err(StateError::NotFound(format!(
+                "{app} {version} is not installed"
+            )));
+        }
+        let uid = super::host_ids::allocate(&mut tx, name).await?;
+        let inserted = sqlx::query(
+            "INSERT INTO appspaces (name, domain, app, version, data_dir, memory_bytes, created_at, uid)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(name)
+        .bind(domain)
+        .bind(app)
+        .bind(version.to_string())
+        .bind(data_dir.to_string_lossy().into_owned())
+        .bind(memory_bytes as i64)
+        .bind(now())
+        .bind(i64::from(uid))
+        .execute(&mut *tx)
+        .await;
+        if let Err(sqlx::Error::Database(e)) = &inserted {
+            if e.is_unique_violation() {
+                return Err(StateError::Conflict(format!(
+                    "appspace {name} or domain {domain} exists already"
+                )));
+            }
+        }
+        inserted.map_err(db("recording the appspace"))?;
+        tx.commit().await.map_err(db("committing the appspace"))
+    }
+
+    /// Every appspace with what it runs.
+    pub async fn appspaces(&self) -> Result<Vec<AppspaceRecord>, StateError> {
+        let rows = sqlx::query(&format!("SELECT {APPSPACE_COLUMNS} ORDER BY s.name"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db("listing appspaces"))?;
+        Ok(rows.iter().map(appspace_from_row).collect())
+    }
+
+    /// The appspace whose domain or name is `key`.
+    pub async fn appspace(&self, key: &str) -> Result<AppspaceRecord, StateError> {
+        let row = sqlx::query(&format!(
+            "SELECT {APPSPACE_COLUMNS} WHERE s.domain = ? OR s.name = ?"
+        ))
+        .bind(key)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("finding an appspace"))?
+        .ok_or_else(|| StateError::NotFound(format!("no appspace {key:?}")))?;
+        Ok(appspace_from_row(&row))
+    }
+
+    /// Pauses (`true`) or resumes an appspace.
+    pub async fn set_paused(&self, name: &str, paused: bool) -> Result<(), StateError> {
+        let status = if paused { "paused" } else { "active" };
+        let mut tx = self.pool.begin().await.map_err(db("beginning"))?;
+        let done = sqlx::query("UPDATE appspaces SET status = ? WHERE name = ?")
+            .bind(status)
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("setting an appspace's status"))?;
+        if done.rows_affected() == 0 {
+            return Err(StateError::NotFound(format!("no appspace {name:?}")));
+        }
+        tx.commit().await.map_err(db("committing the status"))
+    }
+
+    /// Changes an appspace's limits; returns the record as it is now.
+    pub async fn set_limits(
+        &self,
+        name: &str,
+        update: LimitsUpdate,
+    ) -> Result<AppspaceRecord, StateError> {
+        let mut tx = self.pool.begin().await.map_err(db("beginning"))?;
+        let done = sqlx::query(
+            "UPDATE appspaces SET memory_bytes = coalesce(?, memory_bytes),
+                 cpus = coalesce(?, cpus), pids = coalesce(?, pids) WHERE name = ?",
+        )
+        .bind(update.memory_bytes.map(|m| m as i64))
+        .bind(update.cpus)
+        .bind(update.pids.map(|p| p as i64))
+        .bind(name)
+        .execute(&mut *tx)
+        .await
+        .map_err(db("changing limits"))?;
+        if done.rows_affected() == 0 {
+            return Err(StateError::NotFound(format!("no appspace {name:?}")));
+        }
+        tx.commit().await.map_err(db("committing the limits"))?;
+        self.appspace(name).await
+    }
+
+    /// Marks appspaces broken (`Some(why)`) or repaired (`None`).
+    pub async fn set_broken(&self, name: &str, why: Option<&str>) -> Result<(), StateError> {
+        sqlx::query("UPDATE appspaces SET broken = ? WHERE name = ?")
+            .bind(why)
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(db("marking an appspace broken"))?;
+        Ok(())
+    }
+
+    /// Forgets an appspace (its files are the caller's business; its host
+    /// id stays taken until [`State::release_host_id`]).
+    pub async fn delete_appspace(&self, name: &str) -> Result<(), StateError> {
+        let mut tx = self.pool.begin().await.map_err(db("beginning"))?;
+        let done = sqlx::query("DELETE FROM appspaces WHERE name = ?")
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("deleting an appspace"))?;
+        if done.rows_affected() == 0 {
+            return Err(StateError::NotFound(format!("no appspace {name:?}")));
+        }
+        tx.commit().await.map_err(db("committing the deletion"))
+    }
+}
