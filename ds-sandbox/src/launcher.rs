@@ -8,9 +8,7 @@
 use std::ffi::CString;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
 
 use crate::cgroup::{Cgroup, CgroupError, CgroupPlan};
 use crate::mounts::SOURCE_FD_BASE;
@@ -34,13 +32,8 @@ const HIGH_FD_FLOOR: i32 = 100;
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
     /// The data directory could not be prepared.
-    #[error("preparing data directory {path}: {source}")]
-    Data {
-        /// Which.
-        path: String,
-        /// Why.
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Data(#[from] crate::data_dir::DataDirError),
     /// The cgroup could not be created.
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
@@ -190,39 +183,6 @@ fn child_error(sync: &mut UnixStream, spec: &SandboxSpec) -> LaunchError {
     }
 }
 
-/// Makes `dir` (created if missing) and everything in it owned by the
-/// appspace's host ids. Symlinks are changed, never followed.
-fn prepare_data_dir(dir: &Path, uid: u32, gid: u32) -> Result<(), LaunchError> {
-    let err = |source| LaunchError::Data {
-        path: dir.display().to_string(),
-        source,
-    };
-    std::fs::create_dir_all(dir).map_err(err)?;
-    if rustix::process::geteuid().is_root() {
-        chown_tree(dir, uid, gid).map_err(err)?;
-    } else {
-        let meta = std::fs::metadata(dir).map_err(err)?;
-        if meta.uid() != uid {
-            return Err(err(std::io::Error::new(
-                std::io::ErrorKind::PermissionDenied,
-                "not owned by the calling user (run as root to hand it to the appspace)",
-            )));
-        }
-    }
-    Ok(())
-}
-
-fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
-    let meta = std::fs::symlink_metadata(path)?;
-    if meta.is_dir() {
-        for entry in std::fs::read_dir(path)? {
-            chown_tree(&entry?.path(), uid, gid)?;
-        }
-    }
-    Ok(())
-}
-
 /// Runs `spec` to completion and returns the exit status to report.
 /// `channel` is the sandbox's end of the host channel (required when
 /// `spec.channel` is set).
@@ -238,7 +198,12 @@ pub fn run(
             "the spec and the channel descriptor disagree",
         )));
     }
-    prepare_data_dir(&spec.data_dir, spec.host_uid, spec.host_gid)?;
+    crate::data_dir::prepare(
+        &spec.data_dir,
+        spec.host_uid,
+        spec.host_gid,
+        rustix::process::geteuid().is_root(),
+    )?;
     if rustix::process::geteuid().is_root() {
         // The sandbox cannot drop supplementary groups itself (setgroups is
         // denied in its user namespace), so it must not inherit root's.

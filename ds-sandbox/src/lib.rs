@@ -21,6 +21,7 @@ pub mod agent;
 pub mod agent_channel;
 pub mod caps;
 pub mod cgroup;
+pub mod data_dir;
 pub mod egress_handoff;
 pub mod egress_proxy;
 pub mod fds;

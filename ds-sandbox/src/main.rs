@@ -78,8 +78,9 @@ struct ExecArgs {
     /// The app's $PORT.
     #[arg(long, default_value_t = spec::DEFAULT_APP_PORT)]
     port: u16,
-    /// Host uid (and gid) for the appspace when running as root
-    /// (default: derived from the data directory's path).
+    /// Host uid (and gid) for the appspace when running as root; ds-host
+    /// always passes the one it allocated (default: derived from the data
+    /// directory's path, in a range of its own).
     #[arg(long, value_name = "UID", value_parser = clap::value_parser!(u32).range(1..))]
     host_uid: Option<u32>,
     /// The Deno binary on the host (default: $DS_DENO, then PATH).
@@ -117,14 +118,17 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
     Ok((k.to_owned(), v.to_owned()))
 }
 
-/// A stable host uid for a data directory, in a range no distribution
-/// allocates (2,000,000 .. 3,000,000).
+/// A stable host uid for a data directory when `exec` is run by hand as
+/// root without `--host-uid` (an author trying an app): from the range
+/// kept for that ([`ds_api::ids::STANDALONE_IDS`]), apart from the ids
+/// ds-host allocates to appspaces, which it always passes explicitly.
 fn derived_host_uid(data: &std::path::Path) -> u32 {
     let mut h: u32 = 0x811c_9dc5;
     for b in data.as_os_str().as_encoded_bytes() {
         h = (h ^ u32::from(*b)).wrapping_mul(0x0100_0193);
     }
-    2_000_000 + h % 1_000_000
+    let range = ds_api::ids::STANDALONE_IDS;
+    range.start() + h % (range.end() - range.start() + 1)
 }
 
 fn find_deno(explicit: Option<PathBuf>) -> Result<PathBuf, String> {

@@ -84,6 +84,11 @@ fn main() {
         None,
         data_survives_between_runs,
     );
+    add(
+        "data_directory_is_handed_over_without_following_links",
+        None,
+        data_directory_is_handed_over_without_following_links,
+    );
     add("nothing_is_left_behind", None, nothing_is_left_behind);
     add(
         "bad_arguments_are_refused_cleanly",
@@ -642,18 +647,101 @@ fn data_survives_between_runs() -> Result<(), Failed> {
         text(&out.stdout).trim() == "kept",
         format!("read back {:?}", text(&out.stdout)),
     )?;
-    // The data directory now belongs to the appspace's own host uid.
+    // The data directory now belongs to a uid of the range kept for
+    // sandboxes started by hand (never one ds-host allocates).
     let uid = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&data)?);
     ensure(
-        uid >= 2_000_000,
+        ds_api::ids::STANDALONE_IDS.contains(&uid),
         format!("data directory owned by uid {uid}"),
     )
 }
 
+/// A data tree the app could have left: deeper than PATH_MAX, with links
+/// out of it, a FIFO, and files owned by someone else. Handing it to the
+/// appspace's uid changes everything inside, follows no link, blocks on
+/// nothing, and changes nothing outside.
+fn data_directory_is_handed_over_without_following_links() -> Result<(), Failed> {
+    use std::os::unix::fs::MetadataExt;
+    let data = fresh_data("handover");
+    let outside = scratch().join("outside-the-data");
+    std::fs::write(&outside, "not the app's")?;
+    std::os::unix::fs::chown(&outside, Some(0), Some(0))?;
+    std::os::unix::fs::symlink(&outside, data.join("link-out"))?;
+    std::os::unix::fs::symlink("/etc", data.join("etc-link"))?;
+    let fifo = data.join("fifo");
+    ensure(
+        Command::new("mkfifo").arg(&fifo).status()?.success(),
+        "mkfifo",
+    )?;
+    // 60 levels of 100-character names: ~6,000 bytes, past PATH_MAX, made
+    // one level at a time (relative to the previous one).
+    let deep_name = "d".repeat(100);
+    {
+        use rustix::fs::{Mode, OFlags};
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let mut at = rustix::fs::open(&data, flags, Mode::empty())?;
+        for _ in 0..60 {
+            rustix::fs::mkdirat(&at, deep_name.as_str(), Mode::from_raw_mode(0o755))?;
+            at = rustix::fs::openat(&at, deep_name.as_str(), flags, Mode::empty())?;
+        }
+        let bottom = rustix::fs::openat(
+            &at,
+            "bottom",
+            OFlags::WRONLY | OFlags::CREATE | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        )?;
+        rustix::io::write(&bottom, b"deep\n")?;
+    }
+    let chowned = Command::new("chown")
+        .args(["-R", "-h", "12345:12345"])
+        .arg(&data)
+        .status()?;
+    ensure(chowned.success(), "chown -R")?;
+    let uid: u32 = 0x7000_0042;
+    let out = exec(
+        app_dir(),
+        &data,
+        &["--host-uid", &uid.to_string()],
+        &["/app/workload", "persist-write", "ok"],
+    );
+    ensure(
+        out.status.success(),
+        format!("run: {:?} {}", out.status, text(&out.stderr)),
+    )?;
+    // Everything inside is the appspace's (find -xdev walks by itself,
+    // with relative steps, so the depth is no problem for it).
+    let foreign = Command::new("find")
+        .arg(&data)
+        .args(["-not", "-uid", &uid.to_string(), "-print", "-quit"])
+        .output()?;
+    ensure(
+        foreign.status.success() && text(&foreign.stdout).trim().is_empty(),
+        format!("not handed over: {}", text(&foreign.stdout)),
+    )?;
+    let deepest = Command::new("find")
+        .arg(&data)
+        .args(["-name", "bottom", "-uid", &uid.to_string()])
+        .output()?;
+    ensure(
+        text(&deepest.stdout).contains("bottom"),
+        "the deepest file was not reached",
+    )?;
+    // Links were changed themselves, never followed.
+    let target = std::fs::metadata(&outside)?;
+    ensure(
+        target.uid() == 0,
+        format!("the link's target changed owner to {}", target.uid()),
+    )?;
+    ensure(std::fs::metadata("/etc")?.uid() == 0, "/etc changed owner")?;
+    ensure(
+        std::fs::symlink_metadata(data.join("link-out"))?.uid() == uid,
+        "the link itself was not handed over",
+    )?;
+    Ok(())
+}
+
 fn nothing_is_left_behind() -> Result<(), Failed> {
-    let mounts_before = std::fs::read_to_string("/proc/self/mountinfo")?
-        .lines()
-        .count();
+    let mounts_before = mount_points()?;
     // A command that leaves many children behind inside the sandbox.
     let mut child = Command::new(sandbox())
         .args(["exec", "--pids", "8", "--app"])
@@ -678,28 +766,45 @@ fn nothing_is_left_behind() -> Result<(), Failed> {
         let dir = Path::new(base).join(&name);
         ensure(!dir.exists(), format!("{} was left behind", dir.display()))?;
     }
-    // ...no process of it survives (its agents would be our grandchildren,
-    // reparented to init: look for any agent whose launcher is gone)...
-    let agents = Command::new("pgrep")
-        .args(["-f", "^ds-agent __agent"])
-        .output()?;
-    for pid in text(&agents.stdout).split_whitespace() {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let ppid = stat
-            .rsplit(')')
-            .next()
-            .and_then(|r| r.split_whitespace().nth(1))
-            .unwrap_or("0");
-        ensure(ppid != "1", format!("agent {pid} outlived its launcher"))?;
+    // ...no process anywhere is still in it (found by cgroup membership,
+    // whoever its parent is now)...
+    let member = format!("/ds/{name}");
+    for entry in std::fs::read_dir("/proc")?.flatten() {
+        let file_name = entry.file_name();
+        let pid = file_name.to_string_lossy();
+        if !pid.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let cgroups = std::fs::read_to_string(entry.path().join("cgroup")).unwrap_or_default();
+        ensure(
+            !cgroups
+                .lines()
+                .any(|l| l.ends_with(&member) || l.contains(&format!("{member}/"))),
+            format!("process {pid} is still in {member}: {cgroups}"),
+        )?;
     }
-    // ...and the host's mount table is unchanged.
-    let mounts_after = std::fs::read_to_string("/proc/self/mountinfo")?
-        .lines()
-        .count();
+    // ...and the host's mount table is exactly what it was.
+    let mounts_after = mount_points()?;
     ensure(
         mounts_before == mounts_after,
-        format!("host mounts changed: {mounts_before} -> {mounts_after}"),
+        format!(
+            "host mounts changed: {:?}",
+            mounts_after
+                .symmetric_difference(&mounts_before)
+                .collect::<Vec<_>>()
+        ),
     )
+}
+
+/// The host's mount points with their sources, as a set.
+fn mount_points() -> std::io::Result<std::collections::BTreeSet<String>> {
+    Ok(std::fs::read_to_string("/proc/self/mountinfo")?
+        .lines()
+        .map(|l| {
+            // Drop the mount id and parent id, which a remount renumbers.
+            l.split_whitespace().skip(2).collect::<Vec<_>>().join(" ")
+        })
+        .collect())
 }
 
 fn bad_arguments_are_refused_cleanly() -> Result<(), Failed> {
