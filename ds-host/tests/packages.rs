@@ -218,6 +218,36 @@ fn hostile_archives_are_refused() {
 }
 
 #[test]
+fn links_are_judged_as_the_kernel_resolves_them() {
+    // Each link is harmless on its own reading (`.`, and `s/s/../..` looks
+    // like it ends at the package root); together `t` resolves to the
+    // version directory's parent on the host.
+    let tmp = tempfile::tempdir().unwrap();
+    let pkg = good_dir(tmp.path());
+    std::os::unix::fs::symlink(".", pkg.join("s")).unwrap();
+    std::os::unix::fs::symlink("s/s/../..", pkg.join("t")).unwrap();
+    let err = refused(tmp.path(), &pkg, &PackageLimits::default());
+    assert!(
+        matches!(&err, InstallError::LinkUnresolvable { path, .. } if path == "t"),
+        "{err}"
+    );
+    // A loop is refused too; a link inside the package still installs.
+    let tmp = tempfile::tempdir().unwrap();
+    let pkg = good_dir(tmp.path());
+    std::os::unix::fs::symlink("b", pkg.join("a")).unwrap();
+    std::os::unix::fs::symlink("a", pkg.join("b")).unwrap();
+    let err = refused(tmp.path(), &pkg, &PackageLimits::default());
+    assert!(err.to_string().contains("loops"), "{err}");
+    let tmp = tempfile::tempdir().unwrap();
+    let pkg = good_dir(tmp.path());
+    std::os::unix::fs::symlink(".", pkg.join("s")).unwrap();
+    std::os::unix::fs::symlink("s/s/index.html", pkg.join("deep")).unwrap();
+    store(tmp.path())
+        .install(&pkg, &PackageLimits::default())
+        .unwrap();
+}
+
+#[test]
 fn entries_below_a_symlink_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let pkg = tar_gz(

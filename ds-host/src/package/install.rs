@@ -52,6 +52,17 @@ pub enum InstallError {
         /// Where it points.
         target: String,
     },
+    /// A symbolic link that, resolved as the kernel resolves it, leaves
+    /// the package or loops.
+    #[error("package entry {path:?}: symlink to {target:?} {why} when resolved")]
+    LinkUnresolvable {
+        /// The link.
+        path: String,
+        /// Its target.
+        target: String,
+        /// What resolving it does.
+        why: &'static str,
+    },
     /// Device files, FIFOs, sockets, hard links and other special entries.
     #[error("package entry {path:?}: {kind} are not allowed in packages")]
     SpecialFile {
@@ -237,6 +248,7 @@ impl AppStore {
         } else {
             return Err(InstallError::UnknownSource(source.to_owned()));
         }
+        check_links_resolve_inside(&staged.staging)?;
         let (manifest, text) = read_manifest(&staged.staging, limits)?;
         check_entrypoint(&staged.staging, &manifest)?;
         staged.target = self.version_dir(&manifest.name, &manifest.version);
@@ -372,6 +384,68 @@ fn check_link(rel: &Path, target: &Path) -> Result<(), InstallError> {
                 }
             }
             Component::RootDir | Component::Prefix(_) => return Err(outside()),
+        }
+    }
+    Ok(())
+}
+
+/// Resolves every link in the staged tree as the kernel will, confined
+/// beneath the tree's root (`openat2` with `RESOLVE_BENEATH`): each entry
+/// was checked lexically already, but links combine (`s -> .` with
+/// `t -> s/s/../..` passes a lexical check and leaves the tree). A link
+/// that leaves the tree (`EXDEV`) or loops (`ELOOP`) is refused; one
+/// that points at nothing inside it is harmless (the version is
+/// read-only, so nothing can appear there) and kept.
+fn check_links_resolve_inside(staging: &Path) -> Result<(), InstallError> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let root = rustix::fs::open(
+        staging,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| InstallError::Io {
+        what: format!("opening {}", staging.display()),
+        source: e.into(),
+    })?;
+    let mut dirs = vec![PathBuf::new()];
+    while let Some(rel) = dirs.pop() {
+        let here = staging.join(&rel);
+        let entries = fs::read_dir(&here).map_err(io_err(format!("listing {}", here.display())))?;
+        for entry in entries {
+            let entry = entry.map_err(io_err(format!("listing {}", here.display())))?;
+            let path = rel.join(entry.file_name());
+            let ft = entry
+                .file_type()
+                .map_err(io_err(format!("reading {}", path.display())))?;
+            if ft.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            if !ft.is_symlink() {
+                continue;
+            }
+            let resolved = rustix::fs::openat2(
+                &root,
+                &path,
+                OFlags::PATH | OFlags::CLOEXEC,
+                Mode::empty(),
+                ResolveFlags::BENEATH | ResolveFlags::NO_MAGICLINKS,
+            );
+            match resolved {
+                Ok(_) | Err(rustix::io::Errno::NOENT) => {}
+                Err(e) => {
+                    let target = fs::read_link(staging.join(&path)).unwrap_or_default();
+                    let why = match e {
+                        rustix::io::Errno::LOOP => "loops",
+                        _ => "leads outside the package",
+                    };
+                    return Err(InstallError::LinkUnresolvable {
+                        path: path.to_string_lossy().into_owned(),
+                        target: target.to_string_lossy().into_owned(),
+                        why,
+                    });
+                }
+            }
         }
     }
     Ok(())
