@@ -216,6 +216,10 @@ async fn run_until_signal(
     for name in host.settle_egress(EGRESS_SETTLE).await {
         tracing::warn!(appspace = %name, "egress attempts still under way at the stop were not recorded");
     }
+    // The appspaces' last log lines (their stops) reach the files.
+    tokio::task::spawn_blocking(ds_host::appspace::flush_logs)
+        .await
+        .context("flushing the app logs")?;
     Ok(())
 }
 

@@ -112,6 +112,21 @@ fn main() {
         slow_apps_and_stalled_bodies_are_cut_off,
     );
     add(
+        "admin_answers_at_once_during_a_slow_cold_start",
+        None,
+        admin_answers_at_once_during_a_slow_cold_start,
+    );
+    add(
+        "a_stopping_host_answers_503_and_starts_nothing",
+        None,
+        a_stopping_host_answers_503_and_starts_nothing,
+    );
+    add(
+        "deno_refuses_what_the_sandbox_would_refuse",
+        deno.clone(),
+        deno_refuses_what_the_sandbox_would_refuse,
+    );
+    add(
         "websocket_echo_end_to_end",
         deno.clone(),
         websocket_echo_end_to_end,
@@ -501,6 +516,14 @@ fn workload_package(dir: &Path, name: &str, mode: &str) -> Result<String, Failed
         .into_owned())
 }
 
+/// Whether `name`'s log comes to contain `needle` within 5 s (the host
+/// writes logs from a queue).
+fn log_has(state: &Path, name: &str, needle: &str) -> bool {
+    wait_for(Duration::from_secs(5), || {
+        log_of(state, name).contains(needle)
+    })
+}
+
 fn log_of(state: &Path, name: &str) -> String {
     let dir = state.join("appspaces").join(name).join("log");
     let mut text = String::new();
@@ -525,12 +548,15 @@ fn crashing_app_gets_503_with_the_reason_logged() -> Result<(), Failed> {
         status == 503 && body.contains("next start"),
         format!("{status}: {body}"),
     )?;
-    let log = log_of(state.path(), "crasher");
-    ensure(
-        log.contains("stderr: crashing on purpose"),
-        format!("log: {log}"),
-    )?;
-    ensure(log.contains("failed to start"), format!("log: {log}"))?;
+    for needle in ["stderr: crashing on purpose", "failed to start"] {
+        ensure(
+            log_has(state.path(), "crasher", needle),
+            format!(
+                "{needle:?} not in the log: {}",
+                log_of(state.path(), "crasher")
+            ),
+        )?;
+    }
     // Other appspaces are unaffected.
     let (status, _, _) = host.get("hello-native.localhost", "/")?;
     ensure(status == 200, format!("hello-native: {status}"))?;
@@ -582,10 +608,12 @@ fn flooding_app_keeps_serving_with_a_capped_log() -> Result<(), Failed> {
         total < 5 << 20,
         format!("{total} bytes of log after a flood"),
     )?;
-    let log = log_of(state.path(), "flooder");
-    ensure(log.contains("flood line"), "nothing of the flood was kept")?;
     ensure(
-        log.contains("rate limit: dropped"),
+        log_has(state.path(), "flooder", "flood line"),
+        "nothing of the flood was kept",
+    )?;
+    ensure(
+        log_has(state.path(), "flooder", "rate limit: dropped"),
         "the drop was not recorded",
     )?;
     host.stop()
@@ -614,7 +642,7 @@ fn idle_appspace_stops_and_restarts_with_its_data() -> Result<(), Failed> {
         format!("after idle stop: {status} {:?}", visits(&body)),
     )?;
     ensure(
-        log_of(state.path(), "hello-native").contains("without requests"),
+        log_has(state.path(), "hello-native", "without requests"),
         "idle stop not logged",
     )?;
     host.stop()
@@ -1072,5 +1100,159 @@ fn slow_apps_and_stalled_bodies_are_cut_off() -> Result<(), Failed> {
         status == 200,
         format!("afterwards: {status} {body}\nappspace log:\n{log}"),
     )?;
+    host.stop()
+}
+
+/// `dsctl --socket STATE/admin.sock ARGS`, with how long it took.
+fn dsctl(state: &Path, args: &[&str]) -> Result<(String, Duration), Failed> {
+    let started = Instant::now();
+    let out = Command::new(bin_dir().join("dsctl"))
+        .arg("--socket")
+        .arg(state.join("admin.sock"))
+        .args(args)
+        .output()?;
+    let took = started.elapsed();
+    ensure(
+        out.status.success(),
+        format!("dsctl {args:?}: {}", String::from_utf8_lossy(&out.stderr)),
+    )?;
+    Ok((String::from_utf8_lossy(&out.stdout).into_owned(), took))
+}
+
+/// Polls `cond` every 20 ms until it holds or `within` passes.
+fn wait_for(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn admin_answers_at_once_during_a_slow_cold_start() -> Result<(), Failed> {
+    let state = tempfile::tempdir()?;
+    let pkg = workload_package(state.path(), "slow", "slow-start")?;
+    let host = DevHost::start_with(state.path(), &["--app".into(), pkg])?;
+    let port = host.port;
+    let first = std::thread::spawn(move || -> Result<u16, String> {
+        let mut conn = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+        conn.set_read_timeout(Some(Duration::from_secs(30)))
+            .map_err(|e| e.to_string())?;
+        write!(
+            conn,
+            "GET / HTTP/1.1\r\nHost: slow.localhost\r\nConnection: close\r\n\r\n"
+        )
+        .map_err(|e| e.to_string())?;
+        let mut raw = String::new();
+        conn.read_to_string(&mut raw).map_err(|e| e.to_string())?;
+        raw.split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or(raw)
+    });
+    // The start is under way (the app sleeps 8 s before it listens).
+    let starting = wait_for(Duration::from_secs(5), || {
+        dsctl(state.path(), &["appspace", "show", "slow.localhost"])
+            .is_ok_and(|(out, _)| out.contains("starting"))
+    });
+    ensure(starting, "the appspace never showed as starting")?;
+    for args in [
+        &["status"][..],
+        &["appspace", "list"],
+        &["appspace", "show", "slow.localhost"],
+        &["--json", "appspace", "list"],
+    ] {
+        let (out, took) = dsctl(state.path(), args)?;
+        ensure(
+            took < Duration::from_secs(2),
+            format!("dsctl {args:?} took {took:?} during a cold start"),
+        )?;
+        if args.contains(&"show") {
+            ensure(out.contains("starting"), out.clone())?;
+        }
+    }
+    let status = first.join().map_err(|_| "request thread panicked")??;
+    ensure(status == 200, format!("the slow app answered {status}"))?;
+    host.stop()
+}
+
+fn a_stopping_host_answers_503_and_starts_nothing() -> Result<(), Failed> {
+    let state = tempfile::tempdir()?;
+    let pkg = workload_package(state.path(), "slow", "slow-start")?;
+    let host = DevHost::start_with(state.path(), &["--app".into(), pkg])?;
+    // A keep-alive connection to hello-native, whose sandbox is then
+    // stopped by the admin.
+    let mut conn = TcpStream::connect(("127.0.0.1", host.port))?;
+    conn.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let ask = |conn: &mut TcpStream| -> Result<String, Failed> {
+        write!(
+            conn,
+            "GET / HTTP/1.1\r\nHost: hello-native.localhost\r\n\r\n"
+        )?;
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = conn.read(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    let first = ask(&mut conn)?;
+    ensure(first.starts_with("HTTP/1.1 200"), first.clone())?;
+    dsctl(
+        state.path(),
+        &["appspace", "stop", "hello-native.localhost"],
+    )?;
+    let starts = || {
+        log_of(state.path(), "hello-native")
+            .matches("starting the sandbox")
+            .count()
+    };
+    let starts_before = starts();
+    // The slow appspace starting keeps the stopping host busy for seconds.
+    let port = host.port;
+    std::thread::spawn(move || {
+        if let Ok(mut c) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = write!(c, "GET / HTTP/1.1\r\nHost: slow.localhost\r\n\r\n");
+            let _ = c.read(&mut [0u8; 64]);
+        }
+    });
+    ensure(
+        log_has(state.path(), "slow", "starting the sandbox"),
+        "the slow appspace did not start",
+    )?;
+    let pid = rustix::process::Pid::from_raw(host.child.id() as i32).ok_or("bad pid")?;
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM)?;
+    std::thread::sleep(Duration::from_millis(300));
+    let second = ask(&mut conn)?;
+    ensure(
+        second.starts_with("HTTP/1.1 503") && second.contains("Shutting down"),
+        format!("after SIGTERM: {second:?}"),
+    )?;
+    ensure(
+        second.to_ascii_lowercase().contains("connection: close"),
+        format!("the connection is not closed: {second:?}"),
+    )?;
+    ensure(
+        starts() == starts_before,
+        "a stopping host started a sandbox",
+    )?;
+    host.stop()
+}
+
+fn deno_refuses_what_the_sandbox_would_refuse() -> Result<(), Failed> {
+    let state = tempfile::tempdir()?;
+    let host = DevHost::start(state.path())?;
+    let (status, _, body) = host.get("hello-deno.localhost", "/probe")?;
+    ensure(status == 200, format!("{status}: {body}"))?;
+    // Deno itself refuses (NotCapable), before the sandbox would.
+    for key in ["read_etc_passwd", "connect_unlisted", "write_app", "run"] {
+        ensure(
+            body.contains(&format!("\"{key}\":\"NotCapable\"")),
+            format!("{key}: {body}"),
+        )?;
+    }
+    // What the app may do still works.
+    ensure(body.contains("\"write_data\":\"ok\""), body.clone())?;
     host.stop()
 }

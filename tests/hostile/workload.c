@@ -29,6 +29,7 @@
  *                    to=IP:P&n=N&via=proxy|direct ("n=N secs=S")
  *   crash            say so on stderr and exit 3 at once
  *   never-ready      never listen
+ *   slow-start       wait 8 s (an app loading a large state), then serve http
  *   flood            serve http, and print without end on stdout
  *
  * Built with -DDEFAULT_MODE='"..."', the mode applies when none is given.
@@ -480,6 +481,7 @@ int main(int argc, char **argv) {
     if (!strcmp(mode, "flood")) return serve_http(1);
     if (!strcmp(mode, "crash")) { fprintf(stderr, "crashing on purpose\n"); return 3; }
     if (!strcmp(mode, "never-ready")) { for (;;) pause(); }
+    if (!strcmp(mode, "slow-start")) { sleep(8); return serve_http(0); }
     if (!strcmp(mode, "persist-write") && argc > 2) {
         FILE *f = fopen("/data/persist", "w");
         return !(f && fputs(argv[2], f) >= 0 && fclose(f) == 0);

@@ -106,13 +106,15 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
-                    debug!(error = %e, "admin accept failed");
-                    continue;
+                    tokio::select! {
+                        () = crate::front_door::serve::after_accept_error(&e, "admin API") => continue,
+                        () = &mut shutdown => return,
+                    }
                 }
             },
             () = &mut shutdown => return,
         };
-        let peer = match Peer::of(&stream) {
+        let peer = match Peer::of(&stream).await {
             Ok(peer) => peer,
             Err(e) => {
                 warn!(error = %e, "admin connection without credentials; closed");

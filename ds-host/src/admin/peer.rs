@@ -80,9 +80,12 @@ fn user_name(passwd: &str, uid: u32) -> Option<String> {
 
 impl Peer {
     /// The peer of `stream`, as the kernel reports it.
-    pub fn of(stream: &tokio::net::UnixStream) -> std::io::Result<Self> {
+    /// (`/etc/passwd` is read on a blocking thread, not the runtime's.)
+    pub async fn of(stream: &tokio::net::UnixStream) -> std::io::Result<Self> {
         let cred = stream.peer_cred()?;
-        let passwd = std::fs::read_to_string(Path::new("/etc/passwd")).unwrap_or_default();
+        let passwd = tokio::fs::read_to_string(Path::new("/etc/passwd"))
+            .await
+            .unwrap_or_default();
         Ok(Self {
             uid: cred.uid(),
             gid: cred.gid(),

@@ -3,6 +3,11 @@
 //! Files are size-capped and rotated (a few old ones kept), and a rate
 //! limit keeps a noisy app from filling the disk or hogging the host: lines
 //! over the limit are dropped and the drop is recorded.
+//!
+//! Writing a file blocks, so no async worker writes one: lines go through
+//! a bounded queue to one writer thread shared by every appspace's log.
+//! When the queue is full (a disk that stalls), lines are dropped and
+//! counted rather than stalling the host.
 
 use std::io::Write;
 use std::num::NonZeroU32;
@@ -43,9 +48,59 @@ impl Default for LogLimits {
     }
 }
 
+/// Lines waiting for the writer thread, at most.
+const QUEUE: usize = 8192;
+
+type LogFile = Arc<Mutex<FileRotate<AppendCount>>>;
+
+enum Job {
+    Line(LogFile, Vec<u8>),
+    /// Answered once every line queued before it is written.
+    Flush(std::sync::mpsc::SyncSender<()>),
+}
+
+/// The queue to the writer thread, started on first use.
+fn writer() -> &'static std::sync::mpsc::SyncSender<Job> {
+    static WRITER: std::sync::OnceLock<std::sync::mpsc::SyncSender<Job>> =
+        std::sync::OnceLock::new();
+    WRITER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(QUEUE);
+        let spawned = std::thread::Builder::new()
+            .name("ds-applog".into())
+            .spawn(move || {
+                for job in rx {
+                    match job {
+                        Job::Line(file, line) => {
+                            let mut file = file.lock().unwrap_or_else(|p| p.into_inner());
+                            // A full disk must not take the host down; the
+                            // line is lost.
+                            let _ = file.write_all(&line);
+                        }
+                        Job::Flush(done) => {
+                            let _ = done.send(());
+                        }
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the app log writer; app logs are lost");
+        }
+        tx
+    })
+}
+
+/// Waits (blocking) until every line of every appspace's log queued so
+/// far is written: a stopping host calls it last.
+pub fn flush_all() {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    if writer().send(Job::Flush(tx)).is_ok() {
+        let _ = rx.recv();
+    }
+}
+
 /// One appspace's log.
 pub struct AppLog {
-    file: Mutex<FileRotate<AppendCount>>,
+    file: LogFile,
     limiter: DefaultDirectRateLimiter,
     dropped: AtomicU64,
 }
@@ -76,20 +131,29 @@ impl AppLog {
         );
         let quota = Quota::per_second(limits.bytes_per_second).allow_burst(limits.burst_bytes);
         Ok(Arc::new(Self {
-            file: Mutex::new(file),
+            file: Arc::new(Mutex::new(file)),
             limiter: RateLimiter::direct(quota),
             dropped: AtomicU64::new(0),
         }))
     }
 
     fn write_line(&self, source: &str, text: &[u8]) {
-        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
         let mut line = Vec::with_capacity(text.len() + 32);
         let _ = write!(line, "{} {source}: ", now());
         line.extend_from_slice(text);
         line.push(b'\n');
-        // A full disk must not take the host down; the line is lost.
-        let _ = file.write_all(&line);
+        let len = line.len() as u64;
+        if writer()
+            .try_send(Job::Line(self.file.clone(), line))
+            .is_err()
+        {
+            self.dropped.fetch_add(len, Ordering::Relaxed);
+        }
+    }
+
+    /// Waits (blocking) until every line logged so far is written.
+    pub fn flush(&self) {
+        flush_all();
     }
 
     /// A note from the host itself (never rate limited).
@@ -171,6 +235,7 @@ mod tests {
         }
         std::thread::sleep(std::time::Duration::from_millis(1100));
         log.app("stdout", b"after the flood");
+        log.flush();
         let mut total = 0;
         let mut text = String::new();
         for entry in std::fs::read_dir(dir.path()).unwrap() {

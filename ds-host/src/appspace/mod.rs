@@ -28,7 +28,7 @@ use crate::egress::{EgressGate, EgressSink};
 use crate::front_door::upstream_pool::UpstreamPool;
 use app_link::{AppLink, LinkCounters};
 use applog::AppLog;
-pub use applog::LogLimits;
+pub use applog::{flush_all as flush_logs, LogLimits};
 pub use config::{deno_run_args, AppspaceConfig, Lifecycle, ResourceLimits, RuntimeInfo};
 use sandbox_spawn::SandboxSpawner;
 

@@ -80,6 +80,40 @@ impl Default for ConnLimits {
     }
 }
 
+/// What an accept loop does after `accept` failed: a lack of descriptors
+/// or memory (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`) would fail again at
+/// once, so the loop waits 100 ms instead of spinning (the pending
+/// connections wait in the backlog) and says so, at most once a second;
+/// anything else (a connection reset before it was accepted) is retried
+/// at once.
+pub(crate) async fn after_accept_error(e: &std::io::Error, what: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST_WARNING_SECS: AtomicU64 = AtomicU64::new(0);
+    let exhausted = matches!(
+        e.raw_os_error(),
+        Some(libc_errno::EMFILE | libc_errno::ENFILE | libc_errno::ENOBUFS | libc_errno::ENOMEM)
+    );
+    if !exhausted {
+        debug!(error = %e, "{what}: accept failed");
+        return;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if LAST_WARNING_SECS.swap(now, Ordering::Relaxed) != now {
+        tracing::warn!(error = %e, "{what}: cannot accept connections; backing off");
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// The errno values [`after_accept_error`] backs off on.
+mod libc_errno {
+    pub(super) const EMFILE: i32 = rustix::io::Errno::MFILE.raw_os_error();
+    pub(super) const ENFILE: i32 = rustix::io::Errno::NFILE.raw_os_error();
+    pub(super) const ENOBUFS: i32 = rustix::io::Errno::NOBUFS.raw_os_error();
+    pub(super) const ENOMEM: i32 = rustix::io::Errno::NOMEM.raw_os_error();
+}
+
 /// Accepts connections until `shutdown` resolves and serves each on one
 /// of `workers`.
 pub async fn serve(
@@ -97,8 +131,10 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
-                    debug!(error = %e, "accept failed");
-                    continue;
+                    tokio::select! {
+                        () = after_accept_error(&e, "front door") => continue,
+                        () = &mut shutdown => return,
+                    }
                 }
             },
             () = &mut shutdown => return,

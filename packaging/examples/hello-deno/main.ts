@@ -39,6 +39,28 @@ Deno.serve({ hostname: "127.0.0.1", port }, async (req) => {
       return new Response(`fetch ${target} failed: ${e}\n`, { status: 502 });
     }
   }
+  if (url.pathname === "/probe") {
+    // What Deno's own permissions (the second layer inside the sandbox)
+    // let this app do: each attempt's outcome, "ok" or the error's name.
+    const attempt = async (f: () => Promise<unknown>) => {
+      try {
+        await f();
+        return "ok";
+      } catch (e) {
+        return e instanceof Error ? e.name : String(e);
+      }
+    };
+    const probe = {
+      read_etc_passwd: await attempt(() => Deno.readTextFile("/etc/passwd")),
+      connect_unlisted: await attempt(async () =>
+        (await Deno.connect({ hostname: "10.1.2.3", port: 80 })).close()
+      ),
+      write_app: await attempt(() => Deno.writeTextFile("/app/probe", "x")),
+      run: await attempt(() => new Deno.Command("/app/main.ts").output()),
+      write_data: await attempt(() => Deno.writeTextFile("/data/probe", "x")),
+    };
+    return Response.json(probe);
+  }
   if (url.pathname !== "/") {
     return new Response(`no page at ${escape(url.pathname)}\n`, { status: 404 });
   }

@@ -275,7 +275,17 @@ pub(super) async fn appspace_logs(
     let (_, live) = find(&admin, &key).await?;
     let dir = live.config.log_dir.clone();
     let lines = q.lines.unwrap_or(50).min(100_000);
-    let (text, offset) = logs::last_lines(&dir, lines).map_err(|e| {
+    // Off the runtime's threads: the queued lines are written first (so
+    // the answer has everything logged before it was asked for), then
+    // the files are read.
+    let reading = dir.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        crate::appspace::flush_logs();
+        logs::last_lines(&reading, lines)
+    })
+    .await
+    .map_err(|e| Failure::new(ErrorCode::Internal, format!("reading the log: {e}")))?;
+    let (text, offset) = read.map_err(|e| {
         Failure::new(
             ErrorCode::Internal,
             format!("reading the log in {}: {e}", dir.display()),
