@@ -176,6 +176,23 @@ fn log_text(host: &DevHost, appspace: &str) -> Result<String, Failed> {
     .into_owned())
 }
 
+/// The egress log once `ready` holds for it (polled for up to 5 s: the
+/// host writes attempts in batches), or as it is then.
+fn egress_log_when(
+    host: &DevHost,
+    appspace: &str,
+    ready: impl Fn(&[Value]) -> bool,
+) -> Result<Vec<Value>, Failed> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = egress_log(host, appspace)?;
+        if ready(&log) || std::time::Instant::now() > deadline {
+            return Ok(log);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn egress_log(host: &DevHost, appspace: &str) -> Result<Vec<Value>, Failed> {
     Ok(host
         .json(&["appspace", "egress", "log", appspace, "--lines", "1000"])?
@@ -253,8 +270,9 @@ fn native_app_reaches_an_allowed_upstream() -> Result<(), Failed> {
         format!("{} bytes of z", body.matches('z').count()),
     )?;
     // Recorded with the address, the outcome and the bytes each way.
-    std::thread::sleep(Duration::from_millis(300));
-    let log = egress_log(&host, "wl.localhost")?;
+    let log = egress_log_when(&host, "wl.localhost", |log| {
+        log.iter().filter(|e| e["outcome"] == "allowed").count() >= 3
+    })?;
     let allowed_entries: Vec<&Value> = log.iter().filter(|e| e["outcome"] == "allowed").collect();
     ensure(allowed_entries.len() == 3, format!("{log:?}"))?;
     for e in &allowed_entries {
@@ -306,8 +324,10 @@ fn stock_curl_inside_the_sandbox_uses_the_proxy() -> Result<(), Failed> {
         body.contains("not on this appspace's egress allowlist"),
         body,
     )?;
-    std::thread::sleep(Duration::from_millis(300));
-    let log = egress_log(&host, "wl.localhost")?;
+    let log = egress_log_when(&host, "wl.localhost", |log| {
+        log.iter()
+            .any(|e| e["outcome"] == "allowed" && e["destination"] == allowed.as_str())
+    })?;
     ensure(
         log.iter()
             .any(|e| e["outcome"] == "allowed" && e["destination"] == allowed.as_str()),
@@ -416,8 +436,7 @@ fn unlisted_destinations_and_ssrf_tricks_are_denied() -> Result<(), Failed> {
         )?;
     }
     // The egress log and the app's log say the same.
-    std::thread::sleep(Duration::from_millis(300));
-    let log = egress_log(&host, "wl.localhost")?;
+    let log = egress_log_when(&host, "wl.localhost", |log| log.len() >= tricks.len() * 2)?;
     ensure(
         log.iter().all(|e| e["outcome"] == "denied"),
         format!("{log:?}"),
@@ -519,8 +538,18 @@ fn connection_limit_holds_under_a_flood() -> Result<(), Failed> {
             started.elapsed()
         ),
     )?;
-    std::thread::sleep(Duration::from_millis(300));
-    let log = egress_log(&host, "wl.localhost")?;
+    let limit_denials = |log: &[Value]| {
+        log.iter()
+            .filter(|e| {
+                e["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("limit reached"))
+            })
+            .count()
+    };
+    let log = egress_log_when(&host, "wl.localhost", |log| {
+        limit_denials(log) as u32 >= refused
+    })?;
     let limited = log
         .iter()
         .filter(|e| {
