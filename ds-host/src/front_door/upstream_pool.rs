@@ -12,14 +12,17 @@
 //! A connection's task runs on the thread that made it, and a request only
 //! takes an idle connection made on its own thread (see
 //! [`super::conn_workers`]): nothing crosses threads, as between nginx's
-//! workers. Borrowing another thread's idle connection when this thread
+//! workers. So the idle connections live in a thread-local table, keyed
+//! by pool: a warm request takes no lock, shared or not. Borrowing another thread's idle connection when this thread
 //! had none cost two cross-thread wake-ups per request (an `eventfd` write
 //! each way) and, since a borrowed connection went back to its own
 //! thread, the imbalance never settled: under load ~0.4 wake-ups per
 //! request, and ds-host spent ~1.5x nginx's CPU per request.
 
-use std::sync::{Arc, Mutex};
-use std::thread::ThreadId;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -81,10 +84,26 @@ pub enum UpstreamError {
     Request(hyper::Error),
 }
 
-/// One appspace's idle connections (most recently used last).
-#[derive(Debug, Default)]
+/// One appspace's idle connections: on each thread, those made there
+/// (most recently used last).
+#[derive(Debug)]
 pub struct UpstreamPool {
-    idle: Mutex<Vec<Idle>>,
+    /// Its key in every thread's table.
+    id: u64,
+}
+
+impl Default for UpstreamPool {
+    fn default() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        Self {
+            id: NEXT.fetch_add(1, AtomicOrdering::Relaxed),
+        }
+    }
+}
+
+thread_local! {
+    /// This thread's idle connections, by pool.
+    static IDLE: RefCell<HashMap<u64, Vec<Idle>>> = RefCell::new(HashMap::new());
 }
 
 /// A connection waiting for its next request.
@@ -94,8 +113,6 @@ struct Idle {
     since: Instant,
     /// The link (one run of the sandbox) it was made through.
     link: u64,
-    /// The thread its connection task runs on.
-    home: ThreadId,
 }
 
 impl Idle {
@@ -127,8 +144,7 @@ impl UpstreamPool {
     {
         let mut req = req;
         // Connections taken or made here run their task on this thread.
-        let home = std::thread::current().id();
-        while let Some((mut sender, idle_for)) = self.take_idle(link, home) {
+        while let Some((mut sender, idle_for)) = self.take_idle(link) {
             if !sender.is_ready()
                 && !matches!(
                     tokio::time::timeout(READY_WAIT, sender.ready()).await,
@@ -143,7 +159,7 @@ impl UpstreamPool {
                 .then(|| replay_copy(&req))
                 .flatten();
             match sender.try_send_request(req).await {
-                Ok(resp) => return Ok((resp, self.lease(sender, link, home))),
+                Ok(resp) => return Ok((resp, self.lease(sender, link))),
                 Err(mut e) => match (e.take_message(), replay) {
                     // Not sent: the connection had closed under us.
                     (Some(unsent), _) => {
@@ -166,7 +182,7 @@ impl UpstreamPool {
             .send_request(req)
             .await
             .map_err(UpstreamError::Request)?;
-        Ok((resp, self.lease(sender, link, home)))
+        Ok((resp, self.lease(sender, link)))
     }
 
     /// HTTP/1.1 on a new connection to the app, its task running (on this
@@ -183,62 +199,68 @@ impl UpstreamPool {
         Ok(sender)
     }
 
-    /// The most recently used idle connection through `link` made on the
-    /// thread `here` that is still open; drops closed, expired and older
-    /// runs' ones (of any thread) on the way.
-    /// Also says how long it sat idle.
-    fn take_idle(&self, link: u64, here: ThreadId) -> Option<(SendRequest<Body>, Duration)> {
+    /// The most recently used idle connection through `link` made on this
+    /// thread that is still open; drops closed, expired and older runs'
+    /// ones on the way. Also says how long it sat idle.
+    fn take_idle(&self, link: u64) -> Option<(SendRequest<Body>, Duration)> {
         let now = Instant::now();
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let mut i = idle.len();
-        while i > 0 {
-            i -= 1;
-            if !idle[i].usable(link, now) {
-                idle.remove(i);
-            } else if idle[i].home == here {
-                let taken = idle.remove(i);
-                return Some((taken.sender, now.saturating_duration_since(taken.since)));
+        IDLE.with(|table| {
+            let mut table = table.borrow_mut();
+            let idle = table.get_mut(&self.id)?;
+            while let Some(entry) = idle.pop() {
+                if entry.usable(link, now) {
+                    return Some((entry.sender, now.saturating_duration_since(entry.since)));
+                }
             }
-        }
-        None
+            None
+        })
     }
 
-    fn lease(self: &Arc<Self>, sender: SendRequest<Body>, link: u64, home: ThreadId) -> Lease {
+    fn lease(self: &Arc<Self>, sender: SendRequest<Body>, link: u64) -> Lease {
         Lease {
             pool: self.clone(),
             sender: Some(sender),
             link,
-            home,
+            home: std::thread::current().id(),
         }
     }
 
-    fn put_back(&self, sender: SendRequest<Body>, link: u64, home: ThreadId) {
+    fn put_back(&self, sender: SendRequest<Body>, link: u64) {
         if sender.is_closed() {
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        // Unusable ones go first, and no thread keeps more than its cap
-        // (its least recently used one goes). One clock read for all of
-        // them: this runs once per request.
-        let now = Instant::now();
-        idle.retain(|entry| entry.usable(link, now));
-        if idle.iter().filter(|entry| entry.home == home).count() >= MAX_IDLE_PER_THREAD {
-            if let Some(oldest) = idle.iter().position(|entry| entry.home == home) {
-                idle.remove(oldest);
+        IDLE.with(|table| {
+            let mut table = table.borrow_mut();
+            // One clock read for all of them: this runs once per request.
+            let now = Instant::now();
+            if !table.contains_key(&self.id) {
+                // A pool new to this thread: forget pools whose connections
+                // are all gone (appspaces stopped or deleted), so the table
+                // holds only live ones.
+                table.retain(|_, idle| {
+                    idle.retain(|entry| entry.usable(entry.link, now));
+                    !idle.is_empty()
+                });
             }
-        }
-        idle.push(Idle {
-            sender,
-            since: now,
-            link,
-            home,
+            let idle = table.entry(self.id).or_default();
+            // Unusable ones go first, and no thread keeps more than its cap
+            // (its least recently used one goes).
+            idle.retain(|entry| entry.usable(link, now));
+            if idle.len() >= MAX_IDLE_PER_THREAD {
+                idle.remove(0);
+            }
+            idle.push(Idle {
+                sender,
+                since: now,
+                link,
+            });
         });
     }
 
-    /// Idle connections now.
+    /// Idle connections on this thread now.
     #[cfg(test)]
     fn idle_count(&self) -> usize {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
+        IDLE.with(|table| table.borrow().get(&self.id).map_or(0, Vec::len))
     }
 }
 
@@ -250,14 +272,19 @@ pub struct Lease {
     pool: Arc<UpstreamPool>,
     sender: Option<SendRequest<Body>>,
     link: u64,
-    home: ThreadId,
+    /// The thread the connection was made or taken on.
+    home: std::thread::ThreadId,
 }
 
 impl Lease {
-    /// The response has been read to its end: the connection may be reused.
+    /// The response has been read to its end: the connection may be reused
+    /// (by this thread's requests; a body finished on another thread, which
+    /// the workers never do, closes it instead).
     pub fn finished(&mut self) {
         if let Some(sender) = self.sender.take() {
-            self.pool.put_back(sender, self.link, self.home);
+            if std::thread::current().id() == self.home {
+                self.pool.put_back(sender, self.link);
+            }
         }
     }
 }
@@ -474,11 +501,13 @@ mod tests {
         tokio::task::spawn_blocking(move || other_made.recv().unwrap())
             .await
             .unwrap();
+        // Two connections, one idle on each thread (this thread sees its
+        // own only).
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
-        assert_eq!(pool.idle_count(), 2);
+        assert_eq!(pool.idle_count(), 1);
         get(&pool, 1, addr).await;
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
-        assert_eq!(pool.idle_count(), 2);
+        assert_eq!(pool.idle_count(), 1);
         drop(done);
         other.join().unwrap();
     }
