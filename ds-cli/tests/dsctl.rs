@@ -61,26 +61,15 @@ fn package(dir: &Path, name: &str, version: &str) -> Result<PathBuf, Failed> {
 }
 
 /// The memory limit in the cgroup of the running sandbox of appspace
-/// `name` under `state` (the launcher names its cgroup after its pid).
-fn live_memory_limit(state: &Path, name: &str) -> Option<u64> {
-    let out = Command::new("pgrep")
-        .arg("-f")
-        .arg(format!(
-            "ds-sandbox exec .*{}/appspaces/{name}/data",
-            state.display()
-        ))
-        .output()
-        .ok()?;
-    let pid: u32 = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()?
-        .trim()
-        .parse()
-        .ok()?;
+/// `name` of `host` (a dev host as root on a machine without a delegated
+/// cgroup puts it under `ds/host-<its pid>/`, named by appspace:
+/// `as-<name>`).
+fn live_memory_limit(host: &DevHost, name: &str) -> Option<u64> {
+    let pid = host.pid();
     let v1 = PathBuf::from(format!(
-        "/sys/fs/cgroup/memory/ds/exec-{pid}/memory.limit_in_bytes"
+        "/sys/fs/cgroup/memory/ds/host-{pid}/as-{name}/memory.limit_in_bytes"
     ));
-    let v2 = PathBuf::from(format!("/sys/fs/cgroup/ds/exec-{pid}/memory.max"));
+    let v2 = PathBuf::from(format!("/sys/fs/cgroup/ds/host-{pid}/as-{name}/memory.max"));
     let file = if v1.exists() { v1 } else { v2 };
     std::fs::read_to_string(file).ok()?.trim().parse().ok()
 }
@@ -193,7 +182,7 @@ fn walkthrough_from_install_to_delete() -> Result<(), Failed> {
         "30",
     ])?;
     ensure(applied["applied_live"] == true, format!("{applied}"))?;
-    let live = live_memory_limit(&state, "notes");
+    let live = live_memory_limit(&host, "notes");
     ensure(live == Some(96 << 20), format!("cgroup limit {live:?}"))?;
     let limits = host.json(&["appspace", "limits", "notes.localhost"])?;
     ensure(
@@ -567,7 +556,7 @@ fn pause_and_limits_survive_a_host_restart() -> Result<(), Failed> {
     host.json(&["appspace", "resume", "hello-native.localhost"])?;
     let (code, _) = host.get("hello-native.localhost", "/")?;
     ensure(code == 200, format!("resumed appspace answered {code}"))?;
-    let live = live_memory_limit(&state, "hello-native");
+    let live = live_memory_limit(&host, "hello-native");
     ensure(live == Some(80 << 20), format!("started with {live:?}"))?;
     let status = host.json(&["status"])?;
     ensure(

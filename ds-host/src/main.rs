@@ -110,6 +110,42 @@ fn find_sandbox() -> anyhow::Result<PathBuf> {
         .context("ds-sandbox not found next to ds-host, in $DS_SANDBOX or on the PATH")
 }
 
+/// Where sandbox cgroups go: the delegated subtree under systemd (the host
+/// moves itself into its `supervisor` leaf), else `ds/` at the root of
+/// each hierarchy; a host that is not root has no say (the sandbox needs
+/// a cgroup it may write to either way).
+fn cgroup_placement() -> anyhow::Result<ds_sandbox::cgroup::Placement> {
+    use ds_sandbox::cgroup::Placement;
+    if !rustix::process::geteuid().is_root() {
+        return Ok(Placement::fallback());
+    }
+    let placed = match Placement::detect() {
+        Ok(placed) if placed.supervisor.is_none() => {
+            Placement::fallback_for_host(std::process::id())
+                .context("making this host's cgroup subtree")?
+        }
+        Ok(placed) => placed,
+        // Without cgroups no sandbox starts; the host still serves its
+        // error pages and admin API, and each start says why.
+        Err(e @ ds_sandbox::cgroup::CgroupError::Unavailable) => {
+            tracing::warn!(error = %e, "sandboxes cannot start");
+            Placement::fallback()
+        }
+        Err(e) => return Err(e).context("placing sandbox cgroups in the delegated subtree"),
+    };
+    match &placed.supervisor {
+        Some(leaf) => tracing::info!(
+            supervisor = %leaf,
+            appspaces = %placed.parent,
+            "cgroups: in the delegated subtree"
+        ),
+        None => {
+            tracing::info!(parent = %placed.parent, "cgroups: no delegated subtree; under ds/host-<pid> at the hierarchy root")
+        }
+    }
+    Ok(placed)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -210,6 +246,7 @@ async fn run_until_signal(
     host.begin_stopping();
     let _ = stop_tx.send(true);
     host.stop_all().await;
+    host.launcher.cgroups().remove_own();
     while tasks.join_next().await.is_some() {}
     // Their last egress connections ended with them: let those reach the
     // egress log before the caller drains its writer (one wait for all).
@@ -257,7 +294,9 @@ async fn dev(cli: Cli, stop: StopSignals) -> anyhow::Result<()> {
     let (egress_sink, egress_log) = EgressLogWriter::start(state_db.clone());
     let door = host(
         configs,
-        Launcher::new(find_sandbox()?, deno).with_egress_sink(egress_sink),
+        Launcher::new(find_sandbox()?, deno)
+            .with_egress_sink(egress_sink)
+            .with_cgroups(cgroup_placement()?),
         "localhost",
         lifecycle,
     )?;
@@ -333,7 +372,9 @@ async fn production(config_path: &Path, stop: StopSignals) -> anyhow::Result<()>
     let (egress_sink, egress_log) = EgressLogWriter::start(state.clone());
     let door = host(
         configs,
-        Launcher::new(sandbox, deno).with_egress_sink(egress_sink),
+        Launcher::new(sandbox, deno)
+            .with_egress_sink(egress_sink)
+            .with_cgroups(cgroup_placement()?),
         &config.base_domain,
         config.lifecycle(),
     )?;

@@ -2,6 +2,16 @@
 //! accounting, and killing everything on stop. cgroup v2 is preferred
 //! (Debian's default); v1 controllers are used where that is what the
 //! machine has.
+//!
+//! Where the cgroups go ([`Placement`]): under systemd with `Delegate=yes`
+//! (cgroup v2, all Debian's systemd uses) the host owns its service's
+//! cgroup: it moves itself into a `supervisor` leaf (so the delegated
+//! cgroup has no processes of its own, as v2 requires of a cgroup with
+//! children) and makes every appspace's cgroup under `appspaces/`, named
+//! by appspace, never at the hierarchy's root. Without a delegated cgroup
+//! (dev mode in a shell, no systemd, cgroup v1 as on the build machine)
+//! they go under `ds/` at the root of each hierarchy: the documented
+//! fallback.
 
 use std::fs;
 use std::io;
@@ -12,8 +22,8 @@ use crate::spec::Limits;
 
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
-/// Our subtree under each hierarchy.
-const OUR_PARENT: &str = "ds";
+/// Our subtree under each hierarchy when nothing was delegated to us.
+pub const FALLBACK_PARENT: &str = "ds";
 /// v1 controllers we use (cpuacct for usage).
 const V1_CONTROLLERS: [&str; 4] = ["memory", "pids", "cpu", "cpuacct"];
 const CPU_PERIOD_US: u64 = 100_000;
@@ -117,10 +127,11 @@ fn read_key(path: &Path, key: &str) -> Option<u64> {
 pub struct CgroupPlan(Cgroup);
 
 impl CgroupPlan {
-    /// Locates the cgroup `name` (unique among running sandboxes) without
-    /// touching it.
-    pub fn new(name: &str) -> Result<Self, CgroupError> {
-        Cgroup::locate(name).map(Self)
+    /// Locates the cgroup `name` (unique among running sandboxes) under
+    /// `parent` (a path inside the hierarchy, [`Placement::parent`])
+    /// without touching it.
+    pub fn new(parent: &str, name: &str) -> Result<Self, CgroupError> {
+        Cgroup::locate(parent, name).map(Self)
     }
 
     /// For each hierarchy, the file through which a single-threaded process
@@ -158,21 +169,29 @@ impl CgroupPlan {
 
 impl Cgroup {
     fn create_v2(&self) -> Result<(), CgroupError> {
-        let root = Path::new(CGROUP_ROOT);
-        let parent = root.join(OUR_PARENT);
-        // Controllers must be enabled on every level above the leaf.
-        enable_v2_controllers(root)?;
-        match fs::create_dir(&parent) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io_err("creating", &parent)(e)),
-        }
-        enable_v2_controllers(&parent)?;
         let leaf = &self.dirs[0];
+        let parent = leaf.parent().unwrap_or(Path::new(CGROUP_ROOT));
+        // Controllers must be enabled on every level above the leaf: the
+        // fallback's `ds` is made here; a delegated parent was prepared by
+        // the host ([`Placement::prepare`]), and its own parent is
+        // systemd's to manage.
+        if parent == Path::new(CGROUP_ROOT).join(FALLBACK_PARENT) {
+            enable_v2_controllers(Path::new(CGROUP_ROOT))?;
+            match fs::create_dir(parent) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_err("creating", parent)(e)),
+            }
+            enable_v2_controllers(parent)?;
+        }
+        clear_leftover(leaf, CgroupVersion::V2);
         fs::create_dir(leaf).map_err(io_err("creating", leaf))
     }
 
     fn create_v1(&self) -> Result<(), CgroupError> {
+        for leaf in &self.dirs {
+            clear_leftover(leaf, CgroupVersion::V1);
+        }
         for (i, leaf) in self.dirs.iter().enumerate() {
             if let Err(e) = fs::create_dir_all(leaf) {
                 for made in &self.dirs[..i] {
@@ -184,9 +203,9 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Where the cgroup `name` lives (one directory in v2, one per distinct
-    /// v1 hierarchy), without touching it.
-    fn locate(name: &str) -> Result<Self, CgroupError> {
+    /// Where the cgroup `name` under `parent` lives (one directory in v2,
+    /// one per distinct v1 hierarchy), without touching it.
+    fn locate(parent: &str, name: &str) -> Result<Self, CgroupError> {
         let version = CgroupVersion::detect()?;
         let mut cg = Self {
             version,
@@ -194,9 +213,7 @@ impl Cgroup {
             v1_index: Vec::new(),
         };
         match version {
-            CgroupVersion::V2 => cg
-                .dirs
-                .push(Path::new(CGROUP_ROOT).join(OUR_PARENT).join(name)),
+            CgroupVersion::V2 => cg.dirs.push(Path::new(CGROUP_ROOT).join(parent).join(name)),
             CgroupVersion::V1 => {
                 let mut seen: Vec<PathBuf> = Vec::new();
                 for controller in V1_CONTROLLERS {
@@ -209,17 +226,18 @@ impl Cgroup {
                     }
                     seen.push(real);
                     cg.v1_index.push((controller, cg.dirs.len()));
-                    cg.dirs.push(mount.join(OUR_PARENT).join(name));
+                    cg.dirs.push(mount.join(parent).join(name));
                 }
             }
         }
         Ok(cg)
     }
 
-    /// The existing cgroup `name` (made by a running launcher), to read its
-    /// usage or change its limits from outside. Fails if it does not exist.
-    pub fn open(name: &str) -> Result<Self, CgroupError> {
-        let cg = Self::locate(name)?;
+    /// The existing cgroup `name` under `parent` (made by a running
+    /// launcher), to read its usage or change its limits from outside.
+    /// Fails if it does not exist.
+    pub fn open(parent: &str, name: &str) -> Result<Self, CgroupError> {
+        let cg = Self::locate(parent, name)?;
         for d in &cg.dirs {
             if !d.join("cgroup.procs").exists() {
                 return Err(io_err("opening", d)(io::ErrorKind::NotFound.into()));
@@ -228,19 +246,19 @@ impl Cgroup {
         Ok(cg)
     }
 
-    /// Removes cgroups named `<prefix>-<pid>` whose launcher (`pid`) is
-    /// gone: what a launcher killed with SIGKILL could not clean up. Their
-    /// processes died with the launcher (the agent has a parent-death
-    /// signal); any survivor is killed here.
-    pub fn remove_stale(prefix: &str) {
+    /// Removes cgroups under `parent` named `<prefix>-<pid>` whose launcher
+    /// (`pid`) is gone: what a launcher killed with SIGKILL could not
+    /// clean up. Their processes died with the launcher (the agent has a
+    /// parent-death signal); any survivor is killed here.
+    pub fn remove_stale(parent: &str, prefix: &str) {
         let Ok(version) = CgroupVersion::detect() else {
             return;
         };
         let parents: Vec<PathBuf> = match version {
-            CgroupVersion::V2 => vec![Path::new(CGROUP_ROOT).join(OUR_PARENT)],
+            CgroupVersion::V2 => vec![Path::new(CGROUP_ROOT).join(parent)],
             CgroupVersion::V1 => V1_CONTROLLERS
                 .iter()
-                .map(|c| Path::new(CGROUP_ROOT).join(c).join(OUR_PARENT))
+                .map(|c| Path::new(CGROUP_ROOT).join(c).join(parent))
                 .collect(),
         };
         for parent in parents {
@@ -403,6 +421,220 @@ impl Cgroup {
     }
 }
 
+/// Removes `ds/host-<pid>` subtrees of hosts that are gone, killing what
+/// is left in them.
+fn remove_gone_hosts(ds: &Path, version: CgroupVersion) {
+    let Ok(entries) = fs::read_dir(ds) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix("host-")) else {
+            continue;
+        };
+        if pid.parse::<u32>().is_err() || Path::new("/proc").join(pid).exists() {
+            continue;
+        }
+        if let Ok(children) = fs::read_dir(entry.path()) {
+            for child in children.flatten().filter(|c| c.path().is_dir()) {
+                clear_leftover(&child.path(), version);
+            }
+        }
+        let _ = fs::remove_dir(entry.path());
+    }
+}
+
+/// A cgroup of the same name left by an earlier run of the same appspace
+/// whose launcher was killed: its processes are killed and it goes, so
+/// the new run starts clean.
+fn clear_leftover(leaf: &Path, version: CgroupVersion) {
+    if leaf.join("cgroup.procs").exists() {
+        Cgroup {
+            version,
+            dirs: vec![leaf.to_owned()],
+            v1_index: Vec::new(),
+        }
+        .remove();
+    }
+}
+
+/// Whether `path` is a cgroup path we accept from a caller: relative, of
+/// plain components (letters, digits, `.`, `_`, `-`, `@`, `:`, `\\x`
+/// escapes as systemd writes them), never `.` or `..`.
+pub fn valid_cgroup_path(path: &str) -> bool {
+    !path.is_empty()
+        && path.len() <= 4096
+        && path.split('/').all(|c| {
+            !c.is_empty()
+                && c != "."
+                && c != ".."
+                && c.chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "._-@:\\".contains(ch))
+        })
+}
+
+/// Whether `name` may name a sandbox's cgroup: one component. The caller
+/// gives it a prefix the kernel's own files never start with (ds-host uses
+/// `as-`), so that no name collides with `cgroup.procs`, `memory.max` and
+/// the like.
+pub fn valid_cgroup_name(name: &str) -> bool {
+    valid_cgroup_path(name) && !name.contains('/') && name.len() <= 200
+}
+
+/// Where this host's sandbox cgroups go, decided once at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// The sandboxes' parent, as a path inside the hierarchy (no leading
+    /// slash): `ds` in the fallback, `<service cgroup>/appspaces` when
+    /// delegated.
+    pub parent: String,
+    /// The host's own leaf when delegated (it moved itself there).
+    pub supervisor: Option<String>,
+}
+
+impl Placement {
+    /// The fallback: `ds/` at the root of each hierarchy (what `exec` run
+    /// by hand uses).
+    pub fn fallback() -> Self {
+        Self {
+            parent: FALLBACK_PARENT.into(),
+            supervisor: None,
+        }
+    }
+
+    /// The fallback for a host: `ds/host-<pid>` at the root of each
+    /// hierarchy, made now (with controllers enabled on v2), so that two
+    /// hosts on one machine (dev hosts, tests) never share an appspace's
+    /// cgroup name. Those of hosts that are gone are removed first, with
+    /// anything left in them.
+    pub fn fallback_for_host(pid: u32) -> Result<Self, CgroupError> {
+        let version = CgroupVersion::detect()?;
+        let hierarchies: Vec<PathBuf> = match version {
+            CgroupVersion::V2 => vec![PathBuf::from(CGROUP_ROOT)],
+            CgroupVersion::V1 => V1_CONTROLLERS
+                .iter()
+                .map(|c| Path::new(CGROUP_ROOT).join(c))
+                .collect(),
+        };
+        let parent = format!("{FALLBACK_PARENT}/host-{pid}");
+        for root in &hierarchies {
+            let ds = root.join(FALLBACK_PARENT);
+            if version == CgroupVersion::V2 {
+                enable_v2_controllers(root)?;
+            }
+            match fs::create_dir(&ds) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_err("creating", &ds)(e)),
+            }
+            if version == CgroupVersion::V2 {
+                enable_v2_controllers(&ds)?;
+            }
+            remove_gone_hosts(&ds, version);
+            let ours = root.join(&parent);
+            match fs::create_dir(&ours) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_err("creating", &ours)(e)),
+            }
+            if version == CgroupVersion::V2 {
+                enable_v2_controllers(&ours)?;
+            }
+        }
+        Ok(Self {
+            parent,
+            supervisor: None,
+        })
+    }
+
+    /// Removes this host's fallback subtree (at exit, once its sandboxes
+    /// are gone; best effort).
+    pub fn remove_own(&self) {
+        if self.supervisor.is_some() {
+            return;
+        }
+        let Ok(version) = CgroupVersion::detect() else {
+            return;
+        };
+        let roots: Vec<PathBuf> = match version {
+            CgroupVersion::V2 => vec![PathBuf::from(CGROUP_ROOT)],
+            CgroupVersion::V1 => V1_CONTROLLERS
+                .iter()
+                .map(|c| Path::new(CGROUP_ROOT).join(c))
+                .collect(),
+        };
+        for root in roots {
+            let _ = fs::remove_dir(root.join(&self.parent));
+        }
+    }
+
+    /// Decides, and prepares a delegated subtree: on cgroup v2, when our
+    /// own cgroup was delegated to us (systemd marks it with the
+    /// `trusted.delegate` or `user.delegate` attribute under
+    /// `Delegate=yes`), moves this process into `<own>/supervisor` and
+    /// makes `<own>/appspaces` with the memory, pids and cpu controllers
+    /// enabled; otherwise the fallback.
+    pub fn detect() -> Result<Self, CgroupError> {
+        if CgroupVersion::detect()? != CgroupVersion::V2 {
+            return Ok(Self::fallback());
+        }
+        let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let Some(own) = own_v2_cgroup(&own) else {
+            return Ok(Self::fallback());
+        };
+        let root = Path::new(CGROUP_ROOT);
+        if own.is_empty() || !is_delegated(&root.join(&own)) {
+            return Ok(Self::fallback());
+        }
+        Self::prepare(root, &own, std::process::id())
+    }
+
+    /// In the hierarchy at `root`, turns the delegated cgroup `own` into
+    /// `own/supervisor` (where `pid` moves) and `own/appspaces` (with
+    /// controllers enabled on the way). Separate from [`Placement::detect`]
+    /// so that it can be tested on a plain directory.
+    pub fn prepare(root: &Path, own: &str, pid: u32) -> Result<Self, CgroupError> {
+        let base = root.join(own);
+        let supervisor = base.join("supervisor");
+        let appspaces = base.join("appspaces");
+        for dir in [&supervisor, &appspaces] {
+            match fs::create_dir(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_err("creating", dir)(e)),
+            }
+        }
+        // "No internal processes": we leave `own` before its children get
+        // controllers.
+        write(&supervisor.join("cgroup.procs"), &pid.to_string())?;
+        enable_v2_controllers(&base)?;
+        enable_v2_controllers(&appspaces)?;
+        Ok(Self {
+            parent: format!("{own}/appspaces"),
+            supervisor: Some(format!("{own}/supervisor")),
+        })
+    }
+}
+
+/// The cgroup v2 path (without the leading slash) in `/proc/self/cgroup`
+/// text: the `0::` line.
+pub fn own_v2_cgroup(proc_self_cgroup: &str) -> Option<String> {
+    proc_self_cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .map(|p| p.trim().trim_start_matches('/').to_owned())
+}
+
+/// Whether systemd delegated the cgroup at `dir` (the attribute it sets
+/// under `Delegate=yes` since v251; Debian 12 has 252).
+fn is_delegated(dir: &Path) -> bool {
+    ["trusted.delegate", "user.delegate"].iter().any(|attr| {
+        let mut value = [0u8; 8];
+        rustix::fs::getxattr(dir, *attr, &mut value)
+            .is_ok_and(|n| n > 0 && value[..n].starts_with(b"1"))
+    })
+}
+
 fn enable_v2_controllers(dir: &Path) -> Result<(), CgroupError> {
     let control = dir.join("cgroup.subtree_control");
     let enabled = fs::read_to_string(&control).unwrap_or_default();
@@ -417,6 +649,60 @@ fn enable_v2_controllers(dir: &Path) -> Result<(), CgroupError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn own_cgroup_is_read_from_the_unified_line() {
+        let text = "12:pids:/x\n0::/system.slice/ds-host.service\n";
+        assert_eq!(
+            own_v2_cgroup(text).as_deref(),
+            Some("system.slice/ds-host.service")
+        );
+        assert_eq!(own_v2_cgroup("0::/\n").as_deref(), Some(""));
+        assert_eq!(own_v2_cgroup("4:memory:/a\n"), None);
+    }
+
+    #[test]
+    fn a_delegated_cgroup_becomes_supervisor_and_appspaces() {
+        // A plain directory standing in for cgroupfs: the files the kernel
+        // would provide are made by hand.
+        let root = std::env::temp_dir().join(format!("ds-cg-deleg-{}", std::process::id()));
+        let own = "system.slice/ds-host.service";
+        let base = root.join(own);
+        fs::create_dir_all(&base).unwrap();
+        fs::write(base.join("cgroup.subtree_control"), "").unwrap();
+        fs::create_dir_all(base.join("appspaces")).unwrap();
+        fs::write(base.join("appspaces/cgroup.subtree_control"), "").unwrap();
+        let placed = Placement::prepare(&root, own, 4242).unwrap();
+        assert_eq!(placed.parent, "system.slice/ds-host.service/appspaces");
+        assert_eq!(
+            placed.supervisor.as_deref(),
+            Some("system.slice/ds-host.service/supervisor")
+        );
+        assert_eq!(
+            fs::read_to_string(base.join("supervisor/cgroup.procs")).unwrap(),
+            "4242"
+        );
+        // Each controller was asked for (a real cgroupfs keeps them all;
+        // this file keeps the last write).
+        assert_eq!(
+            fs::read_to_string(base.join("cgroup.subtree_control")).unwrap(),
+            "+cpu"
+        );
+        assert!(base.join("appspaces").is_dir());
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn cgroup_paths_and_names_from_callers_are_checked() {
+        for good in ["ds", "system.slice/ds-host.service/appspaces", "a\\x2db"] {
+            assert!(valid_cgroup_path(good), "{good}");
+        }
+        for bad in ["", "/ds", "ds/", "../x", "a/./b", "a b", "a\nb"] {
+            assert!(!valid_cgroup_path(bad), "{bad:?}");
+        }
+        assert!(valid_cgroup_name("as-notes"));
+        assert!(!valid_cgroup_name("a/b"));
+    }
 
     #[test]
     fn flat_keyed_files_parse() {

@@ -209,7 +209,11 @@ pub fn run(
         // denied in its user namespace), so it must not inherit root's.
         rustix::thread::set_thread_groups(&[]).map_err(|e| LaunchError::Stage(e.into()))?;
     }
-    let plan = CgroupPlan::new(&format!("{}-{}", spec.name, std::process::id()))?;
+    let cgroup_name = spec
+        .cgroup_name
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", spec.name, std::process::id()));
+    let plan = CgroupPlan::new(&spec.cgroup_parent, &cgroup_name)?;
     let mut cgroup = None;
     let result = run_in(spec, plan, &mut cgroup, channel, handoff);
     let Some(cgroup) = cgroup else {
@@ -327,7 +331,9 @@ fn run_in(
     let setup = (|| {
         // The cgroup is made while the child opens its sources; it joins
         // after our "G", before it can fork.
-        Cgroup::remove_stale(&spec.name);
+        if spec.cgroup_name.is_none() {
+            Cgroup::remove_stale(&spec.cgroup_parent, &spec.name);
+        }
         *cgroup = Some(plan.create(&spec.limits)?);
         await_child(&mut ours, spec)?;
         namespaces::write_id_maps(pid as u32, spec.host_uid, spec.host_gid)?;

@@ -32,7 +32,7 @@ struct Cli {
 enum Command {
     /// Run CMD inside the sandbox an appspace gets; exits with CMD's status
     /// (128+N when killed by signal N, 125 when the sandbox failed).
-    Exec(ExecArgs),
+    Exec(Box<ExecArgs>),
     /// Print what this kernel offers (Landlock ABI, cgroup version, ...).
     Probe,
     #[command(name = "__agent", hide = true)]
@@ -83,6 +83,15 @@ struct ExecArgs {
     /// directory's path, in a range of its own).
     #[arg(long, value_name = "UID", value_parser = clap::value_parser!(u32).range(1..))]
     host_uid: Option<u32>,
+    /// The parent of the sandbox's cgroup, a path inside each cgroup
+    /// hierarchy (ds-host passes its delegated subtree; default `ds` at
+    /// the hierarchy's root).
+    #[arg(long, value_name = "PATH", default_value = ds_sandbox::cgroup::FALLBACK_PARENT, value_parser = parse_cgroup_path)]
+    cgroup_parent: String,
+    /// The sandbox cgroup's own name (ds-host names it by appspace;
+    /// default `exec-<launcher pid>`).
+    #[arg(long, value_name = "NAME", value_parser = parse_cgroup_name)]
+    cgroup_name: Option<String>,
     /// The Deno binary on the host (default: $DS_DENO, then PATH).
     #[arg(long, value_name = "PATH")]
     deno: Option<PathBuf>,
@@ -106,6 +115,24 @@ struct ExecArgs {
     /// The command and its arguments (paths as seen inside).
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
+}
+
+fn parse_cgroup_path(s: &str) -> Result<String, String> {
+    if ds_sandbox::cgroup::valid_cgroup_path(s) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?} is not a relative cgroup path of plain components"
+        ))
+    }
+}
+
+fn parse_cgroup_name(s: &str) -> Result<String, String> {
+    if ds_sandbox::cgroup::valid_cgroup_name(s) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("{s:?} is not a plain cgroup name"))
+    }
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -176,6 +203,8 @@ fn exec(args: ExecArgs) -> Result<i32, String> {
     };
     let spec = SandboxSpec {
         name: "exec".into(),
+        cgroup_parent: args.cgroup_parent,
+        cgroup_name: args.cgroup_name,
         app_dir,
         data_dir,
         runtime: args.runtime,
@@ -319,7 +348,7 @@ fn spare() -> i32 {
             return launcher::SETUP_FAILED;
         }
     };
-    match exec(args) {
+    match exec(*args) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("ds-sandbox: {e}");
@@ -343,7 +372,7 @@ fn probe() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Exec(args) => match exec(args) {
+        Command::Exec(args) => match exec(*args) {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("ds-sandbox: {e}");

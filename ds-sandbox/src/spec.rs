@@ -56,6 +56,11 @@ impl Default for Limits {
 pub struct SandboxSpec {
     /// A short name used for the cgroup and logs.
     pub name: String,
+    /// The parent of its cgroup, a path inside each hierarchy
+    /// ([`crate::cgroup::Placement`]).
+    pub cgroup_parent: String,
+    /// Its cgroup's own name; `None`: `<name>-<launcher pid>`.
+    pub cgroup_name: Option<String>,
     /// Host directory with the app's files, mounted read-only at `/app`.
     pub app_dir: PathBuf,
     /// Host directory with the appspace's data, mounted read-write at `/data`.
@@ -139,6 +144,8 @@ mod tests {
     fn environment_is_complete_and_overridable() {
         let spec = SandboxSpec {
             name: "t".into(),
+            cgroup_parent: "ds".into(),
+            cgroup_name: None,
             app_dir: "/a".into(),
             data_dir: "/d".into(),
             runtime: Runtime::Native,

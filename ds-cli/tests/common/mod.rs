@@ -67,6 +67,11 @@ pub struct DevHost {
 }
 
 impl DevHost {
+    /// The host's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn start(state: &Path) -> Result<Self, Failed> {
         Self::start_with(state, &[], None)
     }

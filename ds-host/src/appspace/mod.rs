@@ -77,6 +77,8 @@ pub struct Launcher {
     spawner: Arc<SandboxSpawner>,
     /// Where egress attempts are recorded.
     egress_sink: Option<EgressSink>,
+    /// Where sandbox cgroups go.
+    cgroups: ds_sandbox::cgroup::Placement,
 }
 
 impl Launcher {
@@ -86,7 +88,20 @@ impl Launcher {
             spawner: SandboxSpawner::new(sandbox_bin),
             deno,
             egress_sink: None,
+            cgroups: ds_sandbox::cgroup::Placement::fallback(),
         }
+    }
+
+    /// Puts sandbox cgroups where `placement` says (the host's delegated
+    /// subtree under systemd).
+    pub fn with_cgroups(mut self, placement: ds_sandbox::cgroup::Placement) -> Self {
+        self.cgroups = placement;
+        self
+    }
+
+    /// Where sandbox cgroups go.
+    pub fn cgroups(&self) -> &ds_sandbox::cgroup::Placement {
+        &self.cgroups
     }
 
     /// Starts a spare launcher now, so that the first cold start does not
@@ -105,6 +120,8 @@ impl Launcher {
 struct Running {
     /// Kept so that the channel's receiving half lives as long as we use it.
     _session: Arc<Session>,
+    /// Its cgroup's parent and name.
+    cgroup: (String, String),
     handle: SessionHandle,
     link: AppLink,
     child_pid: Option<u32>,
@@ -365,10 +382,15 @@ impl Appspace {
         *self.limits.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The cgroup of the running sandbox: the launcher names it after its
-    /// own pid.
+    /// The cgroup of the running sandbox.
     fn cgroup(running: &Running) -> Option<Cgroup> {
-        Cgroup::open(&format!("exec-{}", running.child_pid?)).ok()
+        Cgroup::open(&running.cgroup.0, &running.cgroup.1).ok()
+    }
+
+    /// Its sandbox's cgroup name: by appspace (`as-` keeps it clear of
+    /// the kernel's own file names).
+    pub fn cgroup_name(&self) -> String {
+        format!("as-{}", self.config.name)
     }
 
     /// Changes the limits; a running sandbox's cgroup is changed at once.

@@ -48,6 +48,12 @@ impl Appspace {
             if as_root {
                 args.extend(["--host-uid".into(), cfg.host_id.to_string().into()]);
             }
+            args.extend([
+                "--cgroup-parent".into(),
+                launcher.cgroups().parent.clone().into(),
+                "--cgroup-name".into(),
+                self.cgroup_name().into(),
+            ]);
             if cfg.runtime == Runtime::Deno {
                 args.extend(["--runtime".into(), "deno".into()]);
                 if let Some(deno) = &launcher.deno {
@@ -188,6 +194,7 @@ impl Appspace {
         });
         Ok(Running {
             _session: session,
+            cgroup: (launcher.cgroups().parent.clone(), self.cgroup_name()),
             handle,
             link,
             child_pid,
