@@ -90,6 +90,10 @@ pub struct Status {
     pub uptime_secs: u64,
     /// `v1`, `v2`, or `unavailable`.
     pub cgroup: String,
+    /// Where sandbox cgroups go, inside each hierarchy: the service's
+    /// delegated `.../appspaces` under systemd, else `ds/host-<pid>`.
+    #[serde(default)]
+    pub cgroup_parent: String,
     /// The kernel's Landlock ABI (0 when absent).
     pub landlock_abi: i32,
     /// Appspaces live at `<name>.<base_domain>`.

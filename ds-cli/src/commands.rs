@@ -47,7 +47,10 @@ pub async fn run(cli: Cli, socket: &Path) -> Result<(), ClientError> {
                     ("version", s.version),
                     ("mode", s.mode),
                     ("uptime", table::duration(s.uptime_secs)),
-                    ("cgroup", s.cgroup),
+                    (
+                        "cgroup",
+                        format!("{} (sandboxes under {})", s.cgroup, s.cgroup_parent),
+                    ),
                     (
                         "landlock",
                         if s.landlock_abi > 0 {

@@ -12,6 +12,8 @@
 
 #[path = "../../tests/support/perf_doc.rs"]
 mod perf_doc;
+#[path = "../../tests/support/sandboxes.rs"]
+mod sandboxes;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -117,16 +119,7 @@ fn get(port: u16, host: &str, path: &str) -> (u16, Duration) {
 }
 
 fn sandboxes_of(state: &Path, appspace: &str) -> usize {
-    let pattern = format!(
-        "ds-sandbox exec.*{}/appspaces/{appspace}/data",
-        state.display()
-    );
-    let out = Command::new("pgrep")
-        .arg("-f")
-        .arg(pattern)
-        .output()
-        .expect("pgrep");
-    String::from_utf8_lossy(&out.stdout).lines().count()
+    sandboxes::using(&state.join("appspaces").join(appspace).join("data"))
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

@@ -140,7 +140,7 @@ fn cgroup_placement() -> anyhow::Result<ds_sandbox::cgroup::Placement> {
             "cgroups: in the delegated subtree"
         ),
         None => {
-            tracing::info!(parent = %placed.parent, "cgroups: no delegated subtree; under ds/host-<pid> at the hierarchy root")
+            tracing::debug!(parent = %placed.parent, "cgroups: no delegated subtree; under ds/host-<pid> at the hierarchy root")
         }
     }
     Ok(placed)

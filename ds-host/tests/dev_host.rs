@@ -4,6 +4,8 @@
 //! test whose requirement is missing is reported ignored with a
 //! "SKIPPED ..." line, never passed.
 
+#[path = "../../tests/support/sandboxes.rs"]
+mod sandboxes;
 #[path = "../../tests/support/workload.rs"]
 mod workload;
 
@@ -301,14 +303,9 @@ fn visits(body: &str) -> Option<u64> {
     cell.split('<').next()?.parse().ok()
 }
 
-/// Sandbox launchers still running for appspaces under `state`.
+/// Sandboxes still running for appspaces under `state`.
 fn sandboxes_of(state: &Path) -> usize {
-    let out = Command::new("pgrep")
-        .arg("-f")
-        .arg(format!("ds-sandbox exec.*{}", state.display()))
-        .output();
-    out.map(|o| String::from_utf8_lossy(&o.stdout).lines().count())
-        .unwrap_or(0)
+    sandboxes::using(state)
 }
 
 fn native_example_is_served_and_keeps_its_data() -> Result<(), Failed> {
@@ -462,9 +459,12 @@ fn spares_of(host_pid: u32) -> Vec<u32> {
                 .collect::<Vec<u32>>()
         })
         .filter(|pid| {
-            // Its first argument; ps shows an `exec` line once it runs.
+            // Started as a spare, and still waiting: once it has its
+            // arguments it names itself after its cgroup (`as-...`).
             std::fs::read(format!("/proc/{pid}/cmdline"))
                 .is_ok_and(|c| c.split(|b| *b == 0).nth(1) == Some(b"__spare"))
+                && std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| !c.starts_with("as-"))
         })
         .collect()
 }

@@ -44,12 +44,7 @@ enum Command {
     /// exit. A cold start then skips this binary's exec and start-up
     /// (~0.8 ms on the build machine).
     #[command(name = "__spare", hide = true)]
-    Spare {
-        /// Blank room for the command line it will show (see
-        /// [`show_command_line`]).
-        #[arg(hide = true, allow_hyphen_values = true)]
-        title_room: Option<String>,
-    },
+    Spare,
 }
 
 #[derive(Debug, clap::Args)]
@@ -279,49 +274,32 @@ fn spare_args() -> Result<Option<Vec<std::ffi::OsString>>, String> {
     ))
 }
 
-/// Makes `ps` (and `pgrep -f`) show the `exec` command line a spare
-/// received, as if it had been started with it: an operator sees which
-/// appspace a launcher serves. Written over the process's own argument
-/// area (the blank room its host passed) through `/proc/self/mem`, cut to
-/// that room; best effort.
+/// Shows which appspace a spare now serves. Its name (`comm`, what `ps`
+/// and `top` show, 15 bytes) becomes its cgroup's name (`as-<appspace>`
+/// from ds-host). Where the kernel lets it (`CAP_SYS_RESOURCE`), its full
+/// command line (`ps -f`, `pgrep -f`) becomes the `exec` line it was
+/// handed (see [`ds_sandbox::sys::set_command_line`]); where not (this
+/// build machine's container lacks that capability), the command line
+/// stays `ds-sandbox __spare`: our own memory is not rewritten through
+/// `/proc/self/mem` to fake it. Best effort either way.
 fn show_command_line(argv: &[std::ffi::OsString]) {
-    use std::io::{Seek as _, SeekFrom, Write as _};
     use std::os::unix::ffi::OsStrExt as _;
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return;
-    };
-    // Fields after the command name (which may hold spaces); arg_start and
-    // arg_end are the 48th and 49th.
-    let Some(fields) = stat.rfind(')').map(|i| {
-        stat[i + 1..]
-            .split_whitespace()
-            .map(|f| f.parse::<u64>().ok())
-            .collect::<Vec<_>>()
-    }) else {
-        return;
-    };
-    let (Some(Some(start)), Some(Some(end))) = (fields.get(45), fields.get(46)) else {
-        return;
-    };
-    let room = usize::try_from(end.saturating_sub(*start)).unwrap_or(0);
-    if room == 0 {
-        return;
+    let name = argv
+        .iter()
+        .skip_while(|a| a.as_bytes() != b"--cgroup-name")
+        .nth(1)
+        .map_or_else(|| b"ds-exec".to_vec(), |n| n.as_bytes().to_vec());
+    let mut comm: Vec<u8> = name.into_iter().filter(|b| *b != 0).take(15).collect();
+    comm.push(0);
+    if let Ok(comm) = std::ffi::CStr::from_bytes_with_nul(&comm) {
+        let _ = rustix::thread::set_name(comm);
     }
-    let mut text = Vec::with_capacity(room);
+    let mut text = Vec::new();
     for arg in argv {
         text.extend_from_slice(arg.as_bytes());
         text.push(0);
     }
-    text.resize(room, 0);
-    text[room - 1] = 0;
-    if let Ok(mut mem) = std::fs::OpenOptions::new()
-        .write(true)
-        .open("/proc/self/mem")
-    {
-        if mem.seek(SeekFrom::Start(*start)).is_ok() {
-            let _ = mem.write_all(&text);
-        }
-    }
+    let _ = ds_sandbox::sys::set_command_line(text);
 }
 
 /// Runs a spare launcher (see [`Command::Spare`]).
@@ -384,7 +362,7 @@ fn main() -> ExitCode {
             0
         }
         Command::Agent => agent::run(),
-        Command::Spare { .. } => spare(),
+        Command::Spare => spare(),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(255))
 }

@@ -1,7 +1,8 @@
 //! The only module of ds that uses `unsafe`: thin wrappers around the few
 //! system calls that neither `rustix` nor `nix` expose safely (fork, exec
 //! from a descriptor, raw exit, one network ioctl, seccomp and its
-//! listener's ioctls).
+//! listener's ioctls, adopting inherited descriptors, the process's
+//! command line).
 //!
 //! Everything here that runs between `fork` and `exec` is async-signal-safe:
 //! plain system calls on memory prepared before the fork.
@@ -55,12 +56,15 @@ pub enum Forked {
 /// `fork(2)`.
 ///
 /// Callers must only make async-signal-safe calls in the child before
-/// `exec` or [`exit_now`]. The launcher is single-threaded; the agent has
-/// one other thread, the seccomp listener, which takes no lock the child
-/// could need (glibc's `fork` keeps malloc consistent in the child anyway).
+/// `exec` or [`exit_now`]: in particular no allocation. The agent has one
+/// other thread, the seccomp listener, and the allocator is mimalloc,
+/// which `fork` does not make consistent for the child (glibc's `fork`
+/// only does that for glibc's own malloc), so memory the child needs is
+/// prepared before the fork.
 pub fn fork() -> io::Result<Forked> {
-    // SAFETY: the child only makes async-signal-safe calls (documented
-    // above), so no lock another thread held at the fork can stall it.
+    // SAFETY: the child only makes async-signal-safe calls on memory
+    // prepared before the fork (documented above), so neither a lock
+    // another thread held at the fork nor the allocator's state matters.
     let pid = unsafe { libc::fork() };
     match pid {
         -1 => Err(io::Error::last_os_error()),
@@ -201,11 +205,18 @@ pub fn reset_signal_dispositions() {
     }
 }
 
-/// Takes ownership of descriptor number `fd`, which our parent stage
-/// created for us and named on the command line.
+/// Takes ownership of descriptor number `fd`, which the previous stage
+/// passed across `exec` and named on the command line.
 ///
-/// Fails if `fd` is not open. Callers pass each number once.
+/// Safe because ownership is proven, not assumed: a descriptor that
+/// crossed an `exec` has no close-on-exec flag, while every descriptor
+/// Rust code in this process opens has one (std, rustix and tokio all open
+/// with `O_CLOEXEC`). So an open number without the flag is inherited and
+/// owned by nobody yet; adopting it sets the flag (the app must not
+/// inherit it either), which also makes a second adoption of the same
+/// number fail.
 pub fn adopt_fd(fd: RawFd) -> io::Result<std::os::fd::OwnedFd> {
+    use rustix::io::FdFlags;
     use std::os::fd::FromRawFd;
     if fd < 3 {
         return Err(io::Error::new(
@@ -213,13 +224,50 @@ pub fn adopt_fd(fd: RawFd) -> io::Result<std::os::fd::OwnedFd> {
             format!("descriptor {fd} is stdio"),
         ));
     }
-    rustix::io::fcntl_getfd(
-        // SAFETY: only used to probe that the number is open, for this call.
-        unsafe { BorrowedFd::borrow_raw(fd) },
-    )?;
-    // SAFETY: the number is open (checked above) and, by the stage protocol,
-    // nothing else in this process owns it.
+    // SAFETY: only used to probe and flag the number, for these two calls;
+    // no ownership is taken.
+    let probe = unsafe { BorrowedFd::borrow_raw(fd) };
+    let flags = rustix::io::fcntl_getfd(probe)?;
+    if flags.contains(FdFlags::CLOEXEC) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("descriptor {fd} was not inherited (it is close-on-exec: opened here, or adopted already)"),
+        ));
+    }
+    rustix::io::fcntl_setfd(probe, flags | FdFlags::CLOEXEC)?;
+    // SAFETY: the number is open and was inherited across exec (checked
+    // above), so nothing in this process owns it; the flag now set keeps
+    // any other adoption of it from succeeding.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+/// Makes `ps` and `pgrep -f` show `text` (NUL-separated arguments) as
+/// this process's command line, by pointing the kernel's record of where
+/// the command line lies (`prctl(PR_SET_MM_ARG_START/ARG_END)`) at a
+/// buffer that is leaked, so it lives as long as the process. Needs
+/// `CAP_SYS_RESOURCE` (the launcher runs as root); nothing of our own
+/// memory is rewritten behind the program's back.
+pub fn set_command_line(text: Vec<u8>) -> io::Result<()> {
+    use rustix::process::{set_virtual_memory_map_address, VirtualMemoryMapAddress as At};
+    let mut text = text;
+    if text.last() != Some(&0) {
+        text.push(0);
+    }
+    let text: &'static [u8] = Box::leak(text.into_boxed_slice());
+    let start = std::ptr::NonNull::from(text).cast::<std::ffi::c_void>();
+    // SAFETY: `start` is the address of the leaked slice's first byte;
+    // in bounds, since the slice is not empty (it ends with a NUL).
+    let end = unsafe { start.byte_add(text.len()) };
+    // The kernel requires start <= end at each step: a heap buffer lies
+    // below the stack where the original arguments are, so start moves
+    // first (the old end is above it), then end.
+    for (which, address) in [(At::ArgStart, start), (At::ArgEnd, end)] {
+        // SAFETY: the kernel only reads the command line from these
+        // addresses (for /proc/PID/cmdline); both point into (or one past)
+        // a buffer that is never freed or written again.
+        unsafe { set_virtual_memory_map_address(which, Some(address)) }?;
+    }
+    Ok(())
 }
 
 /// `dup3(old, new, O_CLOEXEC)`. Async-signal-safe.
@@ -233,14 +281,6 @@ pub fn dup_cloexec_to(old: RawFd, new: RawFd) -> io::Result<()> {
         return Err(io::Error::last_os_error());
     }
     Ok(())
-}
-
-/// Writes `msg` to stderr with one system call. Async-signal-safe.
-pub fn write_stderr(msg: &[u8]) {
-    // SAFETY: `msg` is a valid buffer of the given length.
-    unsafe {
-        libc::write(2, msg.as_ptr().cast(), msg.len());
-    }
 }
 
 /// `unshare(flags)` for namespace flags only.
@@ -295,17 +335,6 @@ pub fn dup_to(old: RawFd, new: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-/// Registers `fd` (the agent's handoff socket) with the tokio reactor of
-/// the current runtime.
-pub fn async_owned_fd(
-    fd: std::os::fd::OwnedFd,
-) -> io::Result<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
-    // SAFETY: the AsyncFd owns the OwnedFd; the descriptor stays open for as
-    // long as it is registered and is closed only when the AsyncFd
-    // (deregistering first) is dropped.
-    unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into())
-}
-
 /// Registers `fd` (a signalfd) with the tokio reactor of the current
 /// runtime, so the agent can await signals.
 pub fn async_signal_fd(
@@ -340,8 +369,10 @@ pub fn install_seccomp_filter(program: &[libc::sock_filter]) -> io::Result<std::
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
-    // The call returned a fresh listener descriptor (close-on-exec).
-    adopt_fd(fd as RawFd)
+    use std::os::fd::FromRawFd;
+    // SAFETY: the call just returned this fresh listener descriptor
+    // (close-on-exec); nothing else knows its number yet.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 /// Waits for the next call held by a seccomp listener

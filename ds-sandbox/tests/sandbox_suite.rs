@@ -1034,13 +1034,13 @@ fn killed_launcher_takes_the_sandbox_with_it() -> Result<(), Failed> {
     )
 }
 
-/// A spare launcher started with blank room on its command line and fed
-/// `args` (each ended by a NUL byte) on stdin, as ds-host does.
+/// A spare launcher fed `args` (each ended by a NUL byte) on stdin, as
+/// ds-host does.
 fn spare_with(args: &[&std::ffi::OsStr]) -> std::io::Result<std::process::Child> {
     use std::io::Write as _;
     use std::os::unix::ffi::OsStrExt as _;
     let mut spare = Command::new(sandbox())
-        .args(["__spare", &" ".repeat(1024)])
+        .arg("__spare")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -1112,26 +1112,41 @@ fn spare_launcher_runs_what_it_is_handed() -> Result<(), Failed> {
         format!("read back {:?}", text(&out.stdout)),
     )?;
 
-    // While it runs, ps sees the command line it was handed.
-    let mut spare = spare_with(&workload_args(&data, &["never-ready"]))?;
+    // While it runs, ps sees its cgroup's name as its name, and, where the
+    // kernel lets it set that (CAP_SYS_RESOURCE), the command line it was
+    // handed.
+    let mut args = workload_args(&data, &["never-ready"]);
+    args.splice(0..0, ["--cgroup-name".as_ref(), "as-sparetest".as_ref()]);
+    let mut spare = spare_with(&args)?;
     let expected = format!(
-        "ds-sandbox\0exec\0--app\0{}\0--data\0{}\0",
+        "ds-sandbox\0exec\0--cgroup-name\0as-sparetest\0--app\0{}\0--data\0{}\0",
         app_dir().display(),
         data.display()
     );
+    let can_set_cmdline = std::fs::read_to_string("/proc/self/status")?
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << 24) != 0); // CAP_SYS_RESOURCE
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let shown = loop {
-        let cmdline = std::fs::read(format!("/proc/{}/cmdline", spare.id()))?;
-        let cmdline = text(&cmdline);
-        if cmdline.starts_with(&expected) || std::time::Instant::now() > deadline {
-            break cmdline;
+    let (comm, shown) = loop {
+        let comm = std::fs::read_to_string(format!("/proc/{}/comm", spare.id()))?;
+        let cmdline = text(&std::fs::read(format!("/proc/{}/cmdline", spare.id()))?);
+        let done =
+            comm.trim() == "as-sparetest" && (!can_set_cmdline || cmdline.starts_with(&expected));
+        if done || std::time::Instant::now() > deadline {
+            break (comm, cmdline);
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
     let _ = spare.kill();
     let _ = spare.wait();
     ensure(
-        shown.starts_with(&expected),
+        comm.trim() == "as-sparetest",
+        format!("the running spare is named {comm:?}"),
+    )?;
+    ensure(
+        !can_set_cmdline || shown.starts_with(&expected),
         format!("the running spare shows {shown:?}"),
     )
 }

@@ -25,11 +25,6 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, ChildStdin, Command};
 use tracing::debug;
 
-/// Blank room a spare gets on its command line, so that once it has its
-/// arguments `ps` shows them as if it had been started with them (the
-/// agent's `exec` line is a few hundred bytes).
-const TITLE_ROOM: usize = 4096;
-
 /// How long after a start the next spare is started: on two cores, a spare
 /// starting at once competed with the sandbox it had just handed over
 /// (~1 ms of CPU) and took back half of what it saved.
@@ -203,9 +198,7 @@ impl SandboxSpawner {
 
     fn spawn_spare(&self) -> std::io::Result<Spare> {
         let (mut spawned, fds) = self.spawn_with_fds(|cmd, _| {
-            cmd.arg("__spare")
-                .arg(" ".repeat(TITLE_ROOM))
-                .stdin(Stdio::piped());
+            cmd.arg("__spare").stdin(Stdio::piped());
         })?;
         let stdin = spawned
             .child

@@ -173,6 +173,7 @@ async fn status(State(admin): State<Arc<Admin>>) -> Answer<api::Status> {
         cgroup: cgroup.into(),
         landlock_abi: ds_sandbox::sys::landlock_abi_version().max(0),
         base_domain: admin.host.base_domain.clone(),
+        cgroup_parent: admin.host.launcher.cgroups().parent.clone(),
         apps: apps.len() as u64,
         versions: apps.iter().map(|a| a.versions.len() as u64).sum(),
         appspaces: appspaces.len() as u64,
