@@ -12,24 +12,15 @@
 
 use std::ffi::CString;
 use std::io::Read;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use crate::landlock_policy::{self, Enforcement, Layer};
 use crate::launcher::{AGENT_CHANNEL_FD, AGENT_HANDOFF_FD, AGENT_SYNC_FD};
 use crate::spec::{SandboxSpec, HOSTNAME};
-use crate::supervise::{self, Supervisor};
-use crate::sys::{self, CArgv, Forked};
-use crate::{
-    agent_channel, caps, fds, mounts, namespaces, rlimits, seccomp_filter, seccomp_notify,
-};
-
-/// Exit status when the command cannot be found.
-const NOT_FOUND: i32 = 127;
-/// Exit status when the command exists but cannot be executed.
-const CANNOT_EXECUTE: i32 = 126;
-/// errno-pipe value meaning "the app's Landlock layer failed".
-const LANDLOCK_FAILED: i32 = -1;
+use crate::supervise::Supervisor;
+use crate::sys::app_child::{self, AppChild, LANDLOCK_FAILED};
+use crate::sys::{self, CArgv};
+use crate::{agent_channel, caps, mounts, namespaces, rlimits, seccomp_filter, seccomp_notify};
 
 fn fail(what: &str, e: impl std::fmt::Display) -> ! {
     eprintln!("ds-sandbox: {what}: {e}");
@@ -99,13 +90,9 @@ pub fn run() -> ! {
     // /proc must be mounted from inside the pid namespace, and while the
     // host's procfs is still visible; then pivot_root detaches the host.
     mounts::mount_proc_and_enter_root().unwrap_or_else(|e| fail("entering the sandbox root", e));
-    // Nothing but stdio (and the agent's channel) crosses into the sandbox.
-    let keep: Vec<i32> = channel
-        .iter()
-        .chain(handoff.iter())
-        .map(AsRawFd::as_raw_fd)
-        .collect();
-    fds::close_all_except(&keep).unwrap_or_else(|e| fail("closing inherited descriptors", e));
+    // Nothing but stdio, the channel and the handoff socket crossed into
+    // the agent: the launcher's child closed the rest before its exec
+    // (`sys::launcher_child`), and everything opened since is ours.
 
     // Everything that allocates is prepared now, before the fork.
     let Some(command) = spec.command.first() else {
@@ -166,63 +153,41 @@ pub fn run() -> ! {
         .unwrap_or_else(|e| fail("starting the seccomp listener", e));
     let (err_r, err_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .unwrap_or_else(|e| fail("creating the exec-status pipe", e));
-    let err_w_raw = err_w.as_raw_fd();
-
-    match sys::fork().unwrap_or_else(|e| fail("forking the app", e)) {
-        Forked::Child => {
-            // Between fork and exec: system calls only.
-            let _ = rustix::process::setsid();
-            sys::reset_signal_dispositions();
-            supervise::unblock_all_signals();
-            if landlock_policy::apply(app_rules, spec.allow_missing_landlock).is_err() {
-                sys::report_errno(err_w_raw, LANDLOCK_FAILED);
-                sys::exit_now(crate::launcher::SETUP_FAILED);
-            }
-            // Only stdio and the (close-on-exec) status pipe survive.
-            if sys::dup_cloexec_to(err_w_raw, 3).is_err() || sys::close_range(4, u32::MAX).is_err()
-            {
-                sys::exit_now(crate::launcher::SETUP_FAILED);
-            }
-            let e = sys::exec_path(&c_program, &argv, &envp);
-            let errno = e.raw_os_error().unwrap_or(0);
-            sys::report_errno(3, errno);
-            sys::exit_now(if errno == libc::ENOENT {
-                NOT_FOUND
-            } else {
-                CANNOT_EXECUTE
-            })
-        }
-        Forked::Parent(pid) => {
-            drop(err_w);
-            drop(app_rules);
-            let mut status = [0u8; 4];
-            let got = std::fs::File::from(err_r).read(&mut status).unwrap_or(0);
-            if got == 4 {
-                let errno = i32::from_ne_bytes(status);
-                if errno == LANDLOCK_FAILED {
-                    eprintln!("ds-sandbox: applying the app's Landlock layer failed");
-                } else {
-                    let err = std::io::Error::from_raw_os_error(errno);
-                    eprintln!("ds-sandbox: cannot execute {}: {err}", program.display());
-                }
-            }
-            let exit = match (channel, proxy) {
-                (Some(channel), Some(proxy)) => agent_channel::serve(
-                    channel.into(),
-                    pid,
-                    spec.app_port,
-                    proxy,
-                    handoff,
-                    supervisor,
-                    denials.clone(),
-                ),
-                _ => supervisor.wait(pid, true),
-            }
-            .unwrap_or_else(|e| fail("supervising the app", e));
-            if spec.report {
-                eprintln!("ds-sandbox: seccomp: {}", denials.summary());
-            }
-            std::process::exit(exit.status())
+    let pid = app_child::fork_app(AppChild {
+        program: c_program,
+        argv,
+        envp,
+        landlock: app_rules,
+        allow_missing_landlock: spec.allow_missing_landlock,
+        status: err_w,
+    })
+    .unwrap_or_else(|e| fail("forking the app", e));
+    let mut status = [0u8; 4];
+    let got = std::fs::File::from(err_r).read(&mut status).unwrap_or(0);
+    if got == 4 {
+        let errno = i32::from_ne_bytes(status);
+        if errno == LANDLOCK_FAILED {
+            eprintln!("ds-sandbox: applying the app's Landlock layer failed");
+        } else {
+            let err = std::io::Error::from_raw_os_error(errno);
+            eprintln!("ds-sandbox: cannot execute {}: {err}", program.display());
         }
     }
+    let exit = match (channel, proxy) {
+        (Some(channel), Some(proxy)) => agent_channel::serve(
+            channel.into(),
+            pid,
+            spec.app_port,
+            proxy,
+            handoff,
+            supervisor,
+            denials.clone(),
+        ),
+        _ => supervisor.wait(pid, true),
+    }
+    .unwrap_or_else(|e| fail("supervising the app", e));
+    if spec.report {
+        eprintln!("ds-sandbox: seccomp: {}", denials.summary());
+    }
+    std::process::exit(exit.status())
 }

@@ -7,7 +7,7 @@
 
 use std::ffi::CString;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 
 use crate::cgroup::{Cgroup, CgroupError, CgroupPlan};
@@ -15,7 +15,10 @@ use crate::mounts::SOURCE_FD_BASE;
 use crate::namespaces::{self, NamespaceError};
 use crate::spec::SandboxSpec;
 use crate::supervise::Supervisor;
-use crate::sys::{self, CArgv, Forked};
+use crate::sys::launcher_child::{
+    self, ChildPlan, STEP_CGROUP, STEP_DUP, STEP_EXEC, STEP_IDENTITY, STEP_SOURCE,
+};
+use crate::sys::CArgv;
 
 /// Exit status when the sandbox could not be set up.
 pub const SETUP_FAILED: i32 = 125;
@@ -26,7 +29,7 @@ pub const AGENT_CHANNEL_FD: i32 = 8;
 /// Where the agent finds the host's handoff socket, when it has one.
 pub const AGENT_HANDOFF_FD: i32 = 7;
 /// Descriptors the cloned child keeps until its exec live at or above this.
-const HIGH_FD_FLOOR: i32 = 100;
+pub(crate) const HIGH_FD_FLOOR: i32 = 100;
 
 /// Errors of the launcher, naming the step.
 #[derive(Debug, thiserror::Error)]
@@ -51,101 +54,6 @@ pub enum LaunchError {
     /// Talking to the sandbox's first process failed.
     #[error("starting the sandbox: {0}")]
     Stage(std::io::Error),
-}
-
-/// Steps of the cloned child, as reported on the sync socket.
-const STEP_SOURCE: u16 = 0; // + the source's index
-const STEP_CGROUP: u16 = 0xffef;
-const STEP_IDENTITY: u16 = 0xfff0;
-const STEP_DUP: u16 = 0xfff1;
-const STEP_EXEC: u16 = 0xfff2;
-
-/// Everything the cloned child needs, prepared before the clone so that
-/// the child never allocates.
-struct ChildPlan {
-    cgroup_join: Vec<CString>,
-    sources: Vec<(CString, bool)>,
-    sync: OwnedFd,
-    channel: Option<OwnedFd>,
-    handoff: Option<OwnedFd>,
-    exe: OwnedFd,
-    argv: CArgv,
-    envp: CArgv,
-    last_cap: u32,
-}
-
-/// The cloned child: PID 1 of the new pid namespace, in the new user,
-/// mount, network, ipc and uts namespaces, still with the caller's host uid.
-/// System calls only until the exec.
-fn child(plan: &ChildPlan) -> ! {
-    let sync = plan.sync.as_raw_fd();
-    let fail = |step: u16, errno: rustix::io::Errno| -> ! {
-        let mut msg = [0u8; 7];
-        msg[0] = b'E';
-        msg[1..3].copy_from_slice(&step.to_be_bytes());
-        msg[3..7].copy_from_slice(&errno.raw_os_error().to_be_bytes());
-        let _ = rustix::io::write(&plan.sync, &msg);
-        sys::exit_now(SETUP_FAILED)
-    };
-    // 1. The view's sources, opened while we still have the caller's host
-    //    uid and from inside the new mount namespace.
-    for (i, (path, required)) in plan.sources.iter().enumerate() {
-        let flags = rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC;
-        match rustix::fs::open(path.as_c_str(), flags, rustix::fs::Mode::empty()) {
-            Ok(fd) => {
-                if sys::dup_to(fd.as_raw_fd(), SOURCE_FD_BASE + i as i32).is_err() {
-                    fail(STEP_DUP, rustix::io::Errno::BADF);
-                }
-            }
-            Err(e) if *required => fail(STEP_SOURCE + i as u16, e),
-            Err(_) => {}
-        }
-    }
-    // 2. Wait for the launcher to create our cgroup and map our ids.
-    let mut go = [0u8; 1];
-    if rustix::io::write(&plan.sync, b"U").is_err()
-        || !matches!(rustix::io::read(&plan.sync, &mut go), Ok(1))
-        || go != *b"G"
-    {
-        sys::exit_now(SETUP_FAILED);
-    }
-    // 3. Into the cgroup, before we can fork, and while we still have the
-    //    caller's host uid (the owner of its files). We are single-threaded,
-    //    so "0" moves the whole process (see `CgroupPlan::self_join_paths` for
-    //    why we move ourselves).
-    for path in &plan.cgroup_join {
-        let flags = rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC;
-        let joined = rustix::fs::open(path.as_c_str(), flags, rustix::fs::Mode::empty())
-            .and_then(|file| rustix::io::write(&file, b"0"));
-        if let Err(e) = joined {
-            fail(STEP_CGROUP, e);
-        }
-    }
-    // 4. The inside uid, keeping capabilities (ambient) for the agent.
-    if let Err(e) = crate::caps::become_inside_user_keeping_caps(plan.last_cap) {
-        fail(STEP_IDENTITY, e);
-    }
-    // Die with the launcher (set after the uid change, which clears it).
-    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
-    // 5. Become the agent.
-    if sys::dup_to(sync, AGENT_SYNC_FD).is_err() {
-        fail(STEP_DUP, rustix::io::Errno::BADF);
-    }
-    if let Some(channel) = &plan.channel {
-        if sys::dup_to(channel.as_raw_fd(), AGENT_CHANNEL_FD).is_err() {
-            fail(STEP_DUP, rustix::io::Errno::BADF);
-        }
-    }
-    if let Some(handoff) = &plan.handoff {
-        if sys::dup_to(handoff.as_raw_fd(), AGENT_HANDOFF_FD).is_err() {
-            fail(STEP_DUP, rustix::io::Errno::BADF);
-        }
-    }
-    let e = sys::exec_fd(plan.exe.as_fd(), &plan.argv, &plan.envp);
-    fail(
-        STEP_EXEC,
-        rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::NOEXEC),
-    )
 }
 
 /// Reads the child's "ready for maps" or its failure report.
@@ -317,9 +225,8 @@ fn run_in(
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWUTS
         | libc::CLONE_NEWPID;
-    let pid = match sys::clone_into_namespaces(flags) {
-        Ok(Forked::Child) => child(&child_plan),
-        Ok(Forked::Parent(pid)) => pid,
+    let pid = match launcher_child::clone_child(flags, &child_plan) {
+        Ok(pid) => pid,
         Err(e) => {
             return Err(LaunchError::Namespace(NamespaceError::Unshare {
                 what: "user, mount, net, ipc, uts, pid",

@@ -24,7 +24,6 @@ pub mod cgroup;
 pub mod data_dir;
 pub mod egress_handoff;
 pub mod egress_proxy;
-pub mod fds;
 pub mod landlock_policy;
 pub mod launcher;
 pub mod mounts;

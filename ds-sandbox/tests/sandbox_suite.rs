@@ -294,12 +294,15 @@ fn hostile_app_blocks_every_attack() -> Result<(), Failed> {
     // The canary as the host's hostname (in a throwaway uts namespace) and
     // in ds-sandbox's own environment.
     let data = fresh_data("hostile");
+    // Run with descriptors leaked by the caller (not close-on-exec), at a
+    // low number, at the agent's channel number (unused: this run has no
+    // channel) and at a high one: none may reach the app.
     let out = Command::new("unshare")
         .args([
             "--uts",
-            "sh",
+            "bash",
             "-c",
-            "hostname \"$0\" && exec \"$@\"",
+            "exec 5</etc/hostname 8</etc/hostname 150</etc/hostname; hostname \"$0\" && exec \"$@\"",
             &canary,
             sandbox(),
             "exec",

@@ -5,8 +5,16 @@
 //! command line).
 //!
 //! Everything here that runs between `fork` and `exec` is async-signal-safe:
-//! plain system calls on memory prepared before the fork.
+//! plain system calls on memory prepared before the fork. The functions
+//! whose safety depends on what the caller does around them (fork and
+//! clone, closing or overwriting descriptor numbers, exec) are private to
+//! this module: the code that runs in the forked children lives here too
+//! ([`launcher_child`], [`app_child`]), and the rest of the crate gets
+//! safe entry points only.
 #![allow(unsafe_code)]
+
+pub(crate) mod app_child;
+pub(crate) mod launcher_child;
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -46,7 +54,7 @@ impl CArgv {
 
 /// Which side of a fork we are on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Forked {
+enum Forked {
     /// The new process.
     Child,
     /// The original process, with the child's pid.
@@ -61,7 +69,7 @@ pub enum Forked {
 /// which `fork` does not make consistent for the child (glibc's `fork`
 /// only does that for glibc's own malloc), so memory the child needs is
 /// prepared before the fork.
-pub fn fork() -> io::Result<Forked> {
+fn fork() -> io::Result<Forked> {
     // SAFETY: the child only makes async-signal-safe calls on memory
     // prepared before the fork (documented above), so neither a lock
     // another thread held at the fork nor the allocator's state matters.
@@ -76,7 +84,7 @@ pub fn fork() -> io::Result<Forked> {
 /// `execveat(fd, "", argv, envp, AT_EMPTY_PATH)`: runs the program the
 /// descriptor refers to, even when no path to it exists in this mount
 /// namespace. Returns only on failure.
-pub fn exec_fd(program: BorrowedFd<'_>, argv: &CArgv, envp: &CArgv) -> io::Error {
+fn exec_fd(program: BorrowedFd<'_>, argv: &CArgv, envp: &CArgv) -> io::Error {
     let empty: &CStr = c"";
     // SAFETY: `argv` and `envp` are NULL-terminated arrays of valid C strings
     // that outlive the call (CArgv owns them); `empty` is a valid C string;
@@ -95,7 +103,7 @@ pub fn exec_fd(program: BorrowedFd<'_>, argv: &CArgv, envp: &CArgv) -> io::Error
 }
 
 /// `execve(path, argv, envp)`. Returns only on failure.
-pub fn exec_path(path: &CStr, argv: &CArgv, envp: &CArgv) -> io::Error {
+fn exec_path(path: &CStr, argv: &CArgv, envp: &CArgv) -> io::Error {
     // SAFETY: all three pointers are valid, NUL/NULL-terminated and owned by
     // the caller for the duration of the call.
     unsafe {
@@ -113,7 +121,7 @@ pub fn exit_now(code: i32) -> ! {
 
 /// Writes `errno` as 4 bytes to `fd`, ignoring failure (used by a forked
 /// child to report why its exec failed).
-pub fn report_errno(fd: RawFd, errno: i32) {
+fn report_errno(fd: RawFd, errno: i32) {
     let bytes = errno.to_ne_bytes();
     // SAFETY: `bytes` is a valid 4-byte buffer; a bad fd only yields EBADF.
     unsafe {
@@ -167,14 +175,18 @@ pub fn landlock_abi_version() -> i32 {
     }
 }
 
-/// `close_range(first, last, 0)`.
+/// `close_range(first, last, 0)`, or with `CLOSE_RANGE_CLOEXEC` when
+/// `cloexec` (the descriptors stay open until the next exec).
 ///
-/// Callers guarantee no live Rust object owns a descriptor in the range
-/// (otherwise its later drop would close a reused number).
-pub fn close_range(first: u32, last: u32) -> io::Result<()> {
-    // SAFETY: closing descriptors has no memory-safety effect; ownership of
-    // the closed numbers is the caller's documented contract.
-    let r = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) };
+/// Only for a forked child about to exec: no Rust object owning a
+/// descriptor in the range will run again there.
+fn close_range(first: u32, last: u32, cloexec: bool) -> io::Result<()> {
+    const CLOSE_RANGE_CLOEXEC: u32 = 1 << 2;
+    let flags = if cloexec { CLOSE_RANGE_CLOEXEC } else { 0 };
+    // SAFETY: closing descriptors has no memory-safety effect; this runs in
+    // a child that only execs or exits afterwards, so no owner of a closed
+    // number survives to use it.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, last, flags) };
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -184,7 +196,7 @@ pub fn close_range(first: u32, last: u32) -> io::Result<()> {
 /// Restores the default disposition of every catchable signal but SIGPIPE,
 /// which is ignored (the Rust runtime's choices, and ignored signals,
 /// would otherwise survive exec). Async-signal-safe.
-pub fn reset_signal_dispositions() {
+fn reset_signal_dispositions() {
     for sig in 1..32 {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {
             continue;
@@ -271,7 +283,7 @@ pub fn set_command_line(text: Vec<u8>) -> io::Result<()> {
 }
 
 /// `dup3(old, new, O_CLOEXEC)`. Async-signal-safe.
-pub fn dup_cloexec_to(old: RawFd, new: RawFd) -> io::Result<()> {
+fn dup_cloexec_to(old: RawFd, new: RawFd) -> io::Result<()> {
     if old == new {
         return Ok(());
     }
@@ -303,7 +315,7 @@ pub fn unshare_namespaces(flags: rustix::thread::UnshareFlags) -> rustix::io::Re
 ///
 /// Same contract as [`fork`]: single-threaded caller, system calls only in
 /// the child until it execs or exits.
-pub fn clone_into_namespaces(flags: libc::c_int) -> io::Result<Forked> {
+fn clone_into_namespaces(flags: libc::c_int) -> io::Result<Forked> {
     // SAFETY: without CLONE_VM and with a NULL stack the child gets a copy
     // of our address space, exactly as with fork; the caller is
     // single-threaded and the child only makes system calls (see above).
@@ -326,7 +338,7 @@ pub fn clone_into_namespaces(flags: libc::c_int) -> io::Result<Forked> {
 
 /// `dup2(old, new)`: `new` refers to `old`'s file and is inherited across
 /// exec. Async-signal-safe.
-pub fn dup_to(old: RawFd, new: RawFd) -> io::Result<()> {
+fn dup_to(old: RawFd, new: RawFd) -> io::Result<()> {
     // SAFETY: dup2 only manipulates the descriptor table; a bad number
     // yields EBADF.
     if unsafe { libc::dup2(old, new) } < 0 {
