@@ -159,6 +159,27 @@ fn cold_start(
     (median(samples), median(bare_samples))
 }
 
+/// Makes `n` small files under `dir` (1,000 per subdirectory), owned as
+/// `like` is.
+fn fill_with_files(dir: &Path, n: usize, like: &std::fs::Metadata) {
+    use std::os::unix::fs::MetadataExt;
+    let owner = (
+        Some(rustix::process::Uid::from_raw(like.uid())),
+        Some(rustix::process::Gid::from_raw(like.gid())),
+    );
+    for i in 0..n {
+        let sub = dir.join(format!("d{}", i / 1000));
+        if i % 1000 == 0 {
+            std::fs::create_dir_all(&sub).expect("subdirectory");
+            rustix::fs::chown(&sub, owner.0, owner.1).expect("chown");
+        }
+        let file = sub.join(format!("f{i}"));
+        std::fs::write(&file, b"x").expect("file");
+        rustix::fs::chown(&file, owner.0, owner.1).expect("chown");
+    }
+    rustix::fs::chown(dir, owner.0, owner.1).expect("chown");
+}
+
 /// The reference for a cold start: the app started by hand, unsandboxed,
 /// from its spawn to the first byte of `/hello` (polling its port every
 /// 250 µs, as the agent does).
@@ -441,6 +462,17 @@ fn main() {
     };
     let host = DevHost::start(&state, 1);
     let cold_native = cold_start(&host, &state, "hello-native", &bare_native);
+    // The same with 100,000 files in its data directory, owned by the
+    // appspace (as files the app made would be): the host walks the tree
+    // only when the directory is not already the appspace's, so this
+    // should cost what the empty one did. Measured against an empty
+    // start taken in the same stretch.
+    let data = state.join("appspaces/hello-native/data");
+    let owner = std::fs::metadata(&data).expect("hello-native's data");
+    fill_with_files(&data.join("many"), 100_000, &owner);
+    let cold_full = cold_start(&host, &state, "hello-native", &bare_native);
+    std::fs::remove_dir_all(data.join("many")).expect("removing the files");
+    let cold_empty = cold_start(&host, &state, "hello-native", &bare_native);
     let cold_deno = deno.then(|| {
         bare_deno(); // fills its DENO_DIR, as the appspace's first run does
         cold_start(&host, &state, "hello-deno", &bare_deno)
@@ -620,6 +652,7 @@ fn main() {
         "| what | ds | reference | ratio / budget |\n|---|---|---|---|\n\
          | cold start, native example, request to first byte (median of {COLD_SAMPLES}) | {} | {} | {} |\n\
          | cold start, Deno example (median of {COLD_SAMPLES}) | {cold_deno_row} |\n\
+         | cold start, native example with 100,000 files in `/data` (median of {COLD_SAMPLES}) | {} | the same with `/data` emptied again, same stretch: {} | {:.2}x (budget <= 1.10x) |\n\
          | warm throughput, wrk -t2 -c32, `/hello`, median of {WARM_ROUNDS} interleaved rounds | {:.0} req/s | the same sandboxed app process: direct {:.0} req/s; behind nginx (1 worker) {:.0} req/s | {:.2}x direct, **{:.2}x nginx** (budget >= 1.0x nginx) |\n\
          | warm p99 latency | {} | direct {}; nginx {} | {:.2}x nginx (budget <= 1.0x) |\n\
          | context: nginx at `worker_priority {}` (as ds's workers), same rounds | | {:.0} req/s, p99 {} | {:.2}x |\n\
@@ -630,6 +663,9 @@ fn main() {
         ms(cold_native.0),
         cold_reference(cold_native.1),
         cold_verdict(cold_native, NATIVE_BUDGET),
+        ms(cold_full.0),
+        ms(cold_empty.0),
+        cold_full.0.as_secs_f64() / cold_empty.0.as_secs_f64(),
         ds.rps,
         direct.rps,
         behind_nginx.rps,
