@@ -341,6 +341,9 @@ fn deno_example_fetches_through_the_proxy() -> Result<(), Failed> {
     let up = Upstream::start()?;
     let deno = common::deno()?;
     let host = DevHost::start_with(&dir.path().join("state"), &[], Some(&deno))?;
+    // Running before the allowlist changes: Deno's own permissions were
+    // fixed when it started, so the change restarts it.
+    page(&host, "hello-deno.localhost", "/")?;
     let allowed = format!("127.0.0.1:{}", up.port);
     host.json(&[
         "appspace",
@@ -349,11 +352,15 @@ fn deno_example_fetches_through_the_proxy() -> Result<(), Failed> {
         "hello-deno.localhost",
         &allowed,
     ])?;
-    let body = page(
-        &host,
-        "hello-deno.localhost",
-        &format!("/fetch?url=http://{allowed}/from-deno"),
-    )?;
+    let fetch = format!("/fetch?url=http://{allowed}/from-deno");
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let body = loop {
+        let (status, body) = host.get("hello-deno.localhost", &fetch)?;
+        if status == 200 || std::time::Instant::now() > deadline {
+            break body;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
     ensure(
         body.contains(": 200") && body.contains("upstream says hi to /from-deno"),
         body,

@@ -124,6 +124,11 @@ fn main() {
         a_stopping_host_answers_503_and_starts_nothing,
     );
     add(
+        "out_of_descriptors_the_host_backs_off_and_recovers",
+        None,
+        out_of_descriptors_the_host_backs_off_and_recovers,
+    );
+    add(
         "deno_refuses_what_the_sandbox_would_refuse",
         deno.clone(),
         deno_refuses_what_the_sandbox_would_refuse,
@@ -1255,4 +1260,114 @@ fn deno_refuses_what_the_sandbox_would_refuse() -> Result<(), Failed> {
     // What the app may do still works.
     ensure(body.contains("\"write_data\":\"ok\""), body.clone())?;
     host.stop()
+}
+
+/// CPU time (user + system) of `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    // utime and stime are the 14th and 15th fields (11 and 12 after the
+    // command name and state).
+    fields
+        .get(11)
+        .and_then(|u| u.parse::<u64>().ok())
+        .unwrap_or(0)
+        + fields
+            .get(12)
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(0)
+}
+
+fn out_of_descriptors_the_host_backs_off_and_recovers() -> Result<(), Failed> {
+    let state = tempfile::tempdir()?;
+    // A host with few descriptors (prlimit applies the limit before exec).
+    let stderr = tempfile::NamedTempFile::new()?;
+    let mut child = Command::new("prlimit")
+        .arg("--nofile=256:256")
+        .arg(HOST)
+        .args(["--dev", "--port", "0", "--tls-port", "0", "--state-dir"])
+        .arg(state.path())
+        .stdout(Stdio::piped())
+        .stderr(stderr.reopen()?)
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let port = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            let rest = l.split("serving http://").nth(1)?;
+            rest.split(':')
+                .nth(1)?
+                .split('/')
+                .next()?
+                .parse::<u16>()
+                .ok()
+        })
+        .ok_or_else(|| format!("no URL printed; stderr:\n{}", tail_of(&stderr)))?;
+    let printed = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = printed.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let mut all = sink.lock().unwrap_or_else(|p| p.into_inner());
+            all.push_str(&line);
+            all.push('\n');
+        }
+    });
+    let host_pid = child.id();
+    // Hold more connections than it has descriptors: its accept fails
+    // with EMFILE while they stay open.
+    let mut held = Vec::new();
+    for _ in 0..400 {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(c) => held.push(c),
+            Err(_) => break,
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let before = cpu_ticks(host_pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let spent = cpu_ticks(host_pid) - before;
+    let ticks_per_sec = 100; // USER_HZ on Linux
+    let result = (|| {
+        ensure(
+            spent < ticks_per_sec / 2,
+            format!(
+                "the host spent {spent} ticks in 2 s with its descriptors exhausted (spinning?)"
+            ),
+        )?;
+        let log = printed.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        ensure(
+            log.contains("backing off"),
+            format!("no back-off warning in its log:\n{log}"),
+        )?;
+        // Once the connections go, it serves again.
+        drop(std::mem::take(&mut held));
+        let served = wait_for(Duration::from_secs(10), || {
+            TcpStream::connect(("127.0.0.1", port))
+                .and_then(|mut c| {
+                    c.set_read_timeout(Some(Duration::from_secs(5)))?;
+                    write!(
+                        c,
+                        "GET / HTTP/1.1\r\nHost: nothing.localhost\r\nConnection: close\r\n\r\n"
+                    )?;
+                    let mut raw = String::new();
+                    c.read_to_string(&mut raw)?;
+                    Ok(raw.starts_with("HTTP/1.1 404"))
+                })
+                .unwrap_or(false)
+        });
+        ensure(
+            served,
+            "the host did not serve again after the connections closed",
+        )
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    result
 }

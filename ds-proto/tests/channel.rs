@@ -298,26 +298,42 @@ async fn half_close_keeps_the_other_direction_open() {
 async fn reset_is_an_error_not_an_end() {
     let (host, agent) = pair().await;
     let h = host.handle();
+    // The agent resets its stream once the host has read what it sent.
+    let (read_tx, read_rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         let Ok(Incoming::Http(mut s)) = agent.accept().await else {
             panic!()
         };
         s.write_all(b"partial").await.unwrap();
         s.flush().await.unwrap();
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _ = read_rx.await;
         s.reset();
         // Keep the session alive: only the stream is reset.
         let _ = agent.accept().await;
     });
     let mut s = h.open_http().await.unwrap();
     s.write_all(b"x").await.unwrap();
-    let mut got = Vec::new();
-    let err = s.read_to_end(&mut got).await.unwrap_err();
-    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+    let mut got = vec![0u8; 7];
+    s.read_exact(&mut got).await.unwrap();
     assert_eq!(got, b"partial");
-    // Writing to a reset stream fails as well.
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    assert!(s.write_all(b"more").await.is_err());
+    read_tx.send(()).unwrap();
+    let mut rest = Vec::new();
+    let err = s.read_to_end(&mut rest).await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+    assert!(rest.is_empty());
+    // Writing to a reset stream fails as well (at once, or once the write
+    // reaches the reset state: polled, not slept for).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        if s.write_all(b"more").await.is_err() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "writes to a reset stream kept succeeding"
+        );
+        tokio::task::yield_now().await;
+    }
     // And the session itself is fine.
     assert!(!h.is_closed());
 }

@@ -109,9 +109,17 @@ impl SandboxSpawner {
         };
         let spawned = match handed {
             Some(spawned) => Ok(spawned),
-            None => self.spawn(|cmd, fds| {
-                cmd.arg("exec").args(exec_args(fds)).stdin(Stdio::null());
-            }),
+            // The spawn itself (a fork and exec, under the spawn lock) runs
+            // on a blocking thread, not on the connection worker that asked.
+            None => {
+                let prepared = self.prepare(|cmd, fds| {
+                    cmd.arg("exec").args(exec_args(fds)).stdin(Stdio::null());
+                })?;
+                let spawner = self.clone();
+                tokio::task::spawn_blocking(move || spawner.launch(prepared).map(|(s, _)| s))
+                    .await
+                    .map_err(std::io::Error::other)?
+            }
         };
         self.prepare_spare_later();
         spawned
@@ -212,19 +220,23 @@ impl SandboxSpawner {
         })
     }
 
-    /// [`Self::spawn_with_fds`] for a launcher that needs nothing more.
-    fn spawn(&self, configure: impl FnOnce(&mut Command, SandboxFds)) -> std::io::Result<Spawned> {
-        self.spawn_with_fds(configure).map(|(spawned, _)| spawned)
-    }
-
     /// Starts `ds-sandbox` with fresh channel and handoff sockets whose
     /// far ends it inherits (at the descriptor numbers returned), its
     /// arguments set by `configure`; stdout and stderr piped (the appspace
-    /// log), never killed on drop.
+    /// log), never killed on drop. Blocks for the spawn: call it on a
+    /// blocking thread.
     fn spawn_with_fds(
         &self,
         configure: impl FnOnce(&mut Command, SandboxFds),
     ) -> std::io::Result<(Spawned, SandboxFds)> {
+        self.launch(self.prepare(configure)?)
+    }
+
+    /// The sockets and the command line of a launcher, ready to spawn.
+    fn prepare(
+        &self,
+        configure: impl FnOnce(&mut Command, SandboxFds),
+    ) -> std::io::Result<Prepared> {
         let (channel, theirs) = UnixStream::pair()?;
         // Connected egress sockets go to the agent on their own seqpacket
         // socket: the channel itself never carries descriptors.
@@ -243,9 +255,26 @@ impl SandboxSpawner {
         cmd.stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(false);
+        Ok(Prepared {
+            cmd,
+            fds,
+            ours: (channel, handoff),
+            theirs: (OwnedFd::from(theirs), handoff_theirs),
+        })
+    }
+
+    /// Spawns a prepared launcher (blocking: a fork and exec, under the
+    /// spawn lock).
+    fn launch(&self, prepared: Prepared) -> std::io::Result<(Spawned, SandboxFds)> {
+        let Prepared {
+            mut cmd,
+            fds,
+            ours: (channel, handoff),
+            theirs,
+        } = prepared;
         let child = {
             let _only_spawn = self.spawn_lock.lock().unwrap_or_else(|p| p.into_inner());
-            for fd in [theirs.as_fd(), handoff_theirs.as_fd()] {
+            for fd in [theirs.0.as_fd(), theirs.1.as_fd()] {
                 rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
             }
             cmd.spawn()?
@@ -260,4 +289,15 @@ impl SandboxSpawner {
             fds,
         ))
     }
+}
+
+/// A launcher's sockets and command, before the spawn.
+#[derive(Debug)]
+struct Prepared {
+    cmd: Command,
+    fds: SandboxFds,
+    /// The host's ends.
+    ours: (UnixStream, OwnedFd),
+    /// The ends the launcher inherits (closed here once it has them).
+    theirs: (OwnedFd, OwnedFd),
 }

@@ -262,6 +262,16 @@ impl UpstreamPool {
     fn idle_count(&self) -> usize {
         IDLE.with(|table| table.borrow().get(&self.id).map_or(0, Vec::len))
     }
+
+    /// Idle connections on this thread that hyper has not yet seen closed.
+    #[cfg(test)]
+    fn idle_open(&self) -> usize {
+        IDLE.with(|table| {
+            table.borrow().get(&self.id).map_or(0, |idle| {
+                idle.iter().filter(|e| !e.sender.is_closed()).count()
+            })
+        })
+    }
 }
 
 /// A connection lent to one exchange: it goes back to the pool when the
@@ -449,8 +459,13 @@ mod tests {
         let pool = Arc::new(UpstreamPool::default());
         for _ in 0..3 {
             assert_eq!(get(&pool, 1, addr).await, 5);
-            // Let the client see the close (as between two browser requests).
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            // Until the client has seen the close (as between two browser
+            // requests): polled, not slept for.
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while pool.idle_open() > 0 {
+                assert!(Instant::now() < deadline, "the app's close was never seen");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }
