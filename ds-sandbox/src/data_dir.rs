@@ -49,6 +49,21 @@ pub enum DataDirError {
     NotOwned(PathBuf),
 }
 
+/// The error for `what` failing on `path` (inside `root`).
+fn io_err<'a>(
+    root: &'a Path,
+    what: &'static str,
+    path: &str,
+) -> impl FnOnce(Errno) -> DataDirError + 'a {
+    let path = path.to_owned();
+    move |e: Errno| DataDirError::Io {
+        root: root.to_owned(),
+        what,
+        path,
+        source: e.into(),
+    }
+}
+
 /// What the walk did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Handover {
@@ -63,15 +78,7 @@ pub struct Handover {
 /// nothing is walked when `dir` itself is theirs; without root, `dir` must
 /// already be the caller's.
 pub fn prepare(dir: &Path, uid: u32, gid: u32, as_root: bool) -> Result<Handover, DataDirError> {
-    let io = |what, path: &str| {
-        let path = path.to_owned();
-        move |e: Errno| DataDirError::Io {
-            root: dir.to_owned(),
-            what,
-            path,
-            source: e.into(),
-        }
-    };
+    let io = |what, path: &str| io_err(dir, what, path);
     std::fs::create_dir_all(dir).map_err(|source| DataDirError::Io {
         root: dir.to_owned(),
         what: "creating",
@@ -130,8 +137,8 @@ fn join(path: &str, name: &CStr) -> String {
     }
 }
 
-/// Changes `name` in `parent` (or the directory `fd` itself when `name` is
-/// `None`) unless it is already `uid`:`gid`.
+/// Changes `name` in `parent` (`.` for `parent` itself) unless it is
+/// already `owner`; returns what it was.
 fn hand_over(
     parent: &OwnedFd,
     name: &CStr,
@@ -160,15 +167,7 @@ fn walk(
     gid: u32,
     done: &mut Handover,
 ) -> Result<(), DataDirError> {
-    let io = |what: &'static str, path: &str| {
-        let path = path.to_owned();
-        move |e: Errno| DataDirError::Io {
-            root: root.to_owned(),
-            what,
-            path,
-            source: e.into(),
-        }
-    };
+    let io = |what, path: &str| io_err(root, what, path);
     hand_over(&top, c".", (uid, gid), done).map_err(io("changing the owner of", "."))?;
     let st = rustix::fs::fstat(&top).map_err(io("reading", "."))?;
     let mut stack = vec![Level {

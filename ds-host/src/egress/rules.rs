@@ -266,17 +266,7 @@ fn parse_net(text: &str, spec: &str, v6: bool) -> Result<IpNet, BadEntry> {
 
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let host = match &self.target {
-            Target::Name {
-                name,
-                wildcard: true,
-            } => format!("*.{name}"),
-            Target::Name { name, .. } => name.clone(),
-            Target::Net(IpNet::V6(n)) if n.prefix_len() == 128 => format!("[{}]", n.addr()),
-            Target::Net(IpNet::V6(n)) => format!("[{n}]"),
-            Target::Net(IpNet::V4(n)) if n.prefix_len() == 32 => n.addr().to_string(),
-            Target::Net(n) => n.to_string(),
-        };
+        let host = self.host_text();
         match self.port {
             Some(p) => write!(f, "{host}:{p}"),
             None => f.write_str(&host),
@@ -289,18 +279,33 @@ impl Rule {
     /// it allows), or `None` for a network wider than one address, which
     /// Deno's permissions cannot express.
     pub fn deno_hosts(&self) -> Option<Vec<String>> {
-        let host = match &self.target {
-            Target::Name { name, wildcard } if *wildcard => format!("*.{name}"),
-            Target::Name { name, .. } => name.clone(),
-            Target::Net(IpNet::V6(n)) if n.prefix_len() == 128 => format!("[{}]", n.addr()),
-            Target::Net(IpNet::V4(n)) if n.prefix_len() == 32 => n.addr().to_string(),
-            Target::Net(_) => return None,
-        };
+        if let Target::Net(n) = &self.target {
+            if n.prefix_len() != n.max_prefix_len() {
+                return None;
+            }
+        }
+        let host = self.host_text();
         let ports = match self.port {
             Some(p) => vec![p],
             None => DEFAULT_PORTS.to_vec(),
         };
         Some(ports.iter().map(|p| format!("{host}:{p}")).collect())
+    }
+
+    /// The entry without its port, canonical: `*.name`, `name`, an
+    /// address (IPv6 in brackets) or a network.
+    fn host_text(&self) -> String {
+        match &self.target {
+            Target::Name {
+                name,
+                wildcard: true,
+            } => format!("*.{name}"),
+            Target::Name { name, .. } => name.clone(),
+            Target::Net(IpNet::V6(n)) if n.prefix_len() == 128 => format!("[{}]", n.addr()),
+            Target::Net(IpNet::V6(n)) => format!("[{n}]"),
+            Target::Net(IpNet::V4(n)) if n.prefix_len() == 32 => n.addr().to_string(),
+            Target::Net(n) => n.to_string(),
+        }
     }
 
     fn port_ok(&self, port: u16) -> bool {

@@ -89,9 +89,10 @@ impl Default for ConnLimits {
 pub(crate) async fn after_accept_error(e: &std::io::Error, what: &str) {
     use std::sync::atomic::{AtomicU64, Ordering};
     static LAST_WARNING_SECS: AtomicU64 = AtomicU64::new(0);
+    use rustix::io::Errno;
     let exhausted = matches!(
-        e.raw_os_error(),
-        Some(libc_errno::EMFILE | libc_errno::ENFILE | libc_errno::ENOBUFS | libc_errno::ENOMEM)
+        Errno::from_io_error(e),
+        Some(Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM)
     );
     if !exhausted {
         debug!(error = %e, "{what}: accept failed");
@@ -104,14 +105,6 @@ pub(crate) async fn after_accept_error(e: &std::io::Error, what: &str) {
         tracing::warn!(error = %e, "{what}: cannot accept connections; backing off");
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-}
-
-/// The errno values [`after_accept_error`] backs off on.
-mod libc_errno {
-    pub(super) const EMFILE: i32 = rustix::io::Errno::MFILE.raw_os_error();
-    pub(super) const ENFILE: i32 = rustix::io::Errno::NFILE.raw_os_error();
-    pub(super) const ENOBUFS: i32 = rustix::io::Errno::NOBUFS.raw_os_error();
-    pub(super) const ENOMEM: i32 = rustix::io::Errno::NOMEM.raw_os_error();
 }
 
 /// Accepts connections until `shutdown` resolves and serves each on one
