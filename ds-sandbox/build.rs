@@ -36,7 +36,39 @@ fn compare(cond: Cond) -> Option<ScmpArgCompare> {
     }
 }
 
-fn filter() -> Result<ScmpFilterContext, libseccomp::error::SeccompError> {
+/// Which program to build.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    /// The sandbox's filter (agent and app); `listen` goes to the agent's
+    /// listener.
+    Plain,
+    /// The same, with `bind` also handed to the agent's listener
+    /// (kernels whose Landlock has no TCP rules).
+    Mediated,
+    /// The listener thread's own: no notifications, and what it needs to
+    /// mediate binds left out.
+    Listener,
+}
+
+/// The known-calls filter: ENOSYS for every call the policy does not know,
+/// stacked under the policy filter (which then decides the known ones).
+fn known_calls() -> Result<ScmpFilterContext, libseccomp::error::SeccompError> {
+    let mut f = ScmpFilterContext::new(ScmpAction::Errno(libc::ENOSYS))?;
+    f.set_ctl_optimize(2)?;
+    f.set_act_badarch(ScmpAction::KillProcess)?;
+    if !f.is_arch_present(ScmpArch::X8664)? {
+        f.add_arch(ScmpArch::X8664)?;
+    }
+    if ScmpArch::native() != ScmpArch::X8664 {
+        f.remove_arch(ScmpArch::native())?;
+    }
+    for nr in seccomp_rules::known() {
+        f.add_rule(ScmpAction::Allow, ScmpSyscall::from(nr as i32))?;
+    }
+    Ok(f)
+}
+
+fn filter(variant: Variant) -> Result<ScmpFilterContext, libseccomp::error::SeccompError> {
     let mut f = ScmpFilterContext::new(ScmpAction::Allow)?;
     // A binary tree over the system call numbers instead of a linear
     // chain: the kernel runs the program once per system call number when
@@ -53,9 +85,12 @@ fn filter() -> Result<ScmpFilterContext, libseccomp::error::SeccompError> {
         f.remove_arch(ScmpArch::native())?;
     }
     for r in seccomp_rules::rules() {
+        if variant == Variant::Listener && seccomp_rules::LISTENER_NEEDS.contains(&r.nr) {
+            continue;
+        }
         // Counted refusals go to the agent's listener, which answers with
         // the rule's errno; the others get it from the kernel directly.
-        let action = if r.counted {
+        let action = if r.counted && variant != Variant::Listener {
             ScmpAction::Notify
         } else {
             ScmpAction::Errno(r.errno)
@@ -65,6 +100,16 @@ fn filter() -> Result<ScmpFilterContext, libseccomp::error::SeccompError> {
             None => f.add_rule(action, syscall)?,
             Some(cmp) => f.add_rule_conditional(action, syscall, &[cmp])?,
         };
+    }
+    let mut mediated: Vec<(&str, libc::c_long)> = Vec::new();
+    if variant != Variant::Listener {
+        mediated.extend(seccomp_rules::MEDIATED);
+    }
+    if variant == Variant::Mediated {
+        mediated.extend(seccomp_rules::MEDIATED_WITHOUT_TCP_RULES);
+    }
+    for (_, nr) in mediated {
+        f.add_rule(ScmpAction::Notify, ScmpSyscall::from(nr as i32))?;
     }
     Ok(f)
 }
@@ -80,10 +125,22 @@ fn main() {
         panic!("ds-sandbox's seccomp policy is written for x86-64 (building for {target})");
     }
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let path = out.join("seccomp_filter.bpf");
+    for (variant, name) in [
+        (Variant::Plain, "seccomp_filter.bpf"),
+        (Variant::Mediated, "seccomp_filter_mediated.bpf"),
+        (Variant::Listener, "seccomp_listener.bpf"),
+    ] {
+        let path = out.join(name);
+        let file = std::fs::File::create(&path)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+        filter(variant)
+            .and_then(|f| f.export_bpf(&file))
+            .unwrap_or_else(|e| panic!("compiling the seccomp policy with libseccomp: {e}"));
+    }
+    let path = out.join("seccomp_known.bpf");
     let file =
         std::fs::File::create(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
-    filter()
+    known_calls()
         .and_then(|f| f.export_bpf(&file))
-        .unwrap_or_else(|e| panic!("compiling the seccomp policy with libseccomp: {e}"));
+        .unwrap_or_else(|e| panic!("compiling the known-calls filter with libseccomp: {e}"));
 }

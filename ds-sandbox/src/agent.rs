@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 
 use crate::landlock_policy::{self, Enforcement, Layer};
 use crate::launcher::{AGENT_CHANNEL_FD, AGENT_HANDOFF_FD, AGENT_SYNC_FD};
+use crate::net_mediation::Mediation;
+use crate::seccomp_filter::Program;
 use crate::spec::{SandboxSpec, HOSTNAME};
 use crate::supervise::Supervisor;
 use crate::sys::app_child::{self, AppChild, LANDLOCK_FAILED};
@@ -113,7 +115,21 @@ pub fn run() -> ! {
         landlock_policy::build(&spec, Layer::App).unwrap_or_else(|e| fail("preparing Landlock", e));
     let agent_rules = landlock_policy::build(&spec, Layer::Agent)
         .unwrap_or_else(|e| fail("preparing Landlock", e));
-    let filter = seccomp_filter::program().unwrap_or_else(|e| fail("preparing seccomp", e));
+    let abi = landlock_policy::effective_abi(&spec);
+    // The listener performs listen calls itself, and binds too where
+    // Landlock has no TCP rules.
+    let mediation = Mediation {
+        app_port: spec.app_port,
+        binds: !landlock_policy::has_tcp_rules(abi),
+    };
+    let which = if mediation.binds {
+        Program::Mediated
+    } else {
+        Program::Plain
+    };
+    let filter = seccomp_filter::program(which).unwrap_or_else(|e| fail("preparing seccomp", e));
+    let known =
+        seccomp_filter::program(Program::Known).unwrap_or_else(|e| fail("preparing seccomp", e));
 
     // Privileges go first: nothing below needs any, and no_new_privs must
     // be set before Landlock and seccomp.
@@ -121,36 +137,53 @@ pub fn run() -> ! {
     rlimits::apply(&spec.limits, spec.dedicated_host_uid).unwrap_or_else(|e| fail("rlimits", e));
     let enforcement = landlock_policy::apply(agent_rules, spec.allow_missing_landlock)
         .unwrap_or_else(|e| fail("Landlock", e));
+    // The egress proxy binds before seccomp (under the mediated filter the
+    // agent's own bind would wait for its own listener) and before the app
+    // starts, so that the app's first outbound request finds it; the app
+    // does not inherit it.
+    let proxy = channel.as_ref().map(|_| {
+        std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, spec.proxy_port))
+            .unwrap_or_else(|e| fail("binding the egress proxy", e))
+    });
+    // Signals are blocked before any thread exists, so that every thread
+    // inherits the mask and they all reach the supervisor's signalfd.
+    let mut supervisor = Supervisor::new().unwrap_or_else(|e| fail("blocking signals", e));
+    // The known-calls filter (ENOSYS for calls the policy does not know)
+    // comes before the listener thread exists, so that it holds there too.
+    seccomp_filter::load_without_listener(&known).unwrap_or_else(|e| fail("seccomp", e));
+    // The listener thread starts under every layer above (capabilities,
+    // no_new_privs and Landlock are per thread, inherited at creation) but
+    // before the sandbox's filter, which it must not inherit: it loads its
+    // own, without notifications (it would wait for itself).
+    let pending = seccomp_notify::Denials::start(mediation, spec.channel)
+        .unwrap_or_else(|e| fail("starting the seccomp listener", e));
     // Seccomp last: after it, the setup calls above would be denied.
     let listener = seccomp_filter::load(&filter).unwrap_or_else(|e| fail("seccomp", e));
+    let denials = pending.answer(listener);
     // Non-dumpable: the app (same uid) cannot ptrace us, read our memory or
     // open our descriptors through /proc/1.
     rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)
         .unwrap_or_else(|e| fail("making the agent non-dumpable", e));
 
     if spec.report {
+        let capped = if abi < landlock_policy::kernel_abi() {
+            format!(" (kernel {}, capped)", landlock_policy::kernel_abi())
+        } else {
+            String::new()
+        };
+        let binds = if mediation.binds {
+            "; binds mediated by the agent"
+        } else {
+            ""
+        };
         eprintln!(
-            "ds-sandbox: landlock ABI {} {}; seccomp filter loaded; no capabilities; uid {} (host {})",
-            landlock_policy::kernel_abi(),
+            "ds-sandbox: landlock ABI {abi}{capped} {}; seccomp filter loaded{binds}; no capabilities; uid {} (host {})",
             describe(enforcement),
             crate::spec::INSIDE_ID,
             spec.host_uid
         );
     }
 
-    // The egress proxy listens before the app starts, so that the app's
-    // first outbound request finds it; the app does not inherit it.
-    let proxy = channel.as_ref().map(|_| {
-        std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, spec.proxy_port))
-            .unwrap_or_else(|e| fail("binding the egress proxy", e))
-    });
-    let mut supervisor = Supervisor::new().unwrap_or_else(|e| fail("blocking signals", e));
-    // The listener thread starts under every layer above (it inherits them
-    // all, and the blocked signal mask, so signals still reach the
-    // supervisor's signalfd) and before the app, whose refused calls it
-    // answers.
-    let denials = seccomp_notify::Denials::listen(listener, spec.channel)
-        .unwrap_or_else(|e| fail("starting the seccomp listener", e));
     let (err_r, err_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .unwrap_or_else(|e| fail("creating the exec-status pipe", e));
     let pid = app_child::fork_app(AppChild {

@@ -50,6 +50,18 @@ pub fn kernel_abi() -> i32 {
     crate::sys::landlock_abi_version()
 }
 
+/// The ABI the sandbox uses: the kernel's, or less if the spec caps it.
+pub fn effective_abi(spec: &SandboxSpec) -> i32 {
+    let kernel = kernel_abi();
+    spec.landlock_abi_cap.map_or(kernel, |cap| kernel.min(cap))
+}
+
+/// Whether Landlock enforces the TCP port rules itself (ABI >= 4); where
+/// it does not, the agent mediates binds ([`crate::net_mediation`]).
+pub fn has_tcp_rules(abi: i32) -> bool {
+    abi >= 4
+}
+
 fn read() -> BitFlags<AccessFs> {
     AccessFs::ReadFile | AccessFs::ReadDir
 }
@@ -67,10 +79,14 @@ fn read_write() -> BitFlags<AccessFs> {
 /// Builds (but does not apply) the ruleset for `layer`. Paths are those of
 /// the sandbox's own root, so this runs after `pivot_root`.
 pub fn build(spec: &SandboxSpec, layer: Layer) -> Result<RulesetCreated, LandlockError> {
-    let abi = kernel_abi();
+    let abi = effective_abi(spec);
     if abi < 1 && !spec.allow_missing_landlock {
         return Err(LandlockError::Missing(abi));
     }
+    // What this ABI can express, no more (so that a capped ABI behaves as
+    // an older kernel would, not as this one with fewer rules).
+    let usable = ABI::from(abi.clamp(1, POLICY_ABI as i32));
+    let fs_access = AccessFs::from_all(usable);
     let mut rules: Vec<(&str, BitFlags<AccessFs>)> = vec![
         ("/app", read_exec()),
         ("/data", read_write()),
@@ -99,10 +115,14 @@ pub fn build(spec: &SandboxSpec, layer: Layer) -> Result<RulesetCreated, Landloc
 
     let mut ruleset = Ruleset::default()
         .set_compatibility(CompatLevel::BestEffort)
-        .handle_access(AccessFs::from_all(POLICY_ABI))?
-        .handle_access(AccessNet::from_all(POLICY_ABI))?
-        .scope(Scope::from_all(POLICY_ABI))?
-        .create()?;
+        .handle_access(fs_access)?;
+    if has_tcp_rules(abi) {
+        ruleset = ruleset.handle_access(AccessNet::from_all(usable))?;
+    }
+    if abi >= 6 {
+        ruleset = ruleset.scope(Scope::from_all(usable))?;
+    }
+    let mut ruleset = ruleset.create()?;
     for (path, access) in rules {
         if !Path::new(path).exists() {
             continue;
@@ -111,9 +131,9 @@ pub fn build(spec: &SandboxSpec, layer: Layer) -> Result<RulesetCreated, Landloc
             path: path.into(),
             source,
         })?;
-        ruleset = ruleset.add_rule(PathBeneath::new(fd, access))?;
+        ruleset = ruleset.add_rule(PathBeneath::new(fd, access & fs_access))?;
     }
-    for (port, access) in ports {
+    for (port, access) in ports.into_iter().filter(|_| has_tcp_rules(abi)) {
         ruleset = ruleset.add_rule(NetPort::new(port, access))?;
     }
     Ok(ruleset)

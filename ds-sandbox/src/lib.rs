@@ -28,6 +28,7 @@ pub mod landlock_policy;
 pub mod launcher;
 pub mod mounts;
 pub mod namespaces;
+pub mod net_mediation;
 pub mod rlimits;
 pub mod seccomp_filter;
 pub mod seccomp_notify;

@@ -96,6 +96,11 @@ struct ExecArgs {
     /// Run even if the kernel has no Landlock.
     #[arg(long)]
     allow_no_landlock: bool,
+    /// Use Landlock as if the kernel offered no ABI above N (1-7), the way
+    /// an older kernel would run the sandbox (Debian 12's 6.1 has ABI 2:
+    /// binds are then mediated by the agent): for testing those paths.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..=7))]
+    landlock_abi: Option<i32>,
     /// Print the layers applied to stderr.
     #[arg(long)]
     report: bool,
@@ -221,6 +226,7 @@ fn exec(args: ExecArgs) -> Result<i32, String> {
             spec::DEFAULT_PROXY_PORT
         },
         allow_missing_landlock: args.allow_no_landlock,
+        landlock_abi_cap: args.landlock_abi,
         command: args.command,
         extra_env: args.env,
         report: args.report,

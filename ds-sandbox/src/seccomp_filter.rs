@@ -1,7 +1,10 @@
 //! The system-call filter: the policy of [`crate::seccomp_rules`], compiled
 //! to classic BPF by libseccomp at build time (`build.rs`) and embedded
-//! here. The architecture is checked first: anything but native x86-64
-//! (i386 via `int 0x80`, x32) kills the process. Then the deny list: calls
+//! here. Two filters are stacked. The known-calls filter gives ENOSYS to
+//! every call the policy does not know (a call a newer kernel added, say),
+//! and lets the rest through to the policy filter. In both the
+//! architecture is checked first: anything but native x86-64 (i386 via
+//! `int 0x80`, x32) kills the process. Then the policy filter's deny list: calls
 //! and arguments that reach kernel surface an app never needs, refused with
 //! an errno chosen so that normal programs (glibc, Rust std, Go, Deno/V8)
 //! fall back or fail cleanly; counted refusals go to the agent's listener
@@ -9,8 +12,26 @@
 
 use std::os::fd::OwnedFd;
 
-/// The compiled program: 8-byte `sock_filter` instructions, host order.
-const PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/seccomp_filter.bpf"));
+/// The compiled programs: 8-byte `sock_filter` instructions, host order.
+const PLAIN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/seccomp_filter.bpf"));
+const MEDIATED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/seccomp_filter_mediated.bpf"));
+const LISTENER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/seccomp_listener.bpf"));
+const KNOWN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/seccomp_known.bpf"));
+
+/// Which of the embedded programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Program {
+    /// The sandbox's policy filter; `listen` goes to the listener
+    /// ([`crate::net_mediation`]).
+    Plain,
+    /// The same with `bind` handed to the listener too: for kernels whose
+    /// Landlock has no TCP rules.
+    Mediated,
+    /// The listener thread's own policy filter.
+    Listener,
+    /// The known-calls filter (ENOSYS for the rest), under all of them.
+    Known,
+}
 
 /// Errors loading the filter.
 #[derive(Debug, thiserror::Error)]
@@ -23,12 +44,18 @@ pub enum SeccompError {
     Load(std::io::Error),
 }
 
-/// The embedded program as instructions.
-pub fn program() -> Result<Vec<libc::sock_filter>, SeccompError> {
-    if PROGRAM.is_empty() || PROGRAM.len() % 8 != 0 {
-        return Err(SeccompError::Malformed(PROGRAM.len()));
+/// An embedded program as instructions.
+pub fn program(which: Program) -> Result<Vec<libc::sock_filter>, SeccompError> {
+    let bytes = match which {
+        Program::Plain => PLAIN,
+        Program::Mediated => MEDIATED,
+        Program::Listener => LISTENER,
+        Program::Known => KNOWN,
+    };
+    if bytes.is_empty() || bytes.len() % 8 != 0 {
+        return Err(SeccompError::Malformed(bytes.len()));
     }
-    Ok(PROGRAM
+    Ok(bytes
         .chunks_exact(8)
         .map(|i| libc::sock_filter {
             code: u16::from_ne_bytes([i[0], i[1]]),
@@ -39,11 +66,22 @@ pub fn program() -> Result<Vec<libc::sock_filter>, SeccompError> {
         .collect())
 }
 
-/// Loads the filter on the calling thread (inherited by its children and
-/// later threads) and returns the listener its counted refusals go to.
-/// `no_new_privs` must already be set (the capabilities step does it).
+/// Loads the sandbox's filter on the calling thread (inherited by its
+/// children and later threads) and returns the listener its counted
+/// refusals go to. `no_new_privs` must already be set (the capabilities
+/// step does it).
 pub fn load(program: &[libc::sock_filter]) -> Result<OwnedFd, SeccompError> {
-    crate::sys::install_seccomp_filter(program).map_err(SeccompError::Load)
+    crate::sys::install_seccomp_filter(program, true)
+        .map_err(SeccompError::Load)?
+        .ok_or_else(|| SeccompError::Load(std::io::Error::other("no listener descriptor")))
+}
+
+/// Loads a filter without notifications (the known-calls filter, the
+/// listener thread's own) on the calling thread.
+pub fn load_without_listener(program: &[libc::sock_filter]) -> Result<(), SeccompError> {
+    crate::sys::install_seccomp_filter(program, false)
+        .map(drop)
+        .map_err(SeccompError::Load)
 }
 
 #[cfg(test)]
@@ -52,7 +90,7 @@ mod tests {
 
     #[test]
     fn the_embedded_program_checks_the_architecture_first() {
-        let program = program().expect("a whole program");
+        let program = program(Program::Plain).expect("a whole program");
         // ld [4] (seccomp_data.arch), then a comparison with x86-64's.
         assert_eq!(program[0].code, 0x20);
         assert_eq!(program[0].k, 4);
@@ -64,5 +102,30 @@ mod tests {
         assert!(program.iter().any(|i| i.code == 0x06 && i.k == 0x7fc0_0000));
         let enosys = 0x0005_0000 | libc::ENOSYS as u32;
         assert!(program.iter().any(|i| i.code == 0x06 && i.k == enosys));
+    }
+
+    #[test]
+    fn the_listeners_filter_never_notifies() {
+        let program = program(Program::Listener).expect("a whole program");
+        assert!(!program.iter().any(|i| i.code == 0x06 && i.k == 0x7fc0_0000));
+        assert!(
+            program.iter().any(|i| i.k == 0xc000_003e),
+            "AUDIT_ARCH_X86_64"
+        );
+        // The mediated program is the plain one plus two notify rules.
+        assert!(program_len(Program::Mediated) > program_len(Program::Plain));
+    }
+
+    #[test]
+    fn the_known_calls_filter_defaults_to_enosys() {
+        let program = program(Program::Known).expect("a whole program");
+        let enosys = 0x0005_0000 | libc::ENOSYS as u32;
+        assert!(program.iter().any(|i| i.code == 0x06 && i.k == enosys));
+        assert!(program.iter().any(|i| i.code == 0x06 && i.k == 0x7fff_0000));
+        assert!(!program.iter().any(|i| i.code == 0x06 && i.k == 0x7fc0_0000));
+    }
+
+    fn program_len(which: Program) -> usize {
+        program(which).expect("a whole program").len()
     }
 }

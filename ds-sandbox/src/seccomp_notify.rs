@@ -9,14 +9,22 @@
 //! One filter carries both the errno rules and the notify rules on purpose:
 //! across stacked filters an errno outranks a notification, so an app-only
 //! notifying filter under the agent's errno filter would never fire.
+//!
+//! The listener also performs the app's `listen` calls itself, and its
+//! `bind` calls where Landlock has no TCP rules ([`crate::net_mediation`]). It runs
+//! under its own filter, loaded before the sandbox's: the same refusals as
+//! plain errnos, with the two calls mediation needs (`pidfd_getfd`,
+//! `process_vm_readv`) left open.
 
 use std::fmt::Write as _;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 
+use crate::net_mediation::Mediation;
+use crate::seccomp_filter::{self, Program};
 use crate::seccomp_rules;
-use crate::sys;
+use crate::sys::{self, NotifAnswer};
 
 /// Consecutive receive errors after which the listener gives up (the
 /// descriptor is broken; pending callers then get ENOSYS from the kernel).
@@ -27,25 +35,59 @@ const MAX_CONSECUTIVE_ERRORS: u32 = 1000;
 pub struct Denials {
     /// One counter per rule of [`seccomp_rules::rules`].
     per_rule: Arc<[AtomicU64]>,
+    /// Binds and listens the port rule refused ([`crate::net_mediation`]).
+    ports: Arc<AtomicU64>,
+}
+
+/// A listener thread started and confined, waiting for the descriptor of
+/// the filter it is to answer for.
+#[derive(Debug)]
+pub struct Pending {
+    denials: Denials,
+    handover: mpsc::SyncSender<OwnedFd>,
 }
 
 impl Denials {
-    /// Starts the listener thread on `listener` (the filter's notification
-    /// descriptor). With `log_first`, the first denial of each call is
-    /// written to stderr (the appspace's log); later ones are only counted.
-    /// Must run after the filter is loaded: the thread inherits it, and its
-    /// creation's `clone3` is refused with a plain errno, never notified.
-    pub fn listen(listener: OwnedFd, log_first: bool) -> std::io::Result<Self> {
-        let per_rule: Arc<[AtomicU64]> = seccomp_rules::rules()
-            .iter()
-            .map(|_| AtomicU64::new(0))
-            .collect();
-        let counts = per_rule.clone();
+    /// Starts the listener thread, which first loads its own filter (no
+    /// notifications: it would be waiting for itself; and the calls it
+    /// needs to bind for the app left open). Runs under
+    /// every other layer (the thread inherits them and the blocked signal
+    /// mask, so that signals still reach the supervisor's signalfd) and
+    /// before the sandbox's filter is loaded on the calling thread, which
+    /// the listener thread must not inherit. With `log_first`, the first
+    /// denial of each call is written to stderr (the appspace's log); later
+    /// ones are only counted.
+    pub fn start(mediation: Mediation, log_first: bool) -> std::io::Result<Pending> {
+        let program = seccomp_filter::program(Program::Listener).map_err(std::io::Error::other)?;
+        let denials = Denials {
+            per_rule: seccomp_rules::rules()
+                .iter()
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            ports: Arc::new(AtomicU64::new(0)),
+        };
+        let counts = denials.clone();
+        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+        let (handover, listener_rx) = mpsc::sync_channel::<OwnedFd>(1);
         std::thread::Builder::new()
             .name("seccomp-listener".into())
             .stack_size(128 * 1024)
-            .spawn(move || answer_forever(&listener, &counts, log_first))?;
-        Ok(Self { per_rule })
+            .spawn(move || {
+                let loaded = seccomp_filter::load_without_listener(&program);
+                let failed = loaded.is_err();
+                let _ = ready_tx.send(loaded);
+                if failed {
+                    return;
+                }
+                if let Ok(listener) = listener_rx.recv() {
+                    answer_forever(&listener, &counts, mediation, log_first);
+                }
+            })?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(Pending { denials, handover }),
+            Ok(Err(e)) => Err(std::io::Error::other(e)),
+            Err(_) => Err(std::io::Error::other("the seccomp listener thread died")),
+        }
     }
 
     /// Denied calls so far.
@@ -53,7 +95,8 @@ impl Denials {
         self.per_rule
             .iter()
             .map(|c| c.load(Ordering::Relaxed))
-            .sum()
+            .sum::<u64>()
+            + self.ports.load(Ordering::Relaxed)
     }
 
     /// "N denied calls (mount 2, ptrace 1)", by call name.
@@ -69,6 +112,10 @@ impl Denials {
                 None => by_name.push((rule.name, n)),
             }
         }
+        let ports = self.ports.load(Ordering::Relaxed);
+        if ports > 0 {
+            by_name.push((PORT_RULE, ports));
+        }
         let mut text = format!("{} denied calls", self.total());
         if !by_name.is_empty() {
             let list: Vec<String> = by_name.iter().map(|(n, c)| format!("{n} {c}")).collect();
@@ -78,7 +125,21 @@ impl Denials {
     }
 }
 
-fn answer_forever(listener: &OwnedFd, counts: &[AtomicU64], log_first: bool) {
+/// How refusals of the port rule are named in reports.
+const PORT_RULE: &str = "bind/listen (port)";
+
+impl Pending {
+    /// Hands the thread the listener of the filter just loaded; from now
+    /// on it answers.
+    pub fn answer(self, listener: OwnedFd) -> Denials {
+        // The thread waits for exactly this; if it died, callers get
+        // ENOSYS from the kernel once the listener closes.
+        let _ = self.handover.send(listener);
+        self.denials
+    }
+}
+
+fn answer_forever(listener: &OwnedFd, denials: &Denials, mediation: Mediation, log_first: bool) {
     let fd = listener.as_fd();
     let mut errors = 0;
     while errors < MAX_CONSECUTIVE_ERRORS {
@@ -89,16 +150,29 @@ fn answer_forever(listener: &OwnedFd, counts: &[AtomicU64], log_first: bool) {
             continue;
         };
         errors = 0;
+        if let Some(decision) = mediation.answer(fd, &req) {
+            let _ = sys::seccomp_notif_answer(fd, req.id, decision.answer);
+            if decision.refused_by_policy {
+                let before = denials.ports.fetch_add(1, Ordering::Relaxed);
+                if log_first && before == 0 {
+                    eprintln!(
+                        "ds-sandbox: refused a bind or listen off $PORT to pid {}; further refusals are counted",
+                        req.pid
+                    );
+                }
+            }
+            continue;
+        }
         let (errno, name) = match seccomp_rules::denial(req.data.nr, &req.data.args) {
             Some((index, rule)) => {
-                let before = counts[index].fetch_add(1, Ordering::Relaxed);
+                let before = denials.per_rule[index].fetch_add(1, Ordering::Relaxed);
                 (rule.errno, (before == 0).then_some(rule.name))
             }
             // Unreachable while the filter and the table agree; refuse.
             None => (libc::EPERM, None),
         };
         // A caller that died meanwhile makes this fail; nothing to do then.
-        let _ = sys::seccomp_notif_refuse(fd, req.id, errno);
+        let _ = sys::seccomp_notif_answer(fd, req.id, NotifAnswer::Refuse(errno));
         if let (true, Some(name)) = (log_first, name) {
             eprintln!(
                 "ds-sandbox: seccomp refused {name} to pid {} ({}); further refusals are counted",

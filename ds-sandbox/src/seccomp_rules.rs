@@ -82,6 +82,333 @@ const DENY_ENOSYS: &[(&str, libc::c_long)] = &[
     ("io_uring_register", libc::SYS_io_uring_register),
 ];
 
+/// Calls the agent performs itself on every kernel: `listen`, which on an
+/// unbound socket binds a port of the kernel's choosing, and which no
+/// Landlock ABI (up to 7) checks. See [`crate::net_mediation`].
+pub const MEDIATED: &[(&str, libc::c_long)] = &[("listen", libc::SYS_listen)];
+
+/// Calls the agent performs itself when the kernel's Landlock has no TCP
+/// rules (ABI < 4, Debian 12's 6.1): `bind`, so that the app binds only
+/// `$PORT`.
+pub const MEDIATED_WITHOUT_TCP_RULES: &[(&str, libc::c_long)] = &[("bind", libc::SYS_bind)];
+
+/// Signal calls whose first argument is a pid (or thread group id):
+/// aimed at 1, the agent, they are refused. Landlock's signal scope
+/// (ABI 6) refuses them too, but older kernels only drop the signals init
+/// has no handler for, and the agent handles the ones it forwards.
+const SIGNALS_BY_PID: &[(&str, libc::c_long)] = &[
+    ("kill", libc::SYS_kill),
+    ("tkill", libc::SYS_tkill),
+    ("tgkill", libc::SYS_tgkill),
+    ("rt_sigqueueinfo", libc::SYS_rt_sigqueueinfo),
+    ("rt_tgsigqueueinfo", libc::SYS_rt_tgsigqueueinfo),
+    ("pidfd_open", libc::SYS_pidfd_open),
+];
+
+/// Denied calls the seccomp listener thread itself needs to mediate
+/// binds: taking the app's socket and reading the app's address. Its own
+/// filter leaves them out (and has no notifications: it would be waiting
+/// for itself).
+pub const LISTENER_NEEDS: &[libc::c_long] = &[libc::SYS_pidfd_getfd, libc::SYS_process_vm_readv];
+
+/// Every call a program in the sandbox may make at all: what glibc, musl,
+/// Rust's std, Go and Deno/V8 use (Docker's default profile is the model),
+/// as of Linux 6.1, the kernel the policy was written for. A second
+/// filter, stacked under the one built from [`rules`], gives every other
+/// call ENOSYS (so that libraries fall back, as they do on an older
+/// kernel): a call a newer kernel adds is closed until the policy lists
+/// it. The calls [`rules`] and the mediation name are open in that filter
+/// too ([`known`]), so that the other filter's answer stands.
+const ALLOWED: &[(&str, libc::c_long)] = &[
+    ("accept", libc::SYS_accept),
+    ("accept4", libc::SYS_accept4),
+    ("access", libc::SYS_access),
+    ("alarm", libc::SYS_alarm),
+    ("arch_prctl", libc::SYS_arch_prctl),
+    ("bind", libc::SYS_bind),
+    ("brk", libc::SYS_brk),
+    ("capget", libc::SYS_capget),
+    ("capset", libc::SYS_capset),
+    ("chdir", libc::SYS_chdir),
+    ("chmod", libc::SYS_chmod),
+    ("chown", libc::SYS_chown),
+    ("clock_getres", libc::SYS_clock_getres),
+    ("clock_gettime", libc::SYS_clock_gettime),
+    ("clock_nanosleep", libc::SYS_clock_nanosleep),
+    ("clone", libc::SYS_clone),
+    ("close", libc::SYS_close),
+    ("close_range", libc::SYS_close_range),
+    ("connect", libc::SYS_connect),
+    ("copy_file_range", libc::SYS_copy_file_range),
+    ("creat", libc::SYS_creat),
+    ("dup", libc::SYS_dup),
+    ("dup2", libc::SYS_dup2),
+    ("dup3", libc::SYS_dup3),
+    ("epoll_create", libc::SYS_epoll_create),
+    ("epoll_create1", libc::SYS_epoll_create1),
+    ("epoll_ctl", libc::SYS_epoll_ctl),
+    ("epoll_ctl_old", libc::SYS_epoll_ctl_old),
+    ("epoll_pwait", libc::SYS_epoll_pwait),
+    ("epoll_pwait2", libc::SYS_epoll_pwait2),
+    ("epoll_wait", libc::SYS_epoll_wait),
+    ("epoll_wait_old", libc::SYS_epoll_wait_old),
+    ("eventfd", libc::SYS_eventfd),
+    ("eventfd2", libc::SYS_eventfd2),
+    ("execve", libc::SYS_execve),
+    ("execveat", libc::SYS_execveat),
+    ("exit", libc::SYS_exit),
+    ("exit_group", libc::SYS_exit_group),
+    ("faccessat", libc::SYS_faccessat),
+    ("faccessat2", libc::SYS_faccessat2),
+    ("fadvise64", libc::SYS_fadvise64),
+    ("fallocate", libc::SYS_fallocate),
+    ("fanotify_mark", libc::SYS_fanotify_mark),
+    ("fchdir", libc::SYS_fchdir),
+    ("fchmod", libc::SYS_fchmod),
+    ("fchmodat", libc::SYS_fchmodat),
+    ("fchown", libc::SYS_fchown),
+    ("fchownat", libc::SYS_fchownat),
+    ("fcntl", libc::SYS_fcntl),
+    ("fdatasync", libc::SYS_fdatasync),
+    ("fgetxattr", libc::SYS_fgetxattr),
+    ("flistxattr", libc::SYS_flistxattr),
+    ("flock", libc::SYS_flock),
+    ("fork", libc::SYS_fork),
+    ("fremovexattr", libc::SYS_fremovexattr),
+    ("fsetxattr", libc::SYS_fsetxattr),
+    ("fstat", libc::SYS_fstat),
+    ("fstatfs", libc::SYS_fstatfs),
+    ("fsync", libc::SYS_fsync),
+    ("ftruncate", libc::SYS_ftruncate),
+    ("futex", libc::SYS_futex),
+    ("futex_waitv", libc::SYS_futex_waitv),
+    ("futimesat", libc::SYS_futimesat),
+    ("get_robust_list", libc::SYS_get_robust_list),
+    ("get_thread_area", libc::SYS_get_thread_area),
+    ("getcpu", libc::SYS_getcpu),
+    ("getcwd", libc::SYS_getcwd),
+    ("getdents", libc::SYS_getdents),
+    ("getdents64", libc::SYS_getdents64),
+    ("getegid", libc::SYS_getegid),
+    ("geteuid", libc::SYS_geteuid),
+    ("getgid", libc::SYS_getgid),
+    ("getgroups", libc::SYS_getgroups),
+    ("getitimer", libc::SYS_getitimer),
+    ("getpeername", libc::SYS_getpeername),
+    ("getpgid", libc::SYS_getpgid),
+    ("getpgrp", libc::SYS_getpgrp),
+    ("getpid", libc::SYS_getpid),
+    ("getppid", libc::SYS_getppid),
+    ("getpriority", libc::SYS_getpriority),
+    ("getrandom", libc::SYS_getrandom),
+    ("getresgid", libc::SYS_getresgid),
+    ("getresuid", libc::SYS_getresuid),
+    ("getrlimit", libc::SYS_getrlimit),
+    ("getrusage", libc::SYS_getrusage),
+    ("getsid", libc::SYS_getsid),
+    ("getsockname", libc::SYS_getsockname),
+    ("getsockopt", libc::SYS_getsockopt),
+    ("gettid", libc::SYS_gettid),
+    ("gettimeofday", libc::SYS_gettimeofday),
+    ("getuid", libc::SYS_getuid),
+    ("getxattr", libc::SYS_getxattr),
+    ("inotify_add_watch", libc::SYS_inotify_add_watch),
+    ("inotify_init", libc::SYS_inotify_init),
+    ("inotify_init1", libc::SYS_inotify_init1),
+    ("inotify_rm_watch", libc::SYS_inotify_rm_watch),
+    ("io_cancel", libc::SYS_io_cancel),
+    ("io_destroy", libc::SYS_io_destroy),
+    ("io_getevents", libc::SYS_io_getevents),
+    ("io_pgetevents", 333),
+    ("io_setup", libc::SYS_io_setup),
+    ("io_submit", libc::SYS_io_submit),
+    ("ioctl", libc::SYS_ioctl),
+    ("ioprio_get", libc::SYS_ioprio_get),
+    ("ioprio_set", libc::SYS_ioprio_set),
+    ("kill", libc::SYS_kill),
+    ("landlock_add_rule", libc::SYS_landlock_add_rule),
+    ("landlock_create_ruleset", libc::SYS_landlock_create_ruleset),
+    ("landlock_restrict_self", libc::SYS_landlock_restrict_self),
+    ("lchown", libc::SYS_lchown),
+    ("lgetxattr", libc::SYS_lgetxattr),
+    ("link", libc::SYS_link),
+    ("linkat", libc::SYS_linkat),
+    ("listen", libc::SYS_listen),
+    ("listxattr", libc::SYS_listxattr),
+    ("llistxattr", libc::SYS_llistxattr),
+    ("lremovexattr", libc::SYS_lremovexattr),
+    ("lseek", libc::SYS_lseek),
+    ("lsetxattr", libc::SYS_lsetxattr),
+    ("lstat", libc::SYS_lstat),
+    ("madvise", libc::SYS_madvise),
+    ("membarrier", libc::SYS_membarrier),
+    ("memfd_create", libc::SYS_memfd_create),
+    ("memfd_secret", libc::SYS_memfd_secret),
+    ("mincore", libc::SYS_mincore),
+    ("mkdir", libc::SYS_mkdir),
+    ("mkdirat", libc::SYS_mkdirat),
+    ("mknod", libc::SYS_mknod),
+    ("mknodat", libc::SYS_mknodat),
+    ("mlock", libc::SYS_mlock),
+    ("mlock2", libc::SYS_mlock2),
+    ("mlockall", libc::SYS_mlockall),
+    ("mmap", libc::SYS_mmap),
+    ("modify_ldt", libc::SYS_modify_ldt),
+    ("mprotect", libc::SYS_mprotect),
+    ("mq_getsetattr", libc::SYS_mq_getsetattr),
+    ("mq_notify", libc::SYS_mq_notify),
+    ("mq_open", libc::SYS_mq_open),
+    ("mq_timedreceive", libc::SYS_mq_timedreceive),
+    ("mq_timedsend", libc::SYS_mq_timedsend),
+    ("mq_unlink", libc::SYS_mq_unlink),
+    ("mremap", libc::SYS_mremap),
+    ("msgctl", libc::SYS_msgctl),
+    ("msgget", libc::SYS_msgget),
+    ("msgrcv", libc::SYS_msgrcv),
+    ("msgsnd", libc::SYS_msgsnd),
+    ("msync", libc::SYS_msync),
+    ("munlock", libc::SYS_munlock),
+    ("munlockall", libc::SYS_munlockall),
+    ("munmap", libc::SYS_munmap),
+    ("nanosleep", libc::SYS_nanosleep),
+    ("newfstatat", libc::SYS_newfstatat),
+    ("open", libc::SYS_open),
+    ("openat", libc::SYS_openat),
+    ("openat2", libc::SYS_openat2),
+    ("pause", libc::SYS_pause),
+    ("pidfd_open", libc::SYS_pidfd_open),
+    ("pidfd_send_signal", libc::SYS_pidfd_send_signal),
+    ("pipe", libc::SYS_pipe),
+    ("pipe2", libc::SYS_pipe2),
+    ("pkey_alloc", libc::SYS_pkey_alloc),
+    ("pkey_free", libc::SYS_pkey_free),
+    ("pkey_mprotect", libc::SYS_pkey_mprotect),
+    ("poll", libc::SYS_poll),
+    ("ppoll", libc::SYS_ppoll),
+    ("prctl", libc::SYS_prctl),
+    ("pread64", libc::SYS_pread64),
+    ("preadv", libc::SYS_preadv),
+    ("preadv2", libc::SYS_preadv2),
+    ("prlimit64", libc::SYS_prlimit64),
+    ("process_mrelease", libc::SYS_process_mrelease),
+    ("pselect6", libc::SYS_pselect6),
+    ("pwrite64", libc::SYS_pwrite64),
+    ("pwritev", libc::SYS_pwritev),
+    ("pwritev2", libc::SYS_pwritev2),
+    ("read", libc::SYS_read),
+    ("readahead", libc::SYS_readahead),
+    ("readlink", libc::SYS_readlink),
+    ("readlinkat", libc::SYS_readlinkat),
+    ("readv", libc::SYS_readv),
+    ("recvfrom", libc::SYS_recvfrom),
+    ("recvmmsg", libc::SYS_recvmmsg),
+    ("recvmsg", libc::SYS_recvmsg),
+    ("remap_file_pages", libc::SYS_remap_file_pages),
+    ("removexattr", libc::SYS_removexattr),
+    ("rename", libc::SYS_rename),
+    ("renameat", libc::SYS_renameat),
+    ("renameat2", libc::SYS_renameat2),
+    ("restart_syscall", libc::SYS_restart_syscall),
+    ("rmdir", libc::SYS_rmdir),
+    ("rseq", libc::SYS_rseq),
+    ("rt_sigaction", libc::SYS_rt_sigaction),
+    ("rt_sigpending", libc::SYS_rt_sigpending),
+    ("rt_sigprocmask", libc::SYS_rt_sigprocmask),
+    ("rt_sigqueueinfo", libc::SYS_rt_sigqueueinfo),
+    ("rt_sigreturn", libc::SYS_rt_sigreturn),
+    ("rt_sigsuspend", libc::SYS_rt_sigsuspend),
+    ("rt_sigtimedwait", libc::SYS_rt_sigtimedwait),
+    ("rt_tgsigqueueinfo", libc::SYS_rt_tgsigqueueinfo),
+    ("sched_get_priority_max", libc::SYS_sched_get_priority_max),
+    ("sched_get_priority_min", libc::SYS_sched_get_priority_min),
+    ("sched_getaffinity", libc::SYS_sched_getaffinity),
+    ("sched_getattr", libc::SYS_sched_getattr),
+    ("sched_getparam", libc::SYS_sched_getparam),
+    ("sched_getscheduler", libc::SYS_sched_getscheduler),
+    ("sched_rr_get_interval", libc::SYS_sched_rr_get_interval),
+    ("sched_setaffinity", libc::SYS_sched_setaffinity),
+    ("sched_setattr", libc::SYS_sched_setattr),
+    ("sched_setparam", libc::SYS_sched_setparam),
+    ("sched_setscheduler", libc::SYS_sched_setscheduler),
+    ("sched_yield", libc::SYS_sched_yield),
+    ("seccomp", libc::SYS_seccomp),
+    ("select", libc::SYS_select),
+    ("semctl", libc::SYS_semctl),
+    ("semget", libc::SYS_semget),
+    ("semop", libc::SYS_semop),
+    ("semtimedop", libc::SYS_semtimedop),
+    ("sendfile", libc::SYS_sendfile),
+    ("sendmmsg", libc::SYS_sendmmsg),
+    ("sendmsg", libc::SYS_sendmsg),
+    ("sendto", libc::SYS_sendto),
+    ("set_robust_list", libc::SYS_set_robust_list),
+    ("set_thread_area", libc::SYS_set_thread_area),
+    ("set_tid_address", libc::SYS_set_tid_address),
+    ("setfsgid", libc::SYS_setfsgid),
+    ("setfsuid", libc::SYS_setfsuid),
+    ("setgid", libc::SYS_setgid),
+    ("setgroups", libc::SYS_setgroups),
+    ("setitimer", libc::SYS_setitimer),
+    ("setpgid", libc::SYS_setpgid),
+    ("setpriority", libc::SYS_setpriority),
+    ("setregid", libc::SYS_setregid),
+    ("setresgid", libc::SYS_setresgid),
+    ("setresuid", libc::SYS_setresuid),
+    ("setreuid", libc::SYS_setreuid),
+    ("setrlimit", libc::SYS_setrlimit),
+    ("setsid", libc::SYS_setsid),
+    ("setsockopt", libc::SYS_setsockopt),
+    ("setuid", libc::SYS_setuid),
+    ("setxattr", libc::SYS_setxattr),
+    ("shmat", libc::SYS_shmat),
+    ("shmctl", libc::SYS_shmctl),
+    ("shmdt", libc::SYS_shmdt),
+    ("shmget", libc::SYS_shmget),
+    ("shutdown", libc::SYS_shutdown),
+    ("sigaltstack", libc::SYS_sigaltstack),
+    ("signalfd", libc::SYS_signalfd),
+    ("signalfd4", libc::SYS_signalfd4),
+    ("socket", libc::SYS_socket),
+    ("socketpair", libc::SYS_socketpair),
+    ("splice", libc::SYS_splice),
+    ("stat", libc::SYS_stat),
+    ("statfs", libc::SYS_statfs),
+    ("statx", libc::SYS_statx),
+    ("symlink", libc::SYS_symlink),
+    ("symlinkat", libc::SYS_symlinkat),
+    ("sync", libc::SYS_sync),
+    ("sync_file_range", libc::SYS_sync_file_range),
+    ("syncfs", libc::SYS_syncfs),
+    ("sysinfo", libc::SYS_sysinfo),
+    ("tee", libc::SYS_tee),
+    ("tgkill", libc::SYS_tgkill),
+    ("time", libc::SYS_time),
+    ("timer_create", libc::SYS_timer_create),
+    ("timer_delete", libc::SYS_timer_delete),
+    ("timer_getoverrun", libc::SYS_timer_getoverrun),
+    ("timer_gettime", libc::SYS_timer_gettime),
+    ("timer_settime", libc::SYS_timer_settime),
+    ("timerfd_create", libc::SYS_timerfd_create),
+    ("timerfd_gettime", libc::SYS_timerfd_gettime),
+    ("timerfd_settime", libc::SYS_timerfd_settime),
+    ("times", libc::SYS_times),
+    ("tkill", libc::SYS_tkill),
+    ("truncate", libc::SYS_truncate),
+    ("umask", libc::SYS_umask),
+    ("uname", libc::SYS_uname),
+    ("unlink", libc::SYS_unlink),
+    ("unlinkat", libc::SYS_unlinkat),
+    ("utime", libc::SYS_utime),
+    ("utimensat", libc::SYS_utimensat),
+    ("utimes", libc::SYS_utimes),
+    ("vfork", libc::SYS_vfork),
+    ("vmsplice", libc::SYS_vmsplice),
+    ("wait4", libc::SYS_wait4),
+    ("waitid", libc::SYS_waitid),
+    ("write", libc::SYS_write),
+    ("writev", libc::SYS_writev),
+];
+
 /// `clone` flags that create namespaces.
 const CLONE_NAMESPACE_FLAGS: &[u64] = &[
     libc::CLONE_NEWNS as u64,
@@ -209,10 +536,34 @@ pub fn rules() -> &'static [Rule] {
             };
             rules.push(rule("ioctl (terminal)", libc::SYS_ioctl, cond, EPERM));
         }
+        for &(_, nr) in SIGNALS_BY_PID {
+            // The kernel reads a pid as an int: compare the low 32 bits.
+            let cond = Cond::MaskedEq {
+                arg: 0,
+                mask: 0xffff_ffff,
+                value: 1,
+            };
+            rules.push(rule("signal to the agent", nr, cond, EPERM));
+        }
         socket_family_rules(&mut rules);
         personality_rules(&mut rules);
         rules
     })
+}
+
+/// Every call number the known-calls filter lets through to the policy
+/// filter: [`ALLOWED`], and every call a rule or the mediation names.
+pub fn known() -> Vec<libc::c_long> {
+    let mut nrs: Vec<libc::c_long> = ALLOWED
+        .iter()
+        .chain(MEDIATED)
+        .chain(MEDIATED_WITHOUT_TCP_RULES)
+        .map(|&(_, nr)| nr)
+        .chain(rules().iter().map(|r| r.nr))
+        .collect();
+    nrs.sort_unstable();
+    nrs.dedup();
+    nrs
 }
 
 /// The rule that denied call `nr` with `args`, as the filter decided it
@@ -308,6 +659,10 @@ mod tests {
         );
         assert_eq!(errno_of(libc::SYS_personality, args(0x8, 0)), None);
         assert_eq!(errno_of(libc::SYS_read, args(0, 0)), None);
+        assert_eq!(errno_of(libc::SYS_kill, args(1, 9)), Some(EPERM));
+        assert_eq!(errno_of(libc::SYS_kill, args(1 << 32 | 1, 9)), Some(EPERM));
+        assert_eq!(errno_of(libc::SYS_kill, args(2, 9)), None);
+        assert_eq!(errno_of(libc::SYS_tgkill, args(1, 2)), Some(EPERM));
     }
 
     #[test]
@@ -318,6 +673,30 @@ mod tests {
             .map(|r| r.name)
             .collect();
         assert_eq!(uncounted, ["clone3"]);
+    }
+
+    #[test]
+    fn unknown_calls_are_closed_and_known_ones_open() {
+        let known = known();
+        for nr in [
+            libc::SYS_read,
+            libc::SYS_mount,
+            libc::SYS_clone3,
+            libc::SYS_bind,
+        ] {
+            assert!(known.contains(&nr), "{nr}");
+        }
+        // Newer than the policy: cachestat (6.5), fchmodat2 (6.6),
+        // map_shadow_stack, futex_wake (6.7), mseal (6.10).
+        for nr in [451, 452, 453, 454, 462] {
+            assert!(!known.contains(&nr), "{nr}");
+        }
+        // Never compared to a name twice.
+        let mut names: Vec<&str> = ALLOWED.iter().map(|&(n, _)| n).collect();
+        names.sort_unstable();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(before, names.len());
     }
 
     #[test]

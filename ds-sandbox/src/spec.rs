@@ -84,6 +84,11 @@ pub struct SandboxSpec {
     pub proxy_port: u16,
     /// Refuse to run without Landlock unless this is set.
     pub allow_missing_landlock: bool,
+    /// Use no Landlock ABI above this one even if the kernel has it, as on
+    /// an older kernel (Debian 12's 6.1 has ABI 2): for testing the paths
+    /// older kernels take on a newer one.
+    #[serde(default)]
+    pub landlock_abi_cap: Option<i32>,
     /// The command to run, inside paths.
     pub command: Vec<String>,
     /// Extra environment variables for the app.
@@ -157,6 +162,7 @@ mod tests {
             app_port: 8000,
             proxy_port: 8001,
             allow_missing_landlock: false,
+            landlock_abi_cap: None,
             command: vec!["/app/x".into()],
             extra_env: vec![("HOME".into(), "/tmp".into())],
             report: false,

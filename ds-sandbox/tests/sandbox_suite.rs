@@ -40,6 +40,11 @@ fn main() {
         None,
         hostile_app_blocks_every_attack,
     );
+    add(
+        "hostile_app_blocks_every_attack_at_debian12_landlock_abi_2",
+        None,
+        || hostile_run(Some(2)),
+    );
     add("functional_static_glibc", None, || functional("workload"));
     add("functional_dynamic_glibc", None, || {
         functional("workload-dynamic")
@@ -174,7 +179,7 @@ fn app_dir() -> &'static Path {
         std::fs::create_dir_all(&app).unwrap();
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/hostile");
         for (out, file, extra) in [
-            ("hostile", "hostile.c", vec!["-static"]),
+            ("hostile", "hostile.c", vec!["-static", "-pthread"]),
             ("workload", "workload.c", vec!["-static", "-pthread"]),
             ("workload-dynamic", "workload.c", vec!["-pthread"]),
         ] {
@@ -252,6 +257,13 @@ fn ensure(cond: bool, msg: impl Into<String>) -> Result<(), Failed> {
 }
 
 fn hostile_app_blocks_every_attack() -> Result<(), Failed> {
+    hostile_run(None)
+}
+
+/// The hostile app against a sandbox on this kernel's Landlock, or on the
+/// `landlock_abi` an older kernel offers (2: Debian 12's 6.1, which has no
+/// TCP rules, so the agent mediates binds).
+fn hostile_run(landlock_abi: Option<u8>) -> Result<(), Failed> {
     let app = app_dir();
     let canary = format!("DS-CANARY-{}-{}", std::process::id(), rand_suffix());
     // Host secrets and another appspace's data, each holding the canary.
@@ -312,6 +324,7 @@ fn hostile_app_blocks_every_attack() -> Result<(), Failed> {
         .arg(app)
         .arg("--data")
         .arg(&data)
+        .args(landlock_abi.map(|n| format!("--landlock-abi={n}")))
         .args(["--", "/app/hostile"])
         .arg(&secret)
         .arg(other.join("private.txt"))
@@ -353,7 +366,14 @@ fn hostile_app_blocks_every_attack() -> Result<(), Failed> {
         victim_alive,
         "the host process the app tried to kill is dead",
     )?;
-    seccomp_counted_the_attacks(&text(&out.stderr))
+    let stderr = text(&out.stderr);
+    if let Some(n) = landlock_abi {
+        ensure(
+            stderr.contains(&format!("landlock ABI {n} ")) && stderr.contains("binds mediated"),
+            format!("the sandbox did not run at ABI {n} with binds mediated: {stderr}"),
+        )?;
+    }
+    seccomp_counted_the_attacks(&stderr)
 }
 
 /// The agent's report counts what seccomp refused, by call: the hostile
@@ -385,6 +405,8 @@ fn seccomp_counted_the_attacks(stderr: &str) -> Result<(), Failed> {
         "personality ",
         "ioctl (terminal) ",
         "clone (namespace flags) ",
+        "signal to the agent ",
+        "bind/listen (port) ",
     ] {
         ensure(
             line.contains(call),

@@ -24,6 +24,7 @@
 #include <linux/netlink.h>
 #include <net/if.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
@@ -204,6 +205,105 @@ static void check_status(void) {
                                   : escape("capabilities", "a capability set is not empty");
 }
 
+/* --- binding anything but $PORT --- */
+
+/* The port a racing thread keeps flipping between $PORT and another one
+ * while the main thread binds: a check that reads the address and then
+ * lets the kernel read it again would bind the other port sometimes. */
+static struct sockaddr_in race_addr;
+static int race_stop;
+static uint16_t race_ports[2];
+
+static void *flip_port(void *unused) {
+    (void)unused;
+    for (unsigned i = 0; !__atomic_load_n(&race_stop, __ATOMIC_RELAXED); i++)
+        __atomic_store_n(&race_addr.sin_port, race_ports[i & 1], __ATOMIC_RELAXED);
+    return NULL;
+}
+
+static int bound_port(int s) {
+    struct sockaddr_in got;
+    socklen_t len = sizeof got;
+    if (getsockname(s, (struct sockaddr *)&got, &len)) return -1;
+    return ntohs(got.sin_port);
+}
+
+static void binding_attacks(void) {
+    const char *env = getenv("PORT");
+    int port = env ? atoi(env) : 0;
+    if (port <= 0) {
+        escape("bind-race", "no $PORT to test against");
+        return;
+    }
+    {
+        int s = socket(AF_INET6, SOCK_STREAM, 0);
+        struct sockaddr_in6 sa = {.sin6_family = AF_INET6, .sin6_port = htons(9997), .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+        expect_fail("bind-other-port-v6", bind(s, (struct sockaddr *)&sa, sizeof sa));
+        close(s);
+    }
+    {
+        /* listen() on an unbound socket binds a port of the kernel's choosing. */
+        int s = socket(AF_INET, SOCK_STREAM, 0);
+        if (listen(s, 1) == 0) {
+            char buf[64];
+            snprintf(buf, sizeof buf, "listening on port %d", bound_port(s));
+            escape("listen-unbound", buf);
+        } else
+            blocked("listen-unbound", strerror(errno));
+        close(s);
+    }
+    race_addr.sin_family = AF_INET;
+    race_addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    race_ports[0] = htons(port);
+    race_ports[1] = htons(port == 9998 ? 9996 : 9998);
+    pthread_t flipper;
+    if (pthread_create(&flipper, NULL, flip_port, NULL)) {
+        escape("bind-race", "cannot start the racing thread");
+        return;
+    }
+    int on_port = 0, elsewhere = 0, other = -1;
+    for (int i = 0; i < 2000 && !elsewhere; i++) {
+        int s = socket(AF_INET, SOCK_STREAM, 0);
+        int one = 1;
+        setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind(s, (struct sockaddr *)&race_addr, sizeof race_addr) == 0) {
+            int got = bound_port(s);
+            if (got == port)
+                on_port++;
+            else {
+                elsewhere++;
+                other = got;
+            }
+        }
+        close(s);
+    }
+    __atomic_store_n(&race_stop, 1, __ATOMIC_RELAXED);
+    pthread_join(flipper, NULL);
+    char buf[96];
+    if (elsewhere) {
+        snprintf(buf, sizeof buf, "bound port %d while the address flipped", other);
+        escape("bind-race", buf);
+    } else if (!on_port)
+        /* Not an escape, but the race never ran: the test proves nothing. */
+        escape("bind-race", "no bind of $PORT succeeded, so nothing was raced");
+    else {
+        snprintf(buf, sizeof buf, "%d binds of $PORT, none of another port", on_port);
+        blocked("bind-race", buf);
+    }
+    {
+        /* What the app is allowed must still work: $PORT, bound and listening. */
+        int s = socket(AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_ANY)};
+        int one = 1;
+        setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (bind(s, (struct sockaddr *)&sa, sizeof sa) || listen(s, 4))
+            escape("bind-port-works", strerror(errno));
+        else
+            blocked("bind-port-works", "$PORT still binds and listens (not an attack: a canary)");
+        close(s);
+    }
+}
+
 int main(int argc, char **argv) {
     if (argc == 2 && !strcmp(argv[1], "--exit-42")) return 42;
     if (argc != 9) {
@@ -316,9 +416,18 @@ int main(int argc, char **argv) {
         expect_fail("pidfd-getfd-agent", pfd < 0 ? -1 : syscall(SYS_pidfd_getfd, pfd, 3, 0));
     }
     expect_fail("signal-agent", kill(1, SIGKILL));
+    /* Signals the agent handles (it forwards them) get through where
+     * only the kernel's init protection stands: refused by seccomp. */
+    expect_errno("signal-agent-term", kill(1, SIGTERM), EPERM);
+    expect_errno("signal-agent-tgkill", syscall(SYS_tgkill, 1, 1, SIGUSR1), EPERM);
     expect_fail("signal-host-process", kill(host_pid, SIGKILL));
 
     /* --- kernel surface --- */
+    /* Calls newer than the policy (this kernel has them): closed with
+     * ENOSYS, so that libraries fall back as on an older kernel. */
+    expect_errno("newer-call-cachestat", syscall(451, -1, NULL, NULL, 0), ENOSYS);
+    expect_errno("newer-call-fchmodat2", syscall(452, AT_FDCWD, "/data", 0700, 0), ENOSYS);
+    expect_errno("newer-call-mseal", syscall(462, NULL, 0, 0), ENOSYS);
     expect_errno("keyctl", syscall(SYS_keyctl, 0 /* KEYCTL_GET_KEYRING_ID */, -3, 0), EPERM);
     expect_errno("add-key", syscall(SYS_add_key, "user", "x", "y", 1, -3), EPERM);
     expect_errno("request-key", syscall(SYS_request_key, "user", "x", NULL, 0), EPERM);
@@ -414,6 +523,8 @@ int main(int argc, char **argv) {
         expect_fail("host-interface-eth0", ioctl(s, SIOCGIFFLAGS, &ifr));
         close(s);
     }
+
+    binding_attacks();
 
     /* --- canaries --- */
     {

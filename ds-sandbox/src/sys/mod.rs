@@ -358,15 +358,25 @@ pub fn async_signal_fd(
     unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into())
 }
 
-/// `seccomp(SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_NEW_LISTENER)`:
-/// installs `program` on the calling thread and returns the listener for
-/// its `SECCOMP_RET_USER_NOTIF` actions. `no_new_privs` must be set.
-pub fn install_seccomp_filter(program: &[libc::sock_filter]) -> io::Result<std::os::fd::OwnedFd> {
+/// `seccomp(SECCOMP_SET_MODE_FILTER, ...)`: installs `program` on the
+/// calling thread (inherited by threads and children it makes later).
+/// With `listener`, also asks for the descriptor its
+/// `SECCOMP_RET_USER_NOTIF` actions go to (`SECCOMP_FILTER_FLAG_NEW_LISTENER`)
+/// and returns it. `no_new_privs` must be set.
+pub fn install_seccomp_filter(
+    program: &[libc::sock_filter],
+    listener: bool,
+) -> io::Result<Option<std::os::fd::OwnedFd>> {
     let len = u16::try_from(program.len())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "seccomp program too long"))?;
     let fprog = libc::sock_fprog {
         len,
         filter: program.as_ptr().cast_mut(),
+    };
+    let flags = if listener {
+        libc::SECCOMP_FILTER_FLAG_NEW_LISTENER
+    } else {
+        0
     };
     // SAFETY: `fprog` points at `len` initialised instructions that outlive
     // the call; the kernel copies the program and only reads it.
@@ -374,17 +384,22 @@ pub fn install_seccomp_filter(program: &[libc::sock_filter]) -> io::Result<std::
         libc::syscall(
             libc::SYS_seccomp,
             libc::SECCOMP_SET_MODE_FILTER,
-            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+            flags,
             &fprog as *const libc::sock_fprog,
         )
     };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
+    if !listener {
+        return Ok(None);
+    }
     use std::os::fd::FromRawFd;
     // SAFETY: the call just returned this fresh listener descriptor
     // (close-on-exec); nothing else knows its number yet.
-    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as RawFd) })
+    Ok(Some(unsafe {
+        std::os::fd::OwnedFd::from_raw_fd(fd as RawFd)
+    }))
 }
 
 /// Waits for the next call held by a seccomp listener
@@ -408,14 +423,36 @@ pub fn seccomp_notif_receive(listener: BorrowedFd<'_>) -> io::Result<libc::secco
     Ok(notif)
 }
 
-/// Answers the held call `id` with `-errno` (`SECCOMP_IOCTL_NOTIF_SEND`);
-/// the call never runs.
-pub fn seccomp_notif_refuse(listener: BorrowedFd<'_>, id: u64, errno: i32) -> io::Result<()> {
+/// How to answer a held call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotifAnswer {
+    /// It fails with this errno; it never runs.
+    Refuse(i32),
+    /// It returns this value; it never runs (we did its work).
+    Return(i64),
+    /// It runs as the caller made it (`SECCOMP_USER_NOTIF_FLAG_CONTINUE`):
+    /// only for calls whose outcome nothing read from the caller's memory
+    /// decided.
+    Continue,
+}
+
+/// Answers the held call `id` (`SECCOMP_IOCTL_NOTIF_SEND`).
+pub fn seccomp_notif_answer(
+    listener: BorrowedFd<'_>,
+    id: u64,
+    answer: NotifAnswer,
+) -> io::Result<()> {
+    const SECCOMP_USER_NOTIF_FLAG_CONTINUE: u32 = 1;
+    let (val, error, flags) = match answer {
+        NotifAnswer::Refuse(errno) => (0, -errno, 0),
+        NotifAnswer::Return(val) => (val, 0, 0),
+        NotifAnswer::Continue => (0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE),
+    };
     let mut resp = libc::seccomp_notif_resp {
         id,
-        val: 0,
-        error: -errno,
-        flags: 0,
+        val,
+        error,
+        flags,
     };
     // SAFETY: the ioctl reads exactly one `seccomp_notif_resp` from `resp`,
     // which lives across the call.
@@ -430,4 +467,45 @@ pub fn seccomp_notif_refuse(listener: BorrowedFd<'_>, id: u64, errno: i32) -> io
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Whether the held call `id` is still pending (`SECCOMP_IOCTL_NOTIF_ID_VALID`):
+/// checked after reading the caller's memory, so that what was read is
+/// known to come from the process that made the call, not from one that
+/// reused its pid.
+pub fn seccomp_notif_id_valid(listener: BorrowedFd<'_>, id: u64) -> bool {
+    let mut id = id;
+    // SAFETY: the ioctl reads one u64 from `id`, which lives across the
+    // call.
+    let rc = unsafe {
+        libc::ioctl(
+            listener.as_raw_fd(),
+            libc::SECCOMP_IOCTL_NOTIF_ID_VALID,
+            &mut id as *mut u64,
+        )
+    };
+    rc == 0
+}
+
+/// Copies `buf.len()` bytes from address `remote` of process `pid` into
+/// `buf` (`process_vm_readv`); returns how many were read. Needs ptrace
+/// access to `pid`. The remote address is only a number to us: nothing
+/// of our own memory but `buf` is touched.
+pub fn read_process_memory(pid: i32, remote: u64, buf: &mut [u8]) -> io::Result<usize> {
+    let local = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let remote = libc::iovec {
+        iov_base: remote as usize as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: `local` describes `buf`, exclusively borrowed and `len`
+    // bytes long, the only memory of ours the kernel writes; `remote` is
+    // validated by the kernel against the other process's mappings.
+    let n = unsafe { libc::process_vm_readv(pid, &local, 1, &remote, 1, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
 }
