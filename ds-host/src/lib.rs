@@ -10,10 +10,13 @@
 //! - [`egress`]: the checks and splicing behind the agent's proxy;
 //! - [`package`]: validating and installing app packages;
 //! - [`admin`]: the admin API `dsctl` talks to;
-//! - [`config`] and [`dev`]: production configuration and dev mode.
+//! - [`config`] and [`dev`]: production configuration and dev mode;
+//! - [`cli`]: the command line (also read by the packaging's man page
+//!   generator).
 
 pub mod admin;
 pub mod appspace;
+pub mod cli;
 pub mod config;
 pub mod dev;
 pub mod egress;

@@ -12,6 +12,7 @@ use clap::Parser;
 use ds_host::admin::peer::{AccessPolicy, AdminGroup};
 use ds_host::admin::Admin;
 use ds_host::appspace::{Appspace, AppspaceConfig, Launcher, Lifecycle};
+use ds_host::cli::Cli;
 use ds_host::config::HostConfig;
 use ds_host::egress::log_writer::EgressLogWriter;
 use ds_host::front_door::conn_workers::ConnWorkers;
@@ -32,56 +33,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Memory of an appspace whose manifest asks for none.
 const DEFAULT_MEMORY: u64 = 256 << 20;
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "ds-host",
-    version,
-    about = "Run untrusted web apps in sandboxes"
-)]
-struct Cli {
-    /// Start a complete development host with no configuration.
-    #[arg(long, conflicts_with = "config")]
-    dev: bool,
-    /// Where dev mode keeps its state.
-    #[arg(long, value_name = "DIR", default_value = ".ds-dev", requires = "dev")]
-    state_dir: PathBuf,
-    /// The loopback port dev mode serves HTTP on (0 picks a free one).
-    #[arg(long, default_value_t = 7080, requires = "dev")]
-    port: u16,
-    /// The loopback port dev mode serves HTTPS on (0 picks a free one).
-    #[arg(long, default_value_t = 7443, requires = "dev")]
-    tls_port: u16,
-    /// Seconds a client has to send a complete request head (dev mode).
-    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
-    header_timeout: u64,
-    /// Also install and serve this package (a directory or .tar.gz) in dev
-    /// mode; repeatable.
-    #[arg(long = "app", value_name = "PATH", requires = "dev")]
-    apps: Vec<PathBuf>,
-    /// Stop an appspace after this many seconds without requests (dev mode).
-    #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
-    idle_timeout: u64,
-    /// How long an app has to start accepting connections (dev mode).
-    #[arg(long, value_name = "SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
-    start_timeout: u64,
-    /// Seconds an app has to start its response, 504 beyond (dev mode).
-    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..), requires = "dev")]
-    response_timeout: u64,
-    /// Seconds a request or response body may move no data (dev mode).
-    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..), requires = "dev")]
-    body_idle_timeout: u64,
-    /// New egress connections per second per appspace, burst twice that
-    /// (dev mode).
-    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..), requires = "dev")]
-    egress_rate: u32,
-    /// Egress connections one appspace may have open at once (dev mode).
-    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..), requires = "dev")]
-    egress_max_connections: u32,
-    /// The production configuration file (see docs/config.md).
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-}
 
 /// A binary next to ours (Cargo puts the workspace's binaries together),
 /// else `$env`, else the PATH.
@@ -148,22 +99,106 @@ fn cgroup_placement() -> anyhow::Result<ds_sandbox::cgroup::Placement> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .fmt_fields(ds_host::log_fields::LogFields)
-        .init();
     let cli = Cli::parse();
+    init_logging();
     // Before anything is printed or served: a SIGTERM that arrives while
     // we start must stop us cleanly, not kill us.
     let stop = StopSignals::install()?;
+    if let Some(file) = &cli.check_config {
+        return check_config(file);
+    }
     match (&cli.config, cli.dev) {
         (Some(config), _) => production(config, stop).await,
         (None, true) => dev(cli, stop).await,
         (None, false) => bail!("nothing to do: pass --dev, or --config FILE"),
     }
+}
+
+/// Logs go to the journal, with each span's fields as journal fields
+/// (`APPSPACE`, and `METHOD`/`PATH` of a request at debug level), when
+/// systemd connected our stderr to it; plain lines otherwise.
+fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter =
+        || tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    if stderr_is_the_journal() {
+        match tracing_journald::layer() {
+            Ok(journal) => {
+                tracing_subscriber::registry()
+                    .with(filter())
+                    .with(
+                        journal
+                            .with_field_prefix(None)
+                            .with_syslog_identifier("ds-host".into()),
+                    )
+                    .init();
+                return;
+            }
+            Err(e) => eprintln!("ds-host: the journal's socket: {e}; logging plain lines"),
+        }
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(filter())
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .fmt_fields(ds_host::log_fields::LogFields)
+        .init();
+}
+
+/// systemd's `JOURNAL_STREAM` (`device:inode`) names our stderr: the
+/// service's output goes to the journal (not when a user redirected it).
+fn stderr_is_the_journal() -> bool {
+    let Some(stream) = std::env::var("JOURNAL_STREAM").ok() else {
+        return false;
+    };
+    let Some((dev, ino)) = stream.split_once(':') else {
+        return false;
+    };
+    let Ok(stat) = rustix::fs::fstat(std::io::stderr()) else {
+        return false;
+    };
+    dev.parse() == Ok(stat.st_dev) && ino.parse() == Ok(stat.st_ino)
+}
+
+/// Tells systemd (`Type=notify`) something; a no-op outside systemd.
+fn notify_systemd(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::warn!(error = %e, "notifying systemd");
+    }
+}
+
+/// `--check-config`: everything `--config` reads before it changes
+/// anything (the file, the certificate and key, the admin group, the
+/// binaries it names), checked, and nothing started or written.
+fn check_config(file: &Path) -> anyhow::Result<()> {
+    let config = HostConfig::load(file)?;
+    ds_host::front_door::tls::from_files(&config.https.certificate, &config.https.private_key)?;
+    if let Some(group) = config.admin.group.as_deref() {
+        AdminGroup::lookup(group)?;
+    }
+    for (key, path) in [
+        ("sandbox.binary", &config.sandbox.binary),
+        ("sandbox.deno", &config.sandbox.deno),
+    ] {
+        if let Some(path) = path {
+            if !path.is_file() {
+                bail!(
+                    "{}: {key}: {} is not a file",
+                    file.display(),
+                    path.display()
+                );
+            }
+        }
+    }
+    println!(
+        "ds-host: {} is valid (serving *.{} on {} and {}, state in {})",
+        file.display(),
+        config.base_domain,
+        config.https.listen,
+        config.http.listen,
+        config.state_dir.display()
+    );
+    Ok(())
 }
 
 /// The host over `configs`, with an idle reaper running.
@@ -237,9 +272,28 @@ async fn run_until_signal(
     tasks.spawn(ds_host::admin::serve(admin_listener, admin, async move {
         let _ = rx.wait_for(|stop| *stop).await;
     }));
+    // The listeners, the state and the admin socket are up: ready. With a
+    // watchdog (`WatchdogSec=`), the runtime pings it at half the period,
+    // so a wedged runtime gets the host restarted.
+    notify_systemd(&[sd_notify::NotifyState::Ready]);
+    let watchdog = sd_notify::watchdog_enabled().map(|period| {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period / 2);
+            loop {
+                tick.tick().await;
+                notify_systemd(&[sd_notify::NotifyState::Watchdog]);
+            }
+        })
+    });
     tokio::select! {
         _ = stop.int.recv() => {}
         _ = stop.term.recv() => {}
+    }
+    notify_systemd(&[sd_notify::NotifyState::Stopping]);
+    // Stopping takes at most the stop timeout: systemd's own clock
+    // (TimeoutStopSec) is in charge now.
+    if let Some(watchdog) = watchdog {
+        watchdog.abort();
     }
     // Nothing starts from here on, and requests still arriving on open
     // keep-alive connections get a 503; then the listeners stop.

@@ -43,6 +43,11 @@ fn main() {
     );
     add("unknown_hosts_get_404", None, unknown_hosts_get_404);
     add(
+        "systemd_hears_ready_watchdog_and_stopping",
+        None,
+        systemd_hears_ready_watchdog_and_stopping,
+    );
+    add(
         "the_front_door_outranks_the_apps_it_serves",
         None,
         the_front_door_outranks_the_apps_it_serves,
@@ -194,11 +199,20 @@ impl DevHost {
     }
 
     fn start_with(state: &Path, extra: &[String]) -> Result<Self, Failed> {
+        Self::start_with_env(state, extra, &[])
+    }
+
+    fn start_with_env(
+        state: &Path,
+        extra: &[String],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Result<Self, Failed> {
         let stderr = tempfile::NamedTempFile::new()?;
         let mut cmd = Command::new(HOST);
         cmd.args(["--dev", "--port", "0", "--tls-port", "0", "--state-dir"])
             .arg(state)
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(stderr.reopen()?);
         match deno() {
@@ -909,6 +923,59 @@ fn oversized_and_slow_request_heads_are_refused() -> Result<(), Failed> {
     host.stop()
 }
 
+/// `Type=notify`: READY=1 once the host serves (not before), watchdog
+/// pings when systemd asks for them, STOPPING=1 at SIGTERM; the protocol
+/// is a datagram socket named by `NOTIFY_SOCKET`, played here by the test.
+fn systemd_hears_ready_watchdog_and_stopping() -> Result<(), Failed> {
+    let state = tempfile::tempdir()?;
+    let socket_path = state.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path)?;
+    socket.set_read_timeout(Some(Duration::from_secs(20)))?;
+    let watchdog_usec = "400000";
+    let host = DevHost::start_with_env(
+        state.path(),
+        &[],
+        &[
+            ("NOTIFY_SOCKET", socket_path.as_os_str()),
+            ("WATCHDOG_USEC", watchdog_usec.as_ref()),
+            // sd_notify checks the watchdog is meant for this process: no
+            // WATCHDOG_PID means "whoever reads it".
+        ],
+    )?;
+    let mut buf = [0u8; 512];
+    let mut next = || -> Result<String, Failed> {
+        let n = socket.recv(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    let first = next()?;
+    ensure(
+        first.contains("READY=1"),
+        format!("first message: {first:?}"),
+    )?;
+    // Ready means serving: the front door answers at once.
+    let (status, _, _) = host.get("nothing.localhost", "/")?;
+    ensure(status == 404, format!("after READY=1: {status}"))?;
+    let mut pings = 0;
+    while pings < 3 {
+        let msg = next()?;
+        ensure(
+            msg.contains("WATCHDOG=1"),
+            format!("expected a ping: {msg:?}"),
+        )?;
+        pings += 1;
+    }
+    let pid = rustix::process::Pid::from_raw(host.child.id() as i32).ok_or("bad pid")?;
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM)?;
+    loop {
+        let msg = next()?;
+        if msg.contains("STOPPING=1") {
+            break;
+        }
+        ensure(msg.contains("WATCHDOG=1"), format!("unexpected: {msg:?}"))?;
+    }
+    host.stop()
+}
+
 fn production_mode_serves_https_and_redirects_http() -> Result<(), Failed> {
     let tmp = tempfile::tempdir()?;
     let state_dir = tmp.path().join("state");
@@ -950,6 +1017,41 @@ fn production_mode_serves_https_and_redirects_http() -> Result<(), Failed> {
             cert.display(),
             tmp.path().join("tls/key.pem").display(),
             tmp.path().join("admin.sock").display()
+        ),
+    )?;
+    // --check-config accepts it and touches nothing.
+    let checked = Command::new(HOST)
+        .arg("--check-config")
+        .arg(&config)
+        .output()?;
+    ensure(
+        checked.status.success() && String::from_utf8_lossy(&checked.stdout).contains("is valid"),
+        format!(
+            "--check-config refused a good config: {}",
+            String::from_utf8_lossy(&checked.stderr)
+        ),
+    )?;
+    ensure(
+        !tmp.path().join("admin.sock").exists(),
+        "--check-config created the admin socket",
+    )?;
+    // A certificate it cannot read is found by --check-config too.
+    let broken = tmp.path().join("broken.toml");
+    std::fs::write(
+        &broken,
+        std::fs::read_to_string(&config)?
+            .replace(&cert.display().to_string(), "/nonexistent/cert.pem"),
+    )?;
+    let refused = Command::new(HOST)
+        .arg("--check-config")
+        .arg(&broken)
+        .output()?;
+    ensure(
+        !refused.status.success()
+            && String::from_utf8_lossy(&refused.stderr).contains("/nonexistent/cert.pem"),
+        format!(
+            "--check-config with a missing certificate: {}",
+            String::from_utf8_lossy(&refused.stderr)
         ),
     )?;
     let mut child = Command::new(HOST)
@@ -1024,13 +1126,18 @@ fn bad_config_is_refused_with_the_key_named() -> Result<(), Failed> {
         &config,
         "base_domain = \"a.example\"\nlisten_everywhere = true\n",
     )?;
-    let out = Command::new(HOST).arg("--config").arg(&config).output()?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    ensure(!out.status.success(), "a bad config was accepted")?;
-    ensure(
-        stderr.contains("listen_everywhere"),
-        format!("stderr: {stderr}"),
-    )?;
+    for flag in ["--config", "--check-config"] {
+        let out = Command::new(HOST).arg(flag).arg(&config).output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure(
+            !out.status.success(),
+            format!("{flag}: a bad config was accepted"),
+        )?;
+        ensure(
+            stderr.contains("listen_everywhere"),
+            format!("{flag}: stderr: {stderr}"),
+        )?;
+    }
     let out = Command::new(HOST)
         .arg("--config")
         .arg(tmp.path().join("missing.toml"))

@@ -235,7 +235,7 @@ impl Appspace {
             requests: AtomicU64::new(0),
             links: Arc::default(),
             pool: Arc::default(),
-            span: tracing::info_span!(parent: None, "appspace", name = config.name.as_str()),
+            span: tracing::info_span!(parent: None, "appspace", appspace = config.name.as_str()),
             config,
         })
     }

@@ -1,0 +1,62 @@
+//! `ds-host`'s command line, in the library so that the packaging's
+//! generator writes the man page and completions from the same definition.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// The daemon's arguments.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ds-host",
+    version,
+    about = "Run untrusted web apps in sandboxes"
+)]
+pub struct Cli {
+    /// Start a complete development host with no configuration.
+    #[arg(long, conflicts_with = "config")]
+    pub dev: bool,
+    /// Where dev mode keeps its state.
+    #[arg(long, value_name = "DIR", default_value = ".ds-dev", requires = "dev")]
+    pub state_dir: PathBuf,
+    /// The loopback port dev mode serves HTTP on (0 picks a free one).
+    #[arg(long, default_value_t = 7080, requires = "dev")]
+    pub port: u16,
+    /// The loopback port dev mode serves HTTPS on (0 picks a free one).
+    #[arg(long, default_value_t = 7443, requires = "dev")]
+    pub tls_port: u16,
+    /// Seconds a client has to send a complete request head (dev mode).
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout: u64,
+    /// Also install and serve this package (a directory or .tar.gz) in dev
+    /// mode; repeatable.
+    #[arg(long = "app", value_name = "PATH", requires = "dev")]
+    pub apps: Vec<PathBuf>,
+    /// Stop an appspace after this many seconds without requests (dev mode).
+    #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout: u64,
+    /// How long an app has to start accepting connections (dev mode).
+    #[arg(long, value_name = "SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..))]
+    pub start_timeout: u64,
+    /// Seconds an app has to start its response, 504 beyond (dev mode).
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..), requires = "dev")]
+    pub response_timeout: u64,
+    /// Seconds a request or response body may move no data (dev mode).
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..), requires = "dev")]
+    pub body_idle_timeout: u64,
+    /// New egress connections per second per appspace, burst twice that
+    /// (dev mode).
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..), requires = "dev")]
+    pub egress_rate: u32,
+    /// Egress connections one appspace may have open at once (dev mode).
+    #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..), requires = "dev")]
+    pub egress_max_connections: u32,
+    /// The production configuration file (see docs/config.md).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Check a configuration file (syntax, values, the certificate and key
+    /// it names, the admin group) and exit: 0 if it would start, 1 with the
+    /// reason if not. Changes nothing.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["config", "dev"])]
+    pub check_config: Option<PathBuf>,
+}
