@@ -3,7 +3,7 @@
 //! otherwise tables. Exit status 0 on success; on failure a one-line
 //! reason on stderr and status 1 (2 for bad arguments).
 
-mod cli;
+use ds_cli::cli;
 mod client;
 mod commands;
 mod package;

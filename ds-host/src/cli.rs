@@ -59,4 +59,21 @@ pub struct Cli {
     /// reason if not. Changes nothing.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["config", "dev"])]
     pub check_config: Option<PathBuf>,
+    /// Write a new self-signed certificate and key (cert.pem, key.pem) for
+    /// --names into DIR and exit (the Debian package's first certificate).
+    #[arg(
+        long,
+        value_name = "DIR",
+        requires = "names",
+        conflicts_with_all = ["config", "dev", "check_config"]
+    )]
+    pub self_signed_certificate: Option<PathBuf>,
+    /// The DNS names the self-signed certificate covers, comma-separated.
+    #[arg(
+        long,
+        value_name = "NAME,...",
+        value_delimiter = ',',
+        requires = "self_signed_certificate"
+    )]
+    pub names: Vec<String>,
 }

@@ -107,6 +107,11 @@ async fn main() -> anyhow::Result<()> {
     if let Some(file) = &cli.check_config {
         return check_config(file);
     }
+    if let Some(dir) = &cli.self_signed_certificate {
+        let cert = ds_host::front_door::tls::write_self_signed(dir, &cli.names)?;
+        println!("ds-host: wrote {} and its key", cert.display());
+        return Ok(());
+    }
     match (&cli.config, cli.dev) {
         (Some(config), _) => production(config, stop).await,
         (None, true) => dev(cli, stop).await,

@@ -133,10 +133,17 @@ fn missing_requirement() -> Option<String> {
     if let Err(e) = ds_sandbox::cgroup::CgroupVersion::detect() {
         return Some(e.to_string());
     }
-    if Command::new("gcc").arg("--version").output().is_err() {
+    if prebuilt().is_none() && Command::new("gcc").arg("--version").output().is_err() {
         return Some("gcc is not installed (run packaging/dev/setup.sh)".into());
     }
     None
+}
+
+/// `$DS_SUITE_PREBUILT`: a directory with the test programs already built
+/// (hostile, workload, workload-dynamic, musl-app), for a machine without
+/// compilers: the Debian VM suite (tests/vm) runs this suite that way.
+fn prebuilt() -> Option<PathBuf> {
+    std::env::var_os("DS_SUITE_PREBUILT").map(PathBuf::from)
 }
 
 fn deno_binary() -> Result<PathBuf, String> {
@@ -151,6 +158,13 @@ fn deno_binary() -> Result<PathBuf, String> {
 }
 
 fn musl_available() -> Result<(), String> {
+    if let Some(dir) = prebuilt() {
+        return if dir.join("musl-app").is_file() {
+            Ok(())
+        } else {
+            Err(format!("no musl-app in {}", dir.display()))
+        };
+    }
     let out = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output();
@@ -178,11 +192,16 @@ fn app_dir() -> &'static Path {
         let app = scratch().join("app");
         std::fs::create_dir_all(&app).unwrap();
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/hostile");
-        for (out, file, extra) in [
+        let programs = [
             ("hostile", "hostile.c", vec!["-static", "-pthread"]),
             ("workload", "workload.c", vec!["-static", "-pthread"]),
             ("workload-dynamic", "workload.c", vec!["-pthread"]),
-        ] {
+        ];
+        for (out, file, extra) in programs {
+            if let Some(dir) = prebuilt() {
+                std::fs::copy(dir.join(out), app.join(out)).unwrap();
+                continue;
+            }
             let status = Command::new("gcc")
                 .args(["-O2", "-o"])
                 .arg(app.join(out))
@@ -460,34 +479,24 @@ fn functional(program: &str) -> Result<(), Failed> {
 fn functional_musl_rust() -> Result<(), Failed> {
     let app = scratch().join("app-musl");
     std::fs::create_dir_all(&app)?;
-    let src = scratch().join("musl_app.rs");
-    std::fs::write(
-        &src,
-        r#"fn main() {
-    let app = std::fs::read_to_string("/app/app-file.txt").expect("read /app");
-    std::fs::write("/data/musl.txt", "rust was here").expect("write /data");
-    let back = std::fs::read_to_string("/data/musl.txt").expect("reread /data");
-    let port: u16 = std::env::var("PORT").unwrap().parse().unwrap();
-    let l = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind $PORT");
-    drop(l);
-    let t = std::thread::spawn(|| 40 + 2).join().unwrap();
-    println!("musl ok: {} {} {}", app.trim(), back, t);
-}
-"#,
-    )?;
-    let status = Command::new("rustc")
-        .args([
-            "--edition",
-            "2021",
-            "-O",
-            "--target",
-            "x86_64-unknown-linux-musl",
-            "-o",
-        ])
-        .arg(app.join("musl-app"))
-        .arg(&src)
-        .status()?;
-    ensure(status.success(), "compiling the musl program")?;
+    if let Some(dir) = prebuilt() {
+        std::fs::copy(dir.join("musl-app"), app.join("musl-app"))?;
+    } else {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/hostile/musl_app.rs");
+        let status = Command::new("rustc")
+            .args([
+                "--edition",
+                "2021",
+                "-O",
+                "--target",
+                "x86_64-unknown-linux-musl",
+                "-o",
+            ])
+            .arg(app.join("musl-app"))
+            .arg(&src)
+            .status()?;
+        ensure(status.success(), "compiling the musl program")?;
+    }
     std::fs::write(app.join("app-file.txt"), "hello from the app\n")?;
     Command::new("chmod")
         .args(["-R", "a+rX"])

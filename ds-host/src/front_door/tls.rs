@@ -61,6 +61,29 @@ pub fn from_files(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError
     Ok(Arc::new(config))
 }
 
+/// Writes a new self-signed certificate for `names` and its key to
+/// `dir/cert.pem` and `dir/key.pem` (the key owner-only before it holds
+/// anything); returns the certificate's path. Dev mode's certificate, and
+/// the Debian package's first one (`ds-host --self-signed-certificate`).
+pub fn write_self_signed(dir: &Path, names: &[String]) -> Result<PathBuf, TlsError> {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let io = |what, path: &Path| {
+        let path = path.to_owned();
+        move |source| TlsError::Io { what, path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
+    let params = rcgen::CertificateParams::new(names.to_vec())?;
+    let key_pair = rcgen::KeyPair::generate()?;
+    let certificate = params.self_signed(&key_pair)?;
+    let mut options = std::fs::OpenOptions::new();
+    std::os::unix::fs::OpenOptionsExt::mode(options.write(true).create(true).truncate(true), 0o600);
+    let mut file = options.open(&key).map_err(io("writing", &key))?;
+    std::io::Write::write_all(&mut file, key_pair.serialize_pem().as_bytes())
+        .map_err(io("writing", &key))?;
+    std::fs::write(&cert, certificate.pem()).map_err(io("writing", &cert))?;
+    Ok(cert)
+}
+
 /// The dev certificate in `dir` (`cert.pem`, `key.pem`) for `names`, made
 /// on first use and again whenever the names change. Each appspace domain
 /// is named explicitly: certificate verifiers refuse `*.localhost`, a
@@ -77,25 +100,12 @@ pub fn dev_certificate(
     let wanted = names.join("\n");
     let current = std::fs::read_to_string(&listed).unwrap_or_default();
     if !(cert.is_file() && key.is_file()) || current != wanted {
-        let io = |what, path: &Path| {
-            let path = path.to_owned();
-            move |source| TlsError::Io { what, path, source }
-        };
-        std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
-        let params = rcgen::CertificateParams::new(names.to_vec())?;
-        let key_pair = rcgen::KeyPair::generate()?;
-        let certificate = params.self_signed(&key_pair)?;
-        // The key is written owner-only before it holds anything.
-        let mut options = std::fs::OpenOptions::new();
-        std::os::unix::fs::OpenOptionsExt::mode(
-            options.write(true).create(true).truncate(true),
-            0o600,
-        );
-        let mut file = options.open(&key).map_err(io("writing", &key))?;
-        std::io::Write::write_all(&mut file, key_pair.serialize_pem().as_bytes())
-            .map_err(io("writing", &key))?;
-        std::fs::write(&cert, certificate.pem()).map_err(io("writing", &cert))?;
-        std::fs::write(&listed, &wanted).map_err(io("writing", &listed))?;
+        write_self_signed(dir, names)?;
+        std::fs::write(&listed, &wanted).map_err(|source| TlsError::Io {
+            what: "writing",
+            path: listed.clone(),
+            source,
+        })?;
     }
     Ok((from_files(&cert, &key)?, cert))
 }
