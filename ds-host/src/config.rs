@@ -133,7 +133,7 @@ fn default_state_dir() -> PathBuf {
 
 /// `[http]`
 #[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     /// Address for plain HTTP (redirects only).
     pub listen: SocketAddr,
@@ -379,6 +379,32 @@ base_domain = "apps.example.org"
 certificate = "/etc/ds/cert.pem"
 private_key = "/etc/ds/key.pem"
 "#;
+
+    /// The Debian package's conffile parses, and its values are the
+    /// defaults it says it leaves (every commented key is a default).
+    #[test]
+    fn the_packaged_config_is_valid_and_documents_the_defaults() {
+        let text = include_str!("../../packaging/deb/ds-host.toml");
+        let path = Path::new("packaging/deb/ds-host.toml");
+        let config = HostConfig::parse(text, path).expect("the conffile parses");
+        assert_eq!(config.base_domain, "localhost");
+        assert_eq!(config.admin.group.as_deref(), Some("ds"));
+        assert_eq!(
+            config.sandbox.binary.as_deref(),
+            Some(Path::new("/usr/lib/ds/ds-sandbox"))
+        );
+        // Uncommenting every "#key = value" line changes nothing.
+        let uncommented: String = text
+            .lines()
+            .map(|l| match l.strip_prefix('#') {
+                Some(rest) if rest.contains(" = ") && !rest.starts_with(' ') => rest,
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let explicit = HostConfig::parse(&uncommented, path).expect("uncommented parses");
+        assert_eq!(explicit, config);
+    }
 
     #[test]
     fn minimal_config_gets_defaults() {

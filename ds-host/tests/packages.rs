@@ -136,6 +136,43 @@ fn directory_package_installs_read_only() {
     assert!(store_contents(tmp.path()).is_empty());
 }
 
+/// The host runs with UMask=0077 under systemd: an installed version must
+/// still be readable (and its directories searchable) by every appspace
+/// uid, or its sandbox cannot exec the app.
+#[test]
+fn installed_versions_are_world_readable_whatever_the_umask() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = store(tmp.path());
+    let pkg = tar_gz(
+        tmp.path(),
+        "deep.tar.gz",
+        &[
+            ("lib", b'5', b"", "", 0o700),
+            ("lib/deep", b'5', b"", "", 0o700),
+            ("lib/deep/data.txt", b'0', b"x", "", 0o600),
+            ("lib/deep/tool", b'0', b"#!/bin/sh\n", "", 0o700),
+        ],
+    );
+    let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+    let installed = store.install(&pkg, &PackageLimits::default());
+    rustix::process::umask(old);
+    let v = installed.unwrap();
+    for path in walk(&v.dir) {
+        let meta = fs::symlink_metadata(&path).unwrap();
+        let mode = meta.permissions().mode() & 0o777;
+        let want = if meta.is_dir() || mode & 0o100 != 0 {
+            0o555
+        } else {
+            0o444
+        };
+        assert_eq!(mode, want, "{}", path.display());
+    }
+    assert_eq!(
+        fs::metadata(&v.dir).unwrap().permissions().mode() & 0o777,
+        0o555
+    );
+}
+
 #[test]
 fn tar_gz_package_installs() {
     let tmp = tempfile::tempdir().unwrap();

@@ -183,9 +183,14 @@ fn locked_flags(fd: &OwnedFd) -> MountFlags {
 }
 
 /// Binds `src` onto `target` and remounts it with `flags` (plus the
-/// source's locked flags).
+/// source's locked flags). The bind is recursive, as bubblewrap's are: in a
+/// user namespace the kernel refuses (EINVAL) a plain bind of a tree with
+/// locked mounts below it, which would uncover what they hide. systemd's
+/// ProtectKernelModules= mounts an inaccessible node over /usr/lib/modules,
+/// for one: the sandbox keeps it there. Landlock, not the mount flags,
+/// holds any writable mount below a read-only tree to read-only.
 fn bind(src: &OwnedFd, target: &Path, flags: MountFlags) -> Result<(), MountError> {
-    rx(rustix::mount::mount_bind(fd_path(src), target))
+    rx(rustix::mount::mount_bind_recursive(fd_path(src), target))
         .map_err(op("bind-mounting onto", target))?;
     let flags = flags | locked_flags(src) | MountFlags::BIND;
     rx(rustix::mount::mount_remount(target, flags, "")).map_err(op("remounting", target))

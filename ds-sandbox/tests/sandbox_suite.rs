@@ -178,8 +178,13 @@ fn musl_available() -> Result<(), String> {
 fn scratch() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("sandbox-suite-{}", std::process::id()));
+        // `$DS_SUITE_SCRATCH` where the build's directory is not there or
+        // not writable (the VM suite runs this under the unit's
+        // ProtectSystem=strict).
+        let base = std::env::var_os("DS_SUITE_SCRATCH")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")));
+        let d = base.join(format!("sandbox-suite-{}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
         d
     })

@@ -12,6 +12,10 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 # benchmark's reference sandbox, util-linux for unshare/ipcmk in the suite,
 # curl as the stock native client the egress suite runs inside a sandbox.
 packages=(gcc libc6-dev pkg-config libseccomp-dev bubblewrap util-linux procps curl)
+# The Debian package and its VM suite (tests/vm/run.sh): lintian checks
+# the .deb; mmdebstrap builds a Debian 12 root, e2fsprogs makes it a disk
+# image and reads results back, qemu boots it.
+packages+=(lintian mmdebstrap e2fsprogs qemu-system-x86)
 # npm fetches Deno; a machine with Node.js from elsewhere already has it
 # (and Debian's npm would conflict with that Node.js).
 command -v npm >/dev/null 2>&1 || packages+=(npm)

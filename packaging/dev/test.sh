@@ -24,6 +24,9 @@ export DS_SANDBOX
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
+# The Debian package, installed and used in a Debian 12 VM (Debian's
+# kernel, systemd and cgroup v2): tests/vm/run.sh.
+./tests/vm/run.sh 2>&1 | tee -a "$log"
 skipped="$(grep -E '^SKIPPED' "$log" || true)"
 if [ -n "$skipped" ]; then
     echo

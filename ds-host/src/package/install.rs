@@ -642,21 +642,24 @@ fn check_entrypoint(staging: &Path, manifest: &Manifest) -> Result<(), InstallEr
     Ok(())
 }
 
-/// Removes write permission everywhere below `dir` (links untouched).
+/// Makes everything below `dir` read-only and readable by every appspace
+/// uid (links untouched): directories 0555, files 0444 or 0555. Modes
+/// are set, never derived from how the directories were created, so the
+/// host's umask (0077 under its systemd unit) cannot make an app
+/// unreadable to its own sandbox.
 fn make_read_only(dir: &Path) -> io::Result<()> {
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let ft = entry.file_type()?;
         if ft.is_dir() {
             make_read_only(&entry.path())?;
-        }
-        if !ft.is_symlink() {
+        } else if !ft.is_symlink() {
             let mode = entry.metadata()?.permissions().mode();
-            fs::set_permissions(entry.path(), fs::Permissions::from_mode(mode & 0o555))?;
+            let mode = if mode & 0o100 != 0 { 0o555 } else { 0o444 };
+            fs::set_permissions(entry.path(), fs::Permissions::from_mode(mode))?;
         }
     }
-    let mode = fs::metadata(dir)?.permissions().mode();
-    fs::set_permissions(dir, fs::Permissions::from_mode(mode & 0o555))
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o555))
 }
 
 /// Removes a tree even if it was made read-only.

@@ -1,0 +1,167 @@
+#!/bin/bash
+# Runs inside the Debian 12 test VM at boot (ds-vm-test.service), as root,
+# on Debian's own kernel, systemd and cgroup v2. Phase 1 (first boot):
+# install the older package, upgrade, serve, limits, kill -9, the sandbox
+# suite under the unit's own hardening, the journal, systemd-analyze,
+# remove and reinstall; then reboot. Phase 2: everything came back; purge.
+# Every check writes "PASS name" or "FAIL name: why" to /vm/results/log
+# (read back by tests/vm/run.sh with debugfs) and to the console.
+set -u
+R=/vm/results
+mkdir -p "$R"
+phase=$(cat "$R/phase" 2>/dev/null || echo 1)
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+
+say() { echo "$*" | tee -a "$R/log" > /dev/console; }
+pass() { say "PASS $1"; }
+fail() {
+    say "FAIL $1: $2"
+    # The host's side of it, once per failure.
+    { systemctl status --no-pager ds-host; journalctl -u ds-host -n 30 --no-pager;
+      tail -n 15 /var/lib/ds/appspaces/*/log/app.log; } 2>&1 \
+        | sed 's/^/  | /' | tee -a "$R/log" > /dev/console
+}
+# check NAME COMMAND...: PASS if it succeeds, else FAIL with its output's tail.
+check() {
+    local name=$1 out
+    shift
+    if out=$("$@" 2>&1); then pass "$name"; else fail "$name" "$(printf '%s' "$out" | tail -n 8 | tr '\n' ' ')"; fi
+}
+# Waits up to $1 seconds for COMMAND... to succeed.
+wait_for() {
+    local secs=$1
+    shift
+    for _ in $(seq $((secs * 5))); do
+        "$@" >/dev/null 2>&1 && return 0
+        sleep 0.2
+    done
+    "$@"
+}
+
+HOST=hello.localhost
+get() { curl -sS -k --max-time 60 --resolve "$HOST:443:127.0.0.1" "https://$HOST$1"; }
+serving() { [ "$(get /hello)" = hello ]; }
+visits() { cat /var/lib/ds/appspaces/*/data/visits 2>/dev/null || echo 0; }
+main_pid() { systemctl show -p MainPID --value ds-host; }
+active() { systemctl is-active --quiet ds-host; }
+
+phase1() {
+    say "VM phase 1: $(uname -r), systemd $(systemctl --version | head -1 | cut -d' ' -f2), cgroup $(stat -fc %T /sys/fs/cgroup)"
+    check install-older-package dpkg -i /vm/debs/old.deb
+    check started-by-postinst wait_for 60 active
+    check dsctl-status dsctl status
+    check app-install dsctl app install /vm/hello-native
+    check appspace-create dsctl appspace create --app hello-native --domain "$HOST"
+    check limits-set dsctl appspace limits "$HOST" --memory 96M --pids 64 --cpu 0.5
+    check serves-https wait_for 120 serving
+    get / >/dev/null
+    check cgroup-in-service-subtree cgroup_in_subtree
+    check cgroup-v2-limits cgroup_limits
+    check supervisor-leaf grep -q 'ds-host.service/supervisor' "/proc/$(main_pid)/cgroup"
+    systemd-cgls --no-pager -u ds-host.service > "$R/cgls.txt" 2>&1
+    check cgls-shows-the-sandbox grep -q 'as-' "$R/cgls.txt"
+
+    local before conf_sum
+    before=$(visits)
+    conf_sum=$(md5sum < /etc/ds/ds-host.toml)
+    check upgrade dpkg -i /vm/debs/new.deb
+    check upgraded-version sh -c 'dpkg-query -W -f="\${Version}" ds | grep -qx "0.1.0-1"'
+    check active-after-upgrade wait_for 60 active
+    check conffile-kept sh -c "[ \"\$(md5sum < /etc/ds/ds-host.toml)\" = '$conf_sum' ]"
+    check appspace-kept-after-upgrade sh -c "dsctl appspace list | grep -q '$HOST'"
+    check serves-after-upgrade wait_for 120 serving
+    get / >/dev/null
+    check data-kept-after-upgrade test "$(visits)" -gt "$before"
+
+    before=$(visits)
+    local pid
+    pid=$(main_pid)
+    kill -9 "$pid"
+    check restarted-after-kill-9 wait_for 60 sh -c "[ \"\$(systemctl show -p MainPID --value ds-host)\" != '$pid' ] && systemctl is-active --quiet ds-host"
+    check serves-after-kill-9 wait_for 120 serving
+    check nothing-lost-after-kill-9 test "$(visits)" -ge "$before"
+    check audit-kept-after-kill-9 sh -c 'dsctl audit | grep -q app'
+
+    check journal-structured-fields sh -c "journalctl -u ds-host -o json --no-pager | grep -q '\"APPSPACE\":\"'"
+    journalctl -u ds-host -o json --no-pager | grep '"APPSPACE"' | head -3 > "$R/journal-sample.json"
+    systemd-analyze security --no-pager ds-host > "$R/security.txt" 2>&1
+    say "INFO systemd-analyze security ds-host: $(tail -1 "$R/security.txt")"
+
+    check sandbox-suite-under-the-unit sandbox_suite_under_unit
+
+    check remove dpkg -r ds
+    check state-kept-after-remove test -f /var/lib/ds/state.db
+    check conffile-kept-after-remove test -f /etc/ds/ds-host.toml
+    check service-gone-after-remove sh -c '! systemctl is-active --quiet ds-host'
+    check reinstall dpkg -i /vm/debs/new.deb
+    check appspace-back-after-reinstall wait_for 60 sh -c "dsctl appspace list | grep -q '$HOST'"
+    check serves-after-reinstall wait_for 120 serving
+    visits > "$R/visits-before-reboot"
+    echo 2 > "$R/phase"
+    say "VM phase 1 done"
+    sync
+    systemctl reboot
+}
+
+phase2() {
+    say "VM phase 2 (after a reboot)"
+    check active-after-reboot wait_for 120 active
+    check serves-after-reboot wait_for 120 serving
+    check data-kept-after-reboot test "$(visits)" -ge "$(cat "$R/visits-before-reboot")"
+    check purge dpkg -P ds
+    check state-gone-after-purge test ! -e /var/lib/ds
+    check config-gone-after-purge test ! -e /etc/ds
+    echo done > "$R/phase"
+    say "VM SUITE DONE"
+    sync
+    systemctl poweroff
+}
+
+cgroup_in_subtree() {
+    local dir
+    dir=$(find /sys/fs/cgroup -type d -name 'as-*' | head -1)
+    echo "sandbox cgroup: $dir"
+    case "$dir" in
+    /sys/fs/cgroup/system.slice/ds-host.service/appspaces/as-*) ;;
+    *) return 1 ;;
+    esac
+}
+
+cgroup_limits() {
+    local dir
+    dir=$(find /sys/fs/cgroup/system.slice/ds-host.service/appspaces -maxdepth 1 -type d -name 'as-*' | head -1)
+    [ -n "$dir" ] || { echo "no sandbox cgroup"; return 1; }
+    echo "memory.max $(cat "$dir/memory.max") pids.max $(cat "$dir/pids.max") cpu.max $(cat "$dir/cpu.max")"
+    [ "$(cat "$dir/memory.max")" = $((96 << 20)) ] && [ "$(cat "$dir/pids.max")" = 64 ] \
+        && [ "$(cat "$dir/cpu.max")" = "50000 100000" ]
+}
+
+# The sandbox suite (hostile app, bombs, functional programs) run with the
+# packaged ds-sandbox, under the very hardening directives of the installed
+# unit, in a transient service with a delegated cgroup like the host's.
+sandbox_suite_under_unit() {
+    local unit=/usr/lib/systemd/system/ds-host.service props=()
+    while IFS= read -r line; do
+        case "$line" in
+        ''|'#'*|'['*) continue ;;
+        Type=*|NotifyAccess=*|ExecStart=*|WatchdogSec=*|KillMode=*|TimeoutStopSec=*|Restart=*|RestartSec=*) continue ;;
+        RuntimeDirectory*|StateDirectory*|ConfigurationDirectory*|ReadWritePaths=*) continue ;;
+        esac
+        props+=(-p "$line")
+    done < <(sed -n '/^\[Service\]/,/^\[/p' "$unit")
+    echo "properties: ${props[*]}"
+    systemd-run --quiet --wait --pipe --collect --unit=ds-vm-sandbox-suite \
+        "${props[@]}" \
+        --setenv=DS_SANDBOX=/usr/lib/ds/ds-sandbox --setenv=DS_DENO=/vm/deno \
+        --setenv=DS_SUITE_PREBUILT=/vm/programs --setenv=DS_SUITE_SCRATCH=/var/tmp \
+        /vm/sandbox_suite > "$R/sandbox-suite.txt" 2>&1
+    local rc=$?
+    grep -E '^test |^test result|SKIPPED|ESCAPED' "$R/sandbox-suite.txt"
+    [ $rc = 0 ] && ! grep -q '^SKIPPED' "$R/sandbox-suite.txt"
+}
+
+case "$phase" in
+1) phase1 ;;
+2) phase2 ;;
+*) say "VM: nothing to do (phase $phase)"; systemctl poweroff ;;
+esac
