@@ -289,21 +289,29 @@ fn hostile_app_blocks_every_attack() -> Result<(), Failed> {
 /// TCP rules, so the agent mediates binds).
 fn hostile_run(landlock_abi: Option<u8>) -> Result<(), Failed> {
     let app = app_dir();
-    let canary = format!("DS-CANARY-{}-{}", std::process::id(), rand_suffix());
+    // Where this suite may not make a uts namespace (under ds-host's unit,
+    // whose bounding set has no CAP_SYS_ADMIN), the machine's hostname is
+    // made the canary before the suite starts and named here.
+    let hostname_canary = std::env::var("DS_SUITE_HOSTNAME_IS_CANARY").ok();
+    let canary = hostname_canary
+        .clone()
+        .unwrap_or_else(|| format!("DS-CANARY-{}-{}", std::process::id(), rand_suffix()));
     // Host secrets and another appspace's data, each holding the canary.
-    let secret_dir = scratch().join("host-secret");
+    // The two runs go in parallel: each has its own files.
+    let run = landlock_abi.map_or("native".to_owned(), |n| format!("abi{n}"));
+    let secret_dir = scratch().join(format!("host-secret-{run}"));
     std::fs::create_dir_all(&secret_dir)?;
     let secret = secret_dir.join("secret.txt");
     std::fs::write(&secret, &canary)?;
-    let other = fresh_data("other-appspace");
+    let other = fresh_data(&format!("other-appspace-{run}"));
     std::fs::write(other.join("private.txt"), &canary)?;
     // Host services the app must not reach.
     let tcp = std::net::TcpListener::bind("127.0.0.1:0")?;
     let port = tcp.local_addr()?.port().to_string();
-    let unix_path = scratch().join("host.sock");
+    let unix_path = scratch().join(format!("host-{run}.sock"));
     let _ = std::fs::remove_file(&unix_path);
     let _unix = std::os::unix::net::UnixListener::bind(&unix_path)?;
-    let abstract_name = format!("ds-suite-{canary}");
+    let abstract_name = format!("ds-suite-{run}-{canary}");
     let addr =
         <std::os::unix::net::SocketAddr as std::os::linux::net::SocketAddrExt>::from_abstract_name(
             abstract_name.as_bytes(),
@@ -329,16 +337,29 @@ fn hostile_run(landlock_abi: Option<u8>) -> Result<(), Failed> {
 
     // The canary as the host's hostname (in a throwaway uts namespace) and
     // in ds-sandbox's own environment.
-    let data = fresh_data("hostile");
+    let data = fresh_data(&format!("hostile-{run}"));
     // Run with descriptors leaked by the caller (not close-on-exec), at a
     // low number, at the agent's channel number (unused: this run has no
     // channel) and at a high one: none may reach the app.
-    let out = Command::new("unshare")
+    let set_hostname = if hostname_canary.is_some() {
+        "true"
+    } else {
+        "hostname \"$0\""
+    };
+    let script = format!(
+        "exec 5</etc/hostname 8</etc/hostname 150</etc/hostname; {set_hostname} && exec \"$@\""
+    );
+    let mut wrapper = if hostname_canary.is_some() {
+        Command::new("bash")
+    } else {
+        let mut unshare = Command::new("unshare");
+        unshare.args(["--uts", "bash"]);
+        unshare
+    };
+    let out = wrapper
         .args([
-            "--uts",
-            "bash",
             "-c",
-            "exec 5</etc/hostname 8</etc/hostname 150</etc/hostname; hostname \"$0\" && exec \"$@\"",
+            &script,
             &canary,
             sandbox(),
             "exec",
