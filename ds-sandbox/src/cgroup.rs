@@ -144,11 +144,12 @@ impl CgroupPlan {
     /// On v1, a thread moving only itself skips that lock; for the
     /// single-threaded cloned child that is the whole process.
     pub fn self_join_paths(&self) -> Vec<PathBuf> {
-        let file = match self.0.version {
-            CgroupVersion::V1 => "tasks",
-            CgroupVersion::V2 => "cgroup.procs",
-        };
-        self.0.dirs.iter().map(|d| d.join(file)).collect()
+        self.0.self_join_paths()
+    }
+
+    /// The interface the cgroup will use.
+    pub fn version(&self) -> CgroupVersion {
+        self.0.version
     }
 
     /// Creates the cgroup with `limits` applied.
@@ -290,6 +291,16 @@ impl Cgroup {
     /// The interface in use.
     pub fn version(&self) -> CgroupVersion {
         self.version
+    }
+
+    /// The files a process writes "0" into to move itself in
+    /// ([`CgroupPlan::self_join_paths`]).
+    pub fn self_join_paths(&self) -> Vec<PathBuf> {
+        let file = match self.version {
+            CgroupVersion::V1 => "tasks",
+            CgroupVersion::V2 => "cgroup.procs",
+        };
+        self.dirs.iter().map(|d| d.join(file)).collect()
     }
 
     /// The cgroup's directories (for logs and tests).

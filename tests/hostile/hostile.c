@@ -211,13 +211,15 @@ static void check_status(void) {
  * while the main thread binds: a check that reads the address and then
  * lets the kernel read it again would bind the other port sometimes. */
 static struct sockaddr_in race_addr;
-static int race_stop;
+static int race_stop, race_flips;
 static uint16_t race_ports[2];
 
 static void *flip_port(void *unused) {
     (void)unused;
-    for (unsigned i = 0; !__atomic_load_n(&race_stop, __ATOMIC_RELAXED); i++)
+    for (unsigned i = 0; !__atomic_load_n(&race_stop, __ATOMIC_RELAXED); i++) {
         __atomic_store_n(&race_addr.sin_port, race_ports[i & 1], __ATOMIC_RELAXED);
+        if (i < 16) __atomic_add_fetch(&race_flips, 1, __ATOMIC_RELAXED);
+    }
     return NULL;
 }
 
@@ -256,11 +258,15 @@ static void binding_attacks(void) {
     race_addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     race_ports[0] = htons(port);
     race_ports[1] = htons(port == 9998 ? 9996 : 9998);
+    race_addr.sin_port = race_ports[0];
     pthread_t flipper;
     if (pthread_create(&flipper, NULL, flip_port, NULL)) {
         escape("bind-race", "cannot start the racing thread");
         return;
     }
+    /* The race starts once the other thread is flipping. */
+    while (__atomic_load_n(&race_flips, __ATOMIC_RELAXED) < 16)
+        sched_yield();
     int on_port = 0, elsewhere = 0, other = -1;
     for (int i = 0; i < 2000 && !elsewhere; i++) {
         int s = socket(AF_INET, SOCK_STREAM, 0);

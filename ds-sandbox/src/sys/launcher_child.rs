@@ -45,6 +45,21 @@ pub(crate) fn clone_child(flags: libc::c_int, plan: &ChildPlan) -> std::io::Resu
     }
 }
 
+/// [`clone_child`], with the child born in the cgroup `cgroup` is open on
+/// (v2; `plan.cgroup_join` is then empty). `Err` if the kernel does not
+/// offer `clone3(CLONE_INTO_CGROUP)`: nothing was cloned, and the caller
+/// falls back to [`clone_child`] and a self-join.
+pub(crate) fn clone_child_into_cgroup(
+    flags: libc::c_int,
+    cgroup: std::os::fd::BorrowedFd<'_>,
+    plan: &ChildPlan,
+) -> std::io::Result<i32> {
+    match super::clone3_into_cgroup(flags, cgroup)? {
+        super::Forked::Child => child(plan),
+        super::Forked::Parent(pid) => Ok(pid),
+    }
+}
+
 /// The cloned child: PID 1 of the new pid namespace, in the new user,
 /// mount, network, ipc and uts namespaces, still with the caller's host uid.
 /// System calls only until the exec.
@@ -91,7 +106,8 @@ fn child(plan: &ChildPlan) -> ! {
     // 3. Into the cgroup, before we can fork, and while we still have the
     //    caller's host uid (the owner of its files). We are single-threaded,
     //    so "0" moves the whole process (see `CgroupPlan::self_join_paths` for
-    //    why we move ourselves).
+    //    why we move ourselves). Nothing to do if we were born in it
+    //    (clone3 with CLONE_INTO_CGROUP, cgroup v2).
     for path in &plan.cgroup_join {
         let flags = rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC;
         let joined = rustix::fs::open(path.as_c_str(), flags, rustix::fs::Mode::empty())
