@@ -123,14 +123,28 @@ pub fn run(
         .unwrap_or_else(|| format!("{}-{}", spec.name, std::process::id()));
     let plan = CgroupPlan::new(&spec.cgroup_parent, &cgroup_name)?;
     let mut cgroup = None;
-    let result = run_in(spec, plan, &mut cgroup, channel, handoff);
+    let mut born_inside = false;
+    let result = run_in(spec, plan, &mut cgroup, &mut born_inside, channel, handoff);
     let Some(cgroup) = cgroup else {
         return result;
     };
     let usage = cgroup.usage();
+    let dir = cgroup
+        .dirs()
+        .first()
+        .map_or(String::new(), |d| d.display().to_string());
+    let version = cgroup.version();
     cgroup.remove();
     let status = result?;
     if spec.report {
+        eprintln!(
+            "ds-sandbox: cgroup {dir} ({version:?}, {})",
+            if born_inside {
+                "born inside: clone3 into the cgroup"
+            } else {
+                "joined by the child"
+            }
+        );
         eprintln!(
             "ds-sandbox: usage: cpu_ms={} memory_peak_bytes={} oom_kills={}",
             usage.cpu_ns / 1_000_000,
@@ -220,6 +234,7 @@ fn run_in(
     spec: &SandboxSpec,
     plan: CgroupPlan,
     cgroup: &mut Option<Cgroup>,
+    born_inside: &mut bool,
     channel: Option<OwnedFd>,
     handoff: Option<OwnedFd>,
 ) -> Result<i32, LaunchError> {
@@ -252,6 +267,7 @@ fn run_in(
         if let Ok(dir) = dir {
             let child_plan = prepare_child(spec, Vec::new(), descriptors)?;
             pid = launcher_child::clone_child_into_cgroup(flags, dir.as_fd(), &child_plan).ok();
+            *born_inside = pid.is_some();
         }
         if pid.is_none() {
             let child_plan = prepare_child(spec, created.self_join_paths(), descriptors)?;

@@ -687,6 +687,15 @@ fn cpu_spinner_is_held_to_its_quota() -> Result<(), Failed> {
     ensure(
         cpu_ms < 700,
         format!("{cpu_ms} ms of CPU in 1.5 s at a 0.2-core quota"),
+    )?;
+    // On cgroup v2 the child is born in its cgroup (clone3 with
+    // CLONE_INTO_CGROUP); v1 has no such clone.
+    let v2 = ds_sandbox::cgroup::CgroupVersion::detect()
+        .is_ok_and(|v| v == ds_sandbox::cgroup::CgroupVersion::V2);
+    let born = stderr.contains("born inside: clone3 into the cgroup");
+    ensure(
+        born == v2,
+        format!("cgroup v2: {v2}, but the report says: {stderr}"),
     )
 }
 
