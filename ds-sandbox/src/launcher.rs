@@ -253,41 +253,48 @@ fn run_in(
     // into a v2 cgroup costs (see `sys::clone3_into_cgroup`). v1, or a
     // kernel without it: the cgroup is made while the child opens its
     // sources, and the child moves itself in after our "G".
-    let mut pid = None;
-    if plan.version() == CgroupVersion::V2 {
+    let mut later = None;
+    let pid = if plan.version() == CgroupVersion::V2 {
         if spec.cgroup_name.is_none() {
             Cgroup::remove_stale(&spec.cgroup_parent, &spec.name);
         }
         let created = cgroup.insert(plan.create(&spec.limits)?);
-        let dir = rustix::fs::open(
+        let into = rustix::fs::open(
             &created.dirs()[0],
             rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
             rustix::fs::Mode::empty(),
-        );
-        if let Ok(dir) = dir {
-            let child_plan = prepare_child(spec, Vec::new(), descriptors)?;
-            pid = launcher_child::clone_child_into_cgroup(flags, dir.as_fd(), &child_plan).ok();
-            *born_inside = pid.is_some();
-        }
-        if pid.is_none() {
-            let child_plan = prepare_child(spec, created.self_join_paths(), descriptors)?;
-            pid = Some(launcher_child::clone_child(flags, &child_plan).map_err(unshare_error)?);
+        )
+        .ok()
+        .and_then(|dir| {
+            let child_plan = prepare_child(spec, Vec::new(), descriptors).ok()?;
+            launcher_child::clone_child_into_cgroup(flags, dir.as_fd(), &child_plan).ok()
+        });
+        *born_inside = into.is_some();
+        match into {
+            Some(pid) => pid,
+            None => {
+                let child_plan = prepare_child(spec, created.self_join_paths(), descriptors)?;
+                launcher_child::clone_child(flags, &child_plan).map_err(unshare_error)?
+            }
         }
     } else {
         let child_plan = prepare_child(spec, plan.self_join_paths(), descriptors)?;
-        pid = Some(launcher_child::clone_child(flags, &child_plan).map_err(unshare_error)?);
-        // The cgroup is made while the child opens its sources; it joins
-        // after our "G", before it can fork.
-        if spec.cgroup_name.is_none() {
-            Cgroup::remove_stale(&spec.cgroup_parent, &spec.name);
-        }
-        *cgroup = Some(plan.create(&spec.limits)?);
-    }
-    let pid = pid.expect("a child was cloned or an error returned");
+        let pid = launcher_child::clone_child(flags, &child_plan).map_err(unshare_error)?;
+        later = Some(plan);
+        pid
+    };
     // The child has its copies: ours would keep its end of the sync socket,
     // the channel and the handoff socket open after it exits.
     drop((theirs, channel, handoff));
     let setup = (|| {
+        // v1: the cgroup is made while the child opens its sources; it
+        // joins after our "G", before it can fork.
+        if let Some(plan) = later.take() {
+            if spec.cgroup_name.is_none() {
+                Cgroup::remove_stale(&spec.cgroup_parent, &spec.name);
+            }
+            *cgroup = Some(plan.create(&spec.limits)?);
+        }
         await_child(&mut ours, spec)?;
         namespaces::write_id_maps(pid as u32, spec.host_uid, spec.host_gid)?;
         let json = serde_json::to_vec(spec).map_err(|e| LaunchError::Stage(e.into()))?;
