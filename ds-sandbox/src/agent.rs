@@ -128,8 +128,6 @@ pub fn run() -> ! {
         Program::Plain
     };
     let filter = seccomp_filter::program(which).unwrap_or_else(|e| fail("preparing seccomp", e));
-    let known =
-        seccomp_filter::program(Program::Known).unwrap_or_else(|e| fail("preparing seccomp", e));
 
     // Privileges go first: nothing below needs any, and no_new_privs must
     // be set before Landlock and seccomp.
@@ -148,9 +146,6 @@ pub fn run() -> ! {
     // Signals are blocked before any thread exists, so that every thread
     // inherits the mask and they all reach the supervisor's signalfd.
     let mut supervisor = Supervisor::new().unwrap_or_else(|e| fail("blocking signals", e));
-    // The known-calls filter (ENOSYS for calls the policy does not know)
-    // comes before the listener thread exists, so that it holds there too.
-    seccomp_filter::load_without_listener(&known).unwrap_or_else(|e| fail("seccomp", e));
     // The listener thread starts under every layer above (capabilities,
     // no_new_privs and Landlock are per thread, inherited at creation) but
     // before the sandbox's filter, which it must not inherit: it loads its

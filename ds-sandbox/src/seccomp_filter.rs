@@ -1,10 +1,9 @@
 //! The system-call filter: the policy of [`crate::seccomp_rules`], compiled
 //! to classic BPF by libseccomp at build time (`build.rs`) and embedded
-//! here. Two filters are stacked. The known-calls filter gives ENOSYS to
-//! every call the policy does not know (a call a newer kernel added, say),
-//! and lets the rest through to the policy filter. In both the
-//! architecture is checked first: anything but native x86-64 (i386 via
-//! `int 0x80`, x32) kills the process. Then the policy filter's deny list: calls
+//! here. The architecture is checked first: anything but native x86-64
+//! (i386 via `int 0x80`, x32) kills the process. Every call the policy
+//! does not know (one a newer kernel added, say) gets ENOSYS. Then the
+//! deny list: calls
 //! and arguments that reach kernel surface an app never needs, refused with
 //! an errno chosen so that normal programs (glibc, Rust std, Go, Deno/V8)
 //! fall back or fail cleanly; counted refusals go to the agent's listener
@@ -16,7 +15,6 @@ use std::os::fd::OwnedFd;
 const PLAIN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/seccomp_filter.bpf"));
 const MEDIATED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/seccomp_filter_mediated.bpf"));
 const LISTENER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/seccomp_listener.bpf"));
-const KNOWN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/seccomp_known.bpf"));
 
 /// Which of the embedded programs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,8 +27,6 @@ pub enum Program {
     Mediated,
     /// The listener thread's own policy filter.
     Listener,
-    /// The known-calls filter (ENOSYS for the rest), under all of them.
-    Known,
 }
 
 /// Errors loading the filter.
@@ -50,7 +46,6 @@ pub fn program(which: Program) -> Result<Vec<libc::sock_filter>, SeccompError> {
         Program::Plain => PLAIN,
         Program::Mediated => MEDIATED,
         Program::Listener => LISTENER,
-        Program::Known => KNOWN,
     };
     if bytes.is_empty() || bytes.len() % 8 != 0 {
         return Err(SeccompError::Malformed(bytes.len()));
@@ -76,8 +71,8 @@ pub fn load(program: &[libc::sock_filter]) -> Result<OwnedFd, SeccompError> {
         .ok_or_else(|| SeccompError::Load(std::io::Error::other("no listener descriptor")))
 }
 
-/// Loads a filter without notifications (the known-calls filter, the
-/// listener thread's own) on the calling thread.
+/// Loads a filter without notifications (the listener thread's own) on
+/// the calling thread.
 pub fn load_without_listener(program: &[libc::sock_filter]) -> Result<(), SeccompError> {
     crate::sys::install_seccomp_filter(program, false)
         .map(drop)
@@ -114,15 +109,6 @@ mod tests {
         );
         // The mediated program is the plain one plus two notify rules.
         assert!(program_len(Program::Mediated) > program_len(Program::Plain));
-    }
-
-    #[test]
-    fn the_known_calls_filter_defaults_to_enosys() {
-        let program = program(Program::Known).expect("a whole program");
-        let enosys = 0x0005_0000 | libc::ENOSYS as u32;
-        assert!(program.iter().any(|i| i.code == 0x06 && i.k == enosys));
-        assert!(program.iter().any(|i| i.code == 0x06 && i.k == 0x7fff_0000));
-        assert!(!program.iter().any(|i| i.code == 0x06 && i.k == 0x7fc0_0000));
     }
 
     fn program_len(which: Program) -> usize {

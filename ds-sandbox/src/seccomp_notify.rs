@@ -67,27 +67,23 @@ impl Denials {
             ports: Arc::new(AtomicU64::new(0)),
         };
         let counts = denials.clone();
-        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
         let (handover, listener_rx) = mpsc::sync_channel::<OwnedFd>(1);
         std::thread::Builder::new()
             .name("seccomp-listener".into())
             .stack_size(128 * 1024)
             .spawn(move || {
-                let loaded = seccomp_filter::load_without_listener(&program);
-                let failed = loaded.is_err();
-                let _ = ready_tx.send(loaded);
-                if failed {
-                    return;
+                // Nobody waits for this (filters are per thread: the
+                // caller's own load does not depend on it); a listener that
+                // cannot confine itself takes the sandbox down with it.
+                if let Err(e) = seccomp_filter::load_without_listener(&program) {
+                    eprintln!("ds-sandbox: the seccomp listener's own filter: {e}");
+                    sys::exit_now(crate::launcher::SETUP_FAILED);
                 }
                 if let Ok(listener) = listener_rx.recv() {
                     answer_forever(&listener, &counts, mediation, log_first);
                 }
             })?;
-        match ready_rx.recv() {
-            Ok(Ok(())) => Ok(Pending { denials, handover }),
-            Ok(Err(e)) => Err(std::io::Error::other(e)),
-            Err(_) => Err(std::io::Error::other("the seccomp listener thread died")),
-        }
+        Ok(Pending { denials, handover })
     }
 
     /// Denied calls so far.
