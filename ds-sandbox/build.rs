@@ -13,6 +13,9 @@ use libseccomp::{
 #[path = "src/seccomp_rules.rs"]
 mod seccomp_rules;
 
+#[path = "src/front_rules.rs"]
+mod front_rules;
+
 use seccomp_rules::Cond;
 
 fn compare(cond: Cond) -> Option<ScmpArgCompare> {
@@ -111,8 +114,46 @@ fn filter(variant: Variant) -> Result<ScmpFilterContext, libseccomp::error::Secc
     Ok(f)
 }
 
+/// The front door's allow-list (`src/front_rules.rs`): EPERM for the rest.
+fn front_door() -> Result<ScmpFilterContext, libseccomp::error::SeccompError> {
+    let mut f = ScmpFilterContext::new(ScmpAction::Errno(libc::EPERM))?;
+    f.set_ctl_optimize(2)?;
+    f.set_act_badarch(ScmpAction::KillProcess)?;
+    if !f.is_arch_present(ScmpArch::X8664)? {
+        f.add_arch(ScmpArch::X8664)?;
+    }
+    if ScmpArch::native() != ScmpArch::X8664 {
+        f.remove_arch(ScmpArch::native())?;
+    }
+    for &(_, nr) in front_rules::ALLOWED {
+        f.add_rule(ScmpAction::Allow, ScmpSyscall::from(nr as i32))?;
+    }
+    let masked =
+        |arg: u32, bits: u64| ScmpArgCompare::new(arg, ScmpCompareOp::MaskedEqual(bits), bits);
+    f.add_rule_conditional(
+        ScmpAction::Allow,
+        ScmpSyscall::from(libc::SYS_clone as i32),
+        &[masked(0, front_rules::CLONE_THREAD)],
+    )?;
+    f.add_rule(
+        ScmpAction::Errno(libc::ENOSYS),
+        ScmpSyscall::from(libc::SYS_clone3 as i32),
+    )?;
+    f.add_rule_conditional(
+        ScmpAction::Allow,
+        ScmpSyscall::from(libc::SYS_prctl as i32),
+        &[ScmpArgCompare::new(
+            0,
+            ScmpCompareOp::Equal,
+            front_rules::PRCTL_SET_NAME,
+        )],
+    )?;
+    Ok(f)
+}
+
 fn main() {
     println!("cargo:rerun-if-changed=src/seccomp_rules.rs");
+    println!("cargo:rerun-if-changed=src/front_rules.rs");
     println!("cargo:rerun-if-changed=build.rs");
     // The table holds x86-64 system call numbers (this build script's own
     // libc, which is the host's): refuse to build a wrong filter.
@@ -134,4 +175,10 @@ fn main() {
             .and_then(|f| f.export_bpf(&file))
             .unwrap_or_else(|e| panic!("compiling the seccomp policy with libseccomp: {e}"));
     }
+    let path = out.join("front_door.bpf");
+    let file =
+        std::fs::File::create(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+    front_door()
+        .and_then(|f| f.export_bpf(&file))
+        .unwrap_or_else(|e| panic!("compiling the front door's filter with libseccomp: {e}"));
 }

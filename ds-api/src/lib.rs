@@ -28,4 +28,8 @@ pub mod ids {
     /// root without `--host-uid` (an author trying an app): apart from the
     /// host's, so a trial can never share an appspace's uid.
     pub const STANDALONE_IDS: RangeInclusive<u32> = 0x7100_0000..=0x71FF_FFFF;
+    /// The front door's uid and gid when ds-host runs as root without a
+    /// system user for it (dev mode, the self-test); the Debian package
+    /// will create one (docs/privsep.md).
+    pub const FRONT_DOOR_DEV_ID: u32 = 0x7200_0000;
 }

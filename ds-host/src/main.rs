@@ -97,8 +97,21 @@ fn cgroup_placement() -> anyhow::Result<ds_sandbox::cgroup::Placement> {
     Ok(placed)
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    // The front door's self-test confines the process for good, so it runs
+    // before the runtime makes any thread (and is not a documented option).
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("__front-selftest") {
+        std::process::exit(ds_host::front_door::selftest::run(&args[2..]));
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?
+        .block_on(async_main())
+}
+
+async fn async_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging();
     // Before anything is printed or served: a SIGTERM that arrives while

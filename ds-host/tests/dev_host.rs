@@ -43,6 +43,12 @@ fn main() {
     );
     add("unknown_hosts_get_404", None, unknown_hosts_get_404);
     add(
+        "front_door_selftest_refuses_everything_once_confined",
+        (!rustix::process::geteuid().is_root())
+            .then(|| "needs root (the front door's uid change)".to_owned()),
+        front_door_selftest_refuses_everything_once_confined,
+    );
+    add(
         "systemd_hears_ready_watchdog_and_stopping",
         None,
         systemd_hears_ready_watchdog_and_stopping,
@@ -921,6 +927,60 @@ fn oversized_and_slow_request_heads_are_refused() -> Result<(), Failed> {
     let (status, _, _) = host.get("hello-native.localhost", "/")?;
     ensure(status == 200, format!("after the abuse: {status}"))?;
     host.stop()
+}
+
+/// The front door's confinement (the code path the real front door will
+/// use, docs/privsep.md), checked by its self-test against a running dev
+/// host's own state database and admin socket.
+fn front_door_selftest_refuses_everything_once_confined() -> Result<(), Failed> {
+    let state = tempfile::tempdir()?;
+    let host = DevHost::start(state.path())?;
+    let out = Command::new(HOST)
+        .arg("__front-selftest")
+        .arg("--state-db")
+        .arg(state.path().join("state.db"))
+        .arg("--admin-socket")
+        .arg(state.path().join("admin.sock"))
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let result = (|| {
+        ensure(
+            out.status.success() && !stdout.contains("ESCAPED"),
+            format!(
+                "selftest {}: {stdout}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )?;
+        let blocked = stdout.lines().filter(|l| l.starts_with("BLOCKED")).count();
+        ensure(blocked >= 16, format!("only {blocked} attempts: {stdout}"))?;
+        let status = |key: &str| -> Vec<String> {
+            stdout
+                .lines()
+                .find_map(|l| l.strip_prefix("STATUS ")?.strip_prefix(key))
+                .map(|v| v.split_whitespace().map(str::to_owned).collect())
+                .unwrap_or_default()
+        };
+        for cap in ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"] {
+            ensure(
+                status(cap) == ["0000000000000000"],
+                format!("{cap} {:?}", status(cap)),
+            )?;
+        }
+        ensure(status("NoNewPrivs:") == ["1"], "no_new_privs is not set")?;
+        ensure(status("Seccomp:") == ["2"], "no seccomp filter")?;
+        let uids = status("Uid:");
+        ensure(
+            uids.len() == 4 && uids.iter().all(|u| u != "0"),
+            format!("still root: Uid {uids:?}"),
+        )?;
+        ensure(
+            stdout.contains("landlock_full=true"),
+            format!("Landlock not fully enforced: {stdout}"),
+        )
+    })();
+    host.stop()?;
+    result
 }
 
 /// `Type=notify`: READY=1 once the host serves (not before), watchdog

@@ -64,7 +64,7 @@ pub fn become_inside_user_keeping_caps(last_cap: u32) -> Result<(), rustix::io::
 }
 
 /// Capability number `n` as a one-bit set, if it fits the kernel ABI.
-fn capability_from_number(n: u32) -> Option<CapabilitySet> {
+pub(crate) fn capability_from_number(n: u32) -> Option<CapabilitySet> {
     (n < 64).then(|| CapabilitySet::from_bits_retain(1u64 << n))
 }
 

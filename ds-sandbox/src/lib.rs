@@ -24,6 +24,8 @@ pub mod cgroup;
 pub mod data_dir;
 pub mod egress_handoff;
 pub mod egress_proxy;
+pub mod front_confine;
+pub mod front_rules;
 pub mod landlock_policy;
 pub mod launcher;
 pub mod mounts;

@@ -15,6 +15,7 @@ use std::os::fd::OwnedFd;
 const PLAIN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/seccomp_filter.bpf"));
 const MEDIATED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/seccomp_filter_mediated.bpf"));
 const LISTENER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/seccomp_listener.bpf"));
+const FRONT_DOOR: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/front_door.bpf"));
 
 /// Which of the embedded programs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +28,8 @@ pub enum Program {
     Mediated,
     /// The listener thread's own policy filter.
     Listener,
+    /// The front door's allow-list ([`crate::front_rules`]).
+    FrontDoor,
 }
 
 /// Errors loading the filter.
@@ -46,6 +49,7 @@ pub fn program(which: Program) -> Result<Vec<libc::sock_filter>, SeccompError> {
         Program::Plain => PLAIN,
         Program::Mediated => MEDIATED,
         Program::Listener => LISTENER,
+        Program::FrontDoor => FRONT_DOOR,
     };
     if bytes.is_empty() || bytes.len() % 8 != 0 {
         return Err(SeccompError::Malformed(bytes.len()));

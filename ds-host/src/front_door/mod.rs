@@ -10,6 +10,7 @@ pub mod conn_workers;
 pub(crate) mod headers;
 pub(crate) mod idle_body;
 pub mod proxy;
+pub mod selftest;
 pub mod serve;
 pub mod tls;
 pub mod upstream_pool;
