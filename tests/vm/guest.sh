@@ -60,6 +60,9 @@ phase1() {
     check supervisor-leaf grep -q 'ds-host.service/supervisor' "/proc/$(main_pid)/cgroup"
     systemd-cgls --no-pager -u ds-host.service > "$R/cgls.txt" 2>&1
     check cgls-shows-the-sandbox grep -q 'as-' "$R/cgls.txt"
+    check memory-limit-holds bomb membomb --memory 48M "out of memory (the sandbox's limit is 48 MiB"
+    check pids-limit-holds bomb forkbomb --pids 16 "forks="
+    check pids-limit-bounds-forks sh -c "grep -ho 'forks=[0-9]*' /var/lib/ds/appspaces/forkbomb/log/app.log | head -1 | awk -F= '\$2 < 16 { ok = 1 } END { exit !ok }'"
 
     local before conf_sum
     before=$(visits)
@@ -115,6 +118,20 @@ phase2() {
     say "VM SUITE DONE"
     sync
     systemctl poweroff
+}
+
+# bomb NAME LIMIT-FLAG VALUE NEEDLE: an appspace whose app exhausts a
+# resource at once; its log must show the limit stopped it.
+bomb() {
+    local name=$1 flag=$2 value=$3 needle=$4
+    dsctl app install "/vm/$name" && dsctl appspace create --app "$name" --domain "$name.localhost" \
+        && dsctl appspace limits "$name.localhost" "$flag" "$value" || return 1
+    curl -sk --max-time 60 --resolve "$name.localhost:443:127.0.0.1" "https://$name.localhost/" >/dev/null
+    wait_for 60 grep -qF "$needle" "/var/lib/ds/appspaces/$name/log/app.log"
+    local rc=$?
+    grep -F "$needle" "/var/lib/ds/appspaces/$name/log/app.log" | head -2
+    dsctl appspace stop "$name.localhost" >/dev/null 2>&1
+    return $rc
 }
 
 cgroup_in_subtree() {

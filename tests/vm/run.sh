@@ -38,6 +38,13 @@ cp "$(packaging/deb/build.sh --version 0.0.9-1 --out "$work/old")" "$payload/deb
 lintian --fail-on error "$payload/debs/new.deb"
 cargo build --release --locked -p hello-native
 cp packaging/examples/hello-native/ds-app.toml target/release/hello-native "$payload/hello-native/"
+# Two bombs, to see the cgroup v2 limits hold inside the service's subtree.
+for bomb in membomb forkbomb; do
+    mkdir -p "$payload/$bomb"
+    gcc -O2 -static -DDEFAULT_MODE="\"$bomb\"" -o "$payload/$bomb/$bomb" tests/hostile/workload.c
+    printf 'name = "%s"\nversion = "1.0.0"\nruntime = "native"\nentrypoint = "%s"\n' "$bomb" "$bomb" \
+        > "$payload/$bomb/ds-app.toml"
+done
 suite=$(cargo test --locked -p ds-sandbox --test sandbox_suite --no-run --message-format=json \
     | sed -n 's/.*"executable":"\([^"]*sandbox_suite[^"]*\)".*/\1/p' | tail -1)
 [ -x "$suite" ] || { echo "vm: no sandbox suite binary"; exit 1; }
