@@ -43,6 +43,11 @@ fn main() {
     );
     add("unknown_hosts_get_404", None, unknown_hosts_get_404);
     add(
+        "oom_killed_app_is_reported_in_its_log",
+        None,
+        oom_killed_app_is_reported_in_its_log,
+    );
+    add(
         "front_door_selftest_refuses_everything_once_confined",
         (!rustix::process::geteuid().is_root())
             .then(|| "needs root (the front door's uid change)".to_owned()),
@@ -558,6 +563,24 @@ fn log_of(state: &Path, name: &str) -> String {
         }
     }
     text
+}
+
+/// An app the OOM killer ends while it starts: the appspace's log says so
+/// (the launcher's last report is let through before it is reaped).
+fn oom_killed_app_is_reported_in_its_log() -> Result<(), Failed> {
+    let state = tempfile::tempdir()?;
+    let pkg = workload_package(state.path(), "membomb", "membomb")?;
+    let host = DevHost::start_with(state.path(), &["--app".into(), pkg])?;
+    let (status, _, body) = host.get("membomb.localhost", "/")?;
+    ensure(status == 503, format!("status {status}: {body}"))?;
+    ensure(
+        log_has(state.path(), "membomb", "killed: out of memory"),
+        format!(
+            "no OOM report in the log:\n{}",
+            log_of(state.path(), "membomb")
+        ),
+    )?;
+    host.stop()
 }
 
 fn crashing_app_gets_503_with_the_reason_logged() -> Result<(), Failed> {

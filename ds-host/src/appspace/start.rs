@@ -15,6 +15,11 @@ use super::app_link::AppLink;
 use super::sandbox_spawn::{SandboxFds, Spawned};
 use super::{record_crash, Appspace, Launcher, Lifecycle, Running, StartError};
 
+/// How long a sandbox whose channel closed before its app was ready may
+/// take to end by itself, so that its launcher's last report (an OOM kill,
+/// the app's exit status) reaches the appspace's log, before it is killed.
+const LAST_WORDS: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Appspace {
     /// Starts its sandbox and waits for the agent to report the app ready.
     pub(super) async fn start(
@@ -126,7 +131,16 @@ impl Appspace {
                     break (child, child_pid, Arc::new(session), app_port, handoff);
                 }
                 Ok(Err(e)) => {
-                    let _ = child.kill().await;
+                    // The channel closed before the app was ready: the
+                    // sandbox is ending by itself (the app died, say, killed
+                    // by the OOM killer). Its launcher's last report (why it
+                    // died) reaches the log if it may finish first.
+                    if tokio::time::timeout(LAST_WORDS, child.wait())
+                        .await
+                        .is_err()
+                    {
+                        let _ = child.kill().await;
+                    }
                     return Err(e);
                 }
                 Err(_) => {
