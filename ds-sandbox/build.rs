@@ -53,8 +53,10 @@ enum Variant {
     Listener,
 }
 
-fn filter(variant: Variant) -> Result<ScmpFilterContext, libseccomp::error::SeccompError> {
-    let mut f = ScmpFilterContext::new(ScmpAction::Allow)?;
+/// A native x86-64 filter context answering `default` to what no rule
+/// names.
+fn context(default: ScmpAction) -> Result<ScmpFilterContext, libseccomp::error::SeccompError> {
+    let mut f = ScmpFilterContext::new(default)?;
     // A binary tree over the system call numbers instead of a linear
     // chain: the kernel runs the program once per system call number when
     // the filter is loaded (to find the calls it may then allow without
@@ -69,6 +71,11 @@ fn filter(variant: Variant) -> Result<ScmpFilterContext, libseccomp::error::Secc
     if ScmpArch::native() != ScmpArch::X8664 {
         f.remove_arch(ScmpArch::native())?;
     }
+    Ok(f)
+}
+
+fn filter(variant: Variant) -> Result<ScmpFilterContext, libseccomp::error::SeccompError> {
+    let mut f = context(ScmpAction::Allow)?;
     for r in seccomp_rules::rules() {
         if variant == Variant::Listener && seccomp_rules::LISTENER_NEEDS.contains(&r.nr) {
             continue;
@@ -116,15 +123,7 @@ fn filter(variant: Variant) -> Result<ScmpFilterContext, libseccomp::error::Secc
 
 /// The front door's allow-list (`src/front_rules.rs`): EPERM for the rest.
 fn front_door() -> Result<ScmpFilterContext, libseccomp::error::SeccompError> {
-    let mut f = ScmpFilterContext::new(ScmpAction::Errno(libc::EPERM))?;
-    f.set_ctl_optimize(2)?;
-    f.set_act_badarch(ScmpAction::KillProcess)?;
-    if !f.is_arch_present(ScmpArch::X8664)? {
-        f.add_arch(ScmpArch::X8664)?;
-    }
-    if ScmpArch::native() != ScmpArch::X8664 {
-        f.remove_arch(ScmpArch::native())?;
-    }
+    let mut f = context(ScmpAction::Errno(libc::EPERM))?;
     for &(_, nr) in front_rules::ALLOWED {
         f.add_rule(ScmpAction::Allow, ScmpSyscall::from(nr as i32))?;
     }

@@ -92,16 +92,19 @@ pub fn drop_all() -> Result<(), CapsError> {
         "keeping capabilities off across setuid",
         rustix::thread::set_keep_capabilities(false),
     )?;
-    call(
-        "clearing capability sets",
-        rustix::thread::set_capabilities(
-            None,
-            CapabilitySets {
-                effective: CapabilitySet::empty(),
-                permitted: CapabilitySet::empty(),
-                inheritable: CapabilitySet::empty(),
-            },
-        ),
-    )?;
+    call("clearing capability sets", clear_sets())?;
     Ok(())
+}
+
+/// Empties the effective, permitted and inheritable sets of the calling
+/// thread.
+pub(crate) fn clear_sets() -> rustix::io::Result<()> {
+    rustix::thread::set_capabilities(
+        None,
+        CapabilitySets {
+            effective: CapabilitySet::empty(),
+            permitted: CapabilitySet::empty(),
+            inheritable: CapabilitySet::empty(),
+        },
+    )
 }

@@ -22,7 +22,6 @@ use std::os::fd::OwnedFd;
 use landlock::{
     Access, AccessFs, CompatLevel, Compatible, Ruleset, RulesetAttr, RulesetStatus, Scope, ABI,
 };
-use rustix::thread::{CapabilitySet, CapabilitySets};
 
 use crate::seccomp_filter::{self, Program};
 
@@ -89,17 +88,7 @@ pub fn confine(ids: Option<(u32, u32)>) -> Result<Confinement, ConfineError> {
         step("setting the uid", t::set_thread_res_uid(uid, uid, uid))?;
     }
     step("setting no_new_privs", t::set_no_new_privs(true))?;
-    step(
-        "clearing capability sets",
-        t::set_capabilities(
-            None,
-            CapabilitySets {
-                effective: CapabilitySet::empty(),
-                permitted: CapabilitySet::empty(),
-                inheritable: CapabilitySet::empty(),
-            },
-        ),
-    )?;
+    step("clearing capability sets", crate::caps::clear_sets())?;
     let (landlock_abi, landlock_full) = no_filesystem()?;
     let program = seccomp_filter::program(Program::FrontDoor)?;
     // Asked before the filter, which refuses getuid.
