@@ -21,6 +21,21 @@ use super::{record_crash, Appspace, Launcher, Lifecycle, Running, StartError};
 const LAST_WORDS: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Appspace {
+    /// Ends a sandbox that failed to start, and everything in it, before
+    /// the failure is reported: the launcher is killed (its agent has a
+    /// parent-death signal) and its cgroup is emptied and removed, which
+    /// returns once the last task has exited.
+    async fn end_failed(&self, child: &mut tokio::process::Child, launcher: &Launcher) {
+        let _ = child.kill().await;
+        let (parent, name) = (launcher.cgroups().parent.clone(), self.cgroup_name());
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Ok(cgroup) = ds_sandbox::cgroup::Cgroup::open(&parent, &name) {
+                cgroup.remove();
+            }
+        })
+        .await;
+    }
+
     /// Starts its sandbox and waits for the agent to report the app ready.
     pub(super) async fn start(
         &self,
@@ -102,7 +117,7 @@ impl Appspace {
             let session = match greeted {
                 Ok(Ok(session)) => session,
                 Ok(Err(e)) if from_spare => {
-                    let _ = child.kill().await;
+                    self.end_failed(&mut child, launcher).await;
                     self.log.host(&format!(
                         "the waiting launcher ended before its agent greeted ({e}); \
                          once more with a new one"
@@ -111,11 +126,11 @@ impl Appspace {
                     continue;
                 }
                 Ok(Err(e)) => {
-                    let _ = child.kill().await;
+                    self.end_failed(&mut child, launcher).await;
                     return Err(e.into());
                 }
                 Err(_) => {
-                    let _ = child.kill().await;
+                    self.end_failed(&mut child, launcher).await;
                     return Err(StartError::Timeout(life.start_timeout));
                 }
             };
@@ -139,12 +154,12 @@ impl Appspace {
                         .await
                         .is_err()
                     {
-                        let _ = child.kill().await;
+                        self.end_failed(&mut child, launcher).await;
                     }
                     return Err(e);
                 }
                 Err(_) => {
-                    let _ = child.kill().await;
+                    self.end_failed(&mut child, launcher).await;
                     return Err(StartError::Timeout(life.start_timeout));
                 }
             }
@@ -153,7 +168,7 @@ impl Appspace {
         let handoff = match ds_proto::Handoff::start(handoff) {
             Ok(handoff) => handoff,
             Err(e) => {
-                let _ = child.kill().await;
+                self.end_failed(&mut child, launcher).await;
                 return Err(StartError::Spawn(e));
             }
         };
