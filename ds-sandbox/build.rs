@@ -147,6 +147,26 @@ fn front_door() -> Result<ScmpFilterContext, libseccomp::error::SeccompError> {
             front_rules::PRCTL_SET_NAME,
         )],
     )?;
+    f.add_rule_conditional(
+        ScmpAction::Allow,
+        ScmpSyscall::from(libc::SYS_socketpair as i32),
+        &[ScmpArgCompare::new(
+            0,
+            ScmpCompareOp::Equal,
+            front_rules::SOCKETPAIR_DOMAIN,
+        )],
+    )?;
+    for &cmd in front_rules::IOCTLS {
+        f.add_rule_conditional(
+            ScmpAction::Allow,
+            ScmpSyscall::from(libc::SYS_ioctl as i32),
+            &[ScmpArgCompare::new(
+                1,
+                ScmpCompareOp::MaskedEqual(0xffff_ffff),
+                cmd,
+            )],
+        )?;
+    }
     Ok(f)
 }
 

@@ -108,6 +108,30 @@ pub struct Status {
     pub running: u64,
     /// Paused appspaces.
     pub paused: u64,
+    /// The privileged supervisor (this answer's sender).
+    #[serde(default)]
+    pub supervisor: Option<ProcessInfo>,
+    /// The unprivileged front door, while it runs.
+    #[serde(default)]
+    pub front_door: Option<ProcessInfo>,
+    /// Times the front door was restarted.
+    #[serde(default)]
+    pub front_door_restarts: u32,
+}
+
+/// One of ds-host's processes and the confinement it runs under.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    /// Its pid.
+    pub pid: u32,
+    /// Its uid.
+    pub uid: u32,
+    /// Its gid.
+    pub gid: u32,
+    /// The Landlock ABI it is confined at (0: none).
+    pub landlock_abi: i32,
+    /// Its seccomp phase (0: none; 1: the steady-state allow-list).
+    pub seccomp_phase: u8,
 }
 
 /// An app and its versions, oldest first.
@@ -203,10 +227,10 @@ pub struct Appspace {
     /// to the app directly), since the host started.
     #[serde(default)]
     pub connections_handed_over: u64,
-    /// Connections to the app made as HTTP streams on the channel (the
-    /// fallback when a handover fails).
+    /// Connections to the app the front door asked for and did not get
+    /// (the app did not accept, or the agent sent a bad one).
     #[serde(default)]
-    pub connections_over_channel: u64,
+    pub connections_refused: u64,
     /// The cgroup's usage, when running.
     pub usage: Option<Usage>,
 }

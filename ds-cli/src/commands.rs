@@ -34,6 +34,23 @@ fn print_json(raw: &serde_json::Value) {
 }
 
 /// Runs `cli`'s command against the socket at `socket`.
+/// A process's line in `status`: pid, ids and confinement.
+fn process(p: Option<&api::ProcessInfo>) -> String {
+    let Some(p) = p else {
+        return "not running".into();
+    };
+    let landlock = if p.landlock_abi > 0 {
+        format!("Landlock ABI {}", p.landlock_abi)
+    } else {
+        "no Landlock".into()
+    };
+    let seccomp = match p.seccomp_phase {
+        0 => "no seccomp".to_owned(),
+        n => format!("seccomp phase {n}"),
+    };
+    format!("pid {}, uid {}, gid {}, {landlock}, {seccomp}", p.pid, p.uid, p.gid)
+}
+
 pub async fn run(cli: Cli, socket: &Path) -> Result<(), ClientError> {
     let client = Client::new(socket);
     let json = cli.json;
@@ -60,6 +77,15 @@ pub async fn run(cli: Cli, socket: &Path) -> Result<(), ClientError> {
                         },
                     ),
                     ("domain", s.base_domain),
+                    ("supervisor", process(s.supervisor.as_ref())),
+                    (
+                        "front door",
+                        format!(
+                            "{} ({} restarts)",
+                            process(s.front_door.as_ref()),
+                            s.front_door_restarts
+                        ),
+                    ),
                     ("apps", format!("{} ({} versions)", s.apps, s.versions)),
                     (
                         "appspaces",
@@ -244,8 +270,8 @@ fn print_appspace(a: &api::Appspace) {
         (
             "app connections",
             format!(
-                "{} handed over, {} over the channel",
-                a.connections_handed_over, a.connections_over_channel
+                "{} handed over, {} refused",
+                a.connections_handed_over, a.connections_refused
             ),
         ),
         ("memory limit", table::size(a.limits.memory_bytes)),

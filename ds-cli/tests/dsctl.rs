@@ -150,7 +150,7 @@ fn walkthrough_from_install_to_delete() -> Result<(), Failed> {
     // app directly, not through the channel.
     ensure(
         shown["connections_handed_over"].as_u64() >= Some(1)
-            && shown["connections_over_channel"].as_u64() == Some(0),
+            && shown["connections_refused"].as_u64() == Some(0),
         format!("{shown}"),
     )?;
     ensure(

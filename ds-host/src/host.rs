@@ -1,13 +1,13 @@
-//! The host's one home for appspaces: the registry every part shares (the
-//! front door routes through it, the admin API changes it, the idle
-//! reaper and shutdown walk it; later the dashboard, backups, upgrades
-//! and metrics will too), with the launcher that starts sandboxes and the
-//! timing of their lives.
+//! The supervisor's one home for appspaces: the registry every part
+//! shares (the front door's route table is made from it and follows its
+//! changes, the admin API changes it, shutdown walks it; later the
+//! dashboard, backups, upgrades and metrics will too), with the launcher
+//! that starts sandboxes and the timing of their lives.
 //!
 //! Reads never lock: the registry is an immutable map swapped whole
-//! (`arc-swap`) when an admin adds or removes an appspace, so a warm
-//! request's lookup shares no lock with other workers' requests. Writers
-//! are serialised by a plain mutex and are rare.
+//! (`arc-swap`) when an admin adds or removes an appspace. Writers are
+//! serialised by a plain mutex and are rare; each change bumps a version
+//! the front door's keeper watches.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +35,8 @@ pub struct Host {
     pub lifecycle: Lifecycle,
     /// Set once the host is shutting down: nothing starts any more.
     stopping: AtomicBool,
+    /// Bumped on every change of the table.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Host {
@@ -47,7 +49,13 @@ impl Host {
             base_domain,
             lifecycle,
             stopping: AtomicBool::new(false),
+            changes: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Sees every change of the table (domains added or removed).
+    pub fn watch_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     fn change(&self, f: impl FnOnce(&mut Table)) {
@@ -55,6 +63,7 @@ impl Host {
         let mut table = Table::clone(&self.by_domain.load());
         f(&mut table);
         self.by_domain.store(Arc::new(table));
+        self.changes.send_modify(|v| *v += 1);
     }
 
     /// Serves `appspace` at its domain (replacing what was there).
@@ -102,22 +111,6 @@ impl Host {
     /// nothing).
     pub fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::Acquire)
-    }
-
-    /// Scale to zero: stops appspaces nobody has used for the idle
-    /// timeout, checking a few times per timeout.
-    pub fn spawn_idle_reaper(self: &Arc<Self>) {
-        let host = self.clone();
-        tokio::spawn(async move {
-            let period = (host.lifecycle.idle_timeout / 4)
-                .clamp(Duration::from_millis(100), Duration::from_secs(5));
-            while !host.is_stopping() {
-                tokio::time::sleep(period).await;
-                for appspace in host.all() {
-                    appspace.stop_if_idle(&host.lifecycle).await;
-                }
-            }
-        });
     }
 
     /// The start of shutdown: from now on nothing starts, and requests

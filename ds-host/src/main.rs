@@ -6,8 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use axum::body::Body;
-use axum::http::{header, Request, Response, StatusCode};
 use clap::Parser;
 use ds_host::admin::peer::{AccessPolicy, AdminGroup};
 use ds_host::admin::Admin;
@@ -15,10 +13,10 @@ use ds_host::appspace::{Appspace, AppspaceConfig, Launcher, Lifecycle};
 use ds_host::cli::Cli;
 use ds_host::config::HostConfig;
 use ds_host::egress::log_writer::EgressLogWriter;
-use ds_host::front_door::conn_workers::ConnWorkers;
-use ds_host::front_door::proxy;
-use ds_host::front_door::serve::{self, ConnLimits};
+use ds_host::front_door::serve::ConnLimits;
+use ds_host::front_link::messages::{Init, ListenerRole};
 use ds_host::host::Host;
+use ds_host::supervisor::front_door::{FrontDoor, Phase};
 use ds_host::package::PackageLimits;
 
 /// mimalloc instead of glibc's malloc: glibc returns freed memory at the
@@ -104,6 +102,17 @@ fn main() -> anyhow::Result<()> {
     if args.get(1).map(String::as_str) == Some("__front-selftest") {
         std::process::exit(ds_host::front_door::selftest::run(&args[2..]));
     }
+    // The front door, started by the supervisor: it confines itself
+    // before it makes any thread, too.
+    if args.get(1).map(String::as_str) == Some("__front-door") {
+        init_logging("ds-front");
+        if let Err(e) = ds_host::front_door::process::run(&args[2..]) {
+            tracing::error!(error = %e, "the front door stopped");
+            eprintln!("ds-host: front door: {e}");
+            std::process::exit(1);
+        }
+        std::process::exit(0);
+    }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -113,7 +122,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn async_main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging();
+    init_logging("ds-host");
     // Before anything is printed or served: a SIGTERM that arrives while
     // we start must stop us cleanly, not kill us.
     let stop = StopSignals::install()?;
@@ -135,7 +144,7 @@ async fn async_main() -> anyhow::Result<()> {
 /// Logs go to the journal, with each span's fields as journal fields
 /// (`APPSPACE`, and `METHOD`/`PATH` of a request at debug level), when
 /// systemd connected our stderr to it; plain lines otherwise.
-fn init_logging() {
+fn init_logging(identifier: &str) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let filter =
@@ -148,7 +157,7 @@ fn init_logging() {
                     .with(
                         journal
                             .with_field_prefix(None)
-                            .with_syslog_identifier("ds-host".into()),
+                            .with_syslog_identifier(identifier.into()),
                     )
                     .init();
                 return;
@@ -190,7 +199,7 @@ fn notify_systemd(state: &[sd_notify::NotifyState<'_>]) {
 /// binaries it names), checked, and nothing started or written.
 fn check_config(file: &Path) -> anyhow::Result<()> {
     let config = HostConfig::load(file)?;
-    ds_host::front_door::tls::from_files(&config.https.certificate, &config.https.private_key)?;
+    ds_host::front_door::tls::read_pem(&config.https.certificate, &config.https.private_key)?;
     if let Some(group) = config.admin.group.as_deref() {
         AdminGroup::lookup(group)?;
     }
@@ -219,7 +228,7 @@ fn check_config(file: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The host over `configs`, with an idle reaper running.
+/// The host over `configs`.
 fn host(
     configs: Vec<AppspaceConfig>,
     launcher: Launcher,
@@ -235,7 +244,6 @@ fn host(
             .with_context(|| format!("opening the log of appspace {name}"))?;
         host.add(Arc::new(appspace));
     }
-    host.spawn_idle_reaper();
     Ok(host)
 }
 
@@ -255,44 +263,79 @@ impl StopSignals {
     }
 }
 
-/// Serves `servers` (and the admin API) until SIGTERM or Ctrl-C, then
+/// How long the first front door has to be confined and serving.
+const FRONT_DOOR_START: Duration = Duration::from_secs(30);
+
+/// What the front door serves: listening sockets, each with its role,
+/// the certificate, and its limits.
+struct Serving {
+    listeners: Vec<(std::net::TcpListener, ListenerRole)>,
+    certificate: ds_host::front_door::tls::PemPair,
+    limits: ConnLimits,
+}
+
+/// The keeper of the front door over `serving`.
+fn front_door(host: &Arc<Host>, serving: Serving) -> anyhow::Result<Arc<FrontDoor>> {
+    let life = &host.lifecycle;
+    let ms = |d: Duration| d.as_millis() as u64;
+    let init = Init {
+        ids: ds_host::supervisor::front_ids::front_ids(),
+        supervisor_pid: std::process::id(),
+        listeners: serving.listeners.iter().map(|(_, role)| *role).collect(),
+        certificate_pem: serving.certificate.certificate,
+        private_key_pem: serving.certificate.private_key,
+        header_read_timeout_ms: ms(serving.limits.header_read_timeout),
+        max_header_bytes: serving.limits.max_header_bytes,
+        tls_handshake_timeout_ms: ms(serving.limits.tls_handshake_timeout),
+        response_timeout_ms: ms(life.response_timeout),
+        body_idle_timeout_ms: ms(life.body_idle_timeout),
+        idle_timeout_ms: ms(life.idle_timeout),
+    };
+    // The binary this supervisor runs, even after a package upgrade
+    // replaced the file: a restarted front door always speaks its protocol.
+    let exe = PathBuf::from("/proc/self/exe");
+    let listeners = serving
+        .listeners
+        .into_iter()
+        .map(|(l, _)| std::os::fd::OwnedFd::from(l))
+        .collect();
+    Ok(FrontDoor::new(host.clone(), exe, init, listeners))
+}
+
+/// Runs the front door and the admin API until SIGTERM or Ctrl-C, then
 /// stops every sandbox.
 async fn run_until_signal(
     mut stop: StopSignals,
     host: &Host,
     admin: (tokio::net::UnixListener, Arc<Admin>),
-    servers: Vec<(
-        tokio::net::TcpListener,
-        Option<Arc<rustls::ServerConfig>>,
-        serve::Handler,
-    )>,
-    limits: ConnLimits,
+    front: Arc<FrontDoor>,
 ) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let workers = Arc::new(ConnWorkers::per_core().context("starting the connection workers")?);
+    let (phase, phase_rx) = tokio::sync::watch::channel(Phase::Serving);
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let keeper = tokio::spawn(front.clone().keep(phase_rx, ready_tx));
     let mut tasks = tokio::task::JoinSet::new();
-    for (listener, tls, handler) in servers {
-        let mut rx = stop_rx.clone();
-        let stopped = async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        };
-        tasks.spawn(serve::serve(
-            listener,
-            tls,
-            handler,
-            limits,
-            workers.clone(),
-            stopped,
-        ));
-    }
     let mut rx = stop_rx.clone();
     let (admin_listener, admin) = admin;
     tasks.spawn(ds_host::admin::serve(admin_listener, admin, async move {
         let _ = rx.wait_for(|stop| *stop).await;
     }));
-    // The listeners, the state and the admin socket are up: ready. With a
-    // watchdog (`WatchdogSec=`), the runtime pings it at half the period,
-    // so a wedged runtime gets the host restarted.
+    // Ready once the front door is confined and serving (the listeners,
+    // the state and the admin socket are up before it starts).
+    tokio::select! {
+        started = tokio::time::timeout(FRONT_DOOR_START, ready_rx) => {
+            if !matches!(started, Ok(Ok(()))) {
+                let why = front.status().last_exit.unwrap_or_else(|| "no answer".into());
+                let _ = phase.send(Phase::Closing);
+                let _ = keeper.await;
+                bail!("the front door did not start within {FRONT_DOOR_START:?} (last: {why})");
+            }
+        }
+        _ = stop.int.recv() => {}
+        _ = stop.term.recv() => {}
+    }
+    // With a watchdog (`WatchdogSec=`), the runtime pings it at half the
+    // period, so a wedged runtime gets the host restarted.
     notify_systemd(&[sd_notify::NotifyState::Ready]);
     let watchdog = sd_notify::watchdog_enabled().map(|period| {
         tokio::spawn(async move {
@@ -314,10 +357,13 @@ async fn run_until_signal(
         watchdog.abort();
     }
     // Nothing starts from here on, and requests still arriving on open
-    // keep-alive connections get a 503; then the listeners stop.
+    // keep-alive connections get a 503; the front door stops accepting.
+    let _ = phase.send(Phase::Stopping);
     host.begin_stopping();
     let _ = stop_tx.send(true);
     host.stop_all().await;
+    let _ = phase.send(Phase::Closing);
+    let _ = keeper.await;
     host.launcher.cgroups().remove_own();
     while tasks.join_next().await.is_some() {}
     // Their last egress connections ended with them: let those reach the
@@ -336,12 +382,10 @@ async fn run_until_signal(
 /// (all of them together).
 const EGRESS_SETTLE: Duration = Duration::from_secs(2);
 
-async fn bind(
-    addr: impl tokio::net::ToSocketAddrs + std::fmt::Debug + Copy,
-) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr:?}"))
+fn bind(
+    addr: impl std::net::ToSocketAddrs + std::fmt::Debug + Copy,
+) -> anyhow::Result<std::net::TcpListener> {
+    std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr:?}"))
 }
 
 async fn dev(cli: Cli, stop: StopSignals) -> anyhow::Result<()> {
@@ -373,20 +417,32 @@ async fn dev(cli: Cli, stop: StopSignals) -> anyhow::Result<()> {
         lifecycle,
     )?;
 
-    let http = bind(("127.0.0.1", cli.port)).await?;
-    let https = bind(("127.0.0.1", cli.tls_port)).await?;
+    let http = bind(("127.0.0.1", cli.port))?;
+    let https = bind(("127.0.0.1", cli.tls_port))?;
     let mut names: Vec<String> = door.all().iter().map(|a| a.config.domain.clone()).collect();
     names.sort();
-    let (tls, cert) = ds_host::front_door::tls::dev_certificate(
+    let (certificate, cert) = ds_host::front_door::tls::dev_certificate(
         &state.join("tls"),
         &[vec!["localhost".into()], names.clone()].concat(),
     )?;
     let (port, tls_port) = (http.local_addr()?.port(), https.local_addr()?.port());
     let socket = state.join("admin.sock");
     let admin_listener = ds_host::admin::bind(&socket, None)?;
+    let front = front_door(
+        &door,
+        Serving {
+            listeners: vec![(http, ListenerRole::Http), (https, ListenerRole::Https)],
+            certificate,
+            limits: ConnLimits {
+                header_read_timeout: Duration::from_secs(cli.header_timeout),
+                ..ConnLimits::default()
+            },
+        },
+    )?;
     let admin = Arc::new(Admin {
         state: state_db,
         host: door.clone(),
+        front: front.clone(),
         state_dir: state.clone(),
         mode: "dev",
         started: Instant::now(),
@@ -410,19 +466,7 @@ async fn dev(cli: Cli, stop: StopSignals) -> anyhow::Result<()> {
     for name in &names {
         println!("ds-host (dev): serving http://{name}:{port}/ and https://{name}:{tls_port}/");
     }
-    let app = proxy::handler(door.clone());
-    let limits = ConnLimits {
-        header_read_timeout: Duration::from_secs(cli.header_timeout),
-        ..ConnLimits::default()
-    };
-    let served = run_until_signal(
-        stop,
-        &door,
-        (admin_listener, admin),
-        vec![(http, None, app.clone()), (https, Some(tls), app)],
-        limits,
-    )
-    .await;
+    let served = run_until_signal(stop, &door, (admin_listener, admin), front).await;
     egress_log.finish().await;
     served
 }
@@ -450,8 +494,8 @@ async fn production(config_path: &Path, stop: StopSignals) -> anyhow::Result<()>
         &config.base_domain,
         config.lifecycle(),
     )?;
-    let tls =
-        ds_host::front_door::tls::from_files(&config.https.certificate, &config.https.private_key)?;
+    let certificate =
+        ds_host::front_door::tls::read_pem(&config.https.certificate, &config.https.private_key)?;
     let group = config
         .admin
         .group
@@ -459,9 +503,30 @@ async fn production(config_path: &Path, stop: StopSignals) -> anyhow::Result<()>
         .map(AdminGroup::lookup)
         .transpose()?;
     let admin_listener = ds_host::admin::bind(&config.admin.socket, group.as_ref().map(|g| g.gid))?;
+    let http = bind(config.http.listen)?;
+    let https = bind(config.https.listen)?;
+    let https_port = https.local_addr()?.port();
+    println!(
+        "ds-host: serving https://*.{}:{https_port}/ on {} (plain HTTP on {} redirects)",
+        config.base_domain,
+        https.local_addr()?,
+        http.local_addr()?
+    );
+    let front = front_door(
+        &door,
+        Serving {
+            listeners: vec![
+                (http, ListenerRole::Redirect { https_port }),
+                (https, ListenerRole::Https),
+            ],
+            certificate,
+            limits: config.conn_limits(),
+        },
+    )?;
     let admin = Arc::new(Admin {
         state,
         host: door.clone(),
+        front: front.clone(),
         state_dir: config.state_dir.clone(),
         mode: "production",
         started: Instant::now(),
@@ -472,58 +537,9 @@ async fn production(config_path: &Path, stop: StopSignals) -> anyhow::Result<()>
         },
         default_memory: DEFAULT_MEMORY,
     });
-    let http = bind(config.http.listen).await?;
-    let https = bind(config.https.listen).await?;
-    let https_port = https.local_addr()?.port();
-    println!(
-        "ds-host: serving https://*.{}:{https_port}/ on {} (plain HTTP on {} redirects)",
-        config.base_domain,
-        https.local_addr()?,
-        http.local_addr()?
-    );
-    let redirect: serve::Handler =
-        Arc::new(move |req, _| Box::pin(std::future::ready(to_https(&req, https_port))));
-    let app = proxy::handler(door.clone());
     println!("ds-host: admin socket at {}", config.admin.socket.display());
-    let served = run_until_signal(
-        stop,
-        &door,
-        (admin_listener, admin),
-        vec![(http, None, redirect), (https, Some(tls), app)],
-        config.conn_limits(),
-    )
-    .await;
+    let served = run_until_signal(stop, &door, (admin_listener, admin), front).await;
     egress_log.finish().await;
     served
 }
 
-/// Plain HTTP in production only says "use HTTPS".
-fn to_https(req: &Request<Body>, https_port: u16) -> Response<Body> {
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
-    let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
-    let valid = !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
-    if !valid {
-        let mut bad = Response::new(Body::from("a valid Host header is required\n"));
-        *bad.status_mut() = StatusCode::BAD_REQUEST;
-        return bad;
-    }
-    let port = if https_port == 443 {
-        String::new()
-    } else {
-        format!(":{https_port}")
-    };
-    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    let mut resp = Response::new(Body::empty());
-    *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
-    if let Ok(location) = format!("https://{name}{port}{path}").parse() {
-        resp.headers_mut().insert(header::LOCATION, location);
-    }
-    resp
-}

@@ -26,14 +26,6 @@ pub enum ControlMessage {
         /// Milliseconds between SIGTERM and SIGKILL.
         grace_ms: u64,
     },
-    /// Host to agent: connect to the app and send that connection on the
-    /// handoff socket under `token` (see [`crate::Handoff`]); the host then
-    /// speaks HTTP to the app directly. Nothing is answered on failure: the
-    /// host falls back to an HTTP stream on the channel.
-    ConnectApp {
-        /// Ties the descriptor to this request.
-        token: u64,
-    },
     /// Host to agent: please send [`ControlMessage::Stats`].
     StatsRequest,
     /// Agent to host: counters the agent keeps.
@@ -143,7 +135,6 @@ mod tests {
             ControlMessage::Ready { app_port: 8080 },
             ControlMessage::Stop { grace_ms: 5000 },
             ControlMessage::StatsRequest,
-            ControlMessage::ConnectApp { token: 77 },
             ControlMessage::Stats(AgentStats {
                 http_streams_open: 1,
                 http_streams_total: 2,

@@ -119,14 +119,25 @@ async fn run(
     let handle = session.handle();
     let counters = Arc::new(Counters::default());
     proxy.set_nonblocking(true)?;
-    let handoff = handoff.map(ds_proto::Handoff::start).transpose()?;
+    let handoff = handoff.map(ds_proto::Handoff::start_agent).transpose()?;
+    let app_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, app_port));
+    // The front door's requests for connections to the app, on the
+    // handoff socket: each one answered there.
+    let handoff = handoff.map(|(handoff, mut requests)| {
+        let answering = handoff.clone();
+        tokio::spawn(async move {
+            while let Some(token) = requests.recv().await {
+                tokio::spawn(hand_app_connection_over(answering.clone(), token, app_addr));
+            }
+        });
+        handoff
+    });
     tokio::spawn(egress_proxy::serve(
         tokio::net::TcpListener::from_std(proxy)?,
         handle.clone(),
         handoff.clone(),
         counters.egress.clone(),
     ));
-    let app_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, app_port));
 
     let ready = {
         let handle = handle.clone();
@@ -168,11 +179,6 @@ async fn run(
                         seccomp_denials: denials.total(),
                     };
                     let _ = handle.send_control(ControlMessage::Stats(stats)).await;
-                }
-                Ok(ControlMessage::ConnectApp { token }) => {
-                    if let Some(handoff) = handoff.clone() {
-                        tokio::spawn(hand_app_connection_over(handoff, token, app_addr));
-                    }
                 }
                 Ok(ControlMessage::Stop { grace_ms }) => {
                     let _ = kill(app, Signal::SIGTERM);
@@ -222,12 +228,13 @@ async fn stop_app_for_good(
     }
 }
 
-/// Connects to the app and sends the connection to the host under
-/// `token`: the host then speaks HTTP to the app itself, and the agent is
-/// out of the data path. On failure nothing is sent; the host falls back
-/// to an HTTP stream on the channel (which answers 502 if the app is down).
+/// Connects to the app and sends the connection to the front door under
+/// `token`: it then speaks HTTP to the app itself, and the agent is out
+/// of the data path. On failure the token goes back alone (a refusal), so
+/// the front door answers at once.
 async fn hand_app_connection_over(handoff: Arc<ds_proto::Handoff>, token: u64, app: SocketAddr) {
     let Ok(conn) = TcpStream::connect(app).await else {
+        let _ = handoff.send_token(token).await;
         return;
     };
     // Small writes (HTTP heads) must not wait for Nagle.

@@ -9,7 +9,9 @@
 //! 2. no supplementary groups, then the gid, then the uid (the uid last:
 //!    changing the others needs the privileges it takes away); leaving
 //!    uid 0 clears the permitted and effective sets;
-//! 3. `no_new_privs`, then every capability set emptied explicitly;
+//! 3. the parent-death signal (a changed uid clears it, so after 2), and
+//!    a check that the parent is still the one that started us;
+//!    `no_new_privs`, then every capability set emptied explicitly;
 //! 4. Landlock with every filesystem right handled and no rule (no file
 //!    can be opened), and the abstract-socket and signal scopes;
 //! 5. the seccomp allow-list ([`crate::front_rules`]), last, since the
@@ -62,9 +64,10 @@ fn step(what: &'static str, r: rustix::io::Result<()>) -> Result<(), ConfineErro
 }
 
 /// Confines the calling process for good: becomes `ids` (uid, gid) if
-/// given (the caller must be root then), drops every privilege, then
-/// Landlock and seccomp. Single-threaded callers only (see the module).
-pub fn confine(ids: Option<(u32, u32)>) -> Result<Confinement, ConfineError> {
+/// given (the caller must be root then), dies with `parent` (a pid) if
+/// given, drops every privilege, then Landlock and seccomp.
+/// Single-threaded callers only (see the module).
+pub fn confine(ids: Option<(u32, u32)>, parent: Option<u32>) -> Result<Confinement, ConfineError> {
     use rustix::thread as t;
     if ids.is_some() {
         for cap in 0..=crate::caps::last_cap() {
@@ -86,6 +89,19 @@ pub fn confine(ids: Option<(u32, u32)>) -> Result<Confinement, ConfineError> {
         step("setting the gid", t::set_thread_res_gid(gid, gid, gid))?;
         let uid = rustix::fs::Uid::from_raw(uid);
         step("setting the uid", t::set_thread_res_uid(uid, uid, uid))?;
+    }
+    if let Some(parent) = parent {
+        step(
+            "setting the parent-death signal",
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL)),
+        )?;
+        // Set after the parent died: then nothing would ever send it.
+        if rustix::process::getppid().map(|p| p.as_raw_nonzero().get() as u32) != Some(parent) {
+            return Err(ConfineError::Privileges {
+                what: "checking the parent (it is gone)",
+                source: rustix::io::Errno::SRCH,
+            });
+        }
     }
     step("setting no_new_privs", t::set_no_new_privs(true))?;
     step("clearing capability sets", crate::caps::clear_sets())?;

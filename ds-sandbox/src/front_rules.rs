@@ -69,3 +69,12 @@ pub const CLONE_THREAD: u64 = libc::CLONE_THREAD as u64;
 
 /// `prctl` only to name a thread (`PR_SET_NAME`).
 pub const PRCTL_SET_NAME: u64 = libc::PR_SET_NAME as u64;
+
+/// `socketpair` only for `AF_UNIX`: a pair of connected sockets reaches
+/// nothing outside the process (tokio's signal driver makes one when the
+/// runtime starts).
+pub const SOCKETPAIR_DOMAIN: u64 = libc::AF_UNIX as u64;
+
+/// `ioctl` only to make a descriptor non-blocking or close-on-exec (the
+/// sockets it was handed, as tokio needs them).
+pub const IOCTLS: &[u64] = &[libc::FIONBIO as u64, libc::FIOCLEX as u64];

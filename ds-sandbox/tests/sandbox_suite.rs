@@ -977,11 +977,10 @@ fn agent_serves_http_over_the_channel() -> Result<(), Failed> {
                 format!("response {response:?}"),
             )?;
         }
-        // A connection to the app, handed over on the handoff socket: the
-        // host then speaks HTTP to the app itself.
+        // A connection to the app, asked for and handed over on the
+        // handoff socket: the front door then speaks HTTP to the app itself.
         let handoff = ds_proto::Handoff::start(handoff_host)?;
-        h.send_control(ControlMessage::ConnectApp { token: 41 })
-            .await?;
+        handoff.send_token(41).await?;
         let conn = handoff
             .take(41, wait)
             .await

@@ -116,8 +116,8 @@ pub struct RuntimeInfo {
     /// Connections to the app handed over by the agent, since the host
     /// started.
     pub connections_handed_over: u64,
-    /// Connections to the app made as HTTP streams on the channel.
-    pub connections_over_channel: u64,
+    /// Connections to the app the front door did not get.
+    pub connections_refused: u64,
 }
 
 /// Deno's own permissions for an app, narrowed to what the sandbox allows

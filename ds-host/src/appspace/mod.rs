@@ -1,21 +1,23 @@
-//! Running appspaces: each one's sandbox is started on demand (concurrent
-//! first requests share one start), reached over its ds-proto channel, and
-//! marked stopped when its sandbox exits so that the next request starts
-//! it again.
+//! Running appspaces, the supervisor's side: each one's sandbox is started
+//! when the front door asks (concurrent asks share one start), controlled
+//! over its ds-proto channel, and marked stopped when its sandbox exits so
+//! that the next ask starts it again. What the front door gets for a
+//! running sandbox is a [`Ticket`]: the run's number, the app's port and
+//! a copy of the host end of its handoff socket.
 //!
-//! A warm request takes no lock: the running sandbox is read through an
-//! atomic pointer, and its counters are atomics. Starts and stops are
-//! serialised per appspace by an async mutex that only they take, so an
-//! admin asking how an appspace is doing never waits for a cold start.
+//! The running sandbox is read through an atomic pointer. Starts and
+//! stops are serialised per appspace by an async mutex that only they
+//! take, so an admin asking how an appspace is doing never waits for a
+//! cold start.
 
-pub(crate) mod app_link;
 pub(crate) mod applog;
 mod config;
 pub(crate) mod sandbox_spawn;
 mod start;
 
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,8 +27,7 @@ use ds_sandbox::cgroup::{Cgroup, CgroupError};
 use tracing::info;
 
 use crate::egress::{EgressGate, EgressSink};
-use crate::front_door::upstream_pool::UpstreamPool;
-use app_link::{AppLink, LinkCounters};
+use crate::front_link::messages::Usage;
 use applog::AppLog;
 pub use applog::{flush_all as flush_logs, LogLimits};
 pub use config::{deno_run_args, AppspaceConfig, Lifecycle, ResourceLimits, RuntimeInfo};
@@ -117,13 +118,31 @@ impl Launcher {
     }
 }
 
+/// Numbers sandbox runs, so that connections made to one run are never
+/// reused with the next.
+static NEXT_RUN: AtomicU64 = AtomicU64::new(1);
+
+/// What the front door needs to reach a running sandbox's app.
+#[derive(Debug)]
+pub struct Ticket {
+    /// The run (unique since the supervisor started).
+    pub run: u64,
+    /// The app's port inside the sandbox.
+    pub app_port: u16,
+    /// A copy of the host end of its handoff socket.
+    pub handoff: OwnedFd,
+}
+
 struct Running {
     /// Kept so that the channel's receiving half lives as long as we use it.
     _session: Arc<Session>,
     /// Its cgroup's parent and name.
     cgroup: (String, String),
     handle: SessionHandle,
-    link: AppLink,
+    run: u64,
+    app_port: u16,
+    /// The host end of the handoff socket, copied into each ticket.
+    handoff: OwnedFd,
     child_pid: Option<u32>,
     started: Instant,
     /// Set when we stop it, so that its exit is not taken for a crash.
@@ -133,6 +152,14 @@ struct Running {
 impl Running {
     fn is_live(&self) -> bool {
         !self.handle.is_closed()
+    }
+
+    fn ticket(&self) -> std::io::Result<Ticket> {
+        Ok(Ticket {
+            run: self.run,
+            app_port: self.app_port,
+            handoff: self.handoff.try_clone()?,
+        })
     }
 }
 
@@ -158,32 +185,11 @@ pub struct Appspace {
     /// Deleted, or the host is stopping: never starts again.
     retired: AtomicBool,
     crashes: Arc<std::sync::Mutex<Crashes>>,
-    in_flight: AtomicUsize,
-    /// Milliseconds after `epoch` of the last request's start or end.
-    last_used_ms: AtomicU64,
-    epoch: Instant,
     limits: std::sync::Mutex<ResourceLimits>,
     paused: AtomicBool,
-    requests: AtomicU64,
-    links: Arc<LinkCounters>,
+    /// The front door's counts, as it last reported them.
+    usage: std::sync::Mutex<Usage>,
     egress: Arc<EgressGate>,
-    /// The front door's keep-alive connections to its app.
-    pub(crate) pool: Arc<UpstreamPool>,
-    /// The parent of its requests' spans: made once, so that a request's
-    /// own span formats only what differs per request.
-    span: tracing::Span,
-}
-
-/// Marks a request in flight until dropped (kept by the response body, so
-/// a long download counts until its last byte).
-#[derive(Debug)]
-pub struct RequestGuard(Arc<Appspace>);
-
-impl Drop for RequestGuard {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.0.touch();
-    }
 }
 
 fn record_crash(
@@ -229,40 +235,14 @@ impl Appspace {
             starting: AtomicBool::new(false),
             retired: AtomicBool::new(false),
             crashes: Arc::default(),
-            in_flight: AtomicUsize::new(0),
-            last_used_ms: AtomicU64::new(0),
-            epoch: Instant::now(),
-            requests: AtomicU64::new(0),
-            links: Arc::default(),
-            pool: Arc::default(),
-            span: tracing::info_span!(parent: None, "appspace", appspace = config.name.as_str()),
+            usage: std::sync::Mutex::default(),
             config,
         })
     }
 
-    /// Its span, the parent of its requests' spans.
-    pub fn span(&self) -> &tracing::Span {
-        &self.span
-    }
-
-    fn touch(&self) {
-        let ms = self.epoch.elapsed().as_millis() as u64;
-        self.last_used_ms.fetch_max(ms, Ordering::Relaxed);
-    }
-
-    fn idle_for(&self) -> Duration {
-        let now = self.epoch.elapsed();
-        now.saturating_sub(Duration::from_millis(
-            self.last_used_ms.load(Ordering::Relaxed),
-        ))
-    }
-
-    /// Counts a request as in flight until the guard is dropped.
-    pub fn begin_request(self: &Arc<Self>) -> RequestGuard {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.requests.fetch_add(1, Ordering::Relaxed);
-        self.touch();
-        RequestGuard(self.clone())
+    /// Takes the front door's latest counts.
+    pub fn set_usage(&self, usage: Usage) {
+        *self.usage.lock().unwrap_or_else(|p| p.into_inner()) = usage;
     }
 
     /// The running sandbox, if it is live (lock-free).
@@ -275,19 +255,27 @@ impl Appspace {
         self.live().is_some()
     }
 
-    /// The way to the running sandbox's app, starting it first if needed.
-    /// Concurrent callers share one start; a running sandbox is reached
-    /// without taking any lock.
-    pub async fn link(&self, launcher: &Launcher, life: &Lifecycle) -> Result<AppLink, StartError> {
+    /// The running sandbox's ticket, if it runs.
+    pub fn ticket(&self) -> Option<Ticket> {
+        self.live().and_then(|r| r.ticket().ok())
+    }
+
+    /// The running sandbox's ticket, starting it first if needed.
+    /// Concurrent callers share one start.
+    pub async fn ensure_running(
+        &self,
+        launcher: &Launcher,
+        life: &Lifecycle,
+    ) -> Result<Ticket, StartError> {
         if let Some(r) = self.live() {
-            return Ok(r.link.clone());
+            return r.ticket().map_err(StartError::Spawn);
         }
         if self.is_paused() {
             return Err(StartError::Paused);
         }
         let _starting = self.start_lock.lock().await;
         if let Some(r) = self.live() {
-            return Ok(r.link.clone());
+            return r.ticket().map_err(StartError::Spawn);
         }
         // Checked under the lock that stops take: a host that is stopping
         // (or a delete) retires the appspace first, then stops it, so no
@@ -316,9 +304,9 @@ impl Appspace {
         self.starting.store(false, Ordering::Release);
         match started {
             Ok(started) => {
-                let link = started.link.clone();
+                let ticket = started.ticket().map_err(StartError::Spawn);
                 self.current.store(Some(Arc::new(started)));
-                Ok(link)
+                ticket
             }
             Err(e) => {
                 let delay = record_crash(&self.crashes, e.to_string(), Duration::ZERO);
@@ -330,18 +318,13 @@ impl Appspace {
         }
     }
 
-    /// Stops the sandbox if it is running, idle for the idle timeout and
-    /// serving nothing.
-    pub async fn stop_if_idle(&self, life: &Lifecycle) {
-        let idle_for = self.idle_for();
-        if self.in_flight.load(Ordering::Acquire) == 0
-            && idle_for >= life.idle_timeout
-            && self.is_running()
-        {
-            self.log
-                .host(&format!("stopping after {idle_for:?} without requests"));
+    /// Stops the sandbox if its run is still `run`: the front door let go
+    /// of it after the idle timeout without requests.
+    pub async fn stop_idle_run(&self, run: u64, grace: Duration) {
+        if self.current.load().as_ref().is_some_and(|r| r.run == run) {
+            self.log.host("stopping: no requests for the idle timeout");
             info!(appspace = %self.config.name, "stopping idle appspace");
-            self.stop(life.stop_grace).await;
+            self.stop_if(grace, |r| r.run == run).await;
         }
     }
 
@@ -374,7 +357,7 @@ impl Appspace {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .retry_at = None;
-        self.link(launcher, life).await.map(drop)
+        self.ensure_running(launcher, life).await.map(drop)
     }
 
     /// The limits its next (or current) sandbox runs under.
@@ -412,10 +395,11 @@ impl Appspace {
 
     /// What it is doing now; never waits for a start or a stop.
     pub fn runtime(&self) -> RuntimeInfo {
+        let usage = self.usage.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let base = RuntimeInfo {
-            requests: self.requests.load(Ordering::Relaxed),
-            connections_handed_over: self.links.handed_over.load(Ordering::Relaxed),
-            connections_over_channel: self.links.over_channel.load(Ordering::Relaxed),
+            requests: usage.requests,
+            connections_handed_over: usage.connections_handed_over,
+            connections_refused: usage.connections_refused,
             starting: self.starting.load(Ordering::Acquire),
             ..RuntimeInfo::default()
         };
@@ -441,7 +425,15 @@ impl Appspace {
     /// `grace`) and waits until its channel closes. A start under way
     /// finishes first.
     pub async fn stop(&self, grace: Duration) {
+        self.stop_if(grace, |_| true).await;
+    }
+
+    /// [`Appspace::stop`] if the running sandbox is one `which` accepts.
+    async fn stop_if(&self, grace: Duration, which: impl Fn(&Running) -> bool) {
         let _no_start = self.start_lock.lock().await;
+        if !self.current.load().as_deref().is_some_and(&which) {
+            return;
+        }
         let Some(running) = self.current.swap(None) else {
             return;
         };

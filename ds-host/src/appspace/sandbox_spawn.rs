@@ -63,13 +63,15 @@ pub struct SandboxFds {
     pub handoff: i32,
 }
 
+/// Serialises every spawn of this process (sandboxes and the front door):
+/// a child's descriptors are briefly inheritable, and no other spawn may
+/// pick them up.
+pub(crate) static SPAWN_LOCK: Mutex<()> = Mutex::new(());
+
 /// Starts `ds-sandbox` processes (see the module's documentation).
 #[derive(Debug)]
 pub struct SandboxSpawner {
     sandbox_bin: PathBuf,
-    /// Serializes spawns: a child's socket ends are briefly inheritable,
-    /// and no other spawn may pick them up.
-    spawn_lock: Mutex<()>,
     spare: Mutex<Option<Spare>>,
     /// A spare is being started: many starts at once (a host starting
     /// every appspace) must not each start one.
@@ -81,7 +83,6 @@ impl SandboxSpawner {
     pub fn new(sandbox_bin: PathBuf) -> Arc<Self> {
         Arc::new(Self {
             sandbox_bin,
-            spawn_lock: Mutex::new(()),
             spare: Mutex::new(None),
             preparing: AtomicBool::new(false),
         })
@@ -273,7 +274,7 @@ impl SandboxSpawner {
             theirs,
         } = prepared;
         let child = {
-            let _only_spawn = self.spawn_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let _only_spawn = SPAWN_LOCK.lock().unwrap_or_else(|p| p.into_inner());
             for fd in [theirs.0.as_fd(), theirs.1.as_fd()] {
                 rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
             }

@@ -11,7 +11,6 @@ use ds_proto::{Config, ControlMessage, Role, Session};
 use ds_sandbox::spec::Runtime;
 use tracing::{info, warn};
 
-use super::app_link::AppLink;
 use super::sandbox_spawn::{SandboxFds, Spawned};
 use super::{record_crash, Appspace, Launcher, Lifecycle, Running, StartError};
 
@@ -165,19 +164,15 @@ impl Appspace {
             }
         };
         let handle = session.handle();
-        let handoff = match ds_proto::Handoff::start(handoff) {
-            Ok(handoff) => handoff,
+        // The supervisor only sends on the handoff socket (egress
+        // upstreams); the front door, holding a copy, receives on it.
+        let egress_handoff = match handoff.try_clone().and_then(ds_proto::Handoff::sender) {
+            Ok(sender) => sender,
             Err(e) => {
                 self.end_failed(&mut child, launcher).await;
                 return Err(StartError::Spawn(e));
             }
         };
-        let link = AppLink::new(
-            handle.clone(),
-            handoff.clone(),
-            app_port,
-            self.links.clone(),
-        );
         self.log.host("app ready");
         // Egress streams the agent opens: each one checked and spliced.
         let (acceptor, gate, sink, log) = (
@@ -190,7 +185,7 @@ impl Appspace {
             while let Ok(incoming) = acceptor.accept().await {
                 if let ds_proto::Incoming::Egress(req) = incoming {
                     let (gate, sink, log) = (gate.clone(), sink.clone(), log.clone());
-                    tokio::spawn(gate.handle(req, sink, log, Some(handoff.clone())));
+                    tokio::spawn(gate.handle(req, sink, log, Some(egress_handoff.clone())));
                 }
             }
         });
@@ -225,7 +220,9 @@ impl Appspace {
             _session: session,
             cgroup: (launcher.cgroups().parent.clone(), self.cgroup_name()),
             handle,
-            link,
+            run: super::NEXT_RUN.fetch_add(1, Ordering::Relaxed),
+            app_port,
+            handoff,
             child_pid,
             started,
             stopping,

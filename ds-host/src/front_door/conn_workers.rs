@@ -94,19 +94,11 @@ pub fn count_on_this_worker() -> Option<OpenGuard> {
 /// appspaces. Measured on the 2-core machine: p99 latency roughly halved
 /// and 10-30% more requests per second. Apps never inherit it: the
 /// sandbox resets its priority to the default before starting them.
+///
+/// The supervisor sets it on the front door's first thread before the
+/// front door makes any other (a thread starts at its creator's nice
+/// value), so the confined front door needs no `CAP_SYS_NICE`.
 pub const WORKER_NICE: i32 = -5;
-
-/// Gives the calling thread [`WORKER_NICE`]; without the privilege to
-/// (a non-root development host) it keeps the default, said once.
-fn raise_priority() {
-    let tid = rustix::thread::gettid();
-    if let Err(e) = rustix::process::setpriority_process(Some(tid), WORKER_NICE) {
-        static SAID: std::sync::Once = std::sync::Once::new();
-        SAID.call_once(|| {
-            tracing::info!(error = %e, "connection workers run at the default priority (raising it was refused)");
-        });
-    }
-}
 
 /// How often a worker's runtime wakes on its own (see [`heartbeat`]).
 const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -141,7 +133,6 @@ impl ConnWorkers {
             std::thread::Builder::new()
                 .name(format!("ds-front-{n}"))
                 .spawn(move || {
-                    raise_priority();
                     THIS_WORKER.with(|w| *w.borrow_mut() = Some(counted));
                     runtime.block_on(async move {
                         tokio::spawn(heartbeat());

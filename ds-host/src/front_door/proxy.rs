@@ -19,10 +19,11 @@ use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 
 use super::headers;
 use super::idle_body::{IdleBody, IdleBodyError};
+use super::door::Door;
+use super::routes::{RequestGuard, Route};
 use super::serve::{Client, Scheme};
 use super::upstream_pool::Lease;
-use crate::appspace::{Appspace, RequestGuard, StartError};
-use crate::host::Host;
+use crate::front_link::messages::Refusal;
 
 /// A response body that keeps its request counted as in flight until the
 /// last byte has gone out, is cut off when it stops moving, and gives its
@@ -116,12 +117,12 @@ fn page(status: StatusCode, title: &str, detail: &str) -> Response<Body> {
 }
 
 /// The front door's [`super::serve::Handler`]: every request, proxied.
-pub fn handler(host: Arc<Host>) -> super::serve::Handler {
-    Arc::new(move |req, client| Box::pin(handle(host.clone(), req, client)))
+pub fn handler(door: Arc<Door>) -> super::serve::Handler {
+    Arc::new(move |req, client| Box::pin(handle(door.clone(), req, client)))
 }
 
 /// Serves one request from `client`.
-pub async fn handle(door: Arc<Host>, req: Request<Body>, client: Arc<Client>) -> Response<Body> {
+pub async fn handle(door: Arc<Door>, req: Request<Body>, client: Arc<Client>) -> Response<Body> {
     let host = req
         .headers()
         .get(header::HOST)
@@ -130,7 +131,7 @@ pub async fn handle(door: Arc<Host>, req: Request<Body>, client: Arc<Client>) ->
         .unwrap_or("")
         .to_owned();
     let scheme = client.scheme;
-    let Some(appspace) = door.at_domain(&domain_of(&host)) else {
+    let Some(appspace) = door.routes.at_domain(&domain_of(&host)) else {
         return page(
             StatusCode::NOT_FOUND,
             "No such appspace",
@@ -165,15 +166,15 @@ pub async fn handle(door: Arc<Host>, req: Request<Body>, client: Arc<Client>) ->
 }
 
 async fn forward(
-    door: &Host,
-    appspace: &Arc<Appspace>,
+    door: &Door,
+    appspace: &Arc<Route>,
     client: &Client,
     host: &str,
     mut req: Request<Body>,
 ) -> Response<Body> {
     // A stopping host starts nothing and answers what still arrives on
     // open keep-alive connections with a 503 (and closes them).
-    if door.is_stopping() {
+    if door.routes.is_stopping() {
         let mut resp = page(
             StatusCode::SERVICE_UNAVAILABLE,
             "Shutting down",
@@ -187,9 +188,9 @@ async fn forward(
     // What the warnings below name (sharing the request's bytes).
     let (method, target) = (req.method().clone(), req.uri().clone());
     let path = target.path();
-    let link = match appspace.link(&door.launcher, &door.lifecycle).await {
+    let link = match door.link(appspace).await {
         Ok(link) => link,
-        Err(StartError::Paused) => {
+        Err(e) if e.refusal == Refusal::Paused => {
             return page(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Appspace paused",
@@ -197,14 +198,15 @@ async fn forward(
             );
         }
         Err(e) => {
-            warn!(%method, path, error = %e, "appspace failed to start");
+            warn!(%method, path, error = %e.reason, "appspace failed to start");
             return page(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Appspace unavailable",
-                &format!("It could not be started: {e}."),
+                &format!("It could not be started: {}.", e.reason),
             );
         }
     };
+    let timing = door.routes.timing;
     let bad_gateway = |what: &str, e: &dyn std::fmt::Display| {
         warn!(%method, path, error = %e, "{what}");
         page(
@@ -228,10 +230,10 @@ async fn forward(
         }
         // The upload is cut off if it stalls; the app must start its
         // answer within the response timeout.
-        let idle = door.lifecycle.body_idle_timeout;
+        let idle = timing.body_idle_timeout;
         let req = req.map(|b| Body::new(IdleBody::new(b, idle)));
         let answer = tokio::time::timeout(
-            door.lifecycle.response_timeout,
+            timing.response_timeout,
             appspace.pool.send(link.id(), || link.connect(), req),
         );
         return match answer.await {
@@ -244,7 +246,7 @@ async fn forward(
                     "Appspace timeout",
                     &format!(
                         "The app did not answer within {:?}.",
-                        door.lifecycle.response_timeout
+                        timing.response_timeout
                     ),
                 )
             }
@@ -307,7 +309,7 @@ async fn forward(
         });
         return switched;
     }
-    to_browser(resp, guard, door.lifecycle.body_idle_timeout, None)
+    to_browser(resp, guard, timing.body_idle_timeout, None)
 }
 
 /// What the host tells the app about where `req` came from: the browser's

@@ -45,7 +45,7 @@ pub fn run(args: &[String]) -> i32 {
     };
     let root = rustix::process::geteuid().is_root();
     let id = ds_api::ids::FRONT_DOOR_DEV_ID;
-    let confined = match front_confine::confine(root.then_some((id, id))) {
+    let confined = match front_confine::confine(root.then_some((id, id)), None) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ds-host: {e}");

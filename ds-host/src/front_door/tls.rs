@@ -38,25 +38,56 @@ pub enum TlsError {
     Generate(#[from] rcgen::Error),
 }
 
-/// A server configuration from PEM certificate-chain and key files.
-pub fn from_files(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+/// A certificate chain and its private key, PEM, as read from their
+/// files (the supervisor reads them; the front door, which can open no
+/// file, gets the bytes).
+#[derive(Debug, Clone)]
+pub struct PemPair {
+    /// The chain.
+    pub certificate: String,
+    /// The key.
+    pub private_key: String,
+}
+
+/// Reads PEM certificate-chain and key files and checks that they make a
+/// server configuration.
+pub fn read_pem(cert: &Path, key: &Path) -> Result<PemPair, TlsError> {
+    let read = |path: &Path| {
+        std::fs::read_to_string(path).map_err(|source| TlsError::Io {
+            what: "reading",
+            path: path.to_owned(),
+            source,
+        })
+    };
+    let pair = PemPair {
+        certificate: read(cert)?,
+        private_key: read(key)?,
+    };
+    from_pem(&pair, cert, key)?;
+    Ok(pair)
+}
+
+/// A server configuration from a PEM chain and key; `cert` and `key`
+/// name where they came from in errors.
+pub fn from_pem(pair: &PemPair, cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
     let pem = |path: &Path, why: String| TlsError::Pem {
         path: path.to_owned(),
         why,
     };
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| pem(cert, e.to_string()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| pem(cert, e.to_string()))?;
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(pair.certificate.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| pem(cert, e.to_string()))?;
     if certs.is_empty() {
         return Err(pem(cert, "no certificate in the file".into()));
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| pem(key, e.to_string()))?;
+    let key_der =
+        PrivateKeyDer::from_pem_slice(pair.private_key.as_bytes()).map_err(|e| pem(key, e.to_string()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+        .with_single_cert(certs, key_der)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -88,10 +119,7 @@ pub fn write_self_signed(dir: &Path, names: &[String]) -> Result<PathBuf, TlsErr
 /// on first use and again whenever the names change. Each appspace domain
 /// is named explicitly: certificate verifiers refuse `*.localhost`, a
 /// wildcard directly above a single label.
-pub fn dev_certificate(
-    dir: &Path,
-    names: &[String],
-) -> Result<(Arc<ServerConfig>, PathBuf), TlsError> {
+pub fn dev_certificate(dir: &Path, names: &[String]) -> Result<(PemPair, PathBuf), TlsError> {
     let (cert, key, listed) = (
         dir.join("cert.pem"),
         dir.join("key.pem"),
@@ -107,5 +135,5 @@ pub fn dev_certificate(
             source,
         })?;
     }
-    Ok((from_files(&cert, &key)?, cert))
+    Ok((read_pem(&cert, &key)?, cert))
 }

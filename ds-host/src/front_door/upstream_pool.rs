@@ -32,7 +32,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tracing::debug;
 
-use crate::appspace::app_link::Upstream;
+use super::app_link::Upstream;
 
 /// Idle connections kept per appspace and thread.
 const MAX_IDLE_PER_THREAD: usize = 64;
@@ -75,7 +75,7 @@ fn replay_copy(req: &Request<Body>) -> Option<Request<Body>> {
 pub enum UpstreamError {
     /// No connection to the app could be made.
     #[error("connecting to the app: {0}")]
-    Connect(#[from] ds_proto::ProtoError),
+    Connect(#[from] std::io::Error),
     /// The HTTP/1.1 handshake on a new connection failed.
     #[error("talking to the app: {0}")]
     Handshake(hyper::Error),
@@ -140,7 +140,7 @@ impl UpstreamPool {
     ) -> Result<(Response<Incoming>, Lease), UpstreamError>
     where
         F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<Upstream, ds_proto::ProtoError>>,
+        Fut: std::future::Future<Output = Result<Upstream, std::io::Error>>,
     {
         let mut req = req;
         // Connections taken or made here run their task on this thread.
@@ -368,7 +368,7 @@ mod tests {
     async fn get(pool: &Arc<UpstreamPool>, link: u64, addr: std::net::SocketAddr) -> usize {
         let req = Request::get("/").body(Body::empty()).unwrap();
         let connect = || async move {
-            Ok::<_, ds_proto::ProtoError>(Upstream::Direct(TcpStream::connect(addr).await?))
+            Ok::<_, std::io::Error>(TcpStream::connect(addr).await?)
         };
         let (resp, mut lease) = pool.send(link, connect, req).await.unwrap();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
@@ -412,7 +412,7 @@ mod tests {
         req: Request<Body>,
     ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
         let connect = || async move {
-            Ok::<_, ds_proto::ProtoError>(Upstream::Direct(TcpStream::connect(addr).await?))
+            Ok::<_, std::io::Error>(TcpStream::connect(addr).await?)
         };
         pool.send(1, connect, req).await
     }
@@ -476,7 +476,7 @@ mod tests {
         let pool = Arc::new(UpstreamPool::default());
         let req = Request::get("/").body(Body::empty()).unwrap();
         let connect = || async move {
-            Ok::<_, ds_proto::ProtoError>(Upstream::Direct(TcpStream::connect(addr).await?))
+            Ok::<_, std::io::Error>(TcpStream::connect(addr).await?)
         };
         let (resp, lease) = pool.send(1, connect, req).await.unwrap();
         let mut body = resp.into_body();

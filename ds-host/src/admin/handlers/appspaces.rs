@@ -33,7 +33,7 @@ pub(super) async fn appspace_view(rec: AppspaceRecord, live: Option<&Appspace>) 
         uptime_secs: runtime.uptime.map(|u| u.as_secs()),
         requests: runtime.requests,
         connections_handed_over: runtime.connections_handed_over,
-        connections_over_channel: runtime.connections_over_channel,
+        connections_refused: runtime.connections_refused,
         usage: runtime.usage.map(|u| api::Usage {
             memory_bytes: u.memory_current,
             memory_peak_bytes: u.memory_peak,
@@ -57,6 +57,7 @@ pub(super) fn limits_view(l: ResourceLimits) -> api::Limits {
 }
 
 pub(super) async fn list_appspaces(State(admin): State<Arc<Admin>>) -> Answer<Vec<api::Appspace>> {
+    admin.front.refresh_usage().await;
     let mut out = Vec::new();
     for rec in admin.state.appspaces().await? {
         let live = admin.host.get(&rec.name);
@@ -70,6 +71,7 @@ pub(super) async fn show_appspace(
     UrlPath(key): UrlPath<String>,
 ) -> Answer<api::Appspace> {
     let (rec, live) = find(&admin, &key).await?;
+    admin.front.refresh_usage().await;
     Ok(Json(appspace_view(rec, Some(&live)).await))
 }
 

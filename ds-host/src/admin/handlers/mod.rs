@@ -166,6 +166,7 @@ async fn status(State(admin): State<Arc<Admin>>) -> Answer<api::Status> {
         Ok(ds_sandbox::cgroup::CgroupVersion::V2) => "v2",
         Err(_) => "unavailable",
     };
+    let front = admin.front.status();
     Ok(Json(api::Status {
         version: env!("CARGO_PKG_VERSION").into(),
         mode: admin.mode.into(),
@@ -179,6 +180,24 @@ async fn status(State(admin): State<Arc<Admin>>) -> Answer<api::Status> {
         appspaces: appspaces.len() as u64,
         running,
         paused: appspaces.iter().filter(|a| a.paused).count() as u64,
+        supervisor: Some(api::ProcessInfo {
+            pid: std::process::id(),
+            uid: rustix::process::getuid().as_raw(),
+            gid: rustix::process::getgid().as_raw(),
+            landlock_abi: 0,
+            seccomp_phase: 0,
+        }),
+        front_door: front
+            .pid
+            .zip(front.confined)
+            .map(|(pid, c)| api::ProcessInfo {
+                pid,
+                uid: c.uid,
+                gid: c.gid,
+                landlock_abi: c.landlock_abi,
+                seccomp_phase: c.seccomp_phase,
+            }),
+        front_door_restarts: front.restarts,
     }))
 }
 
