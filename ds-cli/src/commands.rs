@@ -48,7 +48,10 @@ fn process(p: Option<&api::ProcessInfo>) -> String {
         0 => "no seccomp".to_owned(),
         n => format!("seccomp phase {n}"),
     };
-    format!("pid {}, uid {}, gid {}, {landlock}, {seccomp}", p.pid, p.uid, p.gid)
+    format!(
+        "pid {}, uid {}, gid {}, {landlock}, {seccomp}",
+        p.pid, p.uid, p.gid
+    )
 }
 
 pub async fn run(cli: Cli, socket: &Path) -> Result<(), ClientError> {

@@ -16,8 +16,8 @@ use ds_host::egress::log_writer::EgressLogWriter;
 use ds_host::front_door::serve::ConnLimits;
 use ds_host::front_link::messages::{Init, ListenerRole};
 use ds_host::host::Host;
-use ds_host::supervisor::front_door::{FrontDoor, Phase};
 use ds_host::package::PackageLimits;
+use ds_host::supervisor::front_door::{FrontDoor, Phase};
 
 /// mimalloc instead of glibc's malloc: glibc returns freed memory at the
 /// top of a heap to the kernel (trim threshold), so a proxy that allocates
@@ -322,7 +322,7 @@ async fn run_until_signal(
     }));
     // Ready once the front door is confined and serving (the listeners,
     // the state and the admin socket are up before it starts).
-    tokio::select! {
+    let stopped_early = tokio::select! {
         started = tokio::time::timeout(FRONT_DOOR_START, ready_rx) => {
             if !matches!(started, Ok(Ok(()))) {
                 let why = front.status().last_exit.unwrap_or_else(|| "no answer".into());
@@ -330,10 +330,11 @@ async fn run_until_signal(
                 let _ = keeper.await;
                 bail!("the front door did not start within {FRONT_DOOR_START:?} (last: {why})");
             }
+            false
         }
-        _ = stop.int.recv() => {}
-        _ = stop.term.recv() => {}
-    }
+        _ = stop.int.recv() => true,
+        _ = stop.term.recv() => true,
+    };
     // With a watchdog (`WatchdogSec=`), the runtime pings it at half the
     // period, so a wedged runtime gets the host restarted.
     notify_systemd(&[sd_notify::NotifyState::Ready]);
@@ -346,9 +347,11 @@ async fn run_until_signal(
             }
         })
     });
-    tokio::select! {
-        _ = stop.int.recv() => {}
-        _ = stop.term.recv() => {}
+    if !stopped_early {
+        tokio::select! {
+            _ = stop.int.recv() => {}
+            _ = stop.term.recv() => {}
+        }
     }
     notify_systemd(&[sd_notify::NotifyState::Stopping]);
     // Stopping takes at most the stop timeout: systemd's own clock
@@ -542,4 +545,3 @@ async fn production(config_path: &Path, stop: StopSignals) -> anyhow::Result<()>
     egress_log.finish().await;
     served
 }
-

@@ -418,6 +418,17 @@ fn stat_field(path: &str, field: usize) -> Option<i64> {
 }
 
 /// Whether `pid` descends from `ancestor`.
+/// The front door process the supervisor `pid` started.
+fn front_door_of(pid: u32) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let child: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        (stat_field(&child.to_string(), 4) == Some(pid as i64)
+            && cmdline.split(|b| *b == 0).any(|a| a == b"__front-door"))
+        .then_some(child)
+    })
+}
+
 fn descends_from(pid: u32, ancestor: u32) -> bool {
     let mut at = pid;
     while let Some(parent) = stat_field(&at.to_string(), 4) {
@@ -440,7 +451,9 @@ fn the_front_door_outranks_the_apps_it_serves() -> Result<(), Failed> {
     // The first request starts the sandbox from a worker thread.
     let (status, _, body) = host.get("hello-native.localhost", "/hello")?;
     ensure(status == 200, format!("status {status}: {body}"))?;
-    let pid = host.child.id();
+    // The workers are the front door's: the supervisor's child process.
+    let supervisor = host.child.id();
+    let pid = front_door_of(supervisor).ok_or("no front door process")?;
     let workers: Vec<i64> = std::fs::read_dir(format!("/proc/{pid}/task"))?
         .flatten()
         .filter(|t| {
@@ -464,7 +477,7 @@ fn the_front_door_outranks_the_apps_it_serves() -> Result<(), Failed> {
     let apps: Vec<(u32, Option<i64>)> = String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .filter_map(|p| p.parse().ok())
-        .filter(|app| descends_from(*app, pid))
+        .filter(|app| descends_from(*app, supervisor))
         .map(|app| (app, stat_field(&app.to_string(), 19)))
         .collect();
     ensure(apps.len() == 1, format!("this host's apps: {apps:?}"))?;

@@ -151,7 +151,9 @@ impl Handoff {
     /// Sends `fd` under `token`, waiting while the peer's queue is full.
     pub async fn send(&self, token: u64, fd: BorrowedFd<'_>) -> io::Result<()> {
         self.socket
-            .async_io(Interest::WRITABLE, || send(self.socket.as_fd(), token, Some(fd)))
+            .async_io(Interest::WRITABLE, || {
+                send(self.socket.as_fd(), token, Some(fd))
+            })
             .await
     }
 
@@ -164,7 +166,9 @@ impl Handoff {
     /// from the agent, the answer that none could be made.
     pub async fn send_token(&self, token: u64) -> io::Result<()> {
         self.socket
-            .async_io(Interest::WRITABLE, || send(self.socket.as_fd(), token, None))
+            .async_io(Interest::WRITABLE, || {
+                send(self.socket.as_fd(), token, None)
+            })
             .await
     }
 
@@ -286,8 +290,13 @@ mod tests {
             let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(2))];
             let mut control = SendAncillaryBuffer::new(&mut space);
             assert!(control.push(SendAncillaryMessage::ScmRights(fds)));
-            rustix::net::sendmsg(&a, &[io::IoSlice::new(bytes)], &mut control, SendFlags::empty())
-                .unwrap();
+            rustix::net::sendmsg(
+                &a,
+                &[io::IoSlice::new(bytes)],
+                &mut control,
+                SendFlags::empty(),
+            )
+            .unwrap();
         };
         send_raw(&[0, 0, 9], &[x.as_fd()]);
         send_raw(&9u64.to_be_bytes(), &[x.as_fd(), x.as_fd()]);
@@ -308,7 +317,10 @@ mod tests {
         agent.send_token(5).await.unwrap();
         let asked = std::time::Instant::now();
         assert!(host.take(5, Duration::from_secs(5)).await.is_none());
-        assert!(asked.elapsed() < Duration::from_secs(1), "refused, not timed out");
+        assert!(
+            asked.elapsed() < Duration::from_secs(1),
+            "refused, not timed out"
+        );
         // A connection the agent makes comes across; egress descriptors the
         // host sends are parked on the agent's side, not taken for requests.
         let (x, _y) = std::os::unix::net::UnixStream::pair().unwrap();

@@ -320,9 +320,13 @@ impl Appspace {
 
     /// Stops the sandbox if its run is still `run`: the front door let go
     /// of it after the idle timeout without requests.
-    pub async fn stop_idle_run(&self, run: u64, grace: Duration) {
+    pub async fn stop_idle_run(&self, run: u64, life: &Lifecycle) {
+        let grace = life.stop_grace;
         if self.current.load().as_ref().is_some_and(|r| r.run == run) {
-            self.log.host("stopping: no requests for the idle timeout");
+            self.log.host(&format!(
+                "stopping after {:?} without requests",
+                life.idle_timeout
+            ));
             info!(appspace = %self.config.name, "stopping idle appspace");
             self.stop_if(grace, |r| r.run == run).await;
         }

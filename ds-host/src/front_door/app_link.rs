@@ -50,7 +50,12 @@ pub struct AppLink {
 impl AppLink {
     /// Links through `handoff` to the app on `app_port` of the sandbox's
     /// run `run`, counting connections into `counters`.
-    pub fn new(handoff: Arc<Handoff>, app_port: u16, run: u64, counters: Arc<LinkCounters>) -> Self {
+    pub fn new(
+        handoff: Arc<Handoff>,
+        app_port: u16,
+        run: u64,
+        counters: Arc<LinkCounters>,
+    ) -> Self {
         Self {
             handoff,
             app_port,

@@ -111,7 +111,12 @@ impl Door {
     /// Takes what the supervisor sends until it closes the socket (it
     /// stopped or died: the front door ends too). `stopping` is set when
     /// the supervisor says the host stops.
-    pub async fn serve_supervisor(self: Arc<Self>, stopping: tokio::sync::watch::Sender<bool>) {
+    pub async fn serve_supervisor(
+        self: Arc<Self>,
+        stopping: tokio::sync::watch::Sender<bool>,
+        routed: tokio::sync::oneshot::Sender<()>,
+    ) {
+        let mut routed = Some(routed);
         let idle_every = (self.routes.timing.idle_timeout / 4)
             .clamp(Duration::from_millis(100), Duration::from_secs(5));
         let mut idle_tick = tokio::time::interval(idle_every);
@@ -137,7 +142,14 @@ impl Door {
                 }
             };
             match msg {
-                ToFront::Routes { routes, last } => self.routes.receive(routes, last),
+                ToFront::Routes { routes, last } => {
+                    self.routes.receive(routes, last);
+                    if last {
+                        if let Some(routed) = routed.take() {
+                            let _ = routed.send(());
+                        }
+                    }
+                }
                 ToFront::Running {
                     request,
                     name,
@@ -161,12 +173,17 @@ impl Door {
                     match request {
                         Some(request) => self.answer(request, Ok((run, app_port, handoff))),
                         // Announced to a restarted front door: adopted here.
-                        None => match (self.routes.named(&name), ds_proto::Handoff::start(handoff)) {
+                        None => match (self.routes.named(&name), ds_proto::Handoff::start(handoff))
+                        {
                             (Some(route), Ok(handoff)) => {
                                 route.adopt(handoff, run, app_port);
                             }
-                            (_, Err(e)) => warn!(appspace = %name, error = %e, "taking a handoff socket"),
-                            (None, _) => debug!(appspace = %name, "a running sandbox with no route"),
+                            (_, Err(e)) => {
+                                warn!(appspace = %name, error = %e, "taking a handoff socket")
+                            }
+                            (None, _) => {
+                                debug!(appspace = %name, "a running sandbox with no route")
+                            }
                         },
                     }
                 }
@@ -194,10 +211,7 @@ impl Door {
 
     /// Tells the supervisor what confinement is in force.
     pub async fn report_confined(&self, confined: crate::front_link::messages::Confined) {
-        let _ = self
-            .wire
-            .send(&ToSupervisor::Confined(confined), &[])
-            .await;
+        let _ = self.wire.send(&ToSupervisor::Confined(confined), &[]).await;
     }
 }
 

@@ -57,7 +57,8 @@ fn control_fd(args: &[String]) -> Result<OwnedFd, FrontDoorError> {
     let n: i32 = n
         .parse()
         .map_err(|_| FrontDoorError::Usage(format!("{n} is not a descriptor number")))?;
-    ds_sandbox::sys::adopt_fd(n).map_err(|e| FrontDoorError::Usage(format!("--control-fd {n}: {e}")))
+    ds_sandbox::sys::adopt_fd(n)
+        .map_err(|e| FrontDoorError::Usage(format!("--control-fd {n}: {e}")))
 }
 
 /// Runs the front door with `args` (after `__front-door`) until the
@@ -65,10 +66,12 @@ fn control_fd(args: &[String]) -> Result<OwnedFd, FrontDoorError> {
 pub fn run(args: &[String]) -> Result<(), FrontDoorError> {
     let control = control_fd(args)?;
     let setup = |e: &dyn std::fmt::Display| FrontDoorError::Setup(e.to_string());
-    let (init, listeners) =
-        wire::recv_blocking::<ToFront>(control.as_fd(), ToFront::descriptors).map_err(|e| setup(&e))?;
+    let (init, listeners) = wire::recv_blocking::<ToFront>(control.as_fd(), ToFront::descriptors)
+        .map_err(|e| setup(&e))?;
     let ToFront::Init(init) = init else {
-        return Err(FrontDoorError::Setup("the first message is not the set-up".into()));
+        return Err(FrontDoorError::Setup(
+            "the first message is not the set-up".into(),
+        ));
     };
     for fd in &listeners {
         wire::check_listener(fd).map_err(|e| setup(&e))?;
@@ -138,6 +141,13 @@ async fn serve_all(
         tls_handshake_timeout: ms(init.tls_handshake_timeout_ms),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // The route table first: a connection accepted before it would be
+    // told that nothing is served.
+    let (routed_tx, routed) = tokio::sync::oneshot::channel();
+    let supervisor = tokio::spawn(door.clone().serve_supervisor(stop_tx, routed_tx));
+    if routed.await.is_err() {
+        return Ok(()); // the supervisor went away first
+    }
     let proxy = super::proxy::handler(door.clone());
     let mut serving = tokio::task::JoinSet::new();
     for (fd, role) in listeners.into_iter().zip(&init.listeners) {
@@ -145,8 +155,7 @@ async fn serve_all(
         listener
             .set_nonblocking(true)
             .map_err(start("a listener"))?;
-        let listener =
-            tokio::net::TcpListener::from_std(listener).map_err(start("a listener"))?;
+        let listener = tokio::net::TcpListener::from_std(listener).map_err(start("a listener"))?;
         let (tls, handler) = match role {
             ListenerRole::Http => (None, proxy.clone()),
             ListenerRole::Https => (Some(tls.clone()), proxy.clone()),
@@ -167,6 +176,6 @@ async fn serve_all(
     door.report_confined(confined).await;
     // Until the supervisor closes the control socket (it stopped, or
     // died): then the process ends, open connections with it.
-    door.serve_supervisor(stop_tx).await;
+    let _ = supervisor.await;
     Ok(())
 }

@@ -17,9 +17,9 @@ use std::task::{Context, Poll};
 
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 
+use super::door::Door;
 use super::headers;
 use super::idle_body::{IdleBody, IdleBodyError};
-use super::door::Door;
 use super::routes::{RequestGuard, Route};
 use super::serve::{Client, Scheme};
 use super::upstream_pool::Lease;

@@ -119,10 +119,9 @@ impl Route {
             self.link.store(None);
             return None;
         }
-        let idle_for = self
-            .epoch
-            .elapsed()
-            .saturating_sub(Duration::from_millis(self.last_used_ms.load(Ordering::Relaxed)));
+        let idle_for = self.epoch.elapsed().saturating_sub(Duration::from_millis(
+            self.last_used_ms.load(Ordering::Relaxed),
+        ));
         if self.in_flight.load(Ordering::SeqCst) != 0 || idle_for < idle {
             return None;
         }
@@ -213,7 +212,12 @@ impl Routes {
 
     /// Every route's counts.
     pub fn usage(&self) -> Vec<Usage> {
-        self.table.load().by_name.values().map(|r| r.usage()).collect()
+        self.table
+            .load()
+            .by_name
+            .values()
+            .map(|r| r.usage())
+            .collect()
     }
 
     /// Lets go of every link idle for the idle timeout; returns the

@@ -81,8 +81,8 @@ pub fn from_pem(pair: &PemPair, cert: &Path, key: &Path) -> Result<Arc<ServerCon
     if certs.is_empty() {
         return Err(pem(cert, "no certificate in the file".into()));
     }
-    let key_der =
-        PrivateKeyDer::from_pem_slice(pair.private_key.as_bytes()).map_err(|e| pem(key, e.to_string()))?;
+    let key_der = PrivateKeyDer::from_pem_slice(pair.private_key.as_bytes())
+        .map_err(|e| pem(key, e.to_string()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?

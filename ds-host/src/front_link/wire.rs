@@ -52,7 +52,11 @@ impl Wire {
     }
 
     /// Sends `msg` with `fds`.
-    pub async fn send<T: Serialize>(&self, msg: &T, fds: &[BorrowedFd<'_>]) -> Result<(), WireError> {
+    pub async fn send<T: Serialize>(
+        &self,
+        msg: &T,
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<(), WireError> {
         let bytes = encode(msg)?;
         self.socket
             .async_io(Interest::WRITABLE, || {
@@ -134,7 +138,8 @@ fn send_packet(
 ) -> io::Result<()> {
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = SendAncillaryBuffer::new(&mut space);
-    if fds.len() > MAX_FDS || (!fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)))
+    if fds.len() > MAX_FDS
+        || (!fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)))
     {
         return Err(io::Error::other("too many descriptors for one message"));
     }
@@ -176,7 +181,10 @@ fn receive_packet(
         return Ok((Err(WireError::Closed), Vec::new()));
     }
     if got.flags.contains(ReturnFlags::TRUNC) || got.flags.contains(ReturnFlags::CTRUNC) {
-        return Ok((Err(WireError::Bad("a truncated message".into())), Vec::new()));
+        return Ok((
+            Err(WireError::Bad("a truncated message".into())),
+            Vec::new(),
+        ));
     }
     Ok((Ok(got.bytes), fds))
 }
@@ -197,7 +205,8 @@ pub fn check_listener(fd: &OwnedFd) -> Result<(), WireError> {
     let kind = rustix::net::sockopt::socket_type(fd).map_err(|e| bad(e.to_string()))?;
     let domain = rustix::net::sockopt::socket_domain(fd).map_err(|e| bad(e.to_string()))?;
     let listening = rustix::net::sockopt::socket_acceptconn(fd).map_err(|e| bad(e.to_string()))?;
-    let inet = domain == rustix::net::AddressFamily::INET || domain == rustix::net::AddressFamily::INET6;
+    let inet =
+        domain == rustix::net::AddressFamily::INET || domain == rustix::net::AddressFamily::INET6;
     if kind != rustix::net::SocketType::STREAM || !inet || !listening {
         return Err(bad(format!(
             "a listener that is not a listening TCP socket ({domain:?}, {kind:?}, listening: {listening})"

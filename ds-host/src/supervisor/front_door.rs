@@ -106,13 +106,20 @@ impl FrontDoor {
 
     /// Its state now.
     pub fn status(&self) -> FrontStatus {
-        self.status.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Keeps a front door running until `phase` is [`Phase::Closing`] (it
     /// has ended then); the first one is confined and serving when
     /// `ready` is sent.
-    pub async fn keep(self: Arc<Self>, mut phase: watch::Receiver<Phase>, ready: oneshot::Sender<()>) {
+    pub async fn keep(
+        self: Arc<Self>,
+        mut phase: watch::Receiver<Phase>,
+        ready: oneshot::Sender<()>,
+    ) {
         let mut ready = Some(ready);
         loop {
             let started = Instant::now();
@@ -187,7 +194,9 @@ impl FrontDoor {
         let wire = Arc::new(Wire::new(control)?);
         let fds: Vec<_> = self.listeners.iter().map(|f| f.as_fd()).collect();
         let io = |e: WireError| std::io::Error::other(e.to_string());
-        wire.send(&ToFront::Init(self.init.clone()), &fds).await.map_err(io)?;
+        wire.send(&ToFront::Init(self.init.clone()), &fds)
+            .await
+            .map_err(io)?;
         self.send_routes(&wire).await.map_err(io)?;
         for appspace in self.host.all() {
             if let Some(ticket) = appspace.ticket() {
@@ -197,7 +206,9 @@ impl FrontDoor {
                     run: ticket.run,
                     app_port: ticket.app_port,
                 };
-                wire.send(&running, &[ticket.handoff.as_fd()]).await.map_err(io)?;
+                wire.send(&running, &[ticket.handoff.as_fd()])
+                    .await
+                    .map_err(io)?;
             }
         }
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(wire.clone());
@@ -237,7 +248,12 @@ impl FrontDoor {
         }
     }
 
-    fn take(self: &Arc<Self>, msg: ToSupervisor, wire: &Arc<Wire>, ready: &mut Option<oneshot::Sender<()>>) {
+    fn take(
+        self: &Arc<Self>,
+        msg: ToSupervisor,
+        wire: &Arc<Wire>,
+        ready: &mut Option<oneshot::Sender<()>>,
+    ) {
         match msg {
             ToSupervisor::Confined(confined) => {
                 info!(
@@ -246,7 +262,10 @@ impl FrontDoor {
                     seccomp_phase = confined.seccomp_phase,
                     "the front door is confined and serving"
                 );
-                self.status.lock().unwrap_or_else(|p| p.into_inner()).confined = Some(confined);
+                self.status
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .confined = Some(confined);
                 if let Some(ready) = ready.take() {
                     let _ = ready.send(());
                 }
@@ -326,7 +345,7 @@ impl FrontDoor {
                 }
                 Order::Idle { run } => {
                     if let Some(a) = appspace {
-                        a.stop_idle_run(run, self.host.lifecycle.stop_grace).await;
+                        a.stop_idle_run(run, &self.host.lifecycle).await;
                     }
                 }
             }
@@ -363,7 +382,12 @@ impl FrontDoor {
     /// Asks the front door for its counts and gives each appspace its own;
     /// without an answer within a second, the last ones stay.
     pub async fn refresh_usage(&self) {
-        let Some(wire) = self.current.lock().unwrap_or_else(|p| p.into_inner()).clone() else {
+        let Some(wire) = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        else {
             return;
         };
         let request = self.next_request.fetch_add(1, Ordering::Relaxed);
@@ -373,10 +397,15 @@ impl FrontDoor {
             .unwrap_or_else(|p| p.into_inner())
             .insert(request, tx);
         let answered = async {
-            wire.send(&ToFront::UsageRequest { request }, &[]).await.ok()?;
+            wire.send(&ToFront::UsageRequest { request }, &[])
+                .await
+                .ok()?;
             rx.await.ok()
         };
-        let usage = tokio::time::timeout(USAGE_WAIT, answered).await.ok().flatten();
+        let usage = tokio::time::timeout(USAGE_WAIT, answered)
+            .await
+            .ok()
+            .flatten();
         self.usage_waiters
             .lock()
             .unwrap_or_else(|p| p.into_inner())
