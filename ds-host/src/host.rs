@@ -96,12 +96,6 @@ impl Host {
             .cloned()
     }
 
-    /// The appspace served at `domain` (lower case, no port, no trailing
-    /// dot): the front door's lookup, lock-free.
-    pub fn at_domain(&self, domain: &str) -> Option<Arc<Appspace>> {
-        self.by_domain.load().get(domain).cloned()
-    }
-
     /// Every appspace served.
     pub fn all(&self) -> Vec<Arc<Appspace>> {
         self.by_domain.load().values().cloned().collect()

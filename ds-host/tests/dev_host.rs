@@ -48,6 +48,11 @@ fn main() {
         oom_killed_app_is_reported_in_its_log,
     );
     add(
+        "the_front_door_is_its_own_confined_process_and_restarts",
+        None,
+        the_front_door_is_its_own_confined_process_and_restarts,
+    );
+    add(
         "front_door_selftest_refuses_everything_once_confined",
         (!rustix::process::geteuid().is_root())
             .then(|| "needs root (the front door's uid change)".to_owned()),
@@ -1573,4 +1578,126 @@ fn out_of_descriptors_the_host_backs_off_and_recovers() -> Result<(), Failed> {
     let _ = child.kill();
     let _ = child.wait();
     result
+}
+
+/// The field `name` of `/proc/PID/status`.
+fn status_field(pid: u32, name: &str) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| {
+        l.strip_prefix(name)
+            .and_then(|r| r.strip_prefix(':'))
+            .map(|v| v.trim().to_owned())
+    })
+}
+
+/// The front door is a process of its own: another uid (as root), no
+/// capability in any set, no_new_privs, seccomp, no descriptor of the
+/// state database; `dsctl status` shows both processes. Killed, it is
+/// restarted and the running sandbox keeps running; the supervisor killed,
+/// it dies too.
+fn the_front_door_is_its_own_confined_process_and_restarts() -> Result<(), Failed> {
+    let state = tempfile::tempdir()?;
+    let mut host = DevHost::start(state.path())?;
+    let (status, _, body) = host.get("hello-native.localhost", "/")?;
+    ensure(status == 200, format!("status {status}: {body}"))?;
+    let first = visits(&body).ok_or("no visit count")?;
+    let supervisor = host.child.id();
+    let front = front_door_of(supervisor).ok_or("no front door process")?;
+    let root = rustix::process::geteuid().is_root();
+    let want_uid = if root {
+        ds_api::ids::FRONT_DOOR_DEV_ID.to_string()
+    } else {
+        rustix::process::getuid().as_raw().to_string()
+    };
+    let uid = status_field(front, "Uid").unwrap_or_default();
+    ensure(
+        uid.split_whitespace().all(|u| u == want_uid),
+        format!("front door Uid: {uid} (want {want_uid})"),
+    )?;
+    for set in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        let v = status_field(front, set).unwrap_or_default();
+        // A non-root supervisor cannot empty its child's bounding set.
+        if set == "CapBnd" && !root {
+            continue;
+        }
+        ensure(v == "0000000000000000", format!("front door {set}: {v}"))?;
+    }
+    ensure(
+        status_field(front, "NoNewPrivs").as_deref() == Some("1"),
+        "front door without no_new_privs",
+    )?;
+    ensure(
+        status_field(front, "Seccomp").as_deref() == Some("2"),
+        "front door without seccomp",
+    )?;
+    for fd in std::fs::read_dir(format!("/proc/{front}/fd"))?.flatten() {
+        let target = std::fs::read_link(fd.path()).unwrap_or_default();
+        ensure(
+            !target.to_string_lossy().contains("state.db"),
+            format!("the front door holds {}", target.display()),
+        )?;
+    }
+    let (out, _) = dsctl(state.path(), &["--json", "status"])?;
+    let shown: serde_json::Value = serde_json::from_str(&out)?;
+    ensure(
+        shown["front_door"]["pid"].as_u64() == Some(u64::from(front))
+            && shown["front_door"]["uid"].as_u64().map(|u| u.to_string()) == Some(want_uid.clone())
+            && shown["front_door"]["seccomp_phase"].as_u64() == Some(1)
+            && shown["front_door"]["landlock_abi"].as_i64() >= Some(1)
+            && shown["supervisor"]["pid"].as_u64() == Some(u64::from(supervisor)),
+        format!("status: {shown}"),
+    )?;
+    // Killed: a new one serves, and the sandbox it served kept running
+    // (its count goes on rather than the app starting over).
+    let sandboxes_before = sandboxes_of(state.path());
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(front as i32).ok_or("pid")?,
+        rustix::process::Signal::KILL,
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let second = loop {
+        if let Some(p) = front_door_of(supervisor).filter(|p| *p != front) {
+            if status_field(p, "Seccomp").as_deref() == Some("2") {
+                break p;
+            }
+        }
+        ensure(Instant::now() < deadline, "no new front door")?;
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let served = loop {
+        if let Ok((200, _, body)) = host.get("hello-native.localhost", "/") {
+            break body;
+        }
+        ensure(Instant::now() < deadline, "not served after the restart")?;
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    ensure(
+        visits(&served) == Some(first + 1),
+        format!("after the restart: {:?} (before {first})", visits(&served)),
+    )?;
+    ensure(
+        sandboxes_before == 1 && sandboxes_of(state.path()) == 1,
+        "the sandbox did not survive the front door's restart",
+    )?;
+    let (out, _) = dsctl(state.path(), &["--json", "status"])?;
+    let shown: serde_json::Value = serde_json::from_str(&out)?;
+    ensure(
+        shown["front_door_restarts"].as_u64() == Some(1)
+            && shown["front_door"]["pid"].as_u64() == Some(u64::from(second)),
+        format!("status after the restart: {shown}"),
+    )?;
+    // The supervisor killed: the front door goes with it.
+    host.child.kill()?;
+    host.child.wait()?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::path::Path::new(&format!("/proc/{second}")).exists()
+        && status_field(second, "State").is_some_and(|s| !s.starts_with('Z'))
+    {
+        ensure(
+            Instant::now() < deadline,
+            "the front door outlived the supervisor",
+        )?;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
 }

@@ -77,4 +77,4 @@ pub const SOCKETPAIR_DOMAIN: u64 = libc::AF_UNIX as u64;
 
 /// `ioctl` only to make a descriptor non-blocking or close-on-exec (the
 /// sockets it was handed, as tokio needs them).
-pub const IOCTLS: &[u64] = &[libc::FIONBIO as u64, libc::FIOCLEX as u64];
+pub const IOCTLS: &[u64] = &[libc::FIONBIO, libc::FIOCLEX];

@@ -60,6 +60,10 @@ phase1() {
     check supervisor-leaf grep -q 'ds-host.service/supervisor' "/proc/$(main_pid)/cgroup"
     systemd-cgls --no-pager -u ds-host.service > "$R/cgls.txt" 2>&1
     check cgls-shows-the-sandbox grep -q 'as-' "$R/cgls.txt"
+    check front-door-user getent passwd ds-front
+    check front-door-confined front_door_confined
+    check status-shows-both-processes sh -c "dsctl status | grep -q 'front door: *pid [0-9]*, uid $(id -u ds-front),.*Landlock ABI [0-9].*seccomp phase 1' && dsctl status | grep -q 'supervisor: *pid $(main_pid), uid 0'"
+    check front-door-restart-keeps-appspaces front_door_restart
     check memory-limit-holds bomb membomb --memory 48M "out of memory (the sandbox's limit is 48 MiB"
     check pids-limit-holds bomb forkbomb --pids 16 "forks="
     check pids-limit-bounds-forks sh -c "grep -ho 'forks=[0-9]*' /var/lib/ds/appspaces/forkbomb/log/app.log | head -1 | awk -F= '\$2 < 16 { ok = 1 } END { exit !ok }'"
@@ -114,6 +118,7 @@ phase2() {
     check purge dpkg -P ds
     check state-gone-after-purge test ! -e /var/lib/ds
     check config-gone-after-purge test ! -e /etc/ds
+    check front-door-user-gone-after-purge sh -c '! getent passwd ds-front' 
     echo done > "$R/phase"
     say "VM SUITE DONE"
     sync
@@ -132,6 +137,44 @@ bomb() {
     grep -F "$needle" "/var/lib/ds/appspaces/$name/log/app.log" | head -2
     dsctl appspace stop "$name.localhost" >/dev/null 2>&1
     return $rc
+}
+
+# The front door: the supervisor's child that runs __front-door.
+front_pid() {
+    local p
+    for p in $(pgrep -P "$(main_pid)"); do
+        tr '\0' ' ' < "/proc/$p/cmdline" | grep -q __front-door && { echo "$p"; return 0; }
+    done
+    return 1
+}
+
+# The front door's view from the kernel: its own uid, no capability in
+# any set, no_new_privs, seccomp, and no descriptor of the state database.
+front_door_confined() {
+    local p uid
+    p=$(front_pid) || { echo "no front door process"; return 1; }
+    uid=$(id -u ds-front)
+    grep -E '^(Uid|Gid|Groups|Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|Seccomp):' "/proc/$p/status"
+    grep -qE "^Uid:\s+$uid\s+$uid\s+$uid\s+$uid$" "/proc/$p/status" || return 1
+    for set in CapInh CapPrm CapEff CapBnd CapAmb; do
+        grep -qE "^$set:\s+0000000000000000$" "/proc/$p/status" || { echo "$set not empty"; return 1; }
+    done
+    grep -qE '^NoNewPrivs:\s+1$' "/proc/$p/status" && grep -qE '^Seccomp:\s+2$' "/proc/$p/status" || return 1
+    if ls -l "/proc/$p/fd" | grep -q 'state.db'; then echo "it holds the state database"; return 1; fi
+}
+
+# A front door killed is restarted; the running sandbox is not touched.
+front_door_restart() {
+    local old sandbox
+    old=$(front_pid) || return 1
+    sandbox=$(pgrep -f 'ds-sandbox' | head -1)
+    [ -n "$sandbox" ] || { echo "no sandbox running"; return 1; }
+    kill -9 "$old"
+    wait_for 30 sh -c "p=\$(pgrep -P $(main_pid) -f __front-door); [ -n \"\$p\" ] && [ \"\$p\" != $old ]" || { echo "no new front door"; return 1; }
+    wait_for 30 serving || { echo "not serving after the restart"; return 1; }
+    kill -0 "$sandbox" || { echo "the sandbox did not survive"; return 1; }
+    dsctl status | grep 'front door'
+    dsctl status | grep -q 'front door:.*(1 restarts)'
 }
 
 cgroup_in_subtree() {

@@ -3,7 +3,7 @@
 //! start, and the loop that takes what the supervisor sends.
 
 use std::collections::HashMap;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -213,9 +213,4 @@ impl Door {
     pub async fn report_confined(&self, confined: crate::front_link::messages::Confined) {
         let _ = self.wire.send(&ToSupervisor::Confined(confined), &[]).await;
     }
-}
-
-/// Borrowed descriptors of `fds`.
-pub fn borrowed(fds: &[OwnedFd]) -> Vec<std::os::fd::BorrowedFd<'_>> {
-    fds.iter().map(|f| f.as_fd()).collect()
 }

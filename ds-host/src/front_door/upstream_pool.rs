@@ -367,7 +367,7 @@ mod tests {
     /// end and its connection given back as the proxy does.
     async fn get(pool: &Arc<UpstreamPool>, link: u64, addr: std::net::SocketAddr) -> usize {
         let req = Request::get("/").body(Body::empty()).unwrap();
-        let connect = || async move { Ok::<_, std::io::Error>(TcpStream::connect(addr).await?) };
+        let connect = || async move { TcpStream::connect(addr).await };
         let (resp, mut lease) = pool.send(link, connect, req).await.unwrap();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         lease.finished();
@@ -409,7 +409,7 @@ mod tests {
         addr: std::net::SocketAddr,
         req: Request<Body>,
     ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
-        let connect = || async move { Ok::<_, std::io::Error>(TcpStream::connect(addr).await?) };
+        let connect = || async move { TcpStream::connect(addr).await };
         pool.send(1, connect, req).await
     }
 
@@ -471,7 +471,7 @@ mod tests {
         let (addr, accepted) = app(4 << 20, usize::MAX).await;
         let pool = Arc::new(UpstreamPool::default());
         let req = Request::get("/").body(Body::empty()).unwrap();
-        let connect = || async move { Ok::<_, std::io::Error>(TcpStream::connect(addr).await?) };
+        let connect = || async move { TcpStream::connect(addr).await };
         let (resp, lease) = pool.send(1, connect, req).await.unwrap();
         let mut body = resp.into_body();
         assert!(body.frame().await.unwrap().unwrap().is_data());
