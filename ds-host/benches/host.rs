@@ -265,7 +265,8 @@ fn wrk(url: &str, host_header: Option<&str>, netns: Option<u32>) -> WrkRun {
 
 /// CPU time (user and system) `pid` has used so far, with its child
 /// processes' when `with_children` (nginx's worker is its master's child;
-/// ds-host's children are sandbox launchers, which only wait).
+/// ds-host's children are its front door, which does the proxying, and
+/// sandbox launchers, which only wait).
 fn cpu_time(pid: u32, with_children: bool) -> Duration {
     let ticks = |pid: &str| -> u64 {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -559,7 +560,7 @@ fn main() {
             &format!("http://127.0.0.1:{}/hello", host.port),
             Some("hello-native.localhost"),
             None,
-            (host.child.id(), false),
+            (host.child.id(), true),
         );
         ds_runs.push(run);
         ds_cpu.push(cpu);
