@@ -51,6 +51,10 @@ pub struct Cli {
     /// Egress connections one appspace may have open at once (dev mode).
     #[arg(long, value_name = "N", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..), requires = "dev")]
     pub egress_max_connections: u32,
+    /// Ask this nameserver (IP:PORT) for egress names instead of those in
+    /// /etc/resolv.conf (dev mode); repeatable, asked in order.
+    #[arg(long = "nameserver", value_name = "IP:PORT", requires = "dev")]
+    pub nameservers: Vec<std::net::SocketAddr>,
     /// The production configuration file (see docs/config.md).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,

@@ -13,6 +13,7 @@ use ds_host::appspace::{Appspace, AppspaceConfig, Launcher, Lifecycle};
 use ds_host::cli::Cli;
 use ds_host::config::HostConfig;
 use ds_host::egress::log_writer::EgressLogWriter;
+use ds_host::egress::resolver::Resolver;
 use ds_host::front_door::serve::ConnLimits;
 use ds_host::front_link::messages::{Init, ListenerRole};
 use ds_host::host::Host;
@@ -409,12 +410,14 @@ async fn dev(cli: Cli, stop: StopSignals) -> anyhow::Result<()> {
         ..Lifecycle::default()
     };
     let (state_db, configs) = ds_host::dev::prepare(&state, deno.as_deref(), &cli.apps).await?;
+    let resolver = Resolver::system(&cli.nameservers);
     let state_db = Arc::new(state_db);
     let (egress_sink, egress_log) = EgressLogWriter::start(state_db.clone());
     let door = host(
         configs,
         Launcher::new(find_sandbox()?, deno)
             .with_egress_sink(egress_sink)
+            .with_resolver(resolver.clone())
             .with_cgroups(cgroup_placement()?),
         "localhost",
         lifecycle,
@@ -442,6 +445,7 @@ async fn dev(cli: Cli, stop: StopSignals) -> anyhow::Result<()> {
             },
         },
     )?;
+    resolver.attach(&front);
     let admin = Arc::new(Admin {
         state: state_db,
         host: door.clone(),
@@ -489,10 +493,12 @@ async fn production(config_path: &Path, stop: StopSignals) -> anyhow::Result<()>
     };
     let deno = config.sandbox.deno.clone().or_else(find_deno);
     let (egress_sink, egress_log) = EgressLogWriter::start(state.clone());
+    let resolver = Resolver::system(&[]);
     let door = host(
         configs,
         Launcher::new(sandbox, deno)
             .with_egress_sink(egress_sink)
+            .with_resolver(resolver.clone())
             .with_cgroups(cgroup_placement()?),
         &config.base_domain,
         config.lifecycle(),
@@ -526,6 +532,7 @@ async fn production(config_path: &Path, stop: StopSignals) -> anyhow::Result<()>
             limits: config.conn_limits(),
         },
     )?;
+    resolver.attach(&front);
     let admin = Arc::new(Admin {
         state,
         host: door.clone(),

@@ -53,6 +53,11 @@ fn main() {
         the_front_door_is_its_own_confined_process_and_restarts,
     );
     add(
+        "egress_names_are_resolved_by_the_front_door",
+        None,
+        egress_names_are_resolved_by_the_front_door,
+    );
+    add(
         "front_door_selftest_refuses_everything_once_confined",
         (!rustix::process::geteuid().is_root())
             .then(|| "needs root (the front door's uid change)".to_owned()),
@@ -1700,4 +1705,111 @@ fn the_front_door_is_its_own_confined_process_and_restarts() -> Result<(), Faile
         std::thread::sleep(Duration::from_millis(50));
     }
     Ok(())
+}
+
+/// A nameserver for the test: `up.test` has the address 127.0.0.1 (no
+/// IPv6 one), anything else does not exist. Returns its address and the
+/// questions it was asked.
+fn fake_nameserver() -> Result<
+    (
+        std::net::SocketAddr,
+        std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    ),
+    Failed,
+> {
+    use hickory_proto::op::{Message, OpCode, ResponseCode};
+    use hickory_proto::rr::{rdata::A, RData, Record, RecordType};
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let addr = socket.local_addr()?;
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = socket.recv_from(&mut buf) {
+            let Ok(q) = Message::from_vec(&buf[..n]) else {
+                continue;
+            };
+            let Some(query) = q.queries.first().cloned() else {
+                continue;
+            };
+            seen.lock()
+                .unwrap()
+                .push(format!("{} {}", query.name(), query.query_type()));
+            let mut answer = Message::response(q.metadata.id, OpCode::Query);
+            answer.add_query(query.clone());
+            if query.name().to_ascii() == "up.test." {
+                if query.query_type() == RecordType::A {
+                    answer.add_answer(Record::from_rdata(
+                        query.name().clone(),
+                        60,
+                        RData::A(A(std::net::Ipv4Addr::LOCALHOST)),
+                    ));
+                }
+            } else {
+                answer.metadata.response_code = ResponseCode::NXDomain;
+            }
+            // A stray answer with the wrong id first, saying the name does
+            // not exist: it must be ignored.
+            let mut stray = Message::response(q.metadata.id.wrapping_add(1), OpCode::Query);
+            stray.add_query(query.clone());
+            stray.metadata.response_code = ResponseCode::NXDomain;
+            if let (Ok(stray), Ok(answer)) = (stray.to_vec(), answer.to_vec()) {
+                let _ = socket.send_to(&stray, from);
+                let _ = socket.send_to(&answer, from);
+            }
+        }
+    });
+    Ok((addr, asked))
+}
+
+/// An egress name goes to the nameserver through the front door (the
+/// supervisor parses no DNS answer): its answer decides, and the rules
+/// still apply to what it says (a name leading to loopback is refused).
+fn egress_names_are_resolved_by_the_front_door() -> Result<(), Failed> {
+    let state = tempfile::tempdir()?;
+    let (nameserver, asked) = fake_nameserver()?;
+    let pkg = workload_package(state.path(), "wl", "http")?;
+    let host = DevHost::start_with(
+        state.path(),
+        &[
+            "--app".into(),
+            pkg,
+            "--nameserver".into(),
+            nameserver.to_string(),
+        ],
+    )?;
+    dsctl(
+        state.path(),
+        &["appspace", "egress", "allow", "wl.localhost", "up.test:80"],
+    )?;
+    dsctl(
+        state.path(),
+        &[
+            "appspace",
+            "egress",
+            "allow",
+            "wl.localhost",
+            "gone.test:80",
+        ],
+    )?;
+    let _ = host.get("wl.localhost", "/egress/get?url=http://up.test/")?;
+    ensure(
+        log_has(
+            state.path(),
+            "wl",
+            "up.test resolves to 127.0.0.1, a loopback address",
+        ),
+        format!("the answer did not decide: {}", log_of(state.path(), "wl")),
+    )?;
+    let _ = host.get("wl.localhost", "/egress/get?url=http://gone.test/")?;
+    ensure(
+        log_has(state.path(), "wl", "gone.test.: no such name"),
+        format!("NXDOMAIN not reported: {}", log_of(state.path(), "wl")),
+    )?;
+    let asked = asked.lock().unwrap().clone();
+    ensure(
+        asked.contains(&"up.test. A".to_owned()) && asked.contains(&"up.test. AAAA".to_owned()),
+        format!("questions asked: {asked:?}"),
+    )?;
+    host.stop()
 }

@@ -78,6 +78,8 @@ pub struct Launcher {
     spawner: Arc<SandboxSpawner>,
     /// Where egress attempts are recorded.
     egress_sink: Option<EgressSink>,
+    /// Egress names to addresses.
+    resolver: Arc<crate::egress::resolver::Resolver>,
     /// Where sandbox cgroups go.
     cgroups: ds_sandbox::cgroup::Placement,
 }
@@ -89,6 +91,7 @@ impl Launcher {
             spawner: SandboxSpawner::new(sandbox_bin),
             deno,
             egress_sink: None,
+            resolver: crate::egress::resolver::Resolver::system(&[]),
             cgroups: ds_sandbox::cgroup::Placement::fallback(),
         }
     }
@@ -109,6 +112,12 @@ impl Launcher {
     /// pay for starting `ds-sandbox` either (see [`crate::sandbox_spawn`]).
     pub fn prepare_spare(&self) {
         self.spawner.prepare_spare();
+    }
+
+    /// Resolves egress names with `resolver`.
+    pub fn with_resolver(mut self, resolver: Arc<crate::egress::resolver::Resolver>) -> Self {
+        self.resolver = resolver;
+        self
     }
 
     /// Records every egress attempt into `sink`.

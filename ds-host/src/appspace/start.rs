@@ -175,17 +175,19 @@ impl Appspace {
         };
         self.log.host("app ready");
         // Egress streams the agent opens: each one checked and spliced.
-        let (acceptor, gate, sink, log) = (
+        let (acceptor, gate, sink, log, resolver) = (
             session.clone(),
             self.egress.clone(),
             launcher.egress_sink.clone(),
             self.log.clone(),
+            launcher.resolver.clone(),
         );
         tokio::spawn(async move {
             while let Ok(incoming) = acceptor.accept().await {
                 if let ds_proto::Incoming::Egress(req) = incoming {
                     let (gate, sink, log) = (gate.clone(), sink.clone(), log.clone());
-                    tokio::spawn(gate.handle(req, sink, log, Some(egress_handoff.clone())));
+                    let (handoff, resolver) = (egress_handoff.clone(), resolver.clone());
+                    tokio::spawn(gate.handle(req, sink, log, Some(handoff), resolver));
                 }
             }
         });

@@ -5,6 +5,7 @@
 
 pub mod in_flight;
 pub mod log_writer;
+pub mod resolver;
 pub mod rules;
 
 use std::num::NonZeroU32;
@@ -161,12 +162,13 @@ impl EgressGate {
         sink: Option<EgressSink>,
         log: Arc<AppLog>,
         handoff: Option<Arc<ds_proto::Handoff>>,
+        resolver: Arc<resolver::Resolver>,
     ) {
         let _under_way = self.in_flight.enter();
         let destination = req.destination().to_string();
         let span = info_span!("egress", appspace = %self.appspace, %destination);
         let event = self
-            .run(req, &destination, &log, handoff.as_deref())
+            .run(req, &destination, &log, handoff.as_deref(), &resolver)
             .instrument(span)
             .await;
         if let Some(sink) = sink {
@@ -182,6 +184,7 @@ impl EgressGate {
         destination: &str,
         log: &AppLog,
         handoff: Option<&ds_proto::Handoff>,
+        resolver: &resolver::Resolver,
     ) -> EgressEvent {
         let started = Instant::now();
         let mut event = EgressEvent {
@@ -220,10 +223,8 @@ impl EgressGate {
         let port = req.destination().port;
         let timeout = self.limits.connect_timeout;
         let verdict = rules::decide(&rules, &host, port, |name, port| async move {
-            match tokio::time::timeout(timeout, tokio::net::lookup_host((name.as_str(), port)))
-                .await
-            {
-                Ok(found) => found.map(Iterator::collect),
+            match tokio::time::timeout(timeout, resolver.resolve(&name, port)).await {
+                Ok(found) => found,
                 Err(_) => Err(std::io::Error::new(
                     std::io::ErrorKind::TimedOut,
                     "timed out",

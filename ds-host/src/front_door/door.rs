@@ -192,6 +192,25 @@ impl Door {
                     refusal,
                     reason,
                 } => self.answer(request, Err(Unavailable { refusal, reason })),
+                ToFront::Resolve { request, name } => {
+                    let Some(socket) = fds.pop() else { continue };
+                    let door = self.clone();
+                    tokio::spawn(async move {
+                        let (addresses, error) = match check_nameserver(&socket) {
+                            Err(e) => (Vec::new(), Some(e)),
+                            Ok(()) => match super::dns::resolve(socket, &name).await {
+                                Ok(found) => (found, None),
+                                Err(e) => (Vec::new(), Some(e)),
+                            },
+                        };
+                        let answer = ToSupervisor::Resolved {
+                            request,
+                            addresses,
+                            error,
+                        };
+                        let _ = door.wire.send(&answer, &[]).await;
+                    });
+                }
                 ToFront::UsageRequest { request } => {
                     let usage = self.routes.usage();
                     let _ = self
@@ -213,4 +232,21 @@ impl Door {
     pub async fn report_confined(&self, confined: crate::front_link::messages::Confined) {
         let _ = self.wire.send(&ToSupervisor::Confined(confined), &[]).await;
     }
+}
+
+/// A nameserver socket must be a connected UDP socket.
+fn check_nameserver(fd: &OwnedFd) -> Result<(), String> {
+    use rustix::net::{sockopt, AddressFamily, SocketType};
+    let kind = sockopt::socket_type(fd).map_err(|e| e.to_string())?;
+    let domain = sockopt::socket_domain(fd).map_err(|e| e.to_string())?;
+    let inet = domain == AddressFamily::INET || domain == AddressFamily::INET6;
+    let connected = rustix::net::getpeername(fd)
+        .map_err(|e| e.to_string())?
+        .is_some();
+    if kind != SocketType::DGRAM || !inet || !connected {
+        return Err(format!(
+            "a nameserver socket that is not a connected UDP socket ({domain:?}, {kind:?})"
+        ));
+    }
+    Ok(())
 }

@@ -11,6 +11,7 @@
 
 pub mod app_link;
 pub mod conn_workers;
+pub mod dns;
 pub mod door;
 pub(crate) mod headers;
 pub(crate) mod idle_body;

@@ -111,6 +111,14 @@ pub enum ToFront {
         /// Why, in words.
         reason: String,
     },
+    /// Look `name` up on the nameserver socket this carries (a UDP
+    /// socket connected to one nameserver) and answer `Resolved`.
+    Resolve {
+        /// Echoed in the answer.
+        request: u64,
+        /// The name (lower case, no trailing dot).
+        name: String,
+    },
     /// Please send `Usage` with this request number.
     UsageRequest {
         /// Echoed in the answer.
@@ -125,7 +133,7 @@ impl ToFront {
     pub fn descriptors(&self) -> usize {
         match self {
             ToFront::Init(init) => init.listeners.len(),
-            ToFront::Running { .. } => 1,
+            ToFront::Running { .. } | ToFront::Resolve { .. } => 1,
             _ => 0,
         }
     }
@@ -182,6 +190,15 @@ pub enum ToSupervisor {
         name: String,
         /// Its run.
         run: u64,
+    },
+    /// The answer to `Resolve`: the addresses, or why there are none.
+    Resolved {
+        /// The request answered.
+        request: u64,
+        /// Its addresses (empty on failure).
+        addresses: Vec<std::net::IpAddr>,
+        /// Why there are none.
+        error: Option<String>,
     },
     /// The answer to `UsageRequest`.
     Usage {

@@ -11,6 +11,7 @@
 //! appspace; different appspaces never wait for each other.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -61,6 +62,9 @@ pub struct FrontStatus {
     pub last_exit: Option<String>,
 }
 
+/// A lookup's answer: the addresses, or why there are none.
+type Lookup = Result<Vec<IpAddr>, String>;
+
 enum Order {
     Start { request: u64, wire: Arc<Wire> },
     Idle { run: u64 },
@@ -75,6 +79,7 @@ pub struct FrontDoor {
     current: Mutex<Option<Arc<Wire>>>,
     status: Mutex<FrontStatus>,
     usage_waiters: Mutex<HashMap<u64, oneshot::Sender<Vec<Usage>>>>,
+    lookups: Mutex<HashMap<u64, oneshot::Sender<Lookup>>>,
     next_request: AtomicU64,
     orders: Mutex<HashMap<String, mpsc::UnboundedSender<Order>>>,
 }
@@ -99,6 +104,7 @@ impl FrontDoor {
             current: Mutex::default(),
             status: Mutex::default(),
             usage_waiters: Mutex::default(),
+            lookups: Mutex::default(),
             next_request: AtomicU64::new(1),
             orders: Mutex::default(),
         })
@@ -278,6 +284,23 @@ impl FrontDoor {
                 },
             ),
             ToSupervisor::Idle { name, run } => self.order(&name, Order::Idle { run }),
+            ToSupervisor::Resolved {
+                request,
+                addresses,
+                error,
+            } => {
+                let waiter = self
+                    .lookups
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&request);
+                if let Some(waiter) = waiter {
+                    let _ = waiter.send(match error {
+                        Some(e) => Err(e),
+                        None => Ok(addresses),
+                    });
+                }
+            }
             ToSupervisor::Usage { request, usage } => {
                 let waiter = self
                     .usage_waiters
@@ -377,6 +400,38 @@ impl FrontDoor {
             wire.send(&msg, &[]).await?;
         }
         Ok(())
+    }
+
+    /// Has the front door look `name` up over `socket` (connected to a
+    /// nameserver): the addresses only, parsed there.
+    pub async fn resolve(&self, name: &str, socket: OwnedFd) -> Lookup {
+        let wire = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or("no resolver (the front door is not running)")?;
+        let request = self.next_request.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.lookups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(request, tx);
+        let ask = ToFront::Resolve {
+            request,
+            name: name.to_owned(),
+        };
+        let answer = match wire.send(&ask, &[socket.as_fd()]).await {
+            Ok(()) => rx
+                .await
+                .unwrap_or_else(|_| Err("the front door ended".into())),
+            Err(e) => Err(e.to_string()),
+        };
+        self.lookups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&request);
+        answer
     }
 
     /// Asks the front door for its counts and gives each appspace its own;
