@@ -1710,13 +1710,10 @@ fn the_front_door_is_its_own_confined_process_and_restarts() -> Result<(), Faile
 /// A nameserver for the test: `up.test` has the address 127.0.0.1 (no
 /// IPv6 one), anything else does not exist. Returns its address and the
 /// questions it was asked.
-fn fake_nameserver() -> Result<
-    (
-        std::net::SocketAddr,
-        std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    ),
-    Failed,
-> {
+/// The questions a fake nameserver was asked.
+type Asked = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+fn fake_nameserver() -> Result<(std::net::SocketAddr, Asked), Failed> {
     use hickory_proto::op::{Message, OpCode, ResponseCode};
     use hickory_proto::rr::{rdata::A, RData, Record, RecordType};
     let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
