@@ -122,10 +122,31 @@ fn filter(variant: Variant) -> Result<ScmpFilterContext, libseccomp::error::Secc
 }
 
 /// The front door's allow-list (`src/front_rules.rs`): EPERM for the rest.
-fn front_door() -> Result<ScmpFilterContext, libseccomp::error::SeccompError> {
+/// Phase 1 is what it loads before it makes its threads; phase 2, loaded
+/// on all of them once they exist, also refuses `clone` (no thread
+/// more), `socketpair` and `prctl` (used only while starting).
+fn front_door(phase: u8) -> Result<ScmpFilterContext, libseccomp::error::SeccompError> {
     let mut f = context(ScmpAction::Errno(libc::EPERM))?;
     for &(_, nr) in front_rules::ALLOWED {
         f.add_rule(ScmpAction::Allow, ScmpSyscall::from(nr as i32))?;
+    }
+    f.add_rule(
+        ScmpAction::Errno(libc::ENOSYS),
+        ScmpSyscall::from(libc::SYS_clone3 as i32),
+    )?;
+    for &cmd in front_rules::IOCTLS {
+        f.add_rule_conditional(
+            ScmpAction::Allow,
+            ScmpSyscall::from(libc::SYS_ioctl as i32),
+            &[ScmpArgCompare::new(
+                1,
+                ScmpCompareOp::MaskedEqual(0xffff_ffff),
+                cmd,
+            )],
+        )?;
+    }
+    if phase >= 2 {
+        return Ok(f);
     }
     let masked =
         |arg: u32, bits: u64| ScmpArgCompare::new(arg, ScmpCompareOp::MaskedEqual(bits), bits);
@@ -133,10 +154,6 @@ fn front_door() -> Result<ScmpFilterContext, libseccomp::error::SeccompError> {
         ScmpAction::Allow,
         ScmpSyscall::from(libc::SYS_clone as i32),
         &[masked(0, front_rules::CLONE_THREAD)],
-    )?;
-    f.add_rule(
-        ScmpAction::Errno(libc::ENOSYS),
-        ScmpSyscall::from(libc::SYS_clone3 as i32),
     )?;
     f.add_rule_conditional(
         ScmpAction::Allow,
@@ -156,17 +173,15 @@ fn front_door() -> Result<ScmpFilterContext, libseccomp::error::SeccompError> {
             front_rules::SOCKETPAIR_DOMAIN,
         )],
     )?;
-    for &cmd in front_rules::IOCTLS {
-        f.add_rule_conditional(
-            ScmpAction::Allow,
-            ScmpSyscall::from(libc::SYS_ioctl as i32),
-            &[ScmpArgCompare::new(
-                1,
-                ScmpCompareOp::MaskedEqual(0xffff_ffff),
-                cmd,
-            )],
-        )?;
-    }
+    // Loading phase 2 (a filter only ever adds refusals).
+    f.add_rule_conditional(
+        ScmpAction::Allow,
+        ScmpSyscall::from(libc::SYS_seccomp as i32),
+        &[
+            ScmpArgCompare::new(0, ScmpCompareOp::Equal, front_rules::SECCOMP_OP),
+            ScmpArgCompare::new(1, ScmpCompareOp::Equal, front_rules::SECCOMP_FLAGS),
+        ],
+    )?;
     Ok(f)
 }
 
@@ -194,10 +209,12 @@ fn main() {
             .and_then(|f| f.export_bpf(&file))
             .unwrap_or_else(|e| panic!("compiling the seccomp policy with libseccomp: {e}"));
     }
-    let path = out.join("front_door.bpf");
-    let file =
-        std::fs::File::create(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
-    front_door()
-        .and_then(|f| f.export_bpf(&file))
-        .unwrap_or_else(|e| panic!("compiling the front door's filter with libseccomp: {e}"));
+    for (phase, name) in [(1, "front_door.bpf"), (2, "front_door_steady.bpf")] {
+        let path = out.join(name);
+        let file = std::fs::File::create(&path)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+        front_door(phase)
+            .and_then(|f| f.export_bpf(&file))
+            .unwrap_or_else(|e| panic!("compiling the front door's filter with libseccomp: {e}"));
+    }
 }

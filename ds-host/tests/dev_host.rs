@@ -1635,6 +1635,14 @@ fn the_front_door_is_its_own_confined_process_and_restarts() -> Result<(), Faile
         status_field(front, "Seccomp").as_deref() == Some("2"),
         "front door without seccomp",
     )?;
+    // Both phases: the allow-list, and the tighter one on top.
+    ensure(
+        status_field(front, "Seccomp_filters").as_deref() == Some("2"),
+        format!(
+            "front door seccomp filters: {:?}",
+            status_field(front, "Seccomp_filters")
+        ),
+    )?;
     for fd in std::fs::read_dir(format!("/proc/{front}/fd"))?.flatten() {
         let target = std::fs::read_link(fd.path()).unwrap_or_default();
         ensure(
@@ -1647,7 +1655,7 @@ fn the_front_door_is_its_own_confined_process_and_restarts() -> Result<(), Faile
     ensure(
         shown["front_door"]["pid"].as_u64() == Some(u64::from(front))
             && shown["front_door"]["uid"].as_u64().map(|u| u.to_string()) == Some(want_uid.clone())
-            && shown["front_door"]["seccomp_phase"].as_u64() == Some(1)
+            && shown["front_door"]["seccomp_phase"].as_u64() == Some(2)
             && shown["front_door"]["landlock_abi"].as_i64() >= Some(1)
             && shown["supervisor"]["pid"].as_u64() == Some(u64::from(supervisor)),
         format!("status: {shown}"),

@@ -118,6 +118,17 @@ pub fn confine(ids: Option<(u32, u32)>, parent: Option<u32>) -> Result<Confineme
     })
 }
 
+/// Phase 2, once every thread the process will have exists: a second
+/// filter on all of them at once (`SECCOMP_FILTER_FLAG_TSYNC`) that also
+/// refuses `clone`, `socketpair` and `prctl`. Returns the phase now in
+/// force.
+pub fn tighten() -> Result<u8, ConfineError> {
+    let program = seccomp_filter::program(Program::FrontDoorSteady)?;
+    crate::sys::install_seccomp_filter_on_all_threads(&program)
+        .map_err(|e| ConfineError::Seccomp(seccomp_filter::SeccompError::Load(e)))?;
+    Ok(2)
+}
+
 /// Landlock: every filesystem right handled, no path allowed; abstract
 /// sockets and signals scoped (ABI 6).
 fn no_filesystem() -> Result<(i32, bool), ConfineError> {

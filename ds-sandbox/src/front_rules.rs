@@ -78,3 +78,10 @@ pub const SOCKETPAIR_DOMAIN: u64 = libc::AF_UNIX as u64;
 /// `ioctl` only to make a descriptor non-blocking or close-on-exec (the
 /// sockets it was handed, as tokio needs them).
 pub const IOCTLS: &[u64] = &[libc::FIONBIO, libc::FIOCLEX];
+
+/// `seccomp` only to add a filter on every thread (phase 2 on top of
+/// phase 1: a filter can only add refusals, never lift one).
+pub const SECCOMP_OP: u64 = libc::SECCOMP_SET_MODE_FILTER as u64;
+
+/// The flags of that one `seccomp` call.
+pub const SECCOMP_FLAGS: u64 = libc::SECCOMP_FILTER_FLAG_TSYNC;

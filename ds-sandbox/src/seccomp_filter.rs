@@ -16,6 +16,7 @@ const PLAIN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/seccomp_filter.bp
 const MEDIATED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/seccomp_filter_mediated.bpf"));
 const LISTENER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/seccomp_listener.bpf"));
 const FRONT_DOOR: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/front_door.bpf"));
+const FRONT_DOOR_STEADY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/front_door_steady.bpf"));
 
 /// Which of the embedded programs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +31,9 @@ pub enum Program {
     Listener,
     /// The front door's allow-list ([`crate::front_rules`]).
     FrontDoor,
+    /// Its second phase, once its threads exist: no new thread, no
+    /// socket pair, no thread naming.
+    FrontDoorSteady,
 }
 
 /// Errors loading the filter.
@@ -50,6 +54,7 @@ pub fn program(which: Program) -> Result<Vec<libc::sock_filter>, SeccompError> {
         Program::Mediated => MEDIATED,
         Program::Listener => LISTENER,
         Program::FrontDoor => FRONT_DOOR,
+        Program::FrontDoorSteady => FRONT_DOOR_STEADY,
     };
     if bytes.is_empty() || bytes.len() % 8 != 0 {
         return Err(SeccompError::Malformed(bytes.len()));

@@ -62,7 +62,7 @@ phase1() {
     check cgls-shows-the-sandbox grep -q 'as-' "$R/cgls.txt"
     check front-door-user getent passwd ds-front
     check front-door-confined front_door_confined
-    check status-shows-both-processes sh -c "dsctl status | grep -q 'front door: *pid [0-9]*, uid $(id -u ds-front),.*Landlock ABI [0-9].*seccomp phase 1' && dsctl status | grep -q 'supervisor: *pid $(main_pid), uid 0'"
+    check status-shows-both-processes sh -c "dsctl status | grep -q 'front door: *pid [0-9]*, uid $(id -u ds-front),.*Landlock ABI [0-9].*seccomp phase 2' && dsctl status | grep -q 'supervisor: *pid $(main_pid), uid 0'"
     check front-door-restart-keeps-appspaces front_door_restart
     check memory-limit-holds bomb membomb --memory 48M "out of memory (the sandbox's limit is 48 MiB"
     check pids-limit-holds bomb forkbomb --pids 16 "forks="

@@ -9,8 +9,10 @@
 //!    is still single-threaded, so every thread made later inherits the
 //!    uid, the dropped capabilities, Landlock and seccomp; it dies with
 //!    the supervisor;
-//! 4. only then do the runtime and the connection workers start, and it
-//!    serves until the supervisor closes the control socket.
+//! 4. only then do the runtime and the connection workers start; once
+//!    they have, a second, tighter filter goes on every thread (no thread
+//!    more, no socket pair), and it serves until the supervisor closes
+//!    the control socket.
 
 use std::net::TcpListener as StdListener;
 use std::os::fd::{AsFd, OwnedFd};
@@ -173,6 +175,15 @@ async fn serve_all(
             },
         ));
     }
+    // Phase 2: every thread exists now (the runtime's, the workers'), so
+    // none may be made any more; the filter goes on all of them at once.
+    let mut confined = confined;
+    // (The phase-1 filter allows this one call: seccomp, adding a filter.)
+    confined.seccomp_phase = ds_sandbox::front_confine::tighten()?;
+    tracing::info!(
+        seccomp_phase = confined.seccomp_phase,
+        "front door tightened"
+    );
     door.report_confined(confined).await;
     // Until the supervisor closes the control socket (it stopped, or
     // died): then the process ends, open connections with it.

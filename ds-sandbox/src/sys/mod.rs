@@ -416,6 +416,42 @@ pub fn async_signal_fd(
     unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(|e| e.into())
 }
 
+/// `seccomp(SECCOMP_SET_MODE_FILTER, flags, program)`: the call's result.
+fn seccomp_set_mode_filter(program: &[libc::sock_filter], flags: libc::c_ulong) -> io::Result<i64> {
+    let len = u16::try_from(program.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "seccomp program too long"))?;
+    let fprog = libc::sock_fprog {
+        len,
+        filter: program.as_ptr().cast_mut(),
+    };
+    // SAFETY: `fprog` points at `len` initialised instructions that outlive
+    // the call; the kernel copies the program and only reads it.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_SET_MODE_FILTER,
+            flags,
+            &fprog as *const libc::sock_fprog,
+        )
+    };
+    match r {
+        r if r < 0 => Err(io::Error::last_os_error()),
+        // With TSYNC, a positive result names a thread that could not be
+        // synchronised (its filters differ): nothing was installed.
+        r if flags & libc::SECCOMP_FILTER_FLAG_TSYNC != 0 && r > 0 => Err(io::Error::other(
+            format!("thread {r} could not take the filter (SECCOMP_FILTER_FLAG_TSYNC)"),
+        )),
+        r => Ok(r),
+    }
+}
+
+/// Installs `program` on every thread of the process at once
+/// (`SECCOMP_FILTER_FLAG_TSYNC`); all of them must carry the same filters
+/// already. `no_new_privs` must be set.
+pub fn install_seccomp_filter_on_all_threads(program: &[libc::sock_filter]) -> io::Result<()> {
+    seccomp_set_mode_filter(program, libc::SECCOMP_FILTER_FLAG_TSYNC).map(drop)
+}
+
 /// `seccomp(SECCOMP_SET_MODE_FILTER, ...)`: installs `program` on the
 /// calling thread (inherited by threads and children it makes later).
 /// With `listener`, also asks for the descriptor its
@@ -425,30 +461,12 @@ pub fn install_seccomp_filter(
     program: &[libc::sock_filter],
     listener: bool,
 ) -> io::Result<Option<std::os::fd::OwnedFd>> {
-    let len = u16::try_from(program.len())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "seccomp program too long"))?;
-    let fprog = libc::sock_fprog {
-        len,
-        filter: program.as_ptr().cast_mut(),
-    };
     let flags = if listener {
         libc::SECCOMP_FILTER_FLAG_NEW_LISTENER
     } else {
         0
     };
-    // SAFETY: `fprog` points at `len` initialised instructions that outlive
-    // the call; the kernel copies the program and only reads it.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            flags,
-            &fprog as *const libc::sock_fprog,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let fd = seccomp_set_mode_filter(program, flags)?;
     if !listener {
         return Ok(None);
     }
