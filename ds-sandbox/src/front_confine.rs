@@ -17,7 +17,10 @@
 //! 5. the seccomp allow-list ([`crate::front_rules`]), last, since the
 //!    steps above use calls it refuses.
 //!
-//! [`selftest`] then tries what a compromised front door would.
+//! Once its threads exist, the process calls [`tighten`]: phase 2.
+//!
+//! `ds-host __front-selftest` then tries what a compromised front door
+//! would.
 
 use std::os::fd::OwnedFd;
 
