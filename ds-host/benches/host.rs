@@ -281,9 +281,16 @@ fn cpu_time(pid: u32, with_children: bool) -> Duration {
     };
     let mut total = ticks(&pid.to_string());
     if with_children {
-        let children =
-            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-        total += children.split_whitespace().map(ticks).sum::<u64>();
+        // Children of every thread: ds-host starts its front door from a
+        // runtime thread, not its main one.
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .into_iter()
+            .flatten();
+        for task in tasks.flatten() {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            total += children.split_whitespace().map(ticks).sum::<u64>();
+        }
     }
     Duration::from_secs_f64(total as f64 / rustix::param::clock_ticks_per_second() as f64)
 }

@@ -35,6 +35,9 @@ use sandbox_spawn::SandboxSpawner;
 
 /// The longest wait between restarts after repeated crashes.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How long a stopped sandbox's launcher has to exit (after its channel
+/// closed) before it is killed.
+const LAUNCHER_EXIT: Duration = Duration::from_secs(5);
 /// A sandbox that ran this long before crashing starts its backoff afresh.
 const STABLE_RUN: Duration = Duration::from_secs(60);
 
@@ -156,6 +159,8 @@ struct Running {
     started: Instant,
     /// Set when we stop it, so that its exit is not taken for a crash.
     stopping: Arc<AtomicBool>,
+    /// True once its launcher has exited (and removed its cgroup).
+    ended: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Running {
@@ -308,6 +313,12 @@ impl Appspace {
                 });
             }
         }
+        // A run that ended by itself (a crash): its launcher may still be
+        // removing the cgroup this run's will take the name of.
+        if let Some(old) = self.current.swap(None) {
+            let mut ended = old.ended.clone();
+            let _ = tokio::time::timeout(LAUNCHER_EXIT, ended.wait_for(|e| *e)).await;
+        }
         self.starting.store(true, Ordering::Release);
         let started = self.start(launcher, life).await;
         self.starting.store(false, Ordering::Release);
@@ -457,16 +468,30 @@ impl Appspace {
                 grace_ms: grace.as_millis() as u64,
             })
             .await;
-        if tokio::time::timeout(grace + Duration::from_secs(2), running.handle.closed())
-            .await
-            .is_err()
-        {
+        let kill = || {
             if let Some(pid) = running
                 .child_pid
                 .and_then(|p| rustix::process::Pid::from_raw(p as i32))
             {
                 let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
             }
+        };
+        if tokio::time::timeout(grace + Duration::from_secs(2), running.handle.closed())
+            .await
+            .is_err()
+        {
+            kill();
+        }
+        // Until its launcher has exited: it removes the sandbox's cgroup
+        // by name on the way out, and the next run of this appspace (which
+        // may start the moment this returns) makes one of the same name.
+        let mut ended = running.ended.clone();
+        if tokio::time::timeout(LAUNCHER_EXIT, ended.wait_for(|e| *e))
+            .await
+            .is_err()
+        {
+            kill();
+            let _ = tokio::time::timeout(LAUNCHER_EXIT, ended.wait_for(|e| *e)).await;
         }
     }
 }

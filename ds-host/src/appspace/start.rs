@@ -198,9 +198,13 @@ impl Appspace {
         let stopping = Arc::new(AtomicBool::new(false));
         let (log, crashes, stop_flag) = (self.log.clone(), self.crashes.clone(), stopping.clone());
         let started = Instant::now();
+        let (ended_tx, ended) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             let status = child.wait().await;
             watch.close();
+            // The launcher has exited, its cgroup cleaned up: a new run may
+            // make one of the same name now.
+            let _ = ended_tx.send(true);
             let status = status
                 .map(|s| s.to_string())
                 .unwrap_or_else(|e| e.to_string());
@@ -228,6 +232,7 @@ impl Appspace {
             child_pid,
             started,
             stopping,
+            ended,
         })
     }
 }

@@ -1,6 +1,7 @@
 //! `ds-host __front-selftest --state-db FILE --admin-socket PATH`: confines
-//! this process exactly as the front door will be confined
-//! (`ds_sandbox::front_confine::confine`, the one code path), then tries
+//! this process exactly as the front door is confined
+//! (`ds_sandbox::front_confine::confine`, then `tighten`: the one code
+//! path, both phases), then tries
 //! what a compromised front door would: open files (the state database
 //! among them), exec, connect to the admin socket, ptrace, make sockets of
 //! each family, mount, unshare. Prints `BLOCKED`/`ESCAPED` lines and the
@@ -52,6 +53,14 @@ pub fn run(args: &[String]) -> i32 {
             return 1;
         }
     };
+    // Phase 2 as the front door loads it once its threads exist.
+    let phase = match front_confine::tighten() {
+        Ok(phase) => phase,
+        Err(e) => {
+            eprintln!("ds-host: {e}");
+            return 1;
+        }
+    };
     let targets = Targets {
         state_db,
         admin_socket,
@@ -61,7 +70,7 @@ pub fn run(args: &[String]) -> i32 {
     let _ = writeln!(
         out,
         "CONFINED uid={} landlock_abi={} landlock_full={} seccomp_phase={}",
-        confined.uid, confined.landlock_abi, confined.landlock_full, confined.seccomp_phase
+        confined.uid, confined.landlock_abi, confined.landlock_full, phase
     );
     let mut escaped = 0;
     for (name, result) in front_confine::selftest(&targets) {

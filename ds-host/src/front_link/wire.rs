@@ -40,6 +40,9 @@ pub enum WireError {
 #[derive(Debug)]
 pub struct Wire {
     socket: UnixDatagram,
+    /// Where packets are received (one receiver per end; kept, so that a
+    /// message costs no fresh allocation of the largest size).
+    buf: std::sync::Mutex<Vec<u8>>,
 }
 
 impl Wire {
@@ -48,6 +51,7 @@ impl Wire {
         rustix::io::ioctl_fionbio(&socket, true)?;
         Ok(Self {
             socket: UnixDatagram::from_std(std::os::unix::net::UnixDatagram::from(socket))?,
+            buf: std::sync::Mutex::new(vec![0u8; MAX_MESSAGE]),
         })
     }
 
@@ -72,14 +76,16 @@ impl Wire {
         &self,
         expected: impl Fn(&T) -> usize,
     ) -> Result<(T, Vec<OwnedFd>), WireError> {
-        let mut buf = vec![0u8; MAX_MESSAGE];
-        let (len, fds) = self
+        let (bytes, fds) = self
             .socket
             .async_io(Interest::READABLE, || {
-                receive_packet(self.socket.as_fd(), &mut buf, RecvFlags::DONTWAIT)
+                let mut buf = self.buf.lock().unwrap_or_else(|p| p.into_inner());
+                let (len, fds) =
+                    receive_packet(self.socket.as_fd(), &mut buf, RecvFlags::DONTWAIT)?;
+                Ok((len.map(|n| buf[..n].to_vec()), fds))
             })
             .await?;
-        decode(&buf[..len?], fds, expected)
+        decode(&bytes?, fds, expected)
     }
 }
 

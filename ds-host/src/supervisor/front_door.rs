@@ -66,8 +66,15 @@ pub struct FrontStatus {
 type Lookup = Result<Vec<IpAddr>, String>;
 
 enum Order {
-    Start { request: u64, wire: Arc<Wire> },
-    Idle { run: u64 },
+    /// Answered on the control socket it came from, if that front door
+    /// still runs (a weak reference: a closing keeper's socket closes).
+    Start {
+        request: u64,
+        wire: std::sync::Weak<Wire>,
+    },
+    Idle {
+        run: u64,
+    },
 }
 
 /// The supervisor's keeper of the front door process.
@@ -280,7 +287,7 @@ impl FrontDoor {
                 &name,
                 Order::Start {
                     request,
-                    wire: wire.clone(),
+                    wire: Arc::downgrade(wire),
                 },
             ),
             ToSupervisor::Idle { name, run } => self.order(&name, Order::Idle { run }),
@@ -342,6 +349,9 @@ impl FrontDoor {
                                 (refusal, e.to_string())
                             }),
                         None => Err((Refusal::Unavailable, "no such appspace".into())),
+                    };
+                    let Some(wire) = wire.upgrade() else {
+                        continue; // that front door is gone; the ticket too
                     };
                     let sent = match answer {
                         Ok(ticket) => {
