@@ -291,6 +291,11 @@ fn front_door(host: &Arc<Host>, serving: Serving) -> anyhow::Result<Arc<FrontDoo
         response_timeout_ms: ms(life.response_timeout),
         body_idle_timeout_ms: ms(life.body_idle_timeout),
         idle_timeout_ms: ms(life.idle_timeout),
+        // A start answers within its timeout, after waiting at most that
+        // long again behind a stop of the same appspace.
+        start_answer_timeout_ms: ms(life.start_timeout * 2
+            + life.stop_grace
+            + Duration::from_secs(10)),
     };
     // The binary this supervisor runs, even after a package upgrade
     // replaced the file: a restarted front door always speaks its protocol.

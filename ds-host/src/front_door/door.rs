@@ -90,8 +90,19 @@ impl Door {
                 .remove(&request);
             return Err(gone(&format!("the supervisor could not be asked: {e}")));
         }
-        rx.await
-            .unwrap_or_else(|_| Err(gone("the supervisor did not answer")))
+        let wait = self.routes.timing.start_answer_timeout;
+        let answer = tokio::time::timeout(wait, rx).await;
+        self.starts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&request);
+        match answer {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(gone("the supervisor did not answer")),
+            Err(_) => Err(gone(&format!(
+                "the supervisor did not answer within {wait:?}"
+            ))),
+        }
     }
 
     fn answer(&self, request: u64, answer: StartAnswer) {

@@ -131,6 +131,7 @@ async fn serve_all(
         response_timeout: ms(init.response_timeout_ms),
         body_idle_timeout: ms(init.body_idle_timeout_ms),
         idle_timeout: ms(init.idle_timeout_ms),
+        start_answer_timeout: ms(init.start_answer_timeout_ms),
     });
     let door = Arc::new(Door::new(
         routes,

@@ -28,6 +28,8 @@ pub struct Timing {
     pub body_idle_timeout: Duration,
     /// A link unused this long is let go.
     pub idle_timeout: Duration,
+    /// How long the supervisor may take to answer a start.
+    pub start_answer_timeout: Duration,
 }
 
 /// One appspace, as the front door sees it.

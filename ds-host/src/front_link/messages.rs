@@ -55,6 +55,9 @@ pub struct Init {
     pub body_idle_timeout_ms: u64,
     /// An appspace without requests this long is stopped, ms.
     pub idle_timeout_ms: u64,
+    /// How long a start may take before the supervisor answers, ms: the
+    /// front door gives up waiting for an answer after it.
+    pub start_answer_timeout_ms: u64,
 }
 
 /// One domain the front door serves.

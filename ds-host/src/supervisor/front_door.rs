@@ -321,7 +321,30 @@ impl FrontDoor {
         }
     }
 
+    /// Queues `order` for the appspace `name`. The front door is not
+    /// trusted with the supervisor's memory: a name that is no appspace
+    /// gets no queue (a start is refused at once, an idle stop ignored).
     fn order(self: &Arc<Self>, name: &str, order: Order) {
+        if self
+            .host
+            .get(name)
+            .filter(|a| a.config.name == name)
+            .is_none()
+        {
+            if let Order::Start { request, wire } = order {
+                tokio::spawn(async move {
+                    if let Some(wire) = wire.upgrade() {
+                        let failed = ToFront::StartFailed {
+                            request,
+                            refusal: Refusal::Unavailable,
+                            reason: "no such appspace".into(),
+                        };
+                        let _ = wire.send(&failed, &[]).await;
+                    }
+                });
+            }
+            return;
+        }
         let mut orders = self.orders.lock().unwrap_or_else(|p| p.into_inner());
         let queue = orders.entry(name.to_owned()).or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
