@@ -282,6 +282,32 @@ pub struct LimitsApplied {
     pub applied_live: bool,
 }
 
+/// One backup (a restic snapshot) of an appspace's data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backup {
+    /// Its id (restic's short id).
+    pub id: String,
+    /// The appspace.
+    pub appspace: String,
+    /// When it was taken (RFC 3339).
+    pub time: String,
+    /// The data directory it holds.
+    pub path: String,
+}
+
+/// `POST /v1/appspaces/{key}/backups`: the backup taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupTaken {
+    /// It.
+    pub backup: Backup,
+    /// How the app was held still: `frozen`, `stopped` or `not running`.
+    pub held: String,
+    /// The repository (readable with restic and the key file).
+    pub repository: String,
+    /// The file holding the repository's key (root only).
+    pub key_file: String,
+}
+
 /// `DELETE /v1/appspaces/{key}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Deleted {

@@ -41,6 +41,9 @@ pub enum Command {
     /// Appspaces: app instances at their own domains.
     #[command(subcommand)]
     Appspace(AppspaceCommand),
+    /// Backups of appspaces' data, taken by the host (docs/backups.md).
+    #[command(subcommand)]
+    Backup(BackupCommand),
     /// Changes made through the admin API.
     Audit {
         /// Only entries since then: a duration ago (30m, 2h, 7d) or a
@@ -81,6 +84,21 @@ pub enum AppCommand {
 pub struct Target {
     /// Its domain (or name).
     pub domain: String,
+}
+
+/// `dsctl backup ...`
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Back up an appspace's data now (frozen while it is read).
+    Create {
+        /// The appspace (domain or name).
+        appspace: String,
+    },
+    /// List backups, oldest first.
+    List {
+        /// Only this appspace's (domain or name).
+        appspace: Option<String>,
+    },
 }
 
 /// `dsctl appspace ...`

@@ -8,7 +8,7 @@ use ds_api::admin as api;
 use http_body_util::BodyExt;
 use hyper::Method;
 
-use crate::cli::{AppCommand, AppspaceCommand, Cli, Command, EgressCommand};
+use crate::cli::{AppCommand, AppspaceCommand, BackupCommand, Cli, Command, EgressCommand};
 use crate::client::{Client, ClientError};
 use crate::{package, table};
 
@@ -102,6 +102,7 @@ pub async fn run(cli: Cli, socket: &Path) -> Result<(), ClientError> {
         }
         Command::App(cmd) => app(&client, json, cmd).await?,
         Command::Appspace(cmd) => appspace(&client, json, cmd).await?,
+        Command::Backup(cmd) => backup(&client, json, cmd).await?,
         Command::Audit { since } => {
             let path = format!("/v1/audit?since={}", since.unwrap_or(0));
             let (entries, raw): (Vec<api::AuditEntry>, _) =
@@ -324,6 +325,40 @@ fn confirm(question: &str) -> Result<bool, ClientError> {
         .read_line(&mut answer)
         .map_err(|e| refuse(&e.to_string()))?;
     Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
+async fn backup(client: &Client, json: bool, cmd: BackupCommand) -> Result<(), ClientError> {
+    match cmd {
+        BackupCommand::Create { appspace } => {
+            let path = format!("/v1/appspaces/{}/backups", seg(&appspace));
+            let (t, raw): (api::BackupTaken, _) = client.call(Method::POST, &path, None).await?;
+            if json {
+                print_json(&raw);
+            } else {
+                println!(
+                    "backed up {} as {} ({} while read) into {} (key: {})",
+                    t.backup.appspace, t.backup.id, t.held, t.repository, t.key_file
+                );
+            }
+        }
+        BackupCommand::List { appspace } => {
+            let path = match &appspace {
+                Some(a) => format!("/v1/backups?appspace={}", seg(a)),
+                None => "/v1/backups".to_owned(),
+            };
+            let (list, raw): (Vec<api::Backup>, _) = client.call(Method::GET, &path, None).await?;
+            if json {
+                print_json(&raw);
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .into_iter()
+                    .map(|b| vec![b.id, b.appspace, b.time, b.path])
+                    .collect();
+                table::print(&["ID", "APPSPACE", "TAKEN", "DATA"], &rows);
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn appspace(client: &Client, json: bool, cmd: AppspaceCommand) -> Result<(), ClientError> {

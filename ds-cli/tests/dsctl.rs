@@ -43,6 +43,10 @@ fn main() {
             "delete_asks_and_purge_removes_the_data",
             delete_asks_and_purge_removes_the_data,
         ),
+        (
+            "backups_are_out_of_the_apps_reach_and_stock_restic_restores_them",
+            backups_are_out_of_the_apps_reach_and_stock_restic_restores_them,
+        ),
     ];
     let trials = common::trials(tests, skip);
     libtest_mimic::run(&args, trials).exit();
@@ -651,6 +655,128 @@ fn delete_asks_and_purge_removes_the_data() -> Result<(), Failed> {
     ensure(
         code == 200 && body.contains("visits (kept in /data)</th><td>1<"),
         format!("{code}: {body}"),
+    )?;
+    host.stop()
+}
+
+/// The visit count the native example keeps in its data directory.
+fn visits_in(data: &Path) -> Option<u64> {
+    std::fs::read_to_string(data.join("visits"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// A backup is taken by the host into a repository only root can read,
+/// the app goes on serving afterwards, and Debian's own `restic` (no ds
+/// involved) lists the snapshot and restores the data as it was.
+fn backups_are_out_of_the_apps_reach_and_stock_restic_restores_them() -> Result<(), Failed> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let host = DevHost::start(&state)?;
+    for _ in 0..3 {
+        let (code, _) = host.get("hello-native.localhost", "/")?;
+        ensure(code == 200, format!("status {code}"))?;
+    }
+    let data = state.join("appspaces/hello-native/data");
+    let before = visits_in(&data).ok_or("no visit count")?;
+    // Nothing to list before the first backup.
+    let listed = host.json(&["backup", "list"])?;
+    ensure(
+        listed.as_array().is_some_and(Vec::is_empty),
+        format!("{listed}"),
+    )?;
+    let taken = host.json(&["backup", "create", "hello-native.localhost"])?;
+    let held = taken["held"].as_str().unwrap_or_default();
+    let cgroup_v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    ensure(
+        held == if cgroup_v2 { "frozen" } else { "stopped" },
+        format!("held: {taken}"),
+    )?;
+    let id = taken["backup"]["id"].as_str().ok_or("no id")?.to_owned();
+    let (repo, key) = (
+        PathBuf::from(taken["repository"].as_str().ok_or("no repository")?),
+        PathBuf::from(taken["key_file"].as_str().ok_or("no key file")?),
+    );
+    // Out of the app's reach: root's alone.
+    let backups = repo.parent().ok_or("repository without a parent")?;
+    let meta = std::fs::metadata(backups)?;
+    ensure(
+        meta.uid() == 0 && meta.permissions().mode() & 0o777 == 0o700,
+        format!("backups directory mode {:o}", meta.permissions().mode()),
+    )?;
+    let meta = std::fs::metadata(&key)?;
+    ensure(
+        meta.uid() == 0 && meta.permissions().mode() & 0o777 == 0o400,
+        format!("key mode {:o}", meta.permissions().mode()),
+    )?;
+    // The app serves on; the count goes on from where it was.
+    let (code, _) = host.get("hello-native.localhost", "/")?;
+    ensure(code == 200, format!("after the backup: {code}"))?;
+    ensure(
+        visits_in(&data) == Some(before + 1),
+        format!("after the backup: {:?} visits", visits_in(&data)),
+    )?;
+    let listed = host.json(&["backup", "list", "hello-native.localhost"])?;
+    ensure(
+        listed.as_array().map(Vec::len) == Some(1) && listed[0]["id"] == id.as_str(),
+        format!("{listed}"),
+    )?;
+    host.fails(&["backup", "list", "nope.localhost"], "nope.localhost")?;
+    host.fails(&["backup", "create", "nope.localhost"], "nope.localhost")?;
+    ensure(
+        host.json(&["backup", "list"])?.as_array().map(Vec::len) == Some(1),
+        "a refused backup changed the list",
+    )?;
+    // Debian's restic, on its own.
+    let restic = |args: &[&str]| {
+        Command::new("restic")
+            .arg("--repo")
+            .arg(&repo)
+            .arg("--password-file")
+            .arg(&key)
+            .arg("--no-cache")
+            .args(args)
+            .output()
+    };
+    let out = restic(&["snapshots", "--json"])?;
+    let snapshots: Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+        format!(
+            "restic snapshots: {e}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })?;
+    ensure(
+        snapshots
+            .as_array()
+            .is_some_and(|s| s.len() == 1 && s[0]["short_id"] == id.as_str()),
+        format!("restic snapshots: {snapshots}"),
+    )?;
+    let target = dir.path().join("restored");
+    let target_arg = target.to_string_lossy().into_owned();
+    let out = restic(&["restore", &id, "--target", &target_arg])?;
+    ensure(
+        out.status.success(),
+        format!("restic restore: {}", String::from_utf8_lossy(&out.stderr)),
+    )?;
+    let restored = target.join(data.strip_prefix("/").unwrap_or(&data));
+    ensure(
+        visits_in(&restored) == Some(before),
+        format!(
+            "restored {:?} visits, backed up {before}",
+            visits_in(&restored)
+        ),
+    )?;
+    // Audited.
+    let audit = host.json(&["audit"])?;
+    ensure(
+        audit.as_array().is_some_and(|a| {
+            a.iter()
+                .any(|e| e["action"] == "backup.create" && e["ok"] == true)
+        }),
+        format!("{audit}"),
     )?;
     host.stop()
 }

@@ -16,6 +16,7 @@
 
 pub mod admin;
 pub mod appspace;
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod dev;

@@ -31,6 +31,8 @@ pub struct Admin {
     pub state: Arc<State>,
     /// Every appspace, and how they run.
     pub host: Arc<Host>,
+    /// Backups of appspaces' data.
+    pub backups: Arc<crate::backup::Backups>,
     /// The front door's keeper.
     pub front: Arc<crate::supervisor::front_door::FrontDoor>,
     /// Where appspace data, deleted appspaces and uploads go.

@@ -384,6 +384,17 @@ impl Appspace {
         self.ensure_running(launcher, life).await.map(drop)
     }
 
+    /// Freezes or thaws its running sandbox (cgroup v2); `false` if it
+    /// cannot (not running, or cgroup v1).
+    pub async fn freeze(&self, frozen: bool) -> Result<bool, CgroupError> {
+        let Some(cgroup) = self.live().as_deref().and_then(Self::cgroup) else {
+            return Ok(false);
+        };
+        tokio::task::spawn_blocking(move || cgroup.freeze(frozen))
+            .await
+            .unwrap_or(Ok(false))
+    }
+
     /// The limits its next (or current) sandbox runs under.
     pub fn limits(&self) -> ResourceLimits {
         *self.limits.lock().unwrap_or_else(|p| p.into_inner())

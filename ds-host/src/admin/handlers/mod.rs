@@ -4,6 +4,7 @@
 
 mod apps;
 mod appspaces;
+mod backups;
 mod egress;
 mod limits;
 
@@ -12,6 +13,7 @@ use appspaces::{
     appspace_logs, create_appspace, delete_appspace, lifecycle_change, list_appspaces,
     show_appspace,
 };
+use backups::{create_backup, list_backups};
 use egress::{change_egress_list, egress_log, show_egress};
 use limits::{change_limits, show_limits};
 
@@ -147,6 +149,8 @@ pub fn router(admin: Arc<Admin>) -> Router {
             post(change_egress_list),
         )
         .route("/v1/appspaces/{key}/egress/log", get(egress_log))
+        .route("/v1/appspaces/{key}/backups", post(create_backup))
+        .route("/v1/backups", get(list_backups))
         .route("/v1/audit", get(audit_log))
         .fallback(|| async { Failure::new(ErrorCode::NotFound, "no such admin API route") })
         .with_state(admin)

@@ -1,0 +1,85 @@
+//! Backups taken by the host, never by the app (docs/backups.md): each
+//! appspace's data directory goes into one restic repository under the
+//! state directory, which only root can read (the appspaces' uids cannot
+//! reach it), encrypted with a key made at the first backup. The format is
+//! restic's own, so Debian's stock `restic` lists and restores it without
+//! ds ([`restic`]).
+//!
+//! Consistency: a running sandbox is frozen (cgroup v2 freezer) while its
+//! data is read and thawed after; on cgroup v1 (no freezer among ds's
+//! controllers) it is stopped instead, and its next request starts it.
+
+pub mod restic;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::appspace::Appspace;
+pub use restic::{BackupError, Snapshot};
+
+/// The host's backups.
+#[derive(Debug)]
+pub struct Backups {
+    restic: restic::Restic,
+    /// Serialises backups (restic locks the repository anyway; this keeps
+    /// a second admin's request waiting rather than failing).
+    one_at_a_time: tokio::sync::Mutex<()>,
+}
+
+impl Backups {
+    /// Backups under `state_dir/backups`, made with the `restic` binary
+    /// (`$DS_RESTIC`, else the PATH's).
+    pub fn new(state_dir: &Path) -> Self {
+        let binary = std::env::var_os("DS_RESTIC")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("restic"));
+        Self {
+            restic: restic::Restic::new(binary, state_dir.join("backups")),
+            one_at_a_time: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Where the repository is and the file holding its key.
+    pub fn location(&self) -> (PathBuf, PathBuf) {
+        (self.restic.repository(), self.restic.key_file())
+    }
+
+    /// Backs up `appspace`'s data now: frozen while it is read (stopped on
+    /// cgroup v1). Returns the snapshot and how the app was held still.
+    pub async fn create(
+        &self,
+        appspace: &Arc<Appspace>,
+        grace: std::time::Duration,
+    ) -> Result<(Snapshot, &'static str), BackupError> {
+        let _one = self.one_at_a_time.lock().await;
+        self.restic.ensure_repository().await?;
+        let held = match appspace.freeze(true).await {
+            Ok(true) => "frozen",
+            Ok(false) if appspace.is_running() => {
+                appspace.stop(grace).await;
+                "stopped"
+            }
+            Ok(false) => "not running",
+            Err(e) => return Err(BackupError::Freeze(e.to_string())),
+        };
+        let taken = self
+            .restic
+            .backup(&appspace.config.name, &appspace.config.data_dir)
+            .await;
+        if held == "frozen" {
+            if let Err(e) = appspace.freeze(false).await {
+                tracing::error!(appspace = %appspace.config.name, error = %e, "thawing after the backup");
+            }
+        }
+        Ok((taken?, held))
+    }
+
+    /// The snapshots of `appspace` (every appspace's if `None`), oldest
+    /// first.
+    pub async fn list(&self, appspace: Option<&str>) -> Result<Vec<Snapshot>, BackupError> {
+        if !self.restic.exists() {
+            return Ok(Vec::new());
+        }
+        self.restic.snapshots(appspace).await
+    }
+}

@@ -1,0 +1,256 @@
+//! Driving Debian's `restic` (the reference implementation of its format,
+//! packaged by Debian; see docs/dependencies.md for why not a crate). It
+//! runs as root with a clean environment naming only the repository, the
+//! key file and a cache inside the backups directory; its JSON output is
+//! read, never its human text. restic stores symbolic links as links and
+//! FIFOs, sockets and devices as such without opening them, so a tree the
+//! app controls cannot make it follow a link or block.
+
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use serde::Deserialize;
+
+/// Why a backup operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// restic could not be run.
+    #[error("running {binary}: {source} (install Debian's restic package)")]
+    Spawn {
+        /// The binary.
+        binary: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// restic ran and failed.
+    #[error("restic {what} failed: {stderr}")]
+    Failed {
+        /// Which command.
+        what: &'static str,
+        /// What it said.
+        stderr: String,
+    },
+    /// Its output was not what this version of ds reads.
+    #[error("restic {what}: unexpected output: {why}")]
+    Output {
+        /// Which command.
+        what: &'static str,
+        /// What was wrong.
+        why: String,
+    },
+    /// The backups directory or the key could not be made.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What we were doing.
+        what: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The appspace could not be held still.
+    #[error("freezing the appspace: {0}")]
+    Freeze(String),
+}
+
+/// One snapshot, as `dsctl backup list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// restic's short id.
+    pub id: String,
+    /// The appspace it is of.
+    pub appspace: String,
+    /// When it was taken (RFC 3339, restic's).
+    pub time: String,
+    /// The directory it holds.
+    pub path: String,
+}
+
+/// The tag that names an appspace in a snapshot.
+fn tag(appspace: &str) -> String {
+    format!("appspace={appspace}")
+}
+
+/// A restic repository and the binary that reads it.
+#[derive(Debug)]
+pub struct Restic {
+    binary: PathBuf,
+    dir: PathBuf,
+}
+
+#[derive(Deserialize)]
+struct RawSnapshot {
+    short_id: String,
+    time: String,
+    #[serde(default)]
+    paths: Vec<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct BackupLine {
+    message_type: String,
+    #[serde(default)]
+    snapshot_id: Option<String>,
+}
+
+impl Restic {
+    /// The repository in `dir/repository`, its key in `dir/key`.
+    pub fn new(binary: PathBuf, dir: PathBuf) -> Self {
+        Self { binary, dir }
+    }
+
+    /// The repository's directory.
+    pub fn repository(&self) -> PathBuf {
+        self.dir.join("repository")
+    }
+
+    /// The file holding its key.
+    pub fn key_file(&self) -> PathBuf {
+        self.dir.join("key")
+    }
+
+    /// Whether the repository was made.
+    pub fn exists(&self) -> bool {
+        self.repository().join("config").is_file()
+    }
+
+    /// Makes the backups directory (root only), the key (random, root
+    /// only) and the repository, whichever is missing.
+    pub async fn ensure_repository(&self) -> Result<(), BackupError> {
+        let io = |what, path: &Path| {
+            let path = path.to_owned();
+            move |source| BackupError::Io { what, path, source }
+        };
+        if !self.dir.is_dir() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.dir)
+                .map_err(io("creating", &self.dir))?;
+        }
+        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(io("securing", &self.dir))?;
+        let key = self.key_file();
+        if !key.is_file() {
+            let mut bytes = [0u8; 32];
+            let urandom = Path::new("/dev/urandom");
+            std::io::Read::read_exact(
+                &mut std::fs::File::open(urandom).map_err(io("opening", urandom))?,
+                &mut bytes,
+            )
+            .map_err(io("reading", urandom))?;
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o400)
+                .open(&key)
+                .map_err(io("writing", &key))?;
+            std::io::Write::write_all(&mut file, hex.as_bytes()).map_err(io("writing", &key))?;
+            file.sync_all().map_err(io("writing", &key))?;
+        }
+        if !self.exists() {
+            self.run("init", &["init"]).await?;
+        }
+        Ok(())
+    }
+
+    async fn run(&self, what: &'static str, args: &[&str]) -> Result<Vec<u8>, BackupError> {
+        let out = tokio::process::Command::new(&self.binary)
+            .env_clear()
+            .env("RESTIC_REPOSITORY", self.repository())
+            .env("RESTIC_PASSWORD_FILE", self.key_file())
+            .env("RESTIC_CACHE_DIR", self.dir.join("cache"))
+            .env("PATH", "/usr/bin:/bin")
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(|source| BackupError::Spawn {
+                binary: self.binary.display().to_string(),
+                source,
+            })?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
+            return Err(BackupError::Failed {
+                what,
+                stderr: tail.into_iter().rev().collect::<Vec<_>>().join(" / "),
+            });
+        }
+        Ok(out.stdout)
+    }
+
+    /// Backs up `data` (an appspace's data directory) for `appspace`.
+    pub async fn backup(&self, appspace: &str, data: &Path) -> Result<Snapshot, BackupError> {
+        let data_arg = data.to_string_lossy().into_owned();
+        let tag = tag(appspace);
+        let out = self
+            .run(
+                "backup",
+                &[
+                    "backup",
+                    "--json",
+                    "--host",
+                    "ds",
+                    "--tag",
+                    &tag,
+                    "--one-file-system",
+                    &data_arg,
+                ],
+            )
+            .await?;
+        let text = String::from_utf8_lossy(&out);
+        let id = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<BackupLine>(l).ok())
+            .find(|l| l.message_type == "summary")
+            .and_then(|l| l.snapshot_id)
+            .ok_or_else(|| BackupError::Output {
+                what: "backup",
+                why: "no summary with a snapshot id".into(),
+            })?;
+        let taken = self.snapshots(Some(appspace)).await?;
+        taken
+            .into_iter()
+            .find(|s| id.starts_with(&s.id))
+            .ok_or_else(|| BackupError::Output {
+                what: "backup",
+                why: format!("snapshot {id} is not listed"),
+            })
+    }
+
+    /// The snapshots of `appspace` (all if `None`), oldest first.
+    pub async fn snapshots(&self, appspace: Option<&str>) -> Result<Vec<Snapshot>, BackupError> {
+        let mut args = vec!["snapshots".to_owned(), "--json".to_owned()];
+        if let Some(a) = appspace {
+            args.extend(["--tag".to_owned(), tag(a)]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = self.run("snapshots", &args).await?;
+        let raw: Vec<RawSnapshot> =
+            serde_json::from_slice(&out).map_err(|e| BackupError::Output {
+                what: "snapshots",
+                why: e.to_string(),
+            })?;
+        Ok(raw
+            .into_iter()
+            .filter_map(|s| {
+                let appspace = s
+                    .tags
+                    .iter()
+                    .find_map(|t| t.strip_prefix("appspace="))?
+                    .to_owned();
+                Some(Snapshot {
+                    id: s.short_id,
+                    appspace,
+                    time: s.time,
+                    path: s.paths.first().cloned().unwrap_or_default(),
+                })
+            })
+            .collect())
+    }
+}
