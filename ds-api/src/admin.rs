@@ -308,6 +308,15 @@ pub struct BackupTaken {
     pub key_file: String,
 }
 
+/// `POST /v1/appspaces/{key}/backups/{id}/restore`: what was done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Restored {
+    /// The backup put back.
+    pub restored: Backup,
+    /// The backup of the data it replaced, taken first.
+    pub replaced: Backup,
+}
+
 /// `DELETE /v1/appspaces/{key}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Deleted {

@@ -94,6 +94,14 @@ pub enum BackupCommand {
         /// The appspace (domain or name).
         appspace: String,
     },
+    /// Put an appspace's data back as backup ID holds it (its current
+    /// data is backed up first; it is out of service meanwhile).
+    Restore {
+        /// The appspace (domain or name).
+        appspace: String,
+        /// The backup's id (`dsctl backup list`).
+        id: String,
+    },
     /// List backups, oldest first.
     List {
         /// Only this appspace's (domain or name).

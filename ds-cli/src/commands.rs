@@ -341,6 +341,22 @@ async fn backup(client: &Client, json: bool, cmd: BackupCommand) -> Result<(), C
                 );
             }
         }
+        BackupCommand::Restore { appspace, id } => {
+            let path = format!(
+                "/v1/appspaces/{}/backups/{}/restore",
+                seg(&appspace),
+                seg(&id)
+            );
+            let (r, raw): (api::Restored, _) = client.call(Method::POST, &path, None).await?;
+            if json {
+                print_json(&raw);
+            } else {
+                println!(
+                    "restored {} from {} (taken {}); the data it replaced is backup {}",
+                    r.restored.appspace, r.restored.id, r.restored.time, r.replaced.id
+                );
+            }
+        }
         BackupCommand::List { appspace } => {
             let path = match &appspace {
                 Some(a) => format!("/v1/backups?appspace={}", seg(a)),

@@ -769,6 +769,49 @@ fn backups_are_out_of_the_apps_reach_and_stock_restic_restores_them() -> Result<
             visits_in(&restored)
         ),
     )?;
+    // Restored through ds: the data as backed up, the data it replaced
+    // backed up first, and the appspace serving from the restored data.
+    for _ in 0..2 {
+        host.get("hello-native.localhost", "/")?;
+    }
+    let replaced_visits = visits_in(&data).ok_or("no visit count")?;
+    let restored = host.json(&["backup", "restore", "hello-native.localhost", &id])?;
+    ensure(
+        restored["restored"]["id"] == id.as_str(),
+        format!("{restored}"),
+    )?;
+    ensure(
+        visits_in(&data) == Some(before),
+        format!("restored {:?} visits, backed up {before}", visits_in(&data)),
+    )?;
+    let (code, _) = host.get("hello-native.localhost", "/")?;
+    ensure(code == 200, format!("after the restore: {code}"))?;
+    ensure(
+        visits_in(&data) == Some(before + 1),
+        format!("after the restore: {:?}", visits_in(&data)),
+    )?;
+    let listed = host.json(&["backup", "list", "hello-native.localhost"])?;
+    ensure(
+        listed.as_array().map(Vec::len) == Some(2) && listed[1]["id"] == restored["replaced"]["id"],
+        format!("{listed}"),
+    )?;
+    // The replaced data is in that backup: restore it with stock restic.
+    let replaced_id = restored["replaced"]["id"]
+        .as_str()
+        .ok_or("no id")?
+        .to_owned();
+    let target = dir.path().join("replaced");
+    let target_arg = target.to_string_lossy().into_owned();
+    let out = restic(&["restore", &replaced_id, "--target", &target_arg])?;
+    ensure(out.status.success(), "restoring the replaced data")?;
+    ensure(
+        visits_in(&target.join(data.strip_prefix("/").unwrap_or(&data))) == Some(replaced_visits),
+        "the replaced data's backup does not hold it",
+    )?;
+    host.fails(
+        &["backup", "restore", "hello-native.localhost", "deadbeef"],
+        "deadbeef",
+    )?;
     // Audited.
     let audit = host.json(&["audit"])?;
     ensure(

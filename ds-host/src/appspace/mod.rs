@@ -466,6 +466,27 @@ impl Appspace {
     /// [`Appspace::stop`] if the running sandbox is one `which` accepts.
     async fn stop_if(&self, grace: Duration, which: impl Fn(&Running) -> bool) {
         let _no_start = self.start_lock.lock().await;
+        self.stop_locked(grace, which).await;
+    }
+
+    /// Out of service while `work` runs (a restore of its data): its
+    /// sandbox is stopped and none starts until `work` is done (starts
+    /// asked for meanwhile wait, then run).
+    pub async fn out_of_service<T>(
+        &self,
+        grace: Duration,
+        work: impl std::future::Future<Output = T>,
+    ) -> T {
+        let _no_start = self.start_lock.lock().await;
+        self.stop_locked(grace, |_| true).await;
+        self.log.host("out of service: its data is being restored");
+        let done = work.await;
+        self.log.host("back in service");
+        done
+    }
+
+    /// [`Appspace::stop_if`] with the start lock held.
+    async fn stop_locked(&self, grace: Duration, which: impl Fn(&Running) -> bool) {
         if !self.current.load().as_deref().is_some_and(&which) {
             return;
         }

@@ -83,3 +83,38 @@ impl Backups {
         self.restic.snapshots(appspace).await
     }
 }
+
+impl Backups {
+    /// Puts the data of `snapshot` back into `appspace`'s data directory:
+    /// the appspace is taken out of service, its current data backed up
+    /// first (so nothing is lost), the snapshot restored beside it and
+    /// checked, then swapped in; its next start hands the files to its
+    /// uid. Returns the backup of the data it replaced.
+    pub async fn restore(
+        &self,
+        appspace: &Arc<Appspace>,
+        snapshot: &str,
+        grace: std::time::Duration,
+    ) -> Result<Snapshot, BackupError> {
+        let _one = self.one_at_a_time.lock().await;
+        let name = &appspace.config.name;
+        let wanted = self
+            .list(Some(name))
+            .await?
+            .into_iter()
+            .find(|s| s.id == snapshot)
+            .ok_or_else(|| BackupError::NoSuchSnapshot {
+                snapshot: snapshot.to_owned(),
+                appspace: name.clone(),
+            })?;
+        let data = appspace.config.data_dir.clone();
+        appspace
+            .out_of_service(grace, async {
+                let safety = self.restic.backup(name, &data).await?;
+                let staging = self.restic.restore_beside(&wanted, &data).await?;
+                restic::swap_in(&staging, &data)?;
+                Ok(safety)
+            })
+            .await
+    }
+}

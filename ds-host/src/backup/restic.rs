@@ -49,6 +49,22 @@ pub enum BackupError {
         /// Why.
         source: std::io::Error,
     },
+    /// No such snapshot of that appspace.
+    #[error("no backup {snapshot} of appspace {appspace}")]
+    NoSuchSnapshot {
+        /// The id asked for.
+        snapshot: String,
+        /// The appspace.
+        appspace: String,
+    },
+    /// A restored tree holds what no data directory may.
+    #[error("the backup holds {what} at {path}: refused, nothing changed")]
+    Refused {
+        /// What.
+        what: &'static str,
+        /// Where, inside the restored tree.
+        path: PathBuf,
+    },
     /// The appspace could not be held still.
     #[error("freezing the appspace: {0}")]
     Freeze(String),
@@ -253,4 +269,128 @@ impl Restic {
             })
             .collect())
     }
+}
+
+impl Restic {
+    /// Restores `snapshot` (of `data`) into a fresh directory beside
+    /// `data` (same file system, so it can be renamed in) and checks what
+    /// it holds ([`check_tree`]); returns that directory, holding the
+    /// data directory's contents.
+    pub async fn restore_beside(
+        &self,
+        snapshot: &Snapshot,
+        data: &Path,
+    ) -> Result<PathBuf, BackupError> {
+        let parent = data.parent().unwrap_or(data);
+        let staging = parent.join(".restoring");
+        let io = |what, path: &Path| {
+            let path = path.to_owned();
+            move |source| BackupError::Io { what, path, source }
+        };
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging).map_err(io("clearing", &staging))?;
+        }
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&staging)
+            .map_err(io("creating", &staging))?;
+        let target = staging.to_string_lossy().into_owned();
+        let include = snapshot.path.clone();
+        let restored = self
+            .run(
+                "restore",
+                &[
+                    "restore",
+                    &snapshot.id,
+                    "--target",
+                    &target,
+                    "--include",
+                    &include,
+                ],
+            )
+            .await;
+        let inner = staging.join(snapshot.path.trim_start_matches('/'));
+        let checked = restored.and_then(|_| {
+            if !inner.is_dir() {
+                return Err(BackupError::Output {
+                    what: "restore",
+                    why: format!("{} was not restored", snapshot.path),
+                });
+            }
+            check_tree(&inner, Path::new(""))
+        });
+        if let Err(e) = checked {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+        Ok(inner)
+    }
+}
+
+/// Refuses device nodes, and strips set-id bits, in a restored tree (a
+/// data directory never holds devices: the sandbox mounts it `nodev` and
+/// an app cannot make one; a repository that says otherwise was tampered
+/// with). Never follows links.
+fn check_tree(dir: &Path, rel: &Path) -> Result<(), BackupError> {
+    use std::os::unix::fs::FileTypeExt;
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| BackupError::Io {
+            what: "checking",
+            path,
+            source,
+        }
+    };
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let entry = entry.map_err(io(dir))?;
+        let path = entry.path();
+        let meta = std::fs::symlink_metadata(&path).map_err(io(&path))?;
+        let kind = meta.file_type();
+        let here = rel.join(entry.file_name());
+        if kind.is_block_device() || kind.is_char_device() {
+            return Err(BackupError::Refused {
+                what: "a device node",
+                path: here,
+            });
+        }
+        if !kind.is_symlink() && meta.permissions().mode() & 0o6000 != 0 {
+            let mode = meta.permissions().mode() & !0o6000;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                .map_err(io(&path))?;
+        }
+        if kind.is_dir() {
+            check_tree(&path, &here)?;
+        }
+    }
+    Ok(())
+}
+
+/// Puts `restored` where `data` is: the old data moves aside, the restored
+/// tree is renamed in (one file system: no copy), the old one is removed
+/// (a backup of it was taken first). The restored tree's owner is set by
+/// the sandbox's next start, which hands the data directory to its uid.
+pub fn swap_in(restored: &Path, data: &Path) -> Result<(), BackupError> {
+    let io = |what, path: &Path| {
+        let path = path.to_owned();
+        move |source| BackupError::Io { what, path, source }
+    };
+    let parent = data.parent().unwrap_or(data);
+    let old = parent.join(".replaced");
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(io("clearing", &old))?;
+    }
+    std::fs::rename(data, &old).map_err(io("moving aside", data))?;
+    if let Err(e) = std::fs::rename(restored, data) {
+        // Put the old data back: nothing changed.
+        let _ = std::fs::rename(&old, data);
+        return Err(io("moving in", restored)(e));
+    }
+    let _ = std::fs::remove_dir_all(&old);
+    if let Some(staging) = restored
+        .ancestors()
+        .find(|a| a.file_name() == Some(".restoring".as_ref()))
+    {
+        let _ = std::fs::remove_dir_all(staging);
+    }
+    Ok(())
 }

@@ -47,6 +47,52 @@ pub(super) async fn create_backup(
         .map(Json)
 }
 
+/// `POST /v1/appspaces/{key}/backups/{id}/restore`, audited: the data
+/// of backup `id` put back (after a backup of the data it replaces).
+pub(super) async fn restore_backup(
+    State(admin): State<Arc<Admin>>,
+    Extension(peer): Extension<Peer>,
+    UrlPath((key, id)): UrlPath<(String, String)>,
+) -> Answer<api::Restored> {
+    let outcome = async {
+        let (_, live) = find(&admin, &key).await?;
+        let restored = admin
+            .backups
+            .list(Some(&live.config.name))
+            .await
+            .map_err(failure)?
+            .into_iter()
+            .find(|s| s.id == id);
+        let replaced = admin
+            .backups
+            .restore(&live, &id, admin.host.lifecycle.stop_grace)
+            .await
+            .map_err(|e| match e {
+                crate::backup::BackupError::NoSuchSnapshot { .. } => {
+                    Failure::new(ErrorCode::NotFound, e.to_string())
+                }
+                e => failure(e),
+            })?;
+        Ok(api::Restored {
+            restored: view(restored.ok_or_else(|| {
+                Failure::new(ErrorCode::NotFound, format!("no backup {id} of {key}"))
+            })?),
+            replaced: view(replaced),
+        })
+    }
+    .await;
+    let detail = match &outcome {
+        Ok(r) => format!(
+            "restored {} (replaced data backed up as {})",
+            r.restored.id, r.replaced.id
+        ),
+        Err(_) => format!("restore {id}"),
+    };
+    audited(&admin, &peer, "backup.restore", &key, detail, outcome)
+        .await
+        .map(Json)
+}
+
 /// `GET /v1/backups?appspace=NAME`: the backups, oldest first.
 pub(super) async fn list_backups(
     State(admin): State<Arc<Admin>>,

@@ -13,7 +13,7 @@ use appspaces::{
     appspace_logs, create_appspace, delete_appspace, lifecycle_change, list_appspaces,
     show_appspace,
 };
-use backups::{create_backup, list_backups};
+use backups::{create_backup, list_backups, restore_backup};
 use egress::{change_egress_list, egress_log, show_egress};
 use limits::{change_limits, show_limits};
 
@@ -150,6 +150,10 @@ pub fn router(admin: Arc<Admin>) -> Router {
         )
         .route("/v1/appspaces/{key}/egress/log", get(egress_log))
         .route("/v1/appspaces/{key}/backups", post(create_backup))
+        .route(
+            "/v1/appspaces/{key}/backups/{id}/restore",
+            post(restore_backup),
+        )
         .route("/v1/backups", get(list_backups))
         .route("/v1/audit", get(audit_log))
         .fallback(|| async { Failure::new(ErrorCode::NotFound, "no such admin API route") })
