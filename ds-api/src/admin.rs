@@ -308,6 +308,13 @@ pub struct BackupTaken {
     pub key_file: String,
 }
 
+/// `POST /v1/backups/verify`: every backup read back and checked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verified {
+    /// Backups in the repository, all of them intact.
+    pub backups: u64,
+}
+
 /// `POST /v1/appspaces/{key}/backups/{id}/restore`: what was done.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Restored {

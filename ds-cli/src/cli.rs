@@ -102,6 +102,9 @@ pub enum BackupCommand {
         /// The backup's id (`dsctl backup list`).
         id: String,
     },
+    /// Read every backup back and check it (a damaged repository is
+    /// reported, never restored from silently).
+    Verify,
     /// List backups, oldest first.
     List {
         /// Only this appspace's (domain or name).

@@ -357,6 +357,16 @@ async fn backup(client: &Client, json: bool, cmd: BackupCommand) -> Result<(), C
                 );
             }
         }
+        BackupCommand::Verify => {
+            let (v, raw): (api::Verified, _) = client
+                .call(Method::POST, "/v1/backups/verify", None)
+                .await?;
+            if json {
+                print_json(&raw);
+            } else {
+                println!("{} backup(s) read back: intact", v.backups);
+            }
+        }
         BackupCommand::List { appspace } => {
             let path = match &appspace {
                 Some(a) => format!("/v1/backups?appspace={}", seg(a)),

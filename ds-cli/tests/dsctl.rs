@@ -812,6 +812,19 @@ fn backups_are_out_of_the_apps_reach_and_stock_restic_restores_them() -> Result<
         &["backup", "restore", "hello-native.localhost", "deadbeef"],
         "deadbeef",
     )?;
+    // Verified: intact; then a damaged pack file is reported, and no
+    // restore happens from it.
+    let verified = host.json(&["backup", "verify"])?;
+    ensure(verified["backups"] == 2, format!("{verified}"))?;
+    let pack = walk_files(&repo.join("data"))
+        .into_iter()
+        .next()
+        .ok_or("no pack file in the repository")?;
+    let mut bytes = std::fs::read(&pack)?;
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&pack, bytes)?;
+    host.fails(&["backup", "verify"], "damaged")?;
     // Audited.
     let audit = host.json(&["audit"])?;
     ensure(
@@ -822,4 +835,19 @@ fn backups_are_out_of_the_apps_reach_and_stock_restic_restores_them() -> Result<
         format!("{audit}"),
     )?;
     host.stop()
+}
+
+/// Every file under `dir`, recursively.
+fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk_files(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
 }

@@ -74,6 +74,17 @@ impl Backups {
         Ok((taken?, held))
     }
 
+    /// Reads every backup back and checks its integrity; a repository that
+    /// does not exist yet is fine (nothing to check).
+    pub async fn verify(&self) -> Result<usize, BackupError> {
+        let _one = self.one_at_a_time.lock().await;
+        if !self.restic.exists() {
+            return Ok(0);
+        }
+        self.restic.check().await?;
+        Ok(self.restic.snapshots(None).await?.len())
+    }
+
     /// The snapshots of `appspace` (every appspace's if `None`), oldest
     /// first.
     pub async fn list(&self, appspace: Option<&str>) -> Result<Vec<Snapshot>, BackupError> {

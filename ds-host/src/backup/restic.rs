@@ -394,3 +394,11 @@ pub fn swap_in(restored: &Path, data: &Path) -> Result<(), BackupError> {
     }
     Ok(())
 }
+
+impl Restic {
+    /// Reads the whole repository back and checks it (`restic check
+    /// --read-data`): Ok, or what restic found wrong.
+    pub async fn check(&self) -> Result<(), BackupError> {
+        self.run("check", &["check", "--read-data"]).await.map(drop)
+    }
+}

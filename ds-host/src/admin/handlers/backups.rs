@@ -93,6 +93,35 @@ pub(super) async fn restore_backup(
         .map(Json)
 }
 
+/// `POST /v1/backups/verify`, audited: every backup read back and
+/// checked; a damaged repository is an error naming what restic found.
+pub(super) async fn verify_backups(
+    State(admin): State<Arc<Admin>>,
+    Extension(peer): Extension<Peer>,
+) -> Answer<api::Verified> {
+    let outcome = admin
+        .backups
+        .verify()
+        .await
+        .map(|n| api::Verified { backups: n as u64 })
+        .map_err(|e| {
+            Failure::new(
+                ErrorCode::Unavailable,
+                format!("the backups are damaged or unreadable: {e}"),
+            )
+        });
+    audited(
+        &admin,
+        &peer,
+        "backup.verify",
+        "backups",
+        String::new(),
+        outcome,
+    )
+    .await
+    .map(Json)
+}
+
 /// `GET /v1/backups?appspace=NAME`: the backups, oldest first.
 pub(super) async fn list_backups(
     State(admin): State<Arc<Admin>>,
