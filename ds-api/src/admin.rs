@@ -308,6 +308,15 @@ pub struct BackupTaken {
     pub key_file: String,
 }
 
+/// `GET /v1/backups/key`: the repository's key (root only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupKey {
+    /// The key (what restic's `--password-file` holds).
+    pub key: String,
+    /// The repository it opens.
+    pub repository: String,
+}
+
 /// `POST /v1/backups/verify`: every backup read back and checked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verified {

@@ -102,6 +102,9 @@ pub enum BackupCommand {
         /// The backup's id (`dsctl backup list`).
         id: String,
     },
+    /// Show the backups' key (root only): keep a copy off this machine,
+    /// the backups cannot be read without it.
+    Key,
     /// Read every backup back and check it (a damaged repository is
     /// reported, never restored from silently).
     Verify,

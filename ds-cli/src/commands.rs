@@ -357,6 +357,19 @@ async fn backup(client: &Client, json: bool, cmd: BackupCommand) -> Result<(), C
                 );
             }
         }
+        BackupCommand::Key => {
+            let (k, raw): (api::BackupKey, _) =
+                client.call(Method::GET, "/v1/backups/key", None).await?;
+            if json {
+                print_json(&raw);
+            } else {
+                println!("{}", k.key);
+                eprintln!(
+                    "dsctl: the key of {}; keep a copy off this machine (restic --password-file)",
+                    k.repository
+                );
+            }
+        }
         BackupCommand::Verify => {
             let (v, raw): (api::Verified, _) = client
                 .call(Method::POST, "/v1/backups/verify", None)

@@ -730,6 +730,13 @@ fn backups_are_out_of_the_apps_reach_and_stock_restic_restores_them() -> Result<
         host.json(&["backup", "list"])?.as_array().map(Vec::len) == Some(1),
         "a refused backup changed the list",
     )?;
+    // The key, for the admin to keep: the one in the key file.
+    let shown = host.json(&["backup", "key"])?;
+    ensure(
+        shown["key"].as_str().map(str::len) == Some(64)
+            && std::fs::read_to_string(&key)?.trim() == shown["key"].as_str().unwrap_or(""),
+        format!("{shown}"),
+    )?;
     // Debian's restic, on its own.
     let restic = |args: &[&str]| {
         Command::new("restic")

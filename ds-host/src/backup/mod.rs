@@ -39,6 +39,19 @@ impl Backups {
         }
     }
 
+    /// The repository's key (made now if there is none yet), for the
+    /// admin to keep off the machine.
+    pub async fn key(&self) -> Result<String, BackupError> {
+        let _one = self.one_at_a_time.lock().await;
+        self.restic.ensure_repository().await?;
+        let file = self.restic.key_file();
+        std::fs::read_to_string(&file).map_err(|source| BackupError::Io {
+            what: "reading",
+            path: file,
+            source,
+        })
+    }
+
     /// Where the repository is and the file holding its key.
     pub fn location(&self) -> (PathBuf, PathBuf) {
         (self.restic.repository(), self.restic.key_file())

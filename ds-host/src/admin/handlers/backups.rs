@@ -122,6 +122,39 @@ pub(super) async fn verify_backups(
     .map(Json)
 }
 
+/// `GET /v1/backups/key`, audited: the repository's key, for root only
+/// (members of the admin group manage appspaces, but the key opens every
+/// appspace's data).
+pub(super) async fn backup_key(
+    State(admin): State<Arc<Admin>>,
+    Extension(peer): Extension<Peer>,
+) -> Answer<api::BackupKey> {
+    let outcome = async {
+        if peer.uid != 0 {
+            return Err(Failure::new(
+                ErrorCode::Forbidden,
+                "only root may read the backup key (run: sudo dsctl backup key)",
+            ));
+        }
+        let key = admin.backups.key().await.map_err(failure)?;
+        Ok(api::BackupKey {
+            key: key.trim().to_owned(),
+            repository: admin.backups.location().0.display().to_string(),
+        })
+    }
+    .await;
+    audited(
+        &admin,
+        &peer,
+        "backup.key",
+        "backups",
+        String::new(),
+        outcome,
+    )
+    .await
+    .map(Json)
+}
+
 /// `GET /v1/backups?appspace=NAME`: the backups, oldest first.
 pub(super) async fn list_backups(
     State(admin): State<Arc<Admin>>,
