@@ -64,6 +64,7 @@ phase1() {
     check front-door-confined front_door_confined
     check status-shows-both-processes sh -c "dsctl status | grep -q 'front door: *pid [0-9]*, uid $(id -u ds-front),.*Landlock ABI [0-9].*seccomp phase 2' && dsctl status | grep -q 'supervisor: *pid $(main_pid), uid 0'"
     check front-door-restart-keeps-appspaces front_door_restart
+    check backup-freezes-on-cgroup-v2 backup_frozen_and_restored
     check memory-limit-holds bomb membomb --memory 48M "out of memory (the sandbox's limit is 48 MiB"
     check pids-limit-holds bomb forkbomb --pids 16 "forks="
     check pids-limit-bounds-forks sh -c "grep -ho 'forks=[0-9]*' /var/lib/ds/appspaces/forkbomb/log/app.log | head -1 | awk -F= '\$2 < 16 { ok = 1 } END { exit !ok }'"
@@ -161,6 +162,25 @@ front_door_confined() {
     done
     grep -qE '^NoNewPrivs:\s+1$' "/proc/$p/status" && grep -qE '^Seccomp:\s+2$' "/proc/$p/status" || return 1
     if ls -l "/proc/$p/fd" | grep -q 'state.db'; then echo "it holds the state database"; return 1; fi
+}
+
+# A backup of the running appspace freezes it (cgroup v2) rather than
+# stopping it, a restore puts the data back, and the backups verify.
+backup_frozen_and_restored() {
+    local taken id before
+    get / >/dev/null
+    before=$(visits)
+    taken=$(dsctl --json backup create "$HOST") || return 1
+    echo "$taken"
+    echo "$taken" | grep -q '"held": *"frozen"' || return 1
+    id=$(echo "$taken" | sed -n 's/.*"id": *"\([0-9a-f]*\)".*/\1/p' | head -1)
+    [ -n "$id" ] || return 1
+    serving || { echo "not serving after the backup"; return 1; }
+    get / >/dev/null
+    dsctl backup restore "$HOST" "$id" || return 1
+    [ "$(visits)" = "$before" ] || { echo "restored $(visits) visits, backed up $before"; return 1; }
+    wait_for 60 serving || return 1
+    dsctl backup verify
 }
 
 # A front door killed is restarted; the running sandbox is not touched.
