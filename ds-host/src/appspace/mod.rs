@@ -469,20 +469,23 @@ impl Appspace {
         self.stop_locked(grace, which).await;
     }
 
-    /// Out of service while `work` runs (a restore of its data): its
-    /// sandbox is stopped and none starts until `work` is done (starts
-    /// asked for meanwhile wait, then run).
+    /// Out of service while `work` runs (`why`: a backup or a restore of
+    /// its data): its sandbox is stopped and none starts until `work` is
+    /// done (starts asked for meanwhile wait, then run). Returns whether a
+    /// sandbox was running, and what `work` returned.
     pub async fn out_of_service<T>(
         &self,
         grace: Duration,
+        why: &str,
         work: impl std::future::Future<Output = T>,
-    ) -> T {
+    ) -> (bool, T) {
         let _no_start = self.start_lock.lock().await;
+        let was_running = self.live().is_some();
         self.stop_locked(grace, |_| true).await;
-        self.log.host("out of service: its data is being restored");
+        self.log.host(&format!("out of service: {why}"));
         let done = work.await;
         self.log.host("back in service");
-        done
+        (was_running, done)
     }
 
     /// [`Appspace::stop_if`] with the start lock held.

@@ -7,7 +7,8 @@
 //!
 //! Consistency: a running sandbox is frozen (cgroup v2 freezer) while its
 //! data is read and thawed after; on cgroup v1 (no freezer among ds's
-//! controllers) it is stopped instead, and its next request starts it.
+//! controllers) it is stopped instead and kept from starting until the
+//! backup is done; its next request starts it.
 
 pub mod restic;
 
@@ -66,25 +67,36 @@ impl Backups {
     ) -> Result<(Snapshot, &'static str), BackupError> {
         let _one = self.one_at_a_time.lock().await;
         self.restic.ensure_repository().await?;
-        let held = match appspace.freeze(true).await {
-            Ok(true) => "frozen",
-            Ok(false) if appspace.is_running() => {
-                appspace.stop(grace).await;
-                "stopped"
+        let (name, data) = (&appspace.config.name, &appspace.config.data_dir);
+        match appspace.freeze(true).await {
+            Ok(true) => {
+                let taken = self.restic.backup(name, data).await;
+                if let Err(e) = appspace.freeze(false).await {
+                    tracing::error!(appspace = %name, error = %e, "thawing after the backup");
+                }
+                Ok((taken?, "frozen"))
             }
-            Ok(false) => "not running",
-            Err(e) => return Err(BackupError::Freeze(e.to_string())),
-        };
-        let taken = self
-            .restic
-            .backup(&appspace.config.name, &appspace.config.data_dir)
-            .await;
-        if held == "frozen" {
-            if let Err(e) = appspace.freeze(false).await {
-                tracing::error!(appspace = %appspace.config.name, error = %e, "thawing after the backup");
+            // No freezer (cgroup v1), or not running: out of service while
+            // read, so that nothing starts and writes meanwhile.
+            Ok(false) => {
+                let (was_running, taken) = appspace
+                    .out_of_service(
+                        grace,
+                        "its data is being backed up",
+                        self.restic.backup(name, data),
+                    )
+                    .await;
+                Ok((
+                    taken?,
+                    if was_running {
+                        "stopped"
+                    } else {
+                        "not running"
+                    },
+                ))
             }
+            Err(e) => Err(BackupError::Freeze(e.to_string())),
         }
-        Ok((taken?, held))
     }
 
     /// Reads every backup back and checks its integrity; a repository that
@@ -133,12 +145,13 @@ impl Backups {
             })?;
         let data = appspace.config.data_dir.clone();
         appspace
-            .out_of_service(grace, async {
+            .out_of_service(grace, "its data is being restored", async {
                 let safety = self.restic.backup(name, &data).await?;
                 let staging = self.restic.restore_beside(&wanted, &data).await?;
                 restic::swap_in(&staging, &data)?;
                 Ok(safety)
             })
             .await
+            .1
     }
 }
