@@ -254,8 +254,12 @@ impl FrontDoor {
                 got = wire.recv::<ToSupervisor>(|_| 0) => match got {
                     Ok((msg, _)) => self.take(msg, &wire, ready),
                     Err(WireError::Bad(why)) => warn!(%why, "refused a message from the front door"),
-                    // It is gone: its exit status comes next.
-                    Err(_) => return child.wait().await,
+                    // It closed its end (or sent what reads as that): it
+                    // is gone, or made to be; its exit status comes next.
+                    Err(_) => {
+                        let _ = child.start_kill();
+                        return child.wait().await;
+                    }
                 },
             }
         }
