@@ -317,6 +317,24 @@ pub struct BackupKey {
     pub repository: String,
 }
 
+/// `POST /v1/backups/run-due`: run the schedule as if it were `now`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunDue {
+    /// The time to act as of (Unix seconds); the clock's when absent.
+    pub now: Option<i64>,
+}
+
+/// One appspace's outcome of a scheduled run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DueBackup {
+    /// The appspace.
+    pub appspace: String,
+    /// Its new backup.
+    pub backup: Option<Backup>,
+    /// Why there is none.
+    pub error: Option<String>,
+}
+
 /// `POST /v1/backups/verify`: every backup read back and checked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Verified {

@@ -102,6 +102,14 @@ pub enum BackupCommand {
         /// The backup's id (`dsctl backup list`).
         id: String,
     },
+    /// Back up now every appspace the schedule says is due (and apply
+    /// the retention), as the host does every minute.
+    RunDue {
+        /// Act as if it were this time (a time, 2026-11-22T10:00:00Z), to
+        /// try a schedule and its retention without waiting.
+        #[arg(long, value_parser = parse_since)]
+        now: Option<i64>,
+    },
     /// Show the backups' key (root only): keep a copy off this machine,
     /// the backups cannot be read without it.
     Key,

@@ -357,6 +357,23 @@ async fn backup(client: &Client, json: bool, cmd: BackupCommand) -> Result<(), C
                 );
             }
         }
+        BackupCommand::RunDue { now } => {
+            let (ran, raw): (Vec<api::DueBackup>, _) = client
+                .call_json(Method::POST, "/v1/backups/run-due", &api::RunDue { now })
+                .await?;
+            if json {
+                print_json(&raw);
+            } else if ran.is_empty() {
+                println!("no appspace was due a backup");
+            } else {
+                for d in ran {
+                    match (d.backup, d.error) {
+                        (Some(b), _) => println!("{}: backed up as {}", d.appspace, b.id),
+                        (None, e) => println!("{}: failed: {}", d.appspace, e.unwrap_or_default()),
+                    }
+                }
+            }
+        }
         BackupCommand::Key => {
             let (k, raw): (api::BackupKey, _) =
                 client.call(Method::GET, "/v1/backups/key", None).await?;

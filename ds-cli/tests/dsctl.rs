@@ -44,6 +44,10 @@ fn main() {
             delete_asks_and_purge_removes_the_data,
         ),
         (
+            "scheduled_backups_run_when_due_and_retention_keeps_the_newest",
+            scheduled_backups_run_when_due_and_retention_keeps_the_newest,
+        ),
+        (
             "backups_are_out_of_the_apps_reach_and_stock_restic_restores_them",
             backups_are_out_of_the_apps_reach_and_stock_restic_restores_them,
         ),
@@ -857,4 +861,62 @@ fn walk_files(dir: &Path) -> Vec<PathBuf> {
     }
     out.sort();
     out
+}
+
+/// The schedule without waiting: `backup run-due --now T` backs up what
+/// is due as of T (an appspace whose newest backup is an interval old),
+/// nothing when nothing is, and the retention (24 hourly, 7 daily, ...)
+/// drops what it does not keep.
+fn scheduled_backups_run_when_due_and_retention_keeps_the_newest() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let host = DevHost::start_with(&state, &["--backup-every", "3600"], None)?;
+    // Monday 2030-01-07 08:00 UTC, then hour by hour.
+    let start = 1_894_003_200i64 + 8 * 3600;
+    let at = |secs: i64| {
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs as u64))
+            .to_string()
+    };
+    let run = |secs: i64| host.json(&["backup", "run-due", "--now", &at(secs)]);
+    let ran = run(start)?;
+    let first = ran
+        .as_array()
+        .and_then(|r| r.iter().find(|d| d["appspace"] == "hello-native"))
+        .and_then(|d| d["backup"]["id"].as_str())
+        .ok_or_else(|| format!("not backed up when due: {ran}"))?
+        .to_owned();
+    let ran = run(start + 1800)?;
+    ensure(
+        ran.as_array().is_some_and(Vec::is_empty),
+        format!("backed up again before the interval: {ran}"),
+    )?;
+    let mut last = String::new();
+    for hour in 1..=30 {
+        let ran = run(start + hour * 3600)?;
+        last = ran
+            .as_array()
+            .and_then(|r| r.iter().find(|d| d["appspace"] == "hello-native"))
+            .and_then(|d| d["backup"]["id"].as_str())
+            .ok_or_else(|| format!("hour {hour}: not backed up: {ran}"))?
+            .to_owned();
+    }
+    let listed = host.json(&["backup", "list", "hello-native.localhost"])?;
+    let ids: Vec<&str> = listed
+        .as_array()
+        .ok_or("no list")?
+        .iter()
+        .filter_map(|b| b["id"].as_str())
+        .collect();
+    // The last 24 hours' backups, and (if the scheduler took one at the
+    // real time when the host started) that one, the newest of its day.
+    ensure(
+        (24..=25).contains(&ids.len())
+            && ids.contains(&last.as_str())
+            && !ids.contains(&first.as_str()),
+        format!(
+            "kept {} backups: {ids:?} (first {first}, last {last})",
+            ids.len()
+        ),
+    )?;
+    host.stop()
 }

@@ -55,6 +55,10 @@ pub struct Cli {
     /// /etc/resolv.conf (dev mode); repeatable, asked in order.
     #[arg(long = "nameserver", value_name = "IP:PORT", requires = "dev")]
     pub nameservers: Vec<std::net::SocketAddr>,
+    /// Back every appspace up this often, in seconds (dev mode; 0: only
+    /// with dsctl backup create).
+    #[arg(long, value_name = "SECS", default_value_t = 0, requires = "dev")]
+    pub backup_every: u64,
     /// The production configuration file (see docs/config.md).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,

@@ -77,6 +77,54 @@ pub struct HostConfig {
     /// Per-appspace egress limits.
     #[serde(default)]
     pub egress: EgressConfig,
+    /// Scheduled backups and what is kept.
+    #[serde(default)]
+    pub backups: BackupsConfig,
+}
+
+/// `[backups]`: every appspace is backed up every `every_secs` (0: only
+/// on demand); restic's retention keeps the newest backup of each of the
+/// last `keep_hourly` hours, `keep_daily` days, and so on.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupsConfig {
+    /// Seconds between an appspace's scheduled backups (0: none).
+    pub every_secs: u64,
+    /// Hourly backups kept.
+    pub keep_hourly: u32,
+    /// Daily backups kept.
+    pub keep_daily: u32,
+    /// Weekly backups kept.
+    pub keep_weekly: u32,
+    /// Monthly backups kept.
+    pub keep_monthly: u32,
+}
+
+impl BackupsConfig {
+    /// As the backups' schedule.
+    pub fn schedule(&self) -> crate::backup::Schedule {
+        crate::backup::Schedule {
+            every: (self.every_secs > 0).then(|| Duration::from_secs(self.every_secs)),
+            keep: [
+                self.keep_hourly,
+                self.keep_daily,
+                self.keep_weekly,
+                self.keep_monthly,
+            ],
+        }
+    }
+}
+
+impl Default for BackupsConfig {
+    fn default() -> Self {
+        Self {
+            every_secs: 3600,
+            keep_hourly: 24,
+            keep_daily: 7,
+            keep_weekly: 4,
+            keep_monthly: 12,
+        }
+    }
 }
 
 /// `[egress]`

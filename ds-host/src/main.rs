@@ -450,12 +450,20 @@ async fn dev(cli: Cli, stop: StopSignals) -> anyhow::Result<()> {
             },
         },
     )?;
+    let backups = Arc::new(ds_host::backup::Backups::new(
+        &state,
+        ds_host::backup::Schedule {
+            every: (cli.backup_every > 0).then(|| Duration::from_secs(cli.backup_every)),
+            ..Default::default()
+        },
+    ));
+    backups.clone().spawn_scheduler(door.clone());
     resolver.attach(&front);
     let admin = Arc::new(Admin {
         state: state_db,
         host: door.clone(),
         front: front.clone(),
-        backups: Arc::new(ds_host::backup::Backups::new(&state)),
+        backups: backups.clone(),
         state_dir: state.clone(),
         mode: "dev",
         started: Instant::now(),
@@ -538,12 +546,17 @@ async fn production(config_path: &Path, stop: StopSignals) -> anyhow::Result<()>
             limits: config.conn_limits(),
         },
     )?;
+    let backups = Arc::new(ds_host::backup::Backups::new(
+        &config.state_dir,
+        config.backups.schedule(),
+    ));
+    backups.clone().spawn_scheduler(door.clone());
     resolver.attach(&front);
     let admin = Arc::new(Admin {
         state,
         host: door.clone(),
         front: front.clone(),
-        backups: Arc::new(ds_host::backup::Backups::new(&config.state_dir)),
+        backups: backups.clone(),
         state_dir: config.state_dir.clone(),
         mode: "production",
         started: Instant::now(),

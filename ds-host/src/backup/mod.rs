@@ -18,10 +18,39 @@ use std::sync::Arc;
 use crate::appspace::Appspace;
 pub use restic::{BackupError, Snapshot};
 
+/// When appspaces are backed up by themselves, and what is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    /// Between an appspace's scheduled backups (`None`: on demand only).
+    pub every: Option<std::time::Duration>,
+    /// restic's `--keep-hourly`, `--keep-daily`, `--keep-weekly`,
+    /// `--keep-monthly`.
+    pub keep: [u32; 4],
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Self {
+            every: None,
+            keep: [24, 7, 4, 12],
+        }
+    }
+}
+
+/// One appspace's outcome in a scheduled run.
+#[derive(Debug)]
+pub struct DueOutcome {
+    /// The appspace.
+    pub appspace: String,
+    /// Its new backup, or why there is none.
+    pub result: Result<Snapshot, String>,
+}
+
 /// The host's backups.
 #[derive(Debug)]
 pub struct Backups {
     restic: restic::Restic,
+    schedule: Schedule,
     /// Serialises backups (restic locks the repository anyway; this keeps
     /// a second admin's request waiting rather than failing).
     one_at_a_time: tokio::sync::Mutex<()>,
@@ -30,12 +59,13 @@ pub struct Backups {
 impl Backups {
     /// Backups under `state_dir/backups`, made with the `restic` binary
     /// (`$DS_RESTIC`, else the PATH's).
-    pub fn new(state_dir: &Path) -> Self {
+    pub fn new(state_dir: &Path, schedule: Schedule) -> Self {
         let binary = std::env::var_os("DS_RESTIC")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("restic"));
         Self {
             restic: restic::Restic::new(binary, state_dir.join("backups")),
+            schedule,
             one_at_a_time: tokio::sync::Mutex::new(()),
         }
     }
@@ -66,11 +96,22 @@ impl Backups {
         grace: std::time::Duration,
     ) -> Result<(Snapshot, &'static str), BackupError> {
         let _one = self.one_at_a_time.lock().await;
+        self.create_locked(appspace, grace, None).await
+    }
+
+    /// [`Backups::create`] with the lock held, the snapshot dated `at`
+    /// (now if `None`).
+    async fn create_locked(
+        &self,
+        appspace: &Arc<Appspace>,
+        grace: std::time::Duration,
+        at: Option<std::time::SystemTime>,
+    ) -> Result<(Snapshot, &'static str), BackupError> {
         self.restic.ensure_repository().await?;
         let (name, data) = (&appspace.config.name, &appspace.config.data_dir);
         match appspace.freeze(true).await {
             Ok(true) => {
-                let taken = self.restic.backup(name, data).await;
+                let taken = self.restic.backup_at(name, data, at).await;
                 if let Err(e) = appspace.freeze(false).await {
                     tracing::error!(appspace = %name, error = %e, "thawing after the backup");
                 }
@@ -83,7 +124,7 @@ impl Backups {
                     .out_of_service(
                         grace,
                         "its data is being backed up",
-                        self.restic.backup(name, data),
+                        self.restic.backup_at(name, data, at),
                     )
                     .await;
                 Ok((
@@ -146,12 +187,102 @@ impl Backups {
         let data = appspace.config.data_dir.clone();
         appspace
             .out_of_service(grace, "its data is being restored", async {
-                let safety = self.restic.backup(name, &data).await?;
+                let safety = self.restic.backup_at(name, &data, None).await?;
                 let staging = self.restic.restore_beside(&wanted, &data).await?;
                 restic::swap_in(&staging, &data)?;
                 Ok(safety)
             })
             .await
             .1
+    }
+}
+
+impl Backups {
+    /// The schedule in force.
+    pub fn schedule(&self) -> Schedule {
+        self.schedule
+    }
+
+    /// Backs up every appspace whose newest backup is at least the
+    /// schedule's interval older than `now` (or that has none), dated
+    /// `now`, then applies the retention to it. `now` is the clock's time
+    /// for the scheduler and any time for `dsctl backup run-due --now`, so
+    /// schedules and retention are testable without waiting.
+    pub async fn run_due(
+        &self,
+        appspaces: &[Arc<Appspace>],
+        now: std::time::SystemTime,
+        grace: std::time::Duration,
+    ) -> Result<Vec<DueOutcome>, BackupError> {
+        let Some(every) = self.schedule.every else {
+            return Ok(Vec::new());
+        };
+        let _one = self.one_at_a_time.lock().await;
+        let taken = if self.restic.exists() {
+            self.restic.snapshots(None).await?
+        } else {
+            Vec::new()
+        };
+        let mut outcomes = Vec::new();
+        for appspace in appspaces {
+            if appspace.config.broken.is_some() {
+                continue;
+            }
+            let name = &appspace.config.name;
+            let newest = taken
+                .iter()
+                .filter(|s| &s.appspace == name)
+                .filter_map(|s| humantime::parse_rfc3339_weak(&s.time).ok())
+                .max();
+            let due = newest.is_none_or(|t| now.duration_since(t).is_ok_and(|age| age >= every));
+            if !due {
+                continue;
+            }
+            let result = match self.create_locked(appspace, grace, Some(now)).await {
+                Ok((snapshot, _)) => match self.restic.forget(name, self.schedule.keep).await {
+                    Ok(()) => Ok(snapshot),
+                    Err(e) => Err(format!(
+                        "backed up as {}, but the retention failed: {e}",
+                        snapshot.id
+                    )),
+                },
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = &result {
+                tracing::warn!(appspace = %name, error = %e, "scheduled backup failed");
+            }
+            outcomes.push(DueOutcome {
+                appspace: name.clone(),
+                result,
+            });
+        }
+        Ok(outcomes)
+    }
+}
+
+/// How often the scheduler looks for appspaces due a backup.
+const SCHEDULER_TICK: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Backups {
+    /// Runs the schedule: every minute, the appspaces due a backup get
+    /// one (nothing when the schedule is on demand only).
+    pub fn spawn_scheduler(self: Arc<Self>, host: Arc<crate::host::Host>) {
+        if self.schedule.every.is_none() {
+            return;
+        }
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SCHEDULER_TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            while !host.is_stopping() {
+                tick.tick().await;
+                let now = std::time::SystemTime::now();
+                if let Err(e) = self
+                    .run_due(&host.all(), now, host.lifecycle.stop_grace)
+                    .await
+                {
+                    tracing::warn!(error = %e, "scheduled backups");
+                }
+            }
+        });
     }
 }

@@ -181,6 +181,7 @@ impl Restic {
             .env("RESTIC_PASSWORD_FILE", self.key_file())
             .env("RESTIC_CACHE_DIR", self.dir.join("cache"))
             .env("PATH", "/usr/bin:/bin")
+            .env("TZ", "UTC")
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -200,25 +201,37 @@ impl Restic {
         Ok(out.stdout)
     }
 
-    /// Backs up `data` (an appspace's data directory) for `appspace`.
-    pub async fn backup(&self, appspace: &str, data: &Path) -> Result<Snapshot, BackupError> {
+    /// Backs up `data` (an appspace's data directory) for `appspace`,
+    /// the snapshot dated `at` (now if `None`).
+    pub async fn backup_at(
+        &self,
+        appspace: &str,
+        data: &Path,
+        at: Option<std::time::SystemTime>,
+    ) -> Result<Snapshot, BackupError> {
         let data_arg = data.to_string_lossy().into_owned();
         let tag = tag(appspace);
-        let out = self
-            .run(
-                "backup",
-                &[
-                    "backup",
-                    "--json",
-                    "--host",
-                    "ds",
-                    "--tag",
-                    &tag,
-                    "--one-file-system",
-                    &data_arg,
-                ],
-            )
-            .await?;
+        // restic reads --time in the zone of TZ, which is UTC here.
+        let time = at.map(|t| {
+            humantime::format_rfc3339_seconds(t)
+                .to_string()
+                .trim_end_matches('Z')
+                .replace('T', " ")
+        });
+        let mut args = vec![
+            "backup",
+            "--json",
+            "--host",
+            "ds",
+            "--tag",
+            &tag,
+            "--one-file-system",
+        ];
+        if let Some(time) = &time {
+            args.extend(["--time", time]);
+        }
+        args.push(&data_arg);
+        let out = self.run("backup", &args).await?;
         let text = String::from_utf8_lossy(&out);
         let id = text
             .lines()
@@ -400,5 +413,31 @@ impl Restic {
     /// --read-data`): Ok, or what restic found wrong.
     pub async fn check(&self) -> Result<(), BackupError> {
         self.run("check", &["check", "--read-data"]).await.map(drop)
+    }
+}
+
+impl Restic {
+    /// Applies the retention `keep` (hourly, daily, weekly, monthly) to
+    /// `appspace`'s snapshots and removes what no snapshot uses any more.
+    pub async fn forget(&self, appspace: &str, keep: [u32; 4]) -> Result<(), BackupError> {
+        let tag = tag(appspace);
+        let keep: Vec<String> = keep.iter().map(u32::to_string).collect();
+        let args = [
+            "forget",
+            "--tag",
+            &tag,
+            "--host",
+            "ds",
+            "--keep-hourly",
+            &keep[0],
+            "--keep-daily",
+            &keep[1],
+            "--keep-weekly",
+            &keep[2],
+            "--keep-monthly",
+            &keep[3],
+            "--prune",
+        ];
+        self.run("forget", &args).await.map(drop)
     }
 }

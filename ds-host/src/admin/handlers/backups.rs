@@ -155,6 +155,62 @@ pub(super) async fn backup_key(
     .map(Json)
 }
 
+/// `POST /v1/backups/run-due`, audited: the schedule run now, or as of
+/// the time given (so schedules and retention are testable).
+pub(super) async fn run_due_backups(
+    State(admin): State<Arc<Admin>>,
+    Extension(peer): Extension<Peer>,
+    Json(req): Json<api::RunDue>,
+) -> Answer<Vec<api::DueBackup>> {
+    let outcome = async {
+        let now = match req.now {
+            Some(secs) => {
+                std::time::UNIX_EPOCH
+                    + std::time::Duration::from_secs(u64::try_from(secs).map_err(|_| {
+                        Failure::new(ErrorCode::Invalid, format!("now: {secs} is before 1970"))
+                    })?)
+            }
+            None => std::time::SystemTime::now(),
+        };
+        if admin.backups.schedule().every.is_none() {
+            return Err(Failure::new(
+                ErrorCode::Conflict,
+                "no backup schedule is set ([backups] every_secs, or --backup-every in dev mode)",
+            ));
+        }
+        let ran = admin
+            .backups
+            .run_due(&admin.host.all(), now, admin.host.lifecycle.stop_grace)
+            .await
+            .map_err(failure)?;
+        Ok(ran
+            .into_iter()
+            .map(|o| {
+                let (backup, error) = match o.result {
+                    Ok(s) => (Some(view(s)), None),
+                    Err(e) => (None, Some(e)),
+                };
+                api::DueBackup {
+                    appspace: o.appspace,
+                    backup,
+                    error,
+                }
+            })
+            .collect::<Vec<_>>())
+    }
+    .await;
+    let detail = match &outcome {
+        Ok(v) => format!(
+            "{} backed up",
+            v.iter().filter(|d| d.backup.is_some()).count()
+        ),
+        Err(_) => String::new(),
+    };
+    audited(&admin, &peer, "backup.run-due", "backups", detail, outcome)
+        .await
+        .map(Json)
+}
+
 /// `GET /v1/backups?appspace=NAME`: the backups, oldest first.
 pub(super) async fn list_backups(
     State(admin): State<Arc<Admin>>,

@@ -13,7 +13,9 @@ use appspaces::{
     appspace_logs, create_appspace, delete_appspace, lifecycle_change, list_appspaces,
     show_appspace,
 };
-use backups::{backup_key, create_backup, list_backups, restore_backup, verify_backups};
+use backups::{
+    backup_key, create_backup, list_backups, restore_backup, run_due_backups, verify_backups,
+};
 use egress::{change_egress_list, egress_log, show_egress};
 use limits::{change_limits, show_limits};
 
@@ -156,6 +158,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
         )
         .route("/v1/backups", get(list_backups))
         .route("/v1/backups/verify", post(verify_backups))
+        .route("/v1/backups/run-due", post(run_due_backups))
         .route("/v1/backups/key", get(backup_key))
         .route("/v1/audit", get(audit_log))
         .fallback(|| async { Failure::new(ErrorCode::NotFound, "no such admin API route") })
