@@ -117,6 +117,10 @@ pub struct Status {
     /// Times the front door was restarted.
     #[serde(default)]
     pub front_door_restarts: u32,
+    /// Appspaces without a successful backup for longer than twice the
+    /// schedule's interval.
+    #[serde(default)]
+    pub backups_overdue: Vec<String>,
 }
 
 /// One of ds-host's processes and the confinement it runs under.

@@ -89,6 +89,14 @@ pub async fn run(cli: Cli, socket: &Path) -> Result<(), ClientError> {
                             s.front_door_restarts
                         ),
                     ),
+                    (
+                        "backups",
+                        if s.backups_overdue.is_empty() {
+                            "none overdue".to_owned()
+                        } else {
+                            format!("OVERDUE: {}", s.backups_overdue.join(", "))
+                        },
+                    ),
                     ("apps", format!("{} ({} versions)", s.apps, s.versions)),
                     (
                         "appspaces",

@@ -48,6 +48,10 @@ fn main() {
             scheduled_backups_run_when_due_and_retention_keeps_the_newest,
         ),
         (
+            "an_appspace_without_a_backup_for_too_long_raises_one_alert",
+            an_appspace_without_a_backup_for_too_long_raises_one_alert,
+        ),
+        (
             "backups_are_out_of_the_apps_reach_and_stock_restic_restores_them",
             backups_are_out_of_the_apps_reach_and_stock_restic_restores_them,
         ),
@@ -917,6 +921,102 @@ fn scheduled_backups_run_when_due_and_retention_keeps_the_newest() -> Result<(),
             "kept {} backups: {ids:?} (first {first}, last {last})",
             ids.len()
         ),
+    )?;
+    host.stop()
+}
+
+/// When an appspace's backups keep failing for longer than twice the
+/// interval, it shows in `dsctl status`, its log, and the notify command
+/// gets one alert (JSON on its stdin) per lapse; a success ends it.
+fn an_appspace_without_a_backup_for_too_long_raises_one_alert() -> Result<(), Failed> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    // Backups cannot be written: a file where the repository goes.
+    std::fs::create_dir_all(state.join("backups"))?;
+    let blocker = state.join("backups/repository");
+    std::fs::write(&blocker, "not a repository")?;
+    let alerts = dir.path().join("alerts.jsonl");
+    let notify = dir.path().join("notify.sh");
+    std::fs::write(&notify, format!("#!/bin/sh\ncat >> {}\n", alerts.display()))?;
+    std::fs::set_permissions(&notify, std::fs::Permissions::from_mode(0o755))?;
+    let notify_arg = notify.to_string_lossy().into_owned();
+    let host = DevHost::start_with(
+        &state,
+        &["--backup-every", "3600", "--notify-command", &notify_arg],
+        None,
+    )?;
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let at = |secs: u64| {
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs))
+            .to_string()
+    };
+    let ran = host.json(&["backup", "run-due", "--now", &at(base + 60)])?;
+    ensure(
+        ran.as_array()
+            .and_then(|r| r.iter().find(|d| d["appspace"] == "hello-native"))
+            .is_some_and(|d| d["error"].is_string()),
+        format!("the failure is not reported: {ran}"),
+    )?;
+    let status = host.json(&["status"])?;
+    ensure(
+        status["backups_overdue"]
+            .as_array()
+            .is_some_and(Vec::is_empty),
+        format!("overdue too early: {status}"),
+    )?;
+    host.json(&["backup", "run-due", "--now", &at(base + 2 * 3600 + 120)])?;
+    let status = host.json(&["status"])?;
+    ensure(
+        status["backups_overdue"] == serde_json::json!(["hello-native"]),
+        format!("not overdue: {status}"),
+    )?;
+    let wait_for_alerts = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = std::fs::read_to_string(&alerts).unwrap_or_default();
+            if text.lines().count() >= n || Instant::now() > deadline {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let text = wait_for_alerts(1);
+    let alert: Value = serde_json::from_str(text.lines().next().unwrap_or(""))
+        .map_err(|e| format!("the notify command got {text:?}: {e}"))?;
+    ensure(
+        alert["alert"] == "backup_overdue" && alert["appspace"] == "hello-native",
+        format!("{alert}"),
+    )?;
+    let log = std::fs::read_to_string(state.join("appspaces/hello-native/log/app.log"))?;
+    ensure(
+        log.contains("ALERT: no successful backup"),
+        "not in the appspace's log",
+    )?;
+    // Still failing: no second alert for the same lapse.
+    host.json(&["backup", "run-due", "--now", &at(base + 3 * 3600)])?;
+    std::thread::sleep(Duration::from_millis(500));
+    ensure(
+        wait_for_alerts(2).lines().count() == 1,
+        "a second alert for the same lapse",
+    )?;
+    // Repaired: the next run succeeds and nothing is overdue.
+    std::fs::remove_file(&blocker)?;
+    let ran = host.json(&["backup", "run-due", "--now", &at(base + 4 * 3600)])?;
+    ensure(
+        ran.as_array()
+            .and_then(|r| r.iter().find(|d| d["appspace"] == "hello-native"))
+            .is_some_and(|d| d["backup"]["id"].is_string()),
+        format!("not backed up once repaired: {ran}"),
+    )?;
+    let status = host.json(&["status"])?;
+    ensure(
+        status["backups_overdue"]
+            .as_array()
+            .is_some_and(Vec::is_empty),
+        format!("still overdue: {status}"),
     )?;
     host.stop()
 }

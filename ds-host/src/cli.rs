@@ -59,6 +59,9 @@ pub struct Cli {
     /// with dsctl backup create).
     #[arg(long, value_name = "SECS", default_value_t = 0, requires = "dev")]
     pub backup_every: u64,
+    /// Run this program with each alert as JSON on its stdin (dev mode).
+    #[arg(long, value_name = "PATH", requires = "dev")]
+    pub notify_command: Option<PathBuf>,
     /// The production configuration file (see docs/config.md).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,

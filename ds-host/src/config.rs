@@ -80,6 +80,17 @@ pub struct HostConfig {
     /// Scheduled backups and what is kept.
     #[serde(default)]
     pub backups: BackupsConfig,
+    /// Where alerts go.
+    #[serde(default)]
+    pub notify: NotifyConfig,
+}
+
+/// `[notify]`: a command run with each alert (JSON) on its stdin.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// The program (no shell; absolute path), or none.
+    pub command: Option<PathBuf>,
 }
 
 /// `[backups]`: every appspace is backed up every `every_secs` (0: only
@@ -337,6 +348,14 @@ impl HostConfig {
                 "must be a DNS name like apps.example.org",
             ));
         }
+        if config
+            .notify
+            .command
+            .as_ref()
+            .is_some_and(|c| !c.is_absolute())
+        {
+            return Err(invalid("notify.command", "must be an absolute path"));
+        }
         if !config.state_dir.is_absolute() {
             return Err(invalid("state_dir", "must be an absolute path"));
         }
@@ -520,6 +539,10 @@ deno = "/usr/lib/ds/deno"
                 "max_header_bytes",
             ),
             (format!("{MINIMAL}\n[logs]\nburst = 1\n"), "burst"),
+            (
+                format!("{MINIMAL}\n[notify]\ncommand = \"alert.sh\"\n"),
+                "notify.command",
+            ),
             ("base_domain = \"a.b\"\n".to_owned(), "https"),
             ("not toml [".to_owned(), "ds.toml"),
         ];

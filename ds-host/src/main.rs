@@ -450,13 +450,16 @@ async fn dev(cli: Cli, stop: StopSignals) -> anyhow::Result<()> {
             },
         },
     )?;
-    let backups = Arc::new(ds_host::backup::Backups::new(
-        &state,
-        ds_host::backup::Schedule {
-            every: (cli.backup_every > 0).then(|| Duration::from_secs(cli.backup_every)),
-            ..Default::default()
-        },
-    ));
+    let backups = Arc::new(
+        ds_host::backup::Backups::new(
+            &state,
+            ds_host::backup::Schedule {
+                every: (cli.backup_every > 0).then(|| Duration::from_secs(cli.backup_every)),
+                ..Default::default()
+            },
+        )
+        .with_notify(cli.notify_command.clone()),
+    );
     backups.clone().spawn_scheduler(door.clone());
     resolver.attach(&front);
     let admin = Arc::new(Admin {
@@ -546,10 +549,10 @@ async fn production(config_path: &Path, stop: StopSignals) -> anyhow::Result<()>
             limits: config.conn_limits(),
         },
     )?;
-    let backups = Arc::new(ds_host::backup::Backups::new(
-        &config.state_dir,
-        config.backups.schedule(),
-    ));
+    let backups = Arc::new(
+        ds_host::backup::Backups::new(&config.state_dir, config.backups.schedule())
+            .with_notify(config.notify.command.clone()),
+    );
     backups.clone().spawn_scheduler(door.clone());
     resolver.attach(&front);
     let admin = Arc::new(Admin {

@@ -254,6 +254,11 @@ impl Appspace {
         })
     }
 
+    /// A line from the host in the appspace's log.
+    pub fn log_host(&self, text: &str) {
+        self.log.host(text);
+    }
+
     /// Takes the front door's latest counts.
     pub fn set_usage(&self, usage: Usage) {
         *self.usage.lock().unwrap_or_else(|p| p.into_inner()) = usage;

@@ -51,6 +51,14 @@ pub struct DueOutcome {
 pub struct Backups {
     restic: restic::Restic,
     schedule: Schedule,
+    /// Per appspace: since when it has lacked a successful backup (its
+    /// newest one's time, or when the schedule first found it due), as
+    /// of the last scheduled run; and whether an alert was sent for it.
+    lacking: std::sync::Mutex<std::collections::HashMap<String, (std::time::SystemTime, bool)>>,
+    /// Appspaces overdue as of the last scheduled run.
+    overdue: std::sync::Mutex<Vec<String>>,
+    /// Run with each alert on its stdin.
+    notify: Option<PathBuf>,
     /// Serialises backups (restic locks the repository anyway; this keeps
     /// a second admin's request waiting rather than failing).
     one_at_a_time: tokio::sync::Mutex<()>,
@@ -66,6 +74,9 @@ impl Backups {
         Self {
             restic: restic::Restic::new(binary, state_dir.join("backups")),
             schedule,
+            lacking: std::sync::Mutex::default(),
+            overdue: std::sync::Mutex::default(),
+            notify: None,
             one_at_a_time: tokio::sync::Mutex::new(()),
         }
     }
@@ -238,7 +249,7 @@ impl Backups {
             if !due {
                 continue;
             }
-            let result = match self.create_locked(appspace, grace, Some(now)).await {
+            let mut result = match self.create_locked(appspace, grace, Some(now)).await {
                 Ok((snapshot, _)) => match self.restic.forget(name, self.schedule.keep).await {
                     Ok(()) => Ok(snapshot),
                     Err(e) => Err(format!(
@@ -250,12 +261,29 @@ impl Backups {
             };
             if let Err(e) = &result {
                 tracing::warn!(appspace = %name, error = %e, "scheduled backup failed");
+                appspace.log_host(&format!("scheduled backup failed: {e}"));
+            }
+            if let Some(since) = self.record(name, newest, result.is_ok(), now) {
+                let error = result.as_ref().err().cloned().unwrap_or_default();
+                appspace
+                    .log_host("ALERT: no successful backup for longer than the schedule allows");
+                self.alert(serde_json::json!({
+                    "alert": "backup_overdue",
+                    "appspace": name,
+                    "lacking_since": humantime::format_rfc3339_seconds(since).to_string(),
+                    "as_of": humantime::format_rfc3339_seconds(now).to_string(),
+                    "error": error,
+                }));
+                if let Err(e) = &mut result {
+                    e.push_str(" (overdue: alert sent)");
+                }
             }
             outcomes.push(DueOutcome {
                 appspace: name.clone(),
                 result,
             });
         }
+        self.refresh_overdue(now);
         Ok(outcomes)
     }
 }
@@ -281,6 +309,97 @@ impl Backups {
                     .await
                 {
                     tracing::warn!(error = %e, "scheduled backups");
+                }
+            }
+        });
+    }
+}
+
+impl Backups {
+    /// Alerts go to `command` (with the alert as JSON on its stdin).
+    pub fn with_notify(mut self, command: Option<PathBuf>) -> Self {
+        self.notify = command;
+        self
+    }
+
+    /// Appspaces without a successful backup for longer than twice the
+    /// interval, as of the last scheduled run.
+    pub fn overdue(&self) -> Vec<String> {
+        self.overdue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records the outcome for `name` as of `now` and says whether it has
+    /// just become overdue (an alert is due, once per lapse).
+    fn record(
+        &self,
+        name: &str,
+        newest: Option<std::time::SystemTime>,
+        ok: bool,
+        now: std::time::SystemTime,
+    ) -> Option<std::time::SystemTime> {
+        let every = self.schedule.every?;
+        let mut lacking = self.lacking.lock().unwrap_or_else(|p| p.into_inner());
+        if ok {
+            lacking.remove(name);
+            return None;
+        }
+        let since = newest.unwrap_or(now);
+        let entry = lacking.entry(name.to_owned()).or_insert((since, false));
+        let overdue = now.duration_since(entry.0).is_ok_and(|d| d > every * 2);
+        if overdue && !entry.1 {
+            entry.1 = true;
+            return Some(entry.0);
+        }
+        None
+    }
+
+    fn refresh_overdue(&self, now: std::time::SystemTime) {
+        let Some(every) = self.schedule.every else {
+            return;
+        };
+        let lacking = self.lacking.lock().unwrap_or_else(|p| p.into_inner());
+        let mut names: Vec<String> = lacking
+            .iter()
+            .filter(|(_, (since, _))| now.duration_since(*since).is_ok_and(|d| d > every * 2))
+            .map(|(n, _)| n.clone())
+            .collect();
+        names.sort();
+        *self.overdue.lock().unwrap_or_else(|p| p.into_inner()) = names;
+    }
+
+    /// Sends an alert: logged, and given to the notify command if any
+    /// (which runs detached; its failure is logged).
+    fn alert(&self, alert: serde_json::Value) {
+        tracing::error!(alert = %alert, "alert");
+        let Some(command) = self.notify.clone() else {
+            return;
+        };
+        tokio::spawn(async move {
+            let child = tokio::process::Command::new(&command)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .spawn();
+            let mut child = match child {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(command = %command.display(), error = %e, "the notify command");
+                    return;
+                }
+            };
+            if let Some(mut stdin) = child.stdin.take() {
+                use tokio::io::AsyncWriteExt;
+                let _ = stdin.write_all(format!("{alert}\n").as_bytes()).await;
+            }
+            match child.wait().await {
+                Ok(status) if status.success() => {}
+                Ok(status) => {
+                    tracing::warn!(command = %command.display(), %status, "the notify command failed")
+                }
+                Err(e) => {
+                    tracing::warn!(command = %command.display(), error = %e, "the notify command")
                 }
             }
         });

@@ -211,6 +211,7 @@ async fn status(State(admin): State<Arc<Admin>>) -> Answer<api::Status> {
                 seccomp_phase: c.seccomp_phase,
             }),
         front_door_restarts: front.restarts,
+        backups_overdue: admin.backups.overdue(),
     }))
 }
 
