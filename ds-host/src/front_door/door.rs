@@ -2,18 +2,16 @@
 //! table and the way to the supervisor), the one round trip of a cold
 //! start, and the loop that takes what the supervisor sends.
 
-use std::collections::HashMap;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
 use super::app_link::AppLink;
 use super::routes::{Route, Routes};
 use crate::front_link::messages::{Refusal, ToFront, ToSupervisor};
+use crate::front_link::pending::Pending;
 use crate::front_link::wire::{self, Wire, WireError};
 
 /// Why no link to an appspace's app could be had.
@@ -33,8 +31,7 @@ pub struct Door {
     /// The route table.
     pub routes: Routes,
     wire: Wire,
-    starts: Mutex<HashMap<u64, oneshot::Sender<StartAnswer>>>,
-    next_request: AtomicU64,
+    starts: Pending<StartAnswer>,
 }
 
 impl Door {
@@ -43,8 +40,7 @@ impl Door {
         Self {
             routes,
             wire,
-            starts: Mutex::default(),
-            next_request: AtomicU64::new(1),
+            starts: Pending::default(),
         }
     }
 
@@ -73,32 +69,18 @@ impl Door {
             refusal: Refusal::Unavailable,
             reason: reason.to_owned(),
         };
-        let request = self.next_request.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.starts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(request, tx);
-        let asked = ToSupervisor::Start {
-            request,
+        let asked = self.starts.ask();
+        let question = ToSupervisor::Start {
+            request: asked.request,
             name: name.to_owned(),
         };
-        if let Err(e) = self.wire.send(&asked, &[]).await {
-            self.starts
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&request);
+        if let Err(e) = self.wire.send(&question, &[]).await {
             return Err(gone(&format!("the supervisor could not be asked: {e}")));
         }
         let wait = self.routes.timing.start_answer_timeout;
-        let answer = tokio::time::timeout(wait, rx).await;
-        self.starts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&request);
-        match answer {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(_)) => Err(gone("the supervisor did not answer")),
+        match tokio::time::timeout(wait, asked.answer()).await {
+            Ok(Some(answer)) => answer,
+            Ok(None) => Err(gone("the supervisor did not answer")),
             Err(_) => Err(gone(&format!(
                 "the supervisor did not answer within {wait:?}"
             ))),
@@ -106,16 +88,8 @@ impl Door {
     }
 
     fn answer(&self, request: u64, answer: StartAnswer) {
-        let waiting = self
-            .starts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&request);
-        match waiting {
-            Some(tx) => {
-                let _ = tx.send(answer);
-            }
-            None => debug!(request, "an answer to no start"),
+        if !self.starts.answer(request, answer) {
+            debug!(request, "an answer to no start");
         }
     }
 

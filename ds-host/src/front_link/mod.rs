@@ -5,4 +5,5 @@
 //! this module is all they share.
 
 pub mod messages;
+pub mod pending;
 pub mod wire;

@@ -15,7 +15,6 @@ use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,6 +25,7 @@ use crate::appspace::StartError;
 use crate::front_link::messages::{
     Confined, Init, Refusal, Route, ToFront, ToSupervisor, Usage, ROUTES_PER_MESSAGE,
 };
+use crate::front_link::pending::Pending;
 use crate::front_link::wire::{self, Wire, WireError};
 use crate::host::Host;
 
@@ -85,9 +85,8 @@ pub struct FrontDoor {
     listeners: Vec<OwnedFd>,
     current: Mutex<Option<Arc<Wire>>>,
     status: Mutex<FrontStatus>,
-    usage_waiters: Mutex<HashMap<u64, oneshot::Sender<Vec<Usage>>>>,
-    lookups: Mutex<HashMap<u64, oneshot::Sender<Lookup>>>,
-    next_request: AtomicU64,
+    usages: Pending<Vec<Usage>>,
+    lookups: Pending<Lookup>,
     orders: Mutex<HashMap<String, mpsc::UnboundedSender<Order>>>,
 }
 
@@ -110,9 +109,8 @@ impl FrontDoor {
             listeners,
             current: Mutex::default(),
             status: Mutex::default(),
-            usage_waiters: Mutex::default(),
-            lookups: Mutex::default(),
-            next_request: AtomicU64::new(1),
+            usages: Pending::default(),
+            lookups: Pending::default(),
             orders: Mutex::default(),
         })
     }
@@ -300,27 +298,14 @@ impl FrontDoor {
                 addresses,
                 error,
             } => {
-                let waiter = self
-                    .lookups
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&request);
-                if let Some(waiter) = waiter {
-                    let _ = waiter.send(match error {
-                        Some(e) => Err(e),
-                        None => Ok(addresses),
-                    });
-                }
+                let answer = match error {
+                    Some(e) => Err(e),
+                    None => Ok(addresses),
+                };
+                self.lookups.answer(request, answer);
             }
             ToSupervisor::Usage { request, usage } => {
-                let waiter = self
-                    .usage_waiters
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&request);
-                if let Some(waiter) = waiter {
-                    let _ = waiter.send(usage);
-                }
+                self.usages.answer(request, usage);
             }
         }
     }
@@ -448,27 +433,19 @@ impl FrontDoor {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
             .ok_or("no resolver (the front door is not running)")?;
-        let request = self.next_request.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.lookups
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(request, tx);
-        let ask = ToFront::Resolve {
-            request,
+        // A lookup given up (the caller's timeout) forgets its question.
+        let asked = self.lookups.ask();
+        let question = ToFront::Resolve {
+            request: asked.request,
             name: name.to_owned(),
         };
-        let answer = match wire.send(&ask, &[socket.as_fd()]).await {
-            Ok(()) => rx
-                .await
-                .unwrap_or_else(|_| Err("the front door ended".into())),
-            Err(e) => Err(e.to_string()),
-        };
-        self.lookups
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&request);
-        answer
+        wire.send(&question, &[socket.as_fd()])
+            .await
+            .map_err(|e| e.to_string())?;
+        asked
+            .answer()
+            .await
+            .unwrap_or_else(|| Err("the front door ended".into()))
     }
 
     /// Asks the front door for its counts and gives each appspace its own;
@@ -482,26 +459,18 @@ impl FrontDoor {
         else {
             return;
         };
-        let request = self.next_request.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.usage_waiters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(request, tx);
+        let asked = self.usages.ask();
+        let question = ToFront::UsageRequest {
+            request: asked.request,
+        };
         let answered = async {
-            wire.send(&ToFront::UsageRequest { request }, &[])
-                .await
-                .ok()?;
-            rx.await.ok()
+            wire.send(&question, &[]).await.ok()?;
+            asked.answer().await
         };
         let usage = tokio::time::timeout(USAGE_WAIT, answered)
             .await
             .ok()
             .flatten();
-        self.usage_waiters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&request);
         for u in usage.unwrap_or_default() {
             if let Some(a) = self.host.get(&u.name).filter(|a| a.config.name == u.name) {
                 a.set_usage(u);
