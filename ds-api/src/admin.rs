@@ -297,6 +297,41 @@ pub struct Backup {
     pub time: String,
     /// The data directory it holds.
     pub path: String,
+    /// The app the appspace ran when it was taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    /// The version it ran (a restore brings it back with the data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Why it was taken, when not on demand or by the schedule:
+    /// `pre-upgrade`, `pre-restore`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `POST /v1/appspaces/{key}/upgrade`: the version to move to (up or down).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upgrade {
+    /// The installed version to move to.
+    pub version: String,
+}
+
+/// `POST /v1/appspaces/{key}/upgrade`: a finished move.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upgraded {
+    /// The appspace.
+    pub appspace: String,
+    /// The version it left.
+    pub from: String,
+    /// The version it runs now.
+    pub to: String,
+    /// The backup of its data taken before.
+    pub backup: String,
+    /// The data schemas migrated from and to, if a migration ran.
+    pub migrated: Option<(u32, u32)>,
+    /// What its health path answered.
+    pub health_status: u16,
 }
 
 /// `POST /v1/appspaces/{key}/backups`: the backup taken.

@@ -76,6 +76,10 @@ pub enum AppCommand {
         /// Only this version.
         #[arg(long, value_parser = parse_version)]
         version: Option<String>,
+        /// Remove even versions that retained backups were taken at
+        /// (restoring those backups then needs the version installed again).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -95,7 +99,8 @@ pub enum BackupCommand {
         appspace: String,
     },
     /// Put an appspace's data back as backup ID holds it (its current
-    /// data is backed up first; it is out of service meanwhile).
+    /// data is backed up first; it is out of service meanwhile). A backup
+    /// taken at another version brings that version back with it.
     Restore {
         /// The appspace (domain or name).
         appspace: String,
@@ -150,6 +155,18 @@ pub enum AppspaceCommand {
     Pause(Target),
     /// Let a paused appspace serve again.
     Resume(Target),
+    /// Move it to another installed version of its app, up or down: its
+    /// data is backed up first, migrated, and the new version started and
+    /// checked; on any failure the backup and the old version come back
+    /// by themselves (docs/upgrades.md).
+    Upgrade {
+        /// Which appspace.
+        #[command(flatten)]
+        target: Target,
+        /// The version to move to.
+        #[arg(long, value_parser = parse_version)]
+        version: String,
+    },
     /// Show or change its limits (a running sandbox changes at once).
     Limits {
         /// Which appspace.

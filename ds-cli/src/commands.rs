@@ -230,10 +230,21 @@ async fn app(client: &Client, json: bool, cmd: AppCommand) -> Result<(), ClientE
                 );
             }
         }
-        AppCommand::Remove { name, version } => {
-            let mut path = format!("/v1/apps/{}", seg(&name));
+        AppCommand::Remove {
+            name,
+            version,
+            force,
+        } => {
+            let mut query = Vec::new();
             if let Some(v) = &version {
-                path.push_str(&format!("?version={}", seg(v)));
+                query.push(format!("version={}", seg(v)));
+            }
+            if force {
+                query.push("force=true".to_owned());
+            }
+            let mut path = format!("/v1/apps/{}", seg(&name));
+            if !query.is_empty() {
+                path.push_str(&format!("?{}", query.join("&")));
             }
             let (r, raw): (api::Removed, _) = client.call(Method::DELETE, &path, None).await?;
             if json {
@@ -416,9 +427,21 @@ async fn backup(client: &Client, json: bool, cmd: BackupCommand) -> Result<(), C
             } else {
                 let rows: Vec<Vec<String>> = list
                     .into_iter()
-                    .map(|b| vec![b.id, b.appspace, b.time, b.path])
+                    .map(|b| {
+                        let version = match (b.app, b.version) {
+                            (Some(a), Some(v)) => format!("{a} {v}"),
+                            _ => "-".into(),
+                        };
+                        vec![
+                            b.id,
+                            b.appspace,
+                            b.time,
+                            version,
+                            b.reason.unwrap_or_else(|| "-".into()),
+                        ]
+                    })
                     .collect();
-                table::print(&["ID", "APPSPACE", "TAKEN", "DATA"], &rows);
+                table::print(&["ID", "APPSPACE", "TAKEN", "VERSION", "REASON"], &rows);
             }
         }
     }
@@ -471,6 +494,24 @@ async fn appspace(client: &Client, json: bool, cmd: AppspaceCommand) -> Result<(
                 )
                 .await?;
             one(&raw, &a);
+        }
+        AppspaceCommand::Upgrade { target, version } => {
+            let path = format!("/v1/appspaces/{}/upgrade", seg(&target.domain));
+            let (u, raw): (api::Upgraded, _) = client
+                .call_json(Method::POST, &path, &api::Upgrade { version })
+                .await?;
+            if json {
+                print_json(&raw);
+            } else {
+                let migrated = match u.migrated {
+                    Some((from, to)) => format!(", data migrated from schema {from} to {to}"),
+                    None => String::new(),
+                };
+                println!(
+                    "{} now runs {} (was {}){migrated}; health check answered {}; backup {} holds the data as it was",
+                    u.appspace, u.to, u.from, u.health_status, u.backup
+                );
+            }
         }
         AppspaceCommand::Start(t) => lifecycle(client, json, &t.domain, "start").await?,
         AppspaceCommand::Stop(t) => lifecycle(client, json, &t.domain, "stop").await?,

@@ -55,6 +55,14 @@ fn main() {
             "backups_are_out_of_the_apps_reach_and_stock_restic_restores_them",
             backups_are_out_of_the_apps_reach_and_stock_restic_restores_them,
         ),
+        (
+            "upgrades_migrate_check_and_roll_back_by_themselves",
+            upgrades_migrate_check_and_roll_back_by_themselves,
+        ),
+        (
+            "a_host_killed_during_an_upgrade_rolls_it_back_at_its_next_start",
+            a_host_killed_during_an_upgrade_rolls_it_back_at_its_next_start,
+        ),
     ];
     let trials = common::trials(tests, skip);
     libtest_mimic::run(&args, trials).exit();
@@ -1018,5 +1026,360 @@ fn an_appspace_without_a_backup_for_too_long_raises_one_alert() -> Result<(), Fa
             .is_some_and(Vec::is_empty),
         format!("still overdue: {status}"),
     )?;
+    host.stop()
+}
+
+/// A package of hello-native as `name` `version` with more manifest text
+/// (`health`, a `[data]` table).
+fn versioned(dir: &Path, name: &str, version: &str, extra: &str) -> Result<PathBuf, Failed> {
+    let pkg = package(dir, name, version)?;
+    let manifest = pkg.join("ds-app.toml");
+    let text = std::fs::read_to_string(&manifest)?;
+    std::fs::write(&manifest, format!("{text}{extra}"))?;
+    Ok(pkg)
+}
+
+fn install(host: &DevHost, pkg: &Path) -> Result<(), Failed> {
+    host.json(&["app", "install", pkg.to_str().ok_or("path")?])
+        .map(drop)
+}
+
+/// The versions of notes: 1 keeps schema 1; 2 migrates 1 <-> 2; 3 needs
+/// schema 2 and its migration fails; 2.1 never works (its health path
+/// answers 500); 4 hangs in its migration.
+fn notes_versions(dir: &Path, host: &DevHost) -> Result<(), Failed> {
+    let migrating =
+        "[data]\nschema = 2\noldest_schema = 1\nmigrate = [\"hello-native\", \"migrate\"]\n";
+    for (version, extra) in [
+        ("1.0.0", "[data]\nschema = 1\n".to_owned()),
+        ("2.0.0", migrating.to_owned()),
+        ("2.1.0", format!("health = \"/boom\"\n{migrating}")),
+        ("3.0.0", "[data]\nschema = 3\noldest_schema = 2\nmigrate = [\"hello-native\", \"migrate-fail\"]\n".to_owned()),
+        ("4.0.0", "[data]\nschema = 4\noldest_schema = 1\nmigrate = [\"hello-native\", \"migrate-hang\"]\n".to_owned()),
+    ] {
+        install(host, &versioned(dir, "notes", version, &extra)?)?;
+    }
+    Ok(())
+}
+
+fn version_of(host: &DevHost, appspace: &str) -> Result<String, Failed> {
+    Ok(host.json(&["appspace", "show", appspace])?["version"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned())
+}
+
+fn upgrades_migrate_check_and_roll_back_by_themselves() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let host = DevHost::start(&state)?;
+    notes_versions(dir.path(), &host)?;
+    host.json(&[
+        "appspace",
+        "create",
+        "--app",
+        "notes",
+        "--version",
+        "1.0.0",
+        "--domain",
+        "notes.localhost",
+    ])?;
+    let data = state.join("appspaces/notes/data");
+    for _ in 0..3 {
+        let (code, _) = host.get("notes.localhost", "/")?;
+        ensure(code == 200, format!("status {code}"))?;
+    }
+    ensure(visits_in(&data) == Some(3), "three visits")?;
+    let backups = |host: &DevHost| -> Result<Vec<Value>, Failed> {
+        Ok(host
+            .json(&["backup", "list", "notes.localhost"])?
+            .as_array()
+            .cloned()
+            .unwrap_or_default())
+    };
+
+    // Refused before anything happens: no backup is even taken.
+    host.fails(
+        &[
+            "appspace",
+            "upgrade",
+            "notes.localhost",
+            "--version",
+            "3.0.0",
+        ],
+        "intermediate",
+    )?;
+    host.fails(
+        &[
+            "appspace",
+            "upgrade",
+            "notes.localhost",
+            "--version",
+            "1.0.0",
+        ],
+        "already",
+    )?;
+    host.fails(
+        &[
+            "appspace",
+            "upgrade",
+            "notes.localhost",
+            "--version",
+            "9.0.0",
+        ],
+        "not installed",
+    )?;
+    let bad = host.dsctl(&["appspace", "upgrade", "notes.localhost", "--version", "x"])?;
+    ensure(
+        !bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("invalid version"),
+        "a bad version",
+    )?;
+    ensure(
+        backups(&host)?.is_empty(),
+        "a refused upgrade took a backup",
+    )?;
+
+    // Up: backed up, migrated in 2.0.0's sandbox, started, checked.
+    let up = host.json(&[
+        "appspace",
+        "upgrade",
+        "notes.localhost",
+        "--version",
+        "2.0.0",
+    ])?;
+    ensure(
+        up["from"] == "1.0.0" && up["to"] == "2.0.0",
+        format!("{up}"),
+    )?;
+    ensure(
+        up["migrated"] == serde_json::json!([1, 2]) && up["health_status"] == 200,
+        format!("{up}"),
+    )?;
+    ensure(
+        version_of(&host, "notes.localhost")? == "2.0.0",
+        "not at 2.0.0",
+    )?;
+    ensure(
+        std::fs::read_to_string(data.join("schema"))? == "2",
+        "schema not 2",
+    )?;
+    ensure(
+        std::fs::read_to_string(data.join("migrations"))? == "1->2\n",
+        "migration log",
+    )?;
+    let taken = backups(&host)?;
+    ensure(
+        taken.len() == 1
+            && taken[0]["id"] == up["backup"]
+            && taken[0]["version"] == "1.0.0"
+            && taken[0]["reason"] == "pre-upgrade",
+        format!("{taken:?}"),
+    )?;
+    // The health check (GET /) was the fourth visit.
+    let (code, _) = host.get("notes.localhost", "/")?;
+    ensure(
+        code == 200 && visits_in(&data) == Some(5),
+        format!("after the upgrade: {code}, {:?}", visits_in(&data)),
+    )?;
+
+    // A failing migration rolls back by itself, byte for byte.
+    let before: Vec<(PathBuf, Vec<u8>)> = walk_files(&data)
+        .into_iter()
+        .filter(|p| !p.starts_with(data.join(".cache")))
+        .map(|p| {
+            let bytes = std::fs::read(&p).unwrap_or_default();
+            (p, bytes)
+        })
+        .collect();
+    let failed = host.fails(
+        &[
+            "appspace",
+            "upgrade",
+            "notes.localhost",
+            "--version",
+            "3.0.0",
+        ],
+        "rolled back to 2.0.0",
+    )?;
+    ensure(
+        failed.contains("migration from schema 2 to 3 failed"),
+        failed.clone(),
+    )?;
+    ensure(
+        version_of(&host, "notes.localhost")? == "2.0.0",
+        "not back at 2.0.0",
+    )?;
+    for (path, bytes) in &before {
+        ensure(
+            std::fs::read(path).ok().as_ref() == Some(bytes),
+            format!("{} differs after the roll-back", path.display()),
+        )?;
+    }
+    let (code, _) = host.get("notes.localhost", "/")?;
+    ensure(
+        code == 200 && visits_in(&data) == Some(6),
+        format!("after the roll-back: {code}, {:?}", visits_in(&data)),
+    )?;
+
+    // A version that starts but does not work rolls back too.
+    let failed = host.fails(
+        &[
+            "appspace",
+            "upgrade",
+            "notes.localhost",
+            "--version",
+            "2.1.0",
+        ],
+        "answered 500",
+    )?;
+    ensure(failed.contains("rolled back"), failed.clone())?;
+    ensure(
+        version_of(&host, "notes.localhost")? == "2.0.0",
+        "not back at 2.0.0",
+    )?;
+    let (code, _) = host.get("notes.localhost", "/")?;
+    ensure(
+        code == 200 && visits_in(&data) == Some(7),
+        format!("after the second roll-back: {code}, {:?}", visits_in(&data)),
+    )?;
+
+    // Down: 2.0.0 converts its data back to schema 1.
+    let down = host.json(&[
+        "appspace",
+        "upgrade",
+        "notes.localhost",
+        "--version",
+        "1.0.0",
+    ])?;
+    ensure(
+        down["migrated"] == serde_json::json!([2, 1]),
+        format!("{down}"),
+    )?;
+    ensure(
+        std::fs::read_to_string(data.join("schema"))? == "1",
+        "schema not 1",
+    )?;
+    ensure(
+        version_of(&host, "notes.localhost")? == "1.0.0",
+        "not at 1.0.0",
+    )?;
+
+    // A restore brings back the version its backup was taken at.
+    let at_two = backups(&host)?
+        .into_iter()
+        .find(|b| b["version"] == "2.0.0" && b["reason"] == "pre-upgrade")
+        .ok_or("no backup taken at 2.0.0")?;
+    let id = at_two["id"].as_str().unwrap_or_default().to_owned();
+    host.json(&["backup", "restore", "notes.localhost", &id])?;
+    ensure(
+        version_of(&host, "notes.localhost")? == "2.0.0",
+        "the restore did not bring 2.0.0 back",
+    )?;
+    ensure(
+        std::fs::read_to_string(data.join("schema"))? == "2",
+        "restored schema",
+    )?;
+    let (code, _) = host.get("notes.localhost", "/")?;
+    ensure(code == 200, format!("after the restore: {code}"))?;
+
+    // Versions that retained backups need stay unless told.
+    host.fails(
+        &["app", "remove", "notes", "--version", "1.0.0"],
+        "retained backups",
+    )?;
+    host.json(&["app", "remove", "notes", "--version", "3.0.0"])?;
+    host.fails(
+        &["app", "remove", "notes", "--version", "2.0.0", "--force"],
+        "used by",
+    )?;
+    host.json(&["app", "remove", "notes", "--version", "1.0.0", "--force"])?;
+    let audit = host.json(&["audit"])?;
+    ensure(
+        audit.as_array().is_some_and(|a| {
+            a.iter()
+                .filter(|e| e["action"] == "appspace.upgrade")
+                .count()
+                >= 4
+        }),
+        "upgrades are audited",
+    )?;
+    host.stop()
+}
+
+fn a_host_killed_during_an_upgrade_rolls_it_back_at_its_next_start() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let host = DevHost::start(&state)?;
+    notes_versions(dir.path(), &host)?;
+    host.json(&[
+        "appspace",
+        "create",
+        "--app",
+        "notes",
+        "--version",
+        "1.0.0",
+        "--domain",
+        "notes.localhost",
+    ])?;
+    let data = state.join("appspaces/notes/data");
+    for _ in 0..2 {
+        host.get("notes.localhost", "/")?;
+    }
+    let socket = host.socket.clone();
+    // 4.0.0's migration spoils the data and hangs: kill the host then.
+    let upgrade = Command::new(DSCTL)
+        .arg("--socket")
+        .arg(&socket)
+        .args([
+            "appspace",
+            "upgrade",
+            "notes.localhost",
+            "--version",
+            "4.0.0",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(data.join("visits")).ok().as_deref() != Some("half migrated") {
+        ensure(Instant::now() < deadline, "the migration did not begin")?;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = rustix::process::Pid::from_raw(host.pid() as i32).ok_or("pid")?;
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL)?;
+    drop(host);
+    let mut upgrade = upgrade;
+    let _ = upgrade.wait();
+    let host = DevHost::start(&state)?;
+    ensure(
+        version_of(&host, "notes.localhost")? == "1.0.0",
+        "not at 1.0.0 after the restart",
+    )?;
+    ensure(
+        visits_in(&data) == Some(2),
+        format!(
+            "data after the restart: {:?}",
+            std::fs::read_to_string(data.join("visits"))
+        ),
+    )?;
+    let (code, _) = host.get("notes.localhost", "/")?;
+    ensure(
+        code == 200 && visits_in(&data) == Some(3),
+        format!("serving after the restart: {code}"),
+    )?;
+    let log = host.dsctl(&["appspace", "logs", "notes.localhost", "-n", "200"])?;
+    let log = String::from_utf8_lossy(&log.stdout);
+    ensure(
+        log.contains("rolled back to 1.0.0"),
+        format!("no roll-back in the log: {log}"),
+    )?;
+    // A new upgrade goes through: nothing is left pending.
+    host.json(&[
+        "appspace",
+        "upgrade",
+        "notes.localhost",
+        "--version",
+        "2.0.0",
+    ])?;
     host.stop()
 }

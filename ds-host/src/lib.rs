@@ -28,3 +28,4 @@ pub mod log_fields;
 pub mod package;
 pub mod state;
 pub mod supervisor;
+pub mod upgrade;

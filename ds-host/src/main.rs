@@ -414,7 +414,21 @@ async fn dev(cli: Cli, stop: StopSignals) -> anyhow::Result<()> {
         },
         ..Lifecycle::default()
     };
-    let (state_db, configs) = ds_host::dev::prepare(&state, deno.as_deref(), &cli.apps).await?;
+    let (state_db, _) = ds_host::dev::prepare(&state, deno.as_deref(), &cli.apps).await?;
+    let backups = Arc::new(
+        ds_host::backup::Backups::new(
+            &state,
+            ds_host::backup::Schedule {
+                every: (cli.backup_every > 0).then(|| Duration::from_secs(cli.backup_every)),
+                ..Default::default()
+            },
+        )
+        .with_notify(cli.notify_command.clone()),
+    );
+    // Leftovers of a killed host (a migration still running, say) are
+    // killed with its cgroups first: nothing writes while we roll back.
+    let placement = cgroup_placement()?;
+    let (configs, recovered) = recover(&state_db, &backups).await?;
     let resolver = Resolver::system(&cli.nameservers);
     let state_db = Arc::new(state_db);
     let (egress_sink, egress_log) = EgressLogWriter::start(state_db.clone());
@@ -423,7 +437,7 @@ async fn dev(cli: Cli, stop: StopSignals) -> anyhow::Result<()> {
         Launcher::new(find_sandbox()?, deno)
             .with_egress_sink(egress_sink)
             .with_resolver(resolver.clone())
-            .with_cgroups(cgroup_placement()?),
+            .with_cgroups(placement),
         "localhost",
         lifecycle,
     )?;
@@ -450,16 +464,7 @@ async fn dev(cli: Cli, stop: StopSignals) -> anyhow::Result<()> {
             },
         },
     )?;
-    let backups = Arc::new(
-        ds_host::backup::Backups::new(
-            &state,
-            ds_host::backup::Schedule {
-                every: (cli.backup_every > 0).then(|| Duration::from_secs(cli.backup_every)),
-                ..Default::default()
-            },
-        )
-        .with_notify(cli.notify_command.clone()),
-    );
+    log_recovered(&door, recovered);
     backups.clone().spawn_scheduler(door.clone());
     resolver.attach(&front);
     let admin = Arc::new(Admin {
@@ -495,15 +500,44 @@ async fn dev(cli: Cli, stop: StopSignals) -> anyhow::Result<()> {
     served
 }
 
-async fn production(config_path: &Path, stop: StopSignals) -> anyhow::Result<()> {
-    let config = HostConfig::load(config_path)?;
-    let state = Arc::new(ds_host::state::State::open(&config.state_dir).await?);
+/// Undoes what a killed host left half done (before anything serves),
+/// then reads the appspaces as they are now.
+async fn recover(
+    state: &ds_host::state::State,
+    backups: &ds_host::backup::Backups,
+) -> anyhow::Result<(Vec<AppspaceConfig>, Vec<(String, String)>)> {
+    let recovered = ds_host::upgrade::recover(state, backups)
+        .await
+        .context("rolling back interrupted changes")?;
     let configs = state
         .appspaces()
         .await?
         .into_iter()
         .map(AppspaceConfig::from_record)
         .collect();
+    Ok((configs, recovered))
+}
+
+/// Says in each rolled-back appspace's log what happened to it.
+fn log_recovered(host: &ds_host::host::Host, recovered: Vec<(String, String)>) {
+    for (name, what) in recovered {
+        if let Some(a) = host.get(&name) {
+            a.log_host(&what);
+        }
+    }
+}
+
+async fn production(config_path: &Path, stop: StopSignals) -> anyhow::Result<()> {
+    let config = HostConfig::load(config_path)?;
+    let state = Arc::new(ds_host::state::State::open(&config.state_dir).await?);
+    let backups = Arc::new(
+        ds_host::backup::Backups::new(&config.state_dir, config.backups.schedule())
+            .with_notify(config.notify.command.clone()),
+    );
+    // Leftovers of a killed host (a migration still running, say) are
+    // killed with its cgroups first: nothing writes while we roll back.
+    let placement = cgroup_placement()?;
+    let (configs, recovered) = recover(&state, &backups).await?;
     let sandbox = match &config.sandbox.binary {
         Some(b) => b.clone(),
         None => find_sandbox()?,
@@ -516,7 +550,7 @@ async fn production(config_path: &Path, stop: StopSignals) -> anyhow::Result<()>
         Launcher::new(sandbox, deno)
             .with_egress_sink(egress_sink)
             .with_resolver(resolver.clone())
-            .with_cgroups(cgroup_placement()?),
+            .with_cgroups(placement),
         &config.base_domain,
         config.lifecycle(),
     )?;
@@ -549,10 +583,7 @@ async fn production(config_path: &Path, stop: StopSignals) -> anyhow::Result<()>
             limits: config.conn_limits(),
         },
     )?;
-    let backups = Arc::new(
-        ds_host::backup::Backups::new(&config.state_dir, config.backups.schedule())
-            .with_notify(config.notify.command.clone()),
-    );
+    log_recovered(&door, recovered);
     backups.clone().spawn_scheduler(door.clone());
     resolver.attach(&front);
     let admin = Arc::new(Admin {

@@ -53,6 +53,10 @@ pub struct AppspaceConfig {
     pub name: String,
     /// The domain it is served at.
     pub domain: String,
+    /// The app it is an instance of.
+    pub app: String,
+    /// The version of the app it runs.
+    pub version: String,
     /// The installed app version's files.
     pub app_dir: PathBuf,
     /// The appspace's data directory.
@@ -164,6 +168,8 @@ impl AppspaceConfig {
         Self {
             name: a.name,
             domain: a.domain.clone(),
+            app: a.app,
+            version: a.version,
             app_dir: a.app_dir,
             data_dir: a.data_dir,
             runtime: a.runtime,

@@ -12,6 +12,8 @@
 
 pub(crate) mod applog;
 mod config;
+mod probe;
+mod run_once;
 pub(crate) mod sandbox_spawn;
 mod start;
 
@@ -31,6 +33,8 @@ use crate::front_link::messages::Usage;
 use applog::AppLog;
 pub use applog::{flush_all as flush_logs, LogLimits};
 pub use config::{deno_run_args, AppspaceConfig, Lifecycle, ResourceLimits, RuntimeInfo};
+pub use probe::ProbeError;
+pub use run_once::RunOnceError;
 use sandbox_spawn::SandboxSpawner;
 
 /// The longest wait between restarts after repeated crashes.
@@ -452,6 +456,18 @@ impl Appspace {
             },
             None => base,
         }
+    }
+
+    /// Never starts again: it was replaced (by an upgrade) while out of
+    /// service. Starts that waited for it find it retired and ask the
+    /// host for its successor.
+    pub fn mark_replaced(&self) {
+        self.retired.store(true, Ordering::Release);
+    }
+
+    /// Whether it was retired (deleted, replaced, or the host stops).
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
     }
 
     /// Never starts again (deleted, or the host is stopping), and stops

@@ -126,6 +126,25 @@ impl SandboxSpawner {
         spawned
     }
 
+    /// Runs `ds-sandbox exec` with `args` and no sockets at all (a sandbox
+    /// without a channel: no network, its command runs to its end), its
+    /// output piped. Spawned on a blocking thread under the spawn lock.
+    pub async fn exec_alone(&self, args: Vec<OsString>) -> std::io::Result<Child> {
+        let mut cmd = Command::new(&self.sandbox_bin);
+        cmd.arg("exec")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        tokio::task::spawn_blocking(move || {
+            let _only_spawn = SPAWN_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+            cmd.spawn()
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    }
+
     /// Starts a spare now if there is none (at host start-up, so that the
     /// first cold start has one too).
     pub fn prepare_spare(&self) {

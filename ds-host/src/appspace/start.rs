@@ -26,6 +26,12 @@ impl Appspace {
     /// returns once the last task has exited.
     async fn end_failed(&self, child: &mut tokio::process::Child, launcher: &Launcher) {
         let _ = child.kill().await;
+        self.remove_cgroup(launcher).await;
+    }
+
+    /// Empties and removes its sandbox's cgroup (returns once the last
+    /// task in it has exited).
+    pub(super) async fn remove_cgroup(&self, launcher: &Launcher) {
         let (parent, name) = (launcher.cgroups().parent.clone(), self.cgroup_name());
         let _ = tokio::task::spawn_blocking(move || {
             if let Ok(cgroup) = ds_sandbox::cgroup::Cgroup::open(&parent, &name) {
@@ -35,54 +41,69 @@ impl Appspace {
         .await;
     }
 
+    /// The `ds-sandbox exec` arguments every sandbox of this appspace
+    /// gets (all but its sockets and its command), with the files of the
+    /// version `version` describes.
+    pub(super) fn sandbox_args(
+        &self,
+        launcher: &Launcher,
+        version: &super::AppspaceConfig,
+    ) -> Vec<OsString> {
+        let cfg = &self.config;
+        let limits = self.limits();
+        let mut args: Vec<OsString> = vec![
+            "--app".into(),
+            version.app_dir.clone().into(),
+            "--data".into(),
+            cfg.data_dir.clone().into(),
+            "--memory".into(),
+            limits.memory_bytes.to_string().into(),
+            "--cpu".into(),
+            limits.cpus.to_string().into(),
+            "--pids".into(),
+            limits.pids.to_string().into(),
+        ];
+        // Root gives each appspace its own host uid and gid, allocated in
+        // the state database; otherwise the sandbox maps to our own.
+        if rustix::process::geteuid().is_root() {
+            args.extend(["--host-uid".into(), cfg.host_id.to_string().into()]);
+        }
+        args.extend([
+            "--cgroup-parent".into(),
+            launcher.cgroups().parent.clone().into(),
+            "--cgroup-name".into(),
+            self.cgroup_name().into(),
+        ]);
+        if version.runtime == Runtime::Deno {
+            args.extend(["--runtime".into(), "deno".into()]);
+            if let Some(deno) = &launcher.deno {
+                args.extend(["--deno".into(), deno.clone().into()]);
+            }
+        }
+        args
+    }
+
     /// Starts its sandbox and waits for the agent to report the app ready.
     pub(super) async fn start(
         &self,
         launcher: &Launcher,
         life: &Lifecycle,
     ) -> Result<Running, StartError> {
-        let cfg = &self.config;
-        let limits = self.limits();
-        let command = cfg.command(&self.egress.rules());
-        // Root gives each appspace its own host uid and gid, allocated in
-        // the state database; otherwise the sandbox maps to our own.
-        let as_root = rustix::process::geteuid().is_root();
+        let command = self.config.command(&self.egress.rules());
+        let common = self.sandbox_args(launcher, &self.config);
         let exec_args = |fds: SandboxFds| {
             let mut args: Vec<OsString> = vec![
                 "--channel-fd".into(),
                 fds.channel.to_string().into(),
                 "--handoff-fd".into(),
                 fds.handoff.to_string().into(),
-                "--app".into(),
-                cfg.app_dir.clone().into(),
-                "--data".into(),
-                cfg.data_dir.clone().into(),
-                "--memory".into(),
-                limits.memory_bytes.to_string().into(),
-                "--cpu".into(),
-                limits.cpus.to_string().into(),
-                "--pids".into(),
-                limits.pids.to_string().into(),
             ];
-            if as_root {
-                args.extend(["--host-uid".into(), cfg.host_id.to_string().into()]);
-            }
-            args.extend([
-                "--cgroup-parent".into(),
-                launcher.cgroups().parent.clone().into(),
-                "--cgroup-name".into(),
-                self.cgroup_name().into(),
-            ]);
-            if cfg.runtime == Runtime::Deno {
-                args.extend(["--runtime".into(), "deno".into()]);
-                if let Some(deno) = &launcher.deno {
-                    args.extend(["--deno".into(), deno.clone().into()]);
-                }
-            }
+            args.extend(common.iter().cloned());
             args.push("--".into());
             args.extend(command.iter().map(OsString::from));
             args
         };
+        let cfg = &self.config;
         let deadline = tokio::time::Instant::now() + life.start_timeout;
         let mut use_spare = true;
         let (mut child, child_pid, session, app_port, handoff) = loop {

@@ -16,7 +16,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::appspace::Appspace;
-pub use restic::{BackupError, Snapshot};
+pub use restic::{recover_swap, BackupError, Labels, Snapshot};
+
+/// The labels of a backup of `appspace` now.
+pub fn labels<'a>(appspace: &'a Appspace, reason: Option<&'static str>) -> Labels<'a> {
+    Labels {
+        appspace: &appspace.config.name,
+        app: &appspace.config.app,
+        version: &appspace.config.version,
+        reason,
+    }
+}
 
 /// When appspaces are backed up by themselves, and what is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,9 +130,10 @@ impl Backups {
     ) -> Result<(Snapshot, &'static str), BackupError> {
         self.restic.ensure_repository().await?;
         let (name, data) = (&appspace.config.name, &appspace.config.data_dir);
+        let labels = labels(appspace, None);
         match appspace.freeze(true).await {
             Ok(true) => {
-                let taken = self.restic.backup_at(name, data, at).await;
+                let taken = self.restic.backup_at(&labels, data, at).await;
                 if let Err(e) = appspace.freeze(false).await {
                     tracing::error!(appspace = %name, error = %e, "thawing after the backup");
                 }
@@ -135,7 +146,7 @@ impl Backups {
                     .out_of_service(
                         grace,
                         "its data is being backed up",
-                        self.restic.backup_at(name, data, at),
+                        self.restic.backup_at(&labels, data, at),
                     )
                     .await;
                 Ok((
@@ -198,13 +209,70 @@ impl Backups {
         let data = appspace.config.data_dir.clone();
         appspace
             .out_of_service(grace, "its data is being restored", async {
-                let safety = self.restic.backup_at(name, &data, None).await?;
+                let labels = labels(appspace, Some("pre-restore"));
+                let safety = self.restic.backup_at(&labels, &data, None).await?;
                 let staging = self.restic.restore_beside(&wanted, &data).await?;
                 restic::swap_in(&staging, &data)?;
                 Ok(safety)
             })
             .await
             .1
+    }
+}
+
+/// Held while a backup operation runs (see [`Backups::exclusive`]).
+pub type Exclusive<'a> = tokio::sync::MutexGuard<'a, ()>;
+
+impl Backups {
+    /// Waits until no other backup operation runs and keeps others
+    /// waiting until the guard is dropped: an upgrade holds it from its
+    /// backup to its outcome. Take it before taking an appspace out of
+    /// service (as restores do), never after.
+    pub async fn exclusive(&self) -> Exclusive<'_> {
+        self.one_at_a_time.lock().await
+    }
+
+    /// Backs up the data of `appspace`, which is not running (out of
+    /// service), labelled `reason`.
+    pub async fn backup_still(
+        &self,
+        _held: &Exclusive<'_>,
+        appspace: &Appspace,
+        reason: &'static str,
+    ) -> Result<Snapshot, BackupError> {
+        self.restic.ensure_repository().await?;
+        self.restic
+            .backup_at(
+                &labels(appspace, Some(reason)),
+                &appspace.config.data_dir,
+                None,
+            )
+            .await
+    }
+
+    /// Puts the data of `snapshot` back into `data` (checked, renamed in;
+    /// what was there is dropped: the caller has it backed up, or it is
+    /// what a failed change left).
+    pub async fn put_back(
+        &self,
+        _held: &Exclusive<'_>,
+        snapshot: &Snapshot,
+        data: &Path,
+    ) -> Result<(), BackupError> {
+        let staging = self.restic.restore_beside(snapshot, data).await?;
+        restic::swap_in(&staging, data)
+    }
+
+    /// The snapshot `id` of `appspace`.
+    pub async fn find(&self, appspace: &str, id: &str) -> Result<Snapshot, BackupError> {
+        self.list(Some(appspace))
+            .await?
+            .into_iter()
+            .find(|s| s.id == id)
+            .ok_or_else(|| BackupError::NoSuchSnapshot {
+                snapshot: id.to_owned(),
+                appspace: appspace.to_owned(),
+            })
     }
 }
 

@@ -81,6 +81,41 @@ pub struct Snapshot {
     pub time: String,
     /// The directory it holds.
     pub path: String,
+    /// The app and version the appspace ran when it was taken (absent
+    /// from backups made before ds recorded them).
+    pub app: Option<String>,
+    /// See `app`.
+    pub version: Option<String>,
+    /// Why it was taken when not on demand or by the schedule
+    /// (`pre-upgrade`, `pre-restore`).
+    pub reason: Option<String>,
+}
+
+/// What a new snapshot is labelled with (restic tags `key=value`).
+#[derive(Debug, Clone)]
+pub struct Labels<'a> {
+    /// The appspace.
+    pub appspace: &'a str,
+    /// Its app.
+    pub app: &'a str,
+    /// The version it runs.
+    pub version: &'a str,
+    /// Why, if not on demand or by the schedule.
+    pub reason: Option<&'static str>,
+}
+
+impl Labels<'_> {
+    fn tags(&self) -> Vec<String> {
+        let mut tags = vec![
+            tag(self.appspace),
+            format!("app={}", self.app),
+            format!("version={}", self.version),
+        ];
+        if let Some(r) = self.reason {
+            tags.push(format!("reason={r}"));
+        }
+        tags
+    }
 }
 
 /// The tag that names an appspace in a snapshot.
@@ -205,12 +240,13 @@ impl Restic {
     /// the snapshot dated `at` (now if `None`).
     pub async fn backup_at(
         &self,
-        appspace: &str,
+        labels: &Labels<'_>,
         data: &Path,
         at: Option<std::time::SystemTime>,
     ) -> Result<Snapshot, BackupError> {
+        let appspace = labels.appspace;
         let data_arg = data.to_string_lossy().into_owned();
-        let tag = tag(appspace);
+        let tags = labels.tags();
         // restic reads --time in the zone of TZ, which is UTC here.
         let time = at.map(|t| {
             humantime::format_rfc3339_seconds(t)
@@ -218,15 +254,10 @@ impl Restic {
                 .trim_end_matches('Z')
                 .replace('T', " ")
         });
-        let mut args = vec![
-            "backup",
-            "--json",
-            "--host",
-            "ds",
-            "--tag",
-            &tag,
-            "--one-file-system",
-        ];
+        let mut args = vec!["backup", "--json", "--host", "ds", "--one-file-system"];
+        for t in &tags {
+            args.extend(["--tag", t]);
+        }
         if let Some(time) = &time {
             args.extend(["--time", time]);
         }
@@ -268,14 +299,18 @@ impl Restic {
         Ok(raw
             .into_iter()
             .filter_map(|s| {
-                let appspace = s
-                    .tags
-                    .iter()
-                    .find_map(|t| t.strip_prefix("appspace="))?
-                    .to_owned();
+                let label = |key: &str| {
+                    s.tags
+                        .iter()
+                        .find_map(|t| t.strip_prefix(key)?.strip_prefix('='))
+                        .map(str::to_owned)
+                };
                 Some(Snapshot {
+                    appspace: label("appspace")?,
+                    app: label("app"),
+                    version: label("version"),
+                    reason: label("reason"),
                     id: s.short_id,
-                    appspace,
                     time: s.time,
                     path: s.paths.first().cloned().unwrap_or_default(),
                 })
@@ -406,6 +441,30 @@ pub fn swap_in(restored: &Path, data: &Path) -> Result<(), BackupError> {
         let _ = std::fs::remove_dir_all(staging);
     }
     Ok(())
+}
+
+/// Finishes or undoes a [`swap_in`] a killed host left half done: data
+/// moved aside with nothing in its place is put back (as before the
+/// restore); the old data left beside restored data is removed (as
+/// after it); a staging directory is removed.
+pub fn recover_swap(data: &Path) {
+    let parent = data.parent().unwrap_or(data);
+    let old = parent.join(".replaced");
+    if std::fs::symlink_metadata(&old).is_ok() {
+        if std::fs::symlink_metadata(data).is_err() {
+            if let Err(e) = std::fs::rename(&old, data) {
+                tracing::error!(data = %data.display(), error = %e, "putting back data moved aside by an interrupted restore");
+            } else {
+                tracing::warn!(data = %data.display(), "an interrupted restore was undone");
+            }
+        } else {
+            let _ = std::fs::remove_dir_all(&old);
+        }
+    }
+    let staging = parent.join(".restoring");
+    if std::fs::symlink_metadata(&staging).is_ok() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
 }
 
 impl Restic {

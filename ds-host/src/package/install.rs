@@ -85,10 +85,11 @@ pub enum InstallError {
     /// The manifest is invalid.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
-    /// The entrypoint named in the manifest is missing or unusable.
-    #[error("entrypoint {path}: {why}")]
+    /// A program the manifest names (the entrypoint, the migrate
+    /// command) is missing or unusable.
+    #[error("{path} (named in ds-app.toml): {why}")]
     Entrypoint {
-        /// The entrypoint.
+        /// The program.
         path: PathBuf,
         /// What is wrong.
         why: &'static str,
@@ -624,9 +625,19 @@ fn read_manifest(
 }
 
 fn check_entrypoint(staging: &Path, manifest: &Manifest) -> Result<(), InstallError> {
-    let path = staging.join(&manifest.entrypoint);
+    check_program(staging, manifest, &manifest.entrypoint)?;
+    if let Some(migrate) = manifest.data.migrate_program() {
+        check_program(staging, manifest, &migrate)?;
+    }
+    Ok(())
+}
+
+/// The entrypoint, or the migrate command's program, is a file in the
+/// package (executable for a native app).
+fn check_program(staging: &Path, manifest: &Manifest, program: &Path) -> Result<(), InstallError> {
+    let path = staging.join(program);
     let fail = |why| InstallError::Entrypoint {
-        path: manifest.entrypoint.clone(),
+        path: program.to_owned(),
         why,
     };
     // Follow links (they were checked to stay inside the package).

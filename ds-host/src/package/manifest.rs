@@ -6,9 +6,16 @@
 //! runtime = "native"        # or "deno"
 //! entrypoint = "bin/notes"  # relative to the package root
 //!
+//! health = "/healthz"      # answered without a 5xx when it works (default "/")
+//!
 //! [requests]
 //! egress = ["api.example.com", "*.example.org:8443"]
 //! memory = "128M"
+//!
+//! [data]
+//! schema = 3                # the schema of the data this version keeps (default 0)
+//! oldest_schema = 1         # the oldest its migrate command converts from and to
+//! migrate = ["bin/notes", "migrate"]  # run with FROM TO appended (docs/upgrades.md)
 //! ```
 //! Unknown keys are errors, so a typo never silently drops a setting.
 
@@ -51,8 +58,32 @@ struct RawManifest {
     version: String,
     runtime: Runtime,
     entrypoint: String,
+    health: Option<String>,
     #[serde(default)]
     requests: RawRequests,
+    #[serde(default)]
+    data: RawData,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawData {
+    schema: Option<u32>,
+    oldest_schema: Option<u32>,
+    migrate: Option<Vec<String>>,
+}
+
+/// The data a version keeps, and how it converts data of other schemas.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DataSchema {
+    /// The schema of the data this version reads and writes.
+    pub schema: u32,
+    /// The oldest schema its migrate command converts from (upgrades to
+    /// this version) and to (downgrades from it); `schema` when it has none.
+    pub oldest: u32,
+    /// The migrate command: a program in the package and its first
+    /// arguments (FROM and TO are appended).
+    pub migrate: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -88,6 +119,10 @@ pub struct Manifest {
     pub egress: Vec<EgressHost>,
     /// Memory it asks for, in bytes.
     pub memory_bytes: Option<u64>,
+    /// The path that says whether it works (after an upgrade).
+    pub health: String,
+    /// Its data schema and migrations.
+    pub data: DataSchema,
 }
 
 fn valid_name(name: &str) -> bool {
@@ -151,6 +186,75 @@ fn parse_egress(entry: &str) -> Result<EgressHost, ManifestError> {
     Ok(EgressHost { host, port })
 }
 
+impl DataSchema {
+    /// The migrate command's program, relative to the package root.
+    pub fn migrate_program(&self) -> Option<PathBuf> {
+        let program = self.migrate.as_ref()?.first()?;
+        parse_entrypoint(program).ok()
+    }
+}
+
+fn parse_health(text: Option<&str>) -> Result<String, ManifestError> {
+    let Some(text) = text else {
+        return Ok("/".into());
+    };
+    let ok =
+        text.starts_with('/') && text.len() <= 1024 && text.bytes().all(|b| b.is_ascii_graphic());
+    if !ok {
+        return Err(invalid(
+            "health",
+            format!("{text:?} must be a path starting with '/', printable ASCII without spaces"),
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+fn parse_data(raw: RawData) -> Result<DataSchema, ManifestError> {
+    let schema = raw.schema.unwrap_or(0);
+    let oldest = raw.oldest_schema.unwrap_or(schema);
+    if oldest > schema {
+        return Err(invalid(
+            "data.oldest_schema",
+            format!("{oldest} is newer than data.schema {schema}"),
+        ));
+    }
+    let migrate = match raw.migrate {
+        Some(argv) => {
+            let Some(program) = argv.first() else {
+                return Err(invalid(
+                    "data.migrate",
+                    "is empty: name a program in the package",
+                ));
+            };
+            parse_entrypoint(program).map_err(|_| {
+                invalid(
+                    "data.migrate",
+                    format!("{program:?} must be a relative path inside the package"),
+                )
+            })?;
+            if argv.len() > 64 || argv.iter().any(|a| a.len() > 4096 || a.contains('\0')) {
+                return Err(invalid(
+                    "data.migrate",
+                    "at most 64 arguments of at most 4096 bytes, without NUL",
+                ));
+            }
+            Some(argv)
+        }
+        None => None,
+    };
+    if oldest < schema && migrate.is_none() {
+        return Err(invalid(
+            "data.migrate",
+            format!("is needed to convert data of schemas {oldest}..{schema} (data.oldest_schema)"),
+        ));
+    }
+    Ok(DataSchema {
+        schema,
+        oldest,
+        migrate,
+    })
+}
+
 /// Parses and validates manifest text.
 pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
     let raw: RawManifest =
@@ -179,6 +283,8 @@ pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
         .as_deref()
         .map(|m| parse_memory(m).map_err(|e| invalid("requests.memory", e)))
         .transpose()?;
+    let health = parse_health(raw.health.as_deref())?;
+    let data = parse_data(raw.data)?;
     Ok(Manifest {
         name: raw.name,
         version,
@@ -186,6 +292,8 @@ pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
         entrypoint,
         egress,
         memory_bytes,
+        health,
+        data,
     })
 }
 
@@ -235,7 +343,23 @@ memory = "128M"
         assert_eq!(m.memory_bytes, Some(128 << 20));
         let minimal =
             "name = \"a\"\nversion = \"0.1.0\"\nruntime = \"deno\"\nentrypoint = \"main.ts\"\n";
-        assert_eq!(parse(minimal).unwrap().egress, vec![]);
+        let minimal = parse(minimal).unwrap();
+        assert_eq!(minimal.egress, vec![]);
+        assert_eq!(minimal.health, "/");
+        assert_eq!(minimal.data, DataSchema::default());
+        let migrating = parse(
+            "name = \"a\"\nversion = \"2.0.0\"\nruntime = \"native\"\nentrypoint = \"a\"\nhealth = \"/up?x=1\"\n[data]\nschema = 3\noldest_schema = 1\nmigrate = [\"./bin/a\", \"migrate\"]\n",
+        )
+        .unwrap();
+        assert_eq!(migrating.health, "/up?x=1");
+        assert_eq!(
+            migrating.data,
+            DataSchema {
+                schema: 3,
+                oldest: 1,
+                migrate: Some(vec!["./bin/a".into(), "migrate".into()]),
+            }
+        );
     }
 
     #[test]
@@ -252,6 +376,12 @@ memory = "128M"
             ("name = \"x\"\nversion = \"1.0.0\"\nruntime = \"native\"\nentrypoint = \"x\"\n[requests]\negress = [\"*.com\"]\n", "wildcard"),
             ("name = \"x\"\nversion = \"1.0.0\"\nruntime = \"native\"\nentrypoint = \"x\"\n[requests]\nmemory = \"lots\"\n", "requests.memory"),
             ("name = \"x\"\nversion = \"1.0.0\"\nruntime = \"native\"\nentrypoint = \"x\"\n[requests]\negress = [\"a.com:0\"]\n", "invalid port"),
+            ("name = \"x\"\nversion = \"1.0.0\"\nruntime = \"native\"\nentrypoint = \"x\"\nhealth = \"up\"\n", "health"),
+            ("name = \"x\"\nversion = \"1.0.0\"\nruntime = \"native\"\nentrypoint = \"x\"\n[data]\nschema = 1\noldest_schema = 2\n", "data.oldest_schema"),
+            ("name = \"x\"\nversion = \"1.0.0\"\nruntime = \"native\"\nentrypoint = \"x\"\n[data]\nschema = 2\noldest_schema = 1\n", "data.migrate: is needed"),
+            ("name = \"x\"\nversion = \"1.0.0\"\nruntime = \"native\"\nentrypoint = \"x\"\n[data]\nschema = 2\nmigrate = []\n", "data.migrate: is empty"),
+            ("name = \"x\"\nversion = \"1.0.0\"\nruntime = \"native\"\nentrypoint = \"x\"\n[data]\nmigrate = [\"/bin/sh\"]\n", "data.migrate"),
+            ("name = \"x\"\nversion = \"1.0.0\"\nruntime = \"native\"\nentrypoint = \"x\"\n[data]\nschemas = 2\n", "unknown field `schemas`"),
             ("not toml at all [", ""),
         ];
         for (text, needle) in cases {

@@ -6,4 +6,6 @@ mod install;
 mod manifest;
 
 pub use install::{AppStore, InstallError, InstalledVersion, PackageLimits, Staged};
-pub use manifest::{EgressHost, Manifest, ManifestError, MANIFEST_FILE};
+pub use manifest::{
+    parse as parse_manifest, DataSchema, EgressHost, Manifest, ManifestError, MANIFEST_FILE,
+};

@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use sqlx::Row;
+
 use super::{appspace_from_row, db, now, AppspaceRecord, State, StateError, APPSPACE_COLUMNS};
 
 /// New limits for an appspace; `None` keeps the current value.
@@ -153,5 +155,69 @@ impl State {
             return Err(StateError::NotFound(format!("no appspace {name:?}")));
         }
         tx.commit().await.map_err(db("committing the deletion"))
+    }
+
+    /// Records a change under way (`Some(journal)`), or that none is.
+    pub async fn set_pending(&self, name: &str, journal: Option<&str>) -> Result<(), StateError> {
+        let done = sqlx::query("UPDATE appspaces SET pending = ? WHERE name = ?")
+            .bind(journal)
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(db("recording a change under way"))?;
+        if done.rows_affected() == 0 {
+            return Err(StateError::NotFound(format!("no appspace {name:?}")));
+        }
+        Ok(())
+    }
+
+    /// Moves an appspace to `version` and clears its pending change, in
+    /// one transaction: the moment an upgrade (or a restore that brings
+    /// an older version back) takes effect.
+    pub async fn set_version(
+        &self,
+        name: &str,
+        version: &semver::Version,
+    ) -> Result<(), StateError> {
+        let done = sqlx::query(
+            "UPDATE appspaces SET version = ?, pending = NULL, broken = NULL WHERE name = ?
+               AND EXISTS (SELECT 1 FROM app_versions v WHERE v.app = appspaces.app AND v.version = ?)",
+        )
+        .bind(version.to_string())
+        .bind(name)
+        .bind(version.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(db("changing an appspace's version"))?;
+        if done.rows_affected() == 0 {
+            return Err(StateError::NotFound(format!(
+                "no appspace {name:?} of an app with version {version} installed"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The record `name` would have at `version` (what a start would run),
+    /// without changing anything.
+    pub async fn appspace_at(
+        &self,
+        name: &str,
+        version: &semver::Version,
+    ) -> Result<AppspaceRecord, StateError> {
+        let mut rec = self.appspace(name).await?;
+        let row = sqlx::query(
+            "SELECT runtime, entrypoint, dir FROM app_versions WHERE app = ? AND version = ?",
+        )
+        .bind(&rec.app)
+        .bind(version.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("looking up a version"))?
+        .ok_or_else(|| StateError::NotFound(format!("{} {version} is not installed", rec.app)))?;
+        rec.version = version.to_string();
+        rec.runtime = super::runtime_from(&row.get::<String, _>(0));
+        rec.entrypoint = row.get(1);
+        rec.app_dir = std::path::PathBuf::from(row.get::<String, _>(2));
+        Ok(rec)
     }
 }

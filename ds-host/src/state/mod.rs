@@ -103,6 +103,9 @@ pub struct AppspaceRecord {
     pub uid: u32,
     /// Why it cannot run, when it cannot.
     pub broken: Option<String>,
+    /// A change under way (an upgrade's journal, JSON), to be finished or
+    /// undone.
+    pub pending: Option<String>,
 }
 
 /// The state database plus the app store it describes.
@@ -142,7 +145,8 @@ impl State {
 /// The columns [`appspace_from_row`] reads, and the join they come from.
 pub(crate) const APPSPACE_COLUMNS: &str =
     "s.name, s.domain, s.app, s.version, v.runtime, v.entrypoint, v.dir, s.data_dir,
-     s.memory_bytes, s.cpus, s.pids, s.status, s.created_at, s.egress, s.uid, s.broken
+     s.memory_bytes, s.cpus, s.pids, s.status, s.created_at, s.egress, s.uid, s.broken,
+     s.pending
      FROM appspaces s JOIN app_versions v ON v.app = s.app AND v.version = s.version";
 
 pub(crate) fn appspace_from_row(r: &sqlx::sqlite::SqliteRow) -> AppspaceRecord {
@@ -165,6 +169,7 @@ pub(crate) fn appspace_from_row(r: &sqlx::sqlite::SqliteRow) -> AppspaceRecord {
         egress: serde_json::from_str(&r.get::<String, _>(13)).unwrap_or_default(),
         uid: r.get::<i64, _>(14) as u32,
         broken: r.get(15),
+        pending: r.get(16),
     }
 }
 
@@ -175,7 +180,7 @@ pub(crate) fn runtime_name(r: Runtime) -> &'static str {
     }
 }
 
-fn runtime_from(s: &str) -> Runtime {
+pub(crate) fn runtime_from(s: &str) -> Runtime {
     // The CHECK constraint admits only these two.
     if s == "deno" {
         Runtime::Deno

@@ -350,16 +350,13 @@ impl FrontDoor {
             match order {
                 Order::Start { request, wire } => {
                     let answer = match &appspace {
-                        Some(a) => a
-                            .ensure_running(&self.host.launcher, &self.host.lifecycle)
-                            .await
-                            .map_err(|e| {
-                                let refusal = match e {
-                                    StartError::Paused => Refusal::Paused,
-                                    _ => Refusal::Unavailable,
-                                };
-                                (refusal, e.to_string())
-                            }),
+                        Some(a) => self.start_current(&name, a.clone()).await.map_err(|e| {
+                            let refusal = match e {
+                                StartError::Paused => Refusal::Paused,
+                                _ => Refusal::Unavailable,
+                            };
+                            (refusal, e.to_string())
+                        }),
                         None => Err((Refusal::Unavailable, "no such appspace".into())),
                     };
                     let Some(wire) = wire.upgrade() else {
@@ -393,6 +390,32 @@ impl FrontDoor {
                         a.stop_idle_run(run, &self.host.lifecycle).await;
                     }
                 }
+            }
+        }
+    }
+
+    /// Starts `appspace`, or the one that replaced it while the start
+    /// waited (an upgrade swaps the appspace while it is out of service;
+    /// the start asked for meanwhile is for its successor).
+    async fn start_current(
+        &self,
+        name: &str,
+        mut appspace: Arc<crate::appspace::Appspace>,
+    ) -> Result<crate::appspace::Ticket, StartError> {
+        loop {
+            let started = appspace
+                .ensure_running(&self.host.launcher, &self.host.lifecycle)
+                .await;
+            match started {
+                Err(StartError::Retired) if !self.host.is_stopping() => {
+                    match self.host.get(name).filter(|a| a.config.name == name) {
+                        Some(next) if !Arc::ptr_eq(&next, &appspace) && !next.is_retired() => {
+                            appspace = next;
+                        }
+                        _ => return Err(StartError::Retired),
+                    }
+                }
+                other => return other,
             }
         }
     }

@@ -135,6 +135,9 @@ pub(super) async fn install_app(
 #[serde(deny_unknown_fields)]
 pub(super) struct VersionQuery {
     version: Option<String>,
+    /// Remove even versions that retained backups were taken at.
+    #[serde(default)]
+    force: bool,
 }
 
 pub(super) async fn remove_app(
@@ -145,6 +148,33 @@ pub(super) async fn remove_app(
 ) -> Answer<api::Removed> {
     let outcome = async {
         let version = q.version.as_deref().map(parse_version).transpose()?;
+        if !q.force {
+            // A backup restores with the version it was taken at: that
+            // version stays while a retained backup needs it.
+            let wanted = version.as_ref().map(ToString::to_string);
+            let mut needed: Vec<String> = admin
+                .backups
+                .list(None)
+                .await
+                .map_err(super::backups::failure)?
+                .into_iter()
+                .filter(|b| b.app.as_deref() == Some(name.as_str()))
+                .filter(|b| wanted.is_none() || b.version == wanted)
+                .map(|b| format!("{} {} (backup {})", name, b.version.unwrap_or_default(), b.id))
+                .collect();
+            if !needed.is_empty() {
+                let more = needed.len().saturating_sub(5);
+                needed.truncate(5);
+                let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+                return Err(Failure::new(
+                    ErrorCode::Conflict,
+                    format!(
+                        "retained backups were taken at what would go: {}{more}; restoring them needs that version (remove anyway with --force)",
+                        needed.join(", ")
+                    ),
+                ));
+            }
+        }
         let removed = admin.state.remove_app(&name, version.as_ref()).await?;
         Ok(api::Removed {
             name: name.clone(),

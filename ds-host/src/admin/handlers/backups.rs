@@ -9,10 +9,13 @@ fn view(s: crate::backup::Snapshot) -> api::Backup {
         appspace: s.appspace,
         time: s.time,
         path: s.path,
+        app: s.app,
+        version: s.version,
+        reason: s.reason,
     }
 }
 
-fn failure(e: crate::backup::BackupError) -> Failure {
+pub(super) fn failure(e: crate::backup::BackupError) -> Failure {
     Failure::new(ErrorCode::Unavailable, e.to_string())
 }
 
@@ -55,28 +58,12 @@ pub(super) async fn restore_backup(
     UrlPath((key, id)): UrlPath<(String, String)>,
 ) -> Answer<api::Restored> {
     let outcome = async {
-        let (_, live) = find(&admin, &key).await?;
-        let restored = admin
-            .backups
-            .list(Some(&live.config.name))
-            .await
-            .map_err(failure)?
-            .into_iter()
-            .find(|s| s.id == id);
-        let replaced = admin
-            .backups
-            .restore(&live, &id, admin.host.lifecycle.stop_grace)
-            .await
-            .map_err(|e| match e {
-                crate::backup::BackupError::NoSuchSnapshot { .. } => {
-                    Failure::new(ErrorCode::NotFound, e.to_string())
-                }
-                e => failure(e),
-            })?;
+        let (restored, replaced) =
+            crate::upgrade::restore(&admin.state, &admin.host, &admin.backups, &key, &id)
+                .await
+                .map_err(super::upgrades::upgrade_failure)?;
         Ok(api::Restored {
-            restored: view(restored.ok_or_else(|| {
-                Failure::new(ErrorCode::NotFound, format!("no backup {id} of {key}"))
-            })?),
+            restored: view(restored),
             replaced: view(replaced),
         })
     }

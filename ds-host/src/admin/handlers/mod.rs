@@ -7,6 +7,7 @@ mod appspaces;
 mod backups;
 mod egress;
 mod limits;
+mod upgrades;
 
 use apps::{install_app, list_apps, remove_app, show_app};
 use appspaces::{
@@ -18,6 +19,7 @@ use backups::{
 };
 use egress::{change_egress_list, egress_log, show_egress};
 use limits::{change_limits, show_limits};
+use upgrades::upgrade_appspace;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -139,6 +141,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
             "/v1/appspaces/{key}",
             get(show_appspace).delete(delete_appspace),
         )
+        .route("/v1/appspaces/{key}/upgrade", post(upgrade_appspace))
         .route("/v1/appspaces/{key}/{verb}", post(lifecycle_change))
         .route(
             "/v1/appspaces/{key}/limits",

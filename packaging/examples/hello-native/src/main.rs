@@ -1,12 +1,35 @@
 //! Example ds app: a plain HTTP/1.1 server on `127.0.0.1:$PORT` that shows
 //! what it sees from inside its sandbox. Each visit of `/` is counted in
 //! `/data/visits`, so the count survives restarts; `/hello` is a tiny fixed
-//! answer for benchmarks. Standard library only.
+//! answer for benchmarks; `/boom` answers 500 (a version whose health
+//! path it is never works). `hello-native migrate FROM TO` is its data
+//! migration (docs/upgrades.md): it converts `/data` from schema FROM to
+//! TO, recorded in `/data/schema`; `hello-native migrate-fail FROM TO`
+//! spoils the data and fails, as a broken migration would, and
+//! `migrate-hang` spoils it and never ends. Standard
+//! library only.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 
 fn main() -> std::io::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("migrate") if args.len() == 4 => return migrate(&args[2], &args[3]),
+        Some("migrate-fail") => {
+            std::fs::write("/data/visits", "spoilt by a failed migration")?;
+            eprintln!("hello-native: migration failed on purpose");
+            std::process::exit(1);
+        }
+        Some("migrate-hang") => {
+            // Half done, then stuck: what a host killed mid-migration leaves.
+            std::fs::write("/data/visits", "half migrated")?;
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
+        }
+        _ => {}
+    }
     let port: u16 = std::env::var("PORT")
         .ok()
         .and_then(|p| p.parse().ok())
@@ -64,6 +87,10 @@ fn serve(conn: TcpStream) -> std::io::Result<()> {
         let (status, body) = match path.as_str() {
             "/" => ("200 OK", page()),
             "/hello" => ("200 OK", "hello\n".to_owned()),
+            "/boom" => (
+                "500 Internal Server Error",
+                "broken on purpose\n".to_owned(),
+            ),
             _ => ("404 Not Found", format!("no page at {}\n", escape(&path))),
         };
         // One write per response: several small ones would meet Nagle's
@@ -78,6 +105,26 @@ fn serve(conn: TcpStream) -> std::io::Result<()> {
             return Ok(());
         }
     }
+}
+
+/// Converts `/data` from schema `from` to `to`: checks that the data is
+/// at `from` (no file: schema 0 or 1, the first versions wrote none),
+/// then records `to` and appends the step to `/data/migrations`.
+fn migrate(from: &str, to: &str) -> std::io::Result<()> {
+    let now = std::fs::read_to_string("/data/schema")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default();
+    if !(now == from || now.is_empty() && (from == "0" || from == "1")) {
+        eprintln!("hello-native: the data is at schema {now:?}, not {from}");
+        std::process::exit(2);
+    }
+    let mut log = std::fs::read_to_string("/data/migrations").unwrap_or_default();
+    log.push_str(&format!("{from}->{to}\n"));
+    std::fs::write("/data/migrations", log)?;
+    std::fs::write("/data/schema.new", to)?;
+    std::fs::rename("/data/schema.new", "/data/schema")?;
+    eprintln!("hello-native: migrated the data from schema {from} to {to}");
+    Ok(())
 }
 
 fn visits() -> u64 {
