@@ -107,6 +107,16 @@ pub enum BackupCommand {
         /// The backup's id (`dsctl backup list`).
         id: String,
     },
+    /// Delete backup ID of an appspace (and the data only it holds).
+    Delete {
+        /// The appspace (domain or name).
+        appspace: String,
+        /// The backup's id.
+        id: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Back up now every appspace the schedule says is due (and apply
     /// the retention), as the host does every minute.
     RunDue {

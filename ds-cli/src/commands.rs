@@ -376,6 +376,22 @@ async fn backup(client: &Client, json: bool, cmd: BackupCommand) -> Result<(), C
                 );
             }
         }
+        BackupCommand::Delete { appspace, id, yes } => {
+            if !yes && !confirm(&format!("Delete backup {id} of {appspace} for good?"))? {
+                eprintln!("dsctl: not deleted");
+                return Ok(());
+            }
+            let path = format!("/v1/appspaces/{}/backups/{}", seg(&appspace), seg(&id));
+            let (b, raw): (api::Backup, _) = client.call(Method::DELETE, &path, None).await?;
+            if json {
+                print_json(&raw);
+            } else {
+                println!(
+                    "deleted backup {} of {} (taken {})",
+                    b.id, b.appspace, b.time
+                );
+            }
+        }
         BackupCommand::RunDue { now } => {
             let (ran, raw): (Vec<api::DueBackup>, _) = client
                 .call_json(Method::POST, "/v1/backups/run-due", &api::RunDue { now })

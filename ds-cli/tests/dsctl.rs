@@ -63,6 +63,10 @@ fn main() {
             "a_host_killed_during_an_upgrade_rolls_it_back_at_its_next_start",
             a_host_killed_during_an_upgrade_rolls_it_back_at_its_next_start,
         ),
+        (
+            "a_host_killed_during_a_backup_leaves_everything_usable_and_backups_delete",
+            a_host_killed_during_a_backup_leaves_everything_usable_and_backups_delete,
+        ),
     ];
     let trials = common::trials(tests, skip);
     libtest_mimic::run(&args, trials).exit();
@@ -1381,5 +1385,125 @@ fn a_host_killed_during_an_upgrade_rolls_it_back_at_its_next_start() -> Result<(
         "--version",
         "2.0.0",
     ])?;
+    host.stop()
+}
+
+/// The pids of restic processes working on the repository under `state`.
+fn restics_of(state: &Path) -> Vec<i32> {
+    let needle = state.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap_or_default();
+            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            exe.file_name().is_some_and(|n| n == "restic")
+                && String::from_utf8_lossy(&env).contains(&needle)
+        })
+        .collect()
+}
+
+fn a_host_killed_during_a_backup_leaves_everything_usable_and_backups_delete() -> Result<(), Failed>
+{
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let host = DevHost::start(&state)?;
+    let (code, _) = host.get("hello-native.localhost", "/")?;
+    ensure(code == 200, format!("status {code}"))?;
+    let data = state.join("appspaces/hello-native/data");
+    // Enough data that the backup takes a while.
+    let big = data.join("big");
+    let status = Command::new("dd")
+        .args(["if=/dev/urandom", "bs=1M", "count=400", "status=none"])
+        .arg(format!("of={}", big.display()))
+        .status()?;
+    ensure(status.success(), "dd")?;
+    let first = host.json(&["backup", "create", "hello-native.localhost"])?;
+    let first_id = first["backup"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    // A second file so that the next backup has to read again.
+    std::fs::copy(&big, data.join("big2"))?;
+    let before = std::fs::read(&big)?;
+    let mut backup = Command::new(DSCTL)
+        .arg("--socket")
+        .arg(&host.socket)
+        .args(["backup", "create", "hello-native.localhost"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let restics = loop {
+        let found = restics_of(&state);
+        if !found.is_empty() {
+            break found;
+        }
+        ensure(Instant::now() < deadline, "no restic seen")?;
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    // As a power cut would: the host and its restic at once.
+    let pid = rustix::process::Pid::from_raw(host.pid() as i32).ok_or("pid")?;
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL)?;
+    for r in restics {
+        if let Some(p) = rustix::process::Pid::from_raw(r) {
+            let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+        }
+    }
+    drop(host);
+    let _ = backup.wait();
+    let host = DevHost::start(&state)?;
+    ensure(std::fs::read(&big)? == before, "the data changed")?;
+    let (code, _) = host.get("hello-native.localhost", "/")?;
+    ensure(code == 200, format!("after the restart: {code}"))?;
+    // The repository takes new backups and reads back intact.
+    let again = host.json(&["backup", "create", "hello-native.localhost"])?;
+    let again_id = again["backup"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    host.json(&["backup", "verify"])?;
+    // Delete: asks (and refuses without a terminal), then removes one.
+    host.fails(
+        &["backup", "delete", "hello-native.localhost", &first_id],
+        "--yes",
+    )?;
+    let gone = host.json(&[
+        "backup",
+        "delete",
+        "hello-native.localhost",
+        &first_id,
+        "--yes",
+    ])?;
+    ensure(gone["id"] == first_id.as_str(), format!("{gone}"))?;
+    let listed = host.json(&["backup", "list", "hello-native.localhost"])?;
+    let ids: Vec<&str> = listed
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|b| b["id"].as_str())
+        .collect();
+    ensure(
+        !ids.contains(&first_id.as_str()) && ids.contains(&again_id.as_str()),
+        format!("{listed}"),
+    )?;
+    host.fails(
+        &[
+            "backup",
+            "delete",
+            "hello-native.localhost",
+            &first_id,
+            "--yes",
+        ],
+        "no backup",
+    )?;
+    host.fails(
+        &["backup", "delete", "nope.localhost", &again_id, "--yes"],
+        "nope.localhost",
+    )?;
+    host.json(&["backup", "verify"])?;
     host.stop()
 }

@@ -263,6 +263,14 @@ impl Backups {
         restic::swap_in(&staging, data)
     }
 
+    /// Deletes backup `id` of `appspace` and the data only it held.
+    pub async fn delete(&self, appspace: &str, id: &str) -> Result<Snapshot, BackupError> {
+        let _one = self.one_at_a_time.lock().await;
+        let doomed = self.find(appspace, id).await?;
+        self.restic.forget_one(&doomed.id).await?;
+        Ok(doomed)
+    }
+
     /// The snapshot `id` of `appspace`.
     pub async fn find(&self, appspace: &str, id: &str) -> Result<Snapshot, BackupError> {
         self.list(Some(appspace))

@@ -476,6 +476,13 @@ impl Restic {
 }
 
 impl Restic {
+    /// Removes snapshot `id` and what no other snapshot uses.
+    pub async fn forget_one(&self, id: &str) -> Result<(), BackupError> {
+        self.run("forget", &["forget", id, "--prune"])
+            .await
+            .map(drop)
+    }
+
     /// Applies the retention `keep` (hourly, daily, weekly, monthly) to
     /// `appspace`'s snapshots and removes what no snapshot uses any more.
     pub async fn forget(&self, appspace: &str, keep: [u32; 4]) -> Result<(), BackupError> {
@@ -498,5 +505,34 @@ impl Restic {
             "--prune",
         ];
         self.run("forget", &args).await.map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_half_done_swap_is_undone_and_a_finished_one_tidied() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        // Killed between the renames: the data was moved aside, nothing
+        // in its place. It goes back (as before the restore).
+        std::fs::create_dir(dir.path().join(".replaced")).unwrap();
+        std::fs::write(dir.path().join(".replaced/file"), "old").unwrap();
+        std::fs::create_dir_all(dir.path().join(".restoring/x")).unwrap();
+        recover_swap(&data);
+        assert_eq!(std::fs::read_to_string(data.join("file")).unwrap(), "old");
+        assert!(!dir.path().join(".replaced").exists());
+        assert!(!dir.path().join(".restoring").exists());
+        // Killed after them: the restored data stays, the old goes (as after).
+        std::fs::create_dir(dir.path().join(".replaced")).unwrap();
+        std::fs::write(dir.path().join(".replaced/file"), "older").unwrap();
+        recover_swap(&data);
+        assert_eq!(std::fs::read_to_string(data.join("file")).unwrap(), "old");
+        assert!(!dir.path().join(".replaced").exists());
+        // Nothing half done: nothing changes.
+        recover_swap(&data);
+        assert_eq!(std::fs::read_to_string(data.join("file")).unwrap(), "old");
     }
 }

@@ -217,3 +217,47 @@ pub(super) async fn list_backups(
 pub(super) struct BackupQuery {
     appspace: Option<String>,
 }
+
+/// `DELETE /v1/appspaces/{key}/backups/{id}`, audited: the backup and
+/// the data only it held are removed.
+pub(super) async fn delete_backup(
+    State(admin): State<Arc<Admin>>,
+    Extension(peer): Extension<Peer>,
+    UrlPath((key, id)): UrlPath<(String, String)>,
+) -> Answer<api::Backup> {
+    let outcome = async {
+        let (rec, _) = find(&admin, &key).await?;
+        let journal = rec
+            .pending
+            .as_deref()
+            .and_then(|j| serde_json::from_str::<crate::upgrade::Journal>(j).ok());
+        if journal.is_some_and(|j| j.backup == id) {
+            return Err(Failure::new(
+                ErrorCode::Conflict,
+                format!("backup {id} is what an unfinished change of {key} rolls back to"),
+            ));
+        }
+        admin
+            .backups
+            .delete(&rec.name, &id)
+            .await
+            .map(view)
+            .map_err(|e| match e {
+                crate::backup::BackupError::NoSuchSnapshot { .. } => {
+                    Failure::new(ErrorCode::NotFound, e.to_string())
+                }
+                e => failure(e),
+            })
+    }
+    .await;
+    audited(
+        &admin,
+        &peer,
+        "backup.delete",
+        &key,
+        format!("snapshot {id}"),
+        outcome,
+    )
+    .await
+    .map(Json)
+}

@@ -15,7 +15,8 @@ use appspaces::{
     show_appspace,
 };
 use backups::{
-    backup_key, create_backup, list_backups, restore_backup, run_due_backups, verify_backups,
+    backup_key, create_backup, delete_backup, list_backups, restore_backup, run_due_backups,
+    verify_backups,
 };
 use egress::{change_egress_list, egress_log, show_egress};
 use limits::{change_limits, show_limits};
@@ -30,7 +31,7 @@ use axum::body::Body;
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
 use futures::StreamExt;
 use serde::Deserialize;
@@ -155,6 +156,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
         )
         .route("/v1/appspaces/{key}/egress/log", get(egress_log))
         .route("/v1/appspaces/{key}/backups", post(create_backup))
+        .route("/v1/appspaces/{key}/backups/{id}", delete(delete_backup))
         .route(
             "/v1/appspaces/{key}/backups/{id}/restore",
             post(restore_backup),
