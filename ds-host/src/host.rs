@@ -74,6 +74,21 @@ impl Host {
         });
     }
 
+    /// Serves `new` in place of `old`, if `old` is still what its domain
+    /// serves (an appspace deleted meanwhile is not brought back);
+    /// returns whether it was replaced.
+    pub fn replace(&self, old: &Arc<Appspace>, new: Arc<Appspace>) -> bool {
+        let domain = new.config.domain.to_ascii_lowercase();
+        let mut replaced = false;
+        self.change(|t| {
+            if t.get(&domain).is_some_and(|current| Arc::ptr_eq(current, old)) {
+                t.insert(domain, new);
+                replaced = true;
+            }
+        });
+        replaced
+    }
+
     /// Stops serving the appspace whose domain or name is `key`; returns it.
     pub fn remove(&self, key: &str) -> Option<Arc<Appspace>> {
         let mut removed = None;

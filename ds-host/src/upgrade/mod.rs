@@ -195,7 +195,7 @@ pub async fn upgrade(
                 Ok(health_status) => {
                     // Starts that waited for the old one find it replaced
                     // and go to this one.
-                    host.add(next.clone());
+                    host.replace(&old, next.clone());
                     old.mark_replaced();
                     next.log_host(&format!("now at {to} (was {from}); backup {} holds the data as it was", backup.id));
                     Ok(Upgraded {
@@ -242,7 +242,7 @@ pub async fn upgrade(
                             let mut config = old.config.clone();
                             config.broken = Some(broken);
                             if let Ok(stand_in) = Appspace::new(config, life) {
-                                host.add(Arc::new(stand_in));
+                                host.replace(&old, Arc::new(stand_in));
                             }
                             old.mark_replaced();
                             Err(UpgradeError::RollbackFailed {

@@ -97,7 +97,7 @@ pub async fn restore(
                 }
                 return Err(e);
             }
-            host.add(next.clone());
+            host.replace(&old, next.clone());
             old.mark_replaced();
             next.log_host(&format!(
                 "restored backup {id}, with {version} (was {}); the data it replaced is backup {}",
