@@ -309,6 +309,18 @@ pub struct Backup {
     pub reason: Option<String>,
 }
 
+/// `GET`/`POST /v1/backups/host`: a backup of the host's own state (its
+/// database, installed apps, configuration and certificate files).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostBackup {
+    /// Its id (restic's short id).
+    pub id: String,
+    /// When it was taken (RFC 3339).
+    pub time: String,
+    /// What it holds.
+    pub paths: Vec<String>,
+}
+
 /// `POST /v1/appspaces/{key}/upgrade`: the version to move to (up or down).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -125,6 +125,14 @@ pub enum BackupCommand {
         #[arg(long, value_parser = parse_since)]
         now: Option<i64>,
     },
+    /// Back up the host's own state now (its database, installed apps,
+    /// configuration and certificate files), or list those backups; a
+    /// new machine is restored from them with `ds-host --restore-from`.
+    Host {
+        /// List them instead.
+        #[arg(long)]
+        list: bool,
+    },
     /// Show the backups' key (root only): keep a copy off this machine,
     /// the backups cannot be read without it.
     Key,

@@ -409,6 +409,33 @@ async fn backup(client: &Client, json: bool, cmd: BackupCommand) -> Result<(), C
                 }
             }
         }
+        BackupCommand::Host { list } => {
+            if list {
+                let (l, raw): (Vec<api::HostBackup>, _) =
+                    client.call(Method::GET, "/v1/backups/host", None).await?;
+                if json {
+                    print_json(&raw);
+                } else {
+                    let rows: Vec<Vec<String>> = l
+                        .into_iter()
+                        .map(|b| vec![b.id, b.time, b.paths.join(" ")])
+                        .collect();
+                    table::print(&["ID", "TAKEN", "HOLDS"], &rows);
+                }
+            } else {
+                let (b, raw): (api::HostBackup, _) =
+                    client.call(Method::POST, "/v1/backups/host", None).await?;
+                if json {
+                    print_json(&raw);
+                } else {
+                    println!(
+                        "backed up the host's state as {} ({})",
+                        b.id,
+                        b.paths.join(", ")
+                    );
+                }
+            }
+        }
         BackupCommand::Key => {
             let (k, raw): (api::BackupKey, _) =
                 client.call(Method::GET, "/v1/backups/key", None).await?;

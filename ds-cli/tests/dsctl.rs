@@ -67,6 +67,10 @@ fn main() {
             "a_host_killed_during_a_backup_leaves_everything_usable_and_backups_delete",
             a_host_killed_during_a_backup_leaves_everything_usable_and_backups_delete,
         ),
+        (
+            "a_dead_disk_is_restored_on_a_new_machine_from_the_repository_and_its_key",
+            a_dead_disk_is_restored_on_a_new_machine_from_the_repository_and_its_key,
+        ),
     ];
     let trials = common::trials(tests, skip);
     libtest_mimic::run(&args, trials).exit();
@@ -1504,6 +1508,126 @@ fn a_host_killed_during_a_backup_leaves_everything_usable_and_backups_delete() -
         &["backup", "delete", "nope.localhost", &again_id, "--yes"],
         "nope.localhost",
     )?;
+    host.json(&["backup", "verify"])?;
+    host.stop()
+}
+
+fn restore_from(state: &Path, repository: &Path, key: &Path) -> Result<Output, Failed> {
+    Ok(Command::new(bin_dir().join("ds-host"))
+        .args(["--dev", "--state-dir"])
+        .arg(state)
+        .arg("--restore-from")
+        .arg(repository)
+        .arg("--key-file")
+        .arg(key)
+        .output()?)
+}
+
+fn a_dead_disk_is_restored_on_a_new_machine_from_the_repository_and_its_key() -> Result<(), Failed>
+{
+    let dir = tempfile::tempdir()?;
+    let (state, repository) = (dir.path().join("state"), dir.path().join("usb-disk/ds"));
+    let repo_arg = repository.to_str().ok_or("path")?;
+    let host = DevHost::start_with(&state, &["--backup-repository", repo_arg], None)?;
+    install(
+        &host,
+        &versioned(dir.path(), "notes", "1.0.0", "[data]\nschema = 1\n")?,
+    )?;
+    host.json(&[
+        "appspace",
+        "create",
+        "--app",
+        "notes",
+        "--domain",
+        "notes.localhost",
+    ])?;
+    host.json(&["appspace", "limits", "notes.localhost", "--memory", "96M"])?;
+    for _ in 0..2 {
+        let (code, _) = host.get("notes.localhost", "/")?;
+        ensure(code == 200, format!("status {code}"))?;
+    }
+    let taken = host.json(&["backup", "create", "notes.localhost"])?;
+    ensure(
+        taken["repository"] == repo_arg,
+        format!("repository: {taken}"),
+    )?;
+    let hosted = host.json(&["backup", "host"])?;
+    ensure(
+        hosted["paths"].as_array().is_some_and(|p| {
+            p.iter()
+                .any(|p| p.as_str().is_some_and(|p| p.ends_with("/apps")))
+        }),
+        format!("{hosted}"),
+    )?;
+    let listed = host.json(&["backup", "host", "--list"])?;
+    ensure(
+        listed.as_array().map(Vec::len) == Some(1) && listed[0]["id"] == hosted["id"],
+        format!("{listed}"),
+    )?;
+    // The admin kept the key off the machine.
+    let key = dir.path().join("key-on-paper");
+    std::fs::write(
+        &key,
+        host.json(&["backup", "key"])?["key"]
+            .as_str()
+            .unwrap_or_default(),
+    )?;
+    host.stop()?;
+    // The disk dies: a new machine has only the repository and the key,
+    // and puts its state elsewhere.
+    std::fs::remove_dir_all(&state)?;
+    let fresh = dir.path().join("new-machine");
+    // A wrong key restores nothing.
+    let wrong = dir.path().join("wrong-key");
+    std::fs::write(&wrong, "0".repeat(64))?;
+    let out = restore_from(&fresh, &repository, &wrong)?;
+    ensure(!out.status.success(), "a wrong key restored")?;
+    ensure(
+        !fresh.join("state.db").exists(),
+        "a failed restore left a state.db",
+    )?;
+    let _ = std::fs::remove_dir_all(&fresh);
+    let out = restore_from(&fresh, &repository, &key)?;
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    ensure(
+        out.status.success() && said.contains("appspace notes: data of backup"),
+        format!("restore: {said}{}", String::from_utf8_lossy(&out.stderr)),
+    )?;
+    // A second restore over it is refused and changes nothing.
+    let out = restore_from(&fresh, &repository, &key)?;
+    ensure(
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("empty state directory"),
+        format!(
+            "restore over a host: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )?;
+    let host = DevHost::start_with(&fresh, &["--backup-repository", repo_arg], None)?;
+    let shown = host.json(&["appspace", "show", "notes.localhost"])?;
+    ensure(
+        shown["version"] == "1.0.0" && shown["limits"]["memory_bytes"] == 96u64 << 20,
+        format!("restored appspace: {shown}"),
+    )?;
+    let data = fresh.join("appspaces/notes/data");
+    ensure(
+        shown["data_dir"] == data.to_str().unwrap_or_default(),
+        format!("data dir: {shown}"),
+    )?;
+    let (code, _) = host.get("notes.localhost", "/")?;
+    ensure(
+        code == 200 && visits_in(&data) == Some(3),
+        format!("restored visits: {code}, {:?}", visits_in(&data)),
+    )?;
+    // Its backups are there, and it takes new ones into the same repository.
+    ensure(
+        !host
+            .json(&["backup", "list", "notes.localhost"])?
+            .as_array()
+            .is_none_or(Vec::is_empty),
+        "no backups listed",
+    )?;
+    host.json(&["backup", "create", "notes.localhost"])?;
     host.json(&["backup", "verify"])?;
     host.stop()
 }

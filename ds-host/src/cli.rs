@@ -59,6 +59,20 @@ pub struct Cli {
     /// with dsctl backup create).
     #[arg(long, value_name = "SECS", default_value_t = 0, requires = "dev")]
     pub backup_every: u64,
+    /// The backups' restic repository (dev mode; default: in the state
+    /// directory).
+    #[arg(long, value_name = "DIR", requires = "dev")]
+    pub backup_repository: Option<PathBuf>,
+    /// Restore a host from the newest backup of its state in this restic
+    /// repository (with --key-file) into the state directory of --config
+    /// or --dev --state-dir, which must hold no host yet, then each
+    /// appspace's newest data; and exit (docs/backups.md).
+    #[arg(long, value_name = "DIR", requires = "key_file", conflicts_with_all = ["check_config"])]
+    pub restore_from: Option<PathBuf>,
+    /// The repository's key (what `dsctl backup key` showed), for
+    /// --restore-from.
+    #[arg(long, value_name = "FILE", requires = "restore_from")]
+    pub key_file: Option<PathBuf>,
     /// Run this program with each alert as JSON on its stdin (dev mode).
     #[arg(long, value_name = "PATH", requires = "dev")]
     pub notify_command: Option<PathBuf>,

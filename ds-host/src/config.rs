@@ -96,7 +96,7 @@ pub struct NotifyConfig {
 /// `[backups]`: every appspace is backed up every `every_secs` (0: only
 /// on demand); restic's retention keeps the newest backup of each of the
 /// last `keep_hourly` hours, `keep_daily` days, and so on.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackupsConfig {
     /// Seconds between an appspace's scheduled backups (0: none).
@@ -109,6 +109,9 @@ pub struct BackupsConfig {
     pub keep_weekly: u32,
     /// Monthly backups kept.
     pub keep_monthly: u32,
+    /// The restic repository (default: `<state_dir>/backups/repository`);
+    /// somewhere a dead disk does not take along: a USB disk, an NFS mount.
+    pub repository: Option<PathBuf>,
 }
 
 impl BackupsConfig {
@@ -134,6 +137,7 @@ impl Default for BackupsConfig {
             keep_daily: 7,
             keep_weekly: 4,
             keep_monthly: 12,
+            repository: None,
         }
     }
 }

@@ -81,7 +81,9 @@ impl Host {
         let domain = new.config.domain.to_ascii_lowercase();
         let mut replaced = false;
         self.change(|t| {
-            if t.get(&domain).is_some_and(|current| Arc::ptr_eq(current, old)) {
+            if t.get(&domain)
+                .is_some_and(|current| Arc::ptr_eq(current, old))
+            {
                 t.insert(domain, new);
                 replaced = true;
             }

@@ -135,6 +135,14 @@ async fn async_main() -> anyhow::Result<()> {
         println!("ds-host: wrote {} and its key", cert.display());
         return Ok(());
     }
+    if let (Some(repository), Some(key)) = (&cli.restore_from, &cli.key_file) {
+        let state_dir = match (&cli.config, cli.dev) {
+            (Some(config), _) => HostConfig::load(config)?.state_dir,
+            (None, true) => std::path::absolute(&cli.state_dir).context("resolving --state-dir")?,
+            (None, false) => bail!("--restore-from needs --config FILE or --dev --state-dir DIR"),
+        };
+        return restore_from(repository, key, &state_dir).await;
+    }
     match (&cli.config, cli.dev) {
         (Some(config), _) => production(config, stop).await,
         (None, true) => dev(cli, stop).await,
@@ -415,6 +423,7 @@ async fn dev(cli: Cli, stop: StopSignals) -> anyhow::Result<()> {
         ..Lifecycle::default()
     };
     let (state_db, _) = ds_host::dev::prepare(&state, deno.as_deref(), &cli.apps).await?;
+    let state_db = Arc::new(state_db);
     let backups = Arc::new(
         ds_host::backup::Backups::new(
             &state,
@@ -423,6 +432,8 @@ async fn dev(cli: Cli, stop: StopSignals) -> anyhow::Result<()> {
                 ..Default::default()
             },
         )
+        .with_repository(cli.backup_repository.clone())
+        .with_host_state(state_db.clone(), Vec::new())
         .with_notify(cli.notify_command.clone()),
     );
     // Leftovers of a killed host (a migration still running, say) are
@@ -430,7 +441,6 @@ async fn dev(cli: Cli, stop: StopSignals) -> anyhow::Result<()> {
     let placement = cgroup_placement()?;
     let (configs, recovered) = recover(&state_db, &backups).await?;
     let resolver = Resolver::system(&cli.nameservers);
-    let state_db = Arc::new(state_db);
     let (egress_sink, egress_log) = EgressLogWriter::start(state_db.clone());
     let door = host(
         configs,
@@ -500,6 +510,36 @@ async fn dev(cli: Cli, stop: StopSignals) -> anyhow::Result<()> {
     served
 }
 
+/// `--restore-from`: a host restored from its backups, into an empty
+/// state directory; says what it did.
+async fn restore_from(repository: &Path, key: &Path, state_dir: &Path) -> anyhow::Result<()> {
+    let binary = std::env::var_os("DS_RESTIC")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("restic"));
+    let done = ds_host::backup::restore_host(binary, repository, key, state_dir)
+        .await
+        .with_context(|| format!("restoring a host into {}", state_dir.display()))?;
+    println!(
+        "ds-host: restored the host's state from backup {} (taken {}) into {}",
+        done.snapshot,
+        done.taken,
+        state_dir.display()
+    );
+    for (name, id) in &done.appspaces {
+        println!("ds-host: appspace {name}: data of backup {id}");
+    }
+    for name in &done.without_data {
+        println!("ds-host: appspace {name}: no backup of its data; it starts empty");
+    }
+    for file in &done.files {
+        println!(
+            "ds-host: {} was restored there; move it into place if this machine needs it",
+            file.display()
+        );
+    }
+    Ok(())
+}
+
 /// Undoes what a killed host left half done (before anything serves),
 /// then reads the appspaces as they are now.
 async fn recover(
@@ -532,6 +572,15 @@ async fn production(config_path: &Path, stop: StopSignals) -> anyhow::Result<()>
     let state = Arc::new(ds_host::state::State::open(&config.state_dir).await?);
     let backups = Arc::new(
         ds_host::backup::Backups::new(&config.state_dir, config.backups.schedule())
+            .with_repository(config.backups.repository.clone())
+            .with_host_state(
+                state.clone(),
+                vec![
+                    std::path::absolute(config_path).unwrap_or_else(|_| config_path.to_owned()),
+                    config.https.certificate.clone(),
+                    config.https.private_key.clone(),
+                ],
+            )
             .with_notify(config.notify.command.clone()),
     );
     // Leftovers of a killed host (a migration still running, say) are

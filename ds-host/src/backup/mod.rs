@@ -10,13 +10,15 @@
 //! controllers) it is stopped instead and kept from starting until the
 //! backup is done; its next request starts it.
 
+mod host_state;
 pub mod restic;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::appspace::Appspace;
-pub use restic::{recover_swap, BackupError, Labels, Snapshot};
+pub use host_state::{restore_host, HostRestored};
+pub use restic::{recover_swap, BackupError, HostSnapshot, Labels, Snapshot};
 
 /// The labels of a backup of `appspace` now.
 pub fn labels<'a>(appspace: &'a Appspace, reason: Option<&'static str>) -> Labels<'a> {
@@ -72,6 +74,20 @@ pub struct Backups {
     /// Serialises backups (restic locks the repository anyway; this keeps
     /// a second admin's request waiting rather than failing).
     one_at_a_time: tokio::sync::Mutex<()>,
+    /// The state directory, and the backups directory in it.
+    state_dir: PathBuf,
+    dir: PathBuf,
+    /// What the host's own state is, once told.
+    host_state: Option<HostState>,
+}
+
+/// The host's own state, backed up with its appspaces.
+#[derive(Debug)]
+struct HostState {
+    state: Arc<crate::state::State>,
+    /// Files outside the state directory: the configuration and the
+    /// certificate and key it names.
+    files: Vec<PathBuf>,
 }
 
 impl Backups {
@@ -82,13 +98,31 @@ impl Backups {
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("restic"));
         Self {
-            restic: restic::Restic::new(binary, state_dir.join("backups")),
+            restic: restic::Restic::new(binary, state_dir.join("backups"), None),
             schedule,
             lacking: std::sync::Mutex::default(),
             overdue: std::sync::Mutex::default(),
             notify: None,
             one_at_a_time: tokio::sync::Mutex::new(()),
+            state_dir: state_dir.to_owned(),
+            dir: state_dir.join("backups"),
+            host_state: None,
         }
+    }
+
+    /// The repository at `repository` instead of in the state directory
+    /// (a USB disk, an NFS mount: somewhere a dead disk does not take).
+    pub fn with_repository(mut self, repository: Option<PathBuf>) -> Self {
+        let binary = self.restic.binary().to_owned();
+        self.restic = restic::Restic::new(binary, self.dir.clone(), repository);
+        self
+    }
+
+    /// The host's own state is backed up too: `state`'s database, the
+    /// installed apps, and `files` (the configuration and what it names).
+    pub fn with_host_state(mut self, state: Arc<crate::state::State>, files: Vec<PathBuf>) -> Self {
+        self.host_state = Some(HostState { state, files });
+        self
     }
 
     /// The repository's key (made now if there is none yet), for the
@@ -102,6 +136,14 @@ impl Backups {
             path: file,
             source,
         })
+    }
+
+    /// The backups of the host's own state, oldest first.
+    pub async fn list_host(&self) -> Result<Vec<HostSnapshot>, BackupError> {
+        if !self.restic.exists() {
+            return Ok(Vec::new());
+        }
+        self.restic.host_snapshots().await
     }
 
     /// Where the repository is and the file holding its key.
@@ -360,6 +402,14 @@ impl Backups {
             });
         }
         self.refresh_overdue(now);
+        // The host's own state goes with every run that backed anything
+        // up (its database records what the appspaces' backups restore
+        // into).
+        if self.host_state.is_some() && outcomes.iter().any(|o| o.result.is_ok()) {
+            if let Err(e) = self.backup_host_locked().await {
+                tracing::warn!(error = %e, "backing up the host's state");
+            }
+        }
         Ok(outcomes)
     }
 }

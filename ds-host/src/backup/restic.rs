@@ -127,7 +127,9 @@ fn tag(appspace: &str) -> String {
 #[derive(Debug)]
 pub struct Restic {
     binary: PathBuf,
+    /// The key and restic's cache.
     dir: PathBuf,
+    repository: PathBuf,
 }
 
 #[derive(Deserialize)]
@@ -148,14 +150,25 @@ struct BackupLine {
 }
 
 impl Restic {
-    /// The repository in `dir/repository`, its key in `dir/key`.
-    pub fn new(binary: PathBuf, dir: PathBuf) -> Self {
-        Self { binary, dir }
+    /// The repository at `repository` (`dir/repository` if `None`), its
+    /// key in `dir/key`.
+    pub fn new(binary: PathBuf, dir: PathBuf, repository: Option<PathBuf>) -> Self {
+        let repository = repository.unwrap_or_else(|| dir.join("repository"));
+        Self {
+            binary,
+            dir,
+            repository,
+        }
+    }
+
+    /// The restic binary.
+    pub fn binary(&self) -> &Path {
+        &self.binary
     }
 
     /// The repository's directory.
     pub fn repository(&self) -> PathBuf {
-        self.dir.join("repository")
+        self.repository.clone()
     }
 
     /// The file holding its key.
@@ -475,7 +488,106 @@ impl Restic {
     }
 }
 
+/// A backup of the host's own state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostSnapshot {
+    /// restic's short id.
+    pub id: String,
+    /// When it was taken (RFC 3339, restic's).
+    pub time: String,
+    /// The files and directories it holds.
+    pub paths: Vec<String>,
+}
+
+/// The tag of backups of the host's own state.
+pub const HOST_STATE_TAG: &str = "host-state";
+
 impl Restic {
+    /// Backs up `paths` as the host's state, dated now.
+    pub async fn backup_host(&self, paths: &[PathBuf]) -> Result<HostSnapshot, BackupError> {
+        let paths: Vec<String> = paths
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        let mut args = vec!["backup", "--json", "--host", "ds", "--tag", HOST_STATE_TAG];
+        args.extend(paths.iter().map(String::as_str));
+        let out = self.run("backup", &args).await?;
+        let text = String::from_utf8_lossy(&out);
+        let id = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<BackupLine>(l).ok())
+            .find(|l| l.message_type == "summary")
+            .and_then(|l| l.snapshot_id)
+            .ok_or_else(|| BackupError::Output {
+                what: "backup",
+                why: "no summary with a snapshot id".into(),
+            })?;
+        self.host_snapshots()
+            .await?
+            .into_iter()
+            .find(|s| id.starts_with(&s.id))
+            .ok_or_else(|| BackupError::Output {
+                what: "backup",
+                why: format!("snapshot {id} is not listed"),
+            })
+    }
+
+    /// The backups of the host's state, oldest first.
+    pub async fn host_snapshots(&self) -> Result<Vec<HostSnapshot>, BackupError> {
+        let out = self
+            .run(
+                "snapshots",
+                &["snapshots", "--json", "--tag", HOST_STATE_TAG],
+            )
+            .await?;
+        let raw: Vec<RawSnapshot> =
+            serde_json::from_slice(&out).map_err(|e| BackupError::Output {
+                what: "snapshots",
+                why: e.to_string(),
+            })?;
+        Ok(raw
+            .into_iter()
+            .map(|s| HostSnapshot {
+                id: s.short_id,
+                time: s.time,
+                paths: s.paths,
+            })
+            .collect())
+    }
+
+    /// Restores all of snapshot `id` under `target` (absolute paths kept
+    /// below it).
+    pub async fn restore_all(&self, id: &str, target: &Path) -> Result<(), BackupError> {
+        let target = target.to_string_lossy().into_owned();
+        self.run("restore", &["restore", id, "--target", &target])
+            .await
+            .map(drop)
+    }
+
+    /// Applies the retention `keep` to the host's state backups.
+    pub async fn forget_host(&self, keep: [u32; 4]) -> Result<(), BackupError> {
+        let keep: Vec<String> = keep.iter().map(u32::to_string).collect();
+        let args = [
+            "forget",
+            "--tag",
+            HOST_STATE_TAG,
+            "--host",
+            "ds",
+            "--group-by",
+            "host,tags",
+            "--keep-hourly",
+            &keep[0],
+            "--keep-daily",
+            &keep[1],
+            "--keep-weekly",
+            &keep[2],
+            "--keep-monthly",
+            &keep[3],
+            "--prune",
+        ];
+        self.run("forget", &args).await.map(drop)
+    }
+
     /// Removes snapshot `id` and what no other snapshot uses.
     pub async fn forget_one(&self, id: &str) -> Result<(), BackupError> {
         self.run("forget", &["forget", id, "--prune"])

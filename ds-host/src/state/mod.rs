@@ -188,3 +188,50 @@ pub(crate) fn runtime_from(s: &str) -> Runtime {
         Runtime::Native
     }
 }
+
+impl State {
+    /// Writes a consistent copy of the database to `to` (SQLite's `VACUUM
+    /// INTO`: one transaction's view, while the host keeps writing).
+    pub async fn copy_to(&self, to: &Path) -> Result<(), StateError> {
+        let _ = std::fs::remove_file(to);
+        sqlx::query("VACUUM INTO ?")
+            .bind(to.to_string_lossy().into_owned())
+            .execute(&self.pool)
+            .await
+            .map_err(db("copying the database"))?;
+        Ok(())
+    }
+
+    /// In the database file `file` (not open), moves every recorded path
+    /// under `from` to the same place under `to` (a state directory
+    /// restored somewhere else than where it was backed up).
+    pub async fn rebase(file: &Path, from: &Path, to: &Path) -> Result<(), StateError> {
+        use sqlx::Connection;
+        if from == to {
+            return Ok(());
+        }
+        let options = SqliteConnectOptions::new().filename(file);
+        let mut conn = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .map_err(db("opening the restored database"))?;
+        let (from, to) = (
+            format!("{}/", from.to_string_lossy().trim_end_matches('/')),
+            format!("{}/", to.to_string_lossy().trim_end_matches('/')),
+        );
+        for (table, column) in [("app_versions", "dir"), ("appspaces", "data_dir")] {
+            sqlx::query(&format!(
+                "UPDATE {table} SET {column} = ? || substr({column}, ?) WHERE substr({column}, 1, ?) = ?"
+            ))
+            .bind(&to)
+            .bind(from.len() as i64 + 1)
+            .bind(from.len() as i64)
+            .bind(&from)
+            .execute(&mut conn)
+            .await
+            .map_err(db("moving the restored paths"))?;
+        }
+        conn.close()
+            .await
+            .map_err(db("closing the restored database"))
+    }
+}

@@ -261,3 +261,39 @@ pub(super) async fn delete_backup(
     .await
     .map(Json)
 }
+
+fn host_view(s: crate::backup::HostSnapshot) -> api::HostBackup {
+    api::HostBackup {
+        id: s.id,
+        time: s.time,
+        paths: s.paths,
+    }
+}
+
+/// `GET /v1/backups/host`: the backups of the host's own state.
+pub(super) async fn list_host_backups(
+    State(admin): State<Arc<Admin>>,
+) -> Answer<Vec<api::HostBackup>> {
+    let list = admin.backups.list_host().await.map_err(failure)?;
+    Ok(Json(list.into_iter().map(host_view).collect()))
+}
+
+/// `POST /v1/backups/host`, audited: the host's own state backed up now.
+pub(super) async fn create_host_backup(
+    State(admin): State<Arc<Admin>>,
+    Extension(peer): Extension<Peer>,
+) -> Answer<api::HostBackup> {
+    let outcome = admin
+        .backups
+        .backup_host()
+        .await
+        .map(host_view)
+        .map_err(failure);
+    let detail = match &outcome {
+        Ok(b) => format!("snapshot {}", b.id),
+        Err(_) => String::new(),
+    };
+    audited(&admin, &peer, "backup.host", "host", detail, outcome)
+        .await
+        .map(Json)
+}

@@ -15,8 +15,8 @@ use appspaces::{
     show_appspace,
 };
 use backups::{
-    backup_key, create_backup, delete_backup, list_backups, restore_backup, run_due_backups,
-    verify_backups,
+    backup_key, create_backup, create_host_backup, delete_backup, list_backups, list_host_backups,
+    restore_backup, run_due_backups, verify_backups,
 };
 use egress::{change_egress_list, egress_log, show_egress};
 use limits::{change_limits, show_limits};
@@ -165,6 +165,10 @@ pub fn router(admin: Arc<Admin>) -> Router {
         .route("/v1/backups/verify", post(verify_backups))
         .route("/v1/backups/run-due", post(run_due_backups))
         .route("/v1/backups/key", get(backup_key))
+        .route(
+            "/v1/backups/host",
+            get(list_host_backups).post(create_host_backup),
+        )
         .route("/v1/audit", get(audit_log))
         .fallback(|| async { Failure::new(ErrorCode::NotFound, "no such admin API route") })
         .with_state(admin)
