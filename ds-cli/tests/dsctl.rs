@@ -72,7 +72,15 @@ fn main() {
             a_dead_disk_is_restored_on_a_new_machine_from_the_repository_and_its_key,
         ),
     ];
-    let trials = common::trials(tests, skip);
+    let mut trials = common::trials(tests, skip.clone());
+    // Deno's node:sqlite is the SQLite writer.
+    trials.extend(common::trials(
+        vec![(
+            "a_sqlite_database_written_without_pause_restores_intact_from_every_backup",
+            a_sqlite_database_written_without_pause_restores_intact_from_every_backup as TestFn,
+        )],
+        skip.or_else(|| common::deno().err()),
+    ));
     libtest_mimic::run(&args, trials).exit();
 }
 
@@ -1630,4 +1638,117 @@ fn a_dead_disk_is_restored_on_a_new_machine_from_the_repository_and_its_key() ->
     host.json(&["backup", "create", "notes.localhost"])?;
     host.json(&["backup", "verify"])?;
     host.stop()
+}
+
+/// `sqlite3 DB SQL`'s output, trimmed.
+fn sqlite(db: &Path, sql: &str) -> Result<String, Failed> {
+    let out = Command::new("sqlite3").arg(db).arg(sql).output()?;
+    ensure(
+        out.status.success(),
+        format!("sqlite3 {sql}: {}", String::from_utf8_lossy(&out.stderr)),
+    )?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// The database at `db` is intact and every row says which it is;
+/// returns how many rows it has.
+fn intact_rows(db: &Path) -> Result<u64, Failed> {
+    let check = sqlite(db, "PRAGMA integrity_check")?;
+    ensure(
+        check == "ok",
+        format!("integrity_check of {}: {check}", db.display()),
+    )?;
+    let wrong = sqlite(
+        db,
+        "SELECT count(*) FROM rows WHERE v != 'row-' || id || '-' || printf('%.*c', 1000, 'x')",
+    )?;
+    ensure(
+        wrong == "0",
+        format!("{wrong} rows of {} are not what was written", db.display()),
+    )?;
+    let gaps = sqlite(db, "SELECT count(*) - coalesce(max(id), 0) FROM rows")?;
+    ensure(
+        gaps == "0",
+        format!("rows missing in between in {}: {gaps}", db.display()),
+    )?;
+    Ok(sqlite(db, "SELECT count(*) FROM rows")?.parse()?)
+}
+
+fn a_sqlite_database_written_without_pause_restores_intact_from_every_backup() -> Result<(), Failed>
+{
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let app = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/apps/sqlite-writer");
+    let deno = common::deno()?;
+    let host = DevHost::start_with(&state, &["--app", app.to_str().ok_or("path")?], Some(&deno))?;
+    let data = state.join("appspaces/sqlite-writer/data");
+    let rows = |host: &DevHost| -> Result<u64, Failed> {
+        let (code, body) = host.get("sqlite-writer.localhost", "/count")?;
+        ensure(code == 200, format!("/count: {code} {body}"))?;
+        Ok(body.trim().parse()?)
+    };
+    let mut ids = Vec::new();
+    for round in 0..3 {
+        // Writing hard when the backup comes.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let start = rows(&host)?;
+        while rows(&host)? < start + 500 {
+            ensure(
+                Instant::now() < deadline,
+                format!("round {round}: the app does not write"),
+            )?;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let taken = host.json(&["backup", "create", "sqlite-writer.localhost"])?;
+        ids.push(
+            taken["backup"]["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+    }
+    let (repo, key) = (state.join("backups/repository"), state.join("backups/key"));
+    // Every backup, restored by stock restic, opens as an intact database.
+    let mut counts = Vec::new();
+    for id in &ids {
+        let target = dir.path().join(format!("restored-{id}"));
+        let out = Command::new("restic")
+            .arg("--repo")
+            .arg(&repo)
+            .arg("--password-file")
+            .arg(&key)
+            .arg("--no-cache")
+            .args(["restore", id, "--target"])
+            .arg(&target)
+            .output()?;
+        ensure(
+            out.status.success(),
+            format!("restic restore: {}", String::from_utf8_lossy(&out.stderr)),
+        )?;
+        let db = target.join(data.strip_prefix("/")?).join("rows.db");
+        let n = intact_rows(&db)?;
+        ensure(n > 0, format!("backup {id} holds no rows"))?;
+        counts.push(n);
+    }
+    ensure(
+        counts.windows(2).all(|w| w[0] < w[1]),
+        format!("rows per backup: {counts:?}"),
+    )?;
+    // Restored through ds, the app goes on writing from there.
+    host.json(&["backup", "restore", "sqlite-writer.localhost", &ids[0]])?;
+    // Nothing has started it since: the data is the backup's.
+    let restored = intact_rows(&data.join("rows.db"))?;
+    ensure(
+        restored == counts[0],
+        format!("{restored} rows restored, the backup had {}", counts[0]),
+    )?;
+    let after = rows(&host)?;
+    ensure(
+        after >= counts[0],
+        format!("{after} rows after restoring {}", counts[0]),
+    )?;
+    host.stop()?;
+    let n = intact_rows(&data.join("rows.db"))?;
+    ensure(n >= after, format!("{n} rows at the end"))?;
+    Ok(())
 }

@@ -11,8 +11,9 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 # glibc for the hostile-app suite's test programs, bubblewrap as the
 # benchmark's reference sandbox, util-linux for unshare/ipcmk in the suite,
 # curl as the stock native client the egress suite runs inside a sandbox,
-# restic as the backup engine (and the suite checks its repositories with it).
-packages=(gcc libc6-dev pkg-config libseccomp-dev bubblewrap util-linux procps curl restic)
+# restic as the backup engine (and the suite checks its repositories with it),
+# sqlite3 for the suite's integrity checks of databases restored from backups.
+packages=(gcc libc6-dev pkg-config libseccomp-dev bubblewrap util-linux procps curl restic sqlite3)
 # The Debian package and its VM suite (tests/vm/run.sh): lintian checks
 # the .deb; mmdebstrap builds a Debian 12 root, e2fsprogs makes it a disk
 # image and reads results back, qemu boots it.
