@@ -2,7 +2,8 @@
 # Runs every benchmark in one go and rewrites their sections of
 # docs/performance.md: the channel (ds-proto), sandbox start (ds-sandbox
 # exec vs bwrap), the host (cold start, throughput vs nginx, memory,
-# density) and egress (proxy vs direct). Installs the reference tools the
+# density), egress (proxy vs direct) and backups (restic vs tar | zstd,
+# growth of hourly backups). Installs the reference tools the
 # host benchmark needs (wrk, nginx) first. Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -10,7 +11,7 @@ cd "$(dirname "$0")/../.."
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 missing=()
-for p in wrk nginx-light; do
+for p in wrk nginx-light zstd; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -34,4 +35,5 @@ export DS_SANDBOX
 cargo bench --locked -p ds-proto --bench channel
 cargo bench --locked -p ds-sandbox --bench exec
 cargo bench --locked -p ds-host --bench host
+cargo bench --locked -p ds-host --bench backup
 cargo bench --locked -p ds-cli --bench egress
