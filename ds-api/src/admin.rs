@@ -396,10 +396,13 @@ pub struct Verified {
 /// `POST /v1/appspaces/{key}/backups/{id}/restore`: what was done.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Restored {
+    /// The appspace the data went into (a new one with `?into=`).
+    pub appspace: String,
     /// The backup put back.
     pub restored: Backup,
-    /// The backup of the data it replaced, taken first.
-    pub replaced: Backup,
+    /// The backup of the data it replaced, taken first (none when the
+    /// data went into a new appspace).
+    pub replaced: Option<Backup>,
 }
 
 /// `DELETE /v1/appspaces/{key}`.

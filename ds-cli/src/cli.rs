@@ -106,6 +106,11 @@ pub enum BackupCommand {
         appspace: String,
         /// The backup's id (`dsctl backup list`).
         id: String,
+        /// Into a new appspace at this domain instead (of the app and
+        /// version the backup was taken at; the appspace it is of stays
+        /// as it is).
+        #[arg(long, value_name = "DOMAIN")]
+        into: Option<String>,
     },
     /// Delete backup ID of an appspace (and the data only it holds).
     Delete {

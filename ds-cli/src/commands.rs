@@ -360,20 +360,34 @@ async fn backup(client: &Client, json: bool, cmd: BackupCommand) -> Result<(), C
                 );
             }
         }
-        BackupCommand::Restore { appspace, id } => {
-            let path = format!(
+        BackupCommand::Restore { appspace, id, into } => {
+            let mut path = format!(
                 "/v1/appspaces/{}/backups/{}/restore",
                 seg(&appspace),
                 seg(&id)
             );
+            if let Some(domain) = &into {
+                path.push_str(&format!("?into={}", seg(domain)));
+            }
             let (r, raw): (api::Restored, _) = client.call(Method::POST, &path, None).await?;
             if json {
                 print_json(&raw);
             } else {
-                println!(
-                    "restored {} from {} (taken {}); the data it replaced is backup {}",
-                    r.restored.appspace, r.restored.id, r.restored.time, r.replaced.id
-                );
+                match &r.replaced {
+                    Some(replaced) => println!(
+                        "restored {} from {} (taken {}); the data it replaced is backup {}",
+                        r.restored.appspace, r.restored.id, r.restored.time, replaced.id
+                    ),
+                    None => println!(
+                        "created {} from backup {} of {} (taken {}, {} {})",
+                        r.appspace,
+                        r.restored.id,
+                        r.restored.appspace,
+                        r.restored.time,
+                        r.restored.app.as_deref().unwrap_or("?"),
+                        r.restored.version.as_deref().unwrap_or("?")
+                    ),
+                }
             }
         }
         BackupCommand::Delete { appspace, id, yes } => {

@@ -1298,6 +1298,73 @@ fn upgrades_migrate_check_and_roll_back_by_themselves() -> Result<(), Failed> {
     let (code, _) = host.get("notes.localhost", "/")?;
     ensure(code == 200, format!("after the restore: {code}"))?;
 
+    // Into a new appspace: the backup's version and data; the source stays.
+    let first = backups(&host)?
+        .into_iter()
+        .find(|b| b["version"] == "1.0.0")
+        .ok_or("no backup taken at 1.0.0")?;
+    let first_id = first["id"].as_str().unwrap_or_default().to_owned();
+    let made = host.json(&[
+        "backup",
+        "restore",
+        "notes.localhost",
+        &first_id,
+        "--into",
+        "copy.localhost",
+    ])?;
+    ensure(
+        made["appspace"] == "copy.localhost" && made["replaced"].is_null(),
+        format!("{made}"),
+    )?;
+    ensure(
+        version_of(&host, "copy.localhost")? == "1.0.0",
+        "the copy is not at 1.0.0",
+    )?;
+    ensure(
+        version_of(&host, "notes.localhost")? == "2.0.0",
+        "the source changed",
+    )?;
+    let copy_data = state.join("appspaces/copy/data");
+    ensure(
+        visits_in(&copy_data) == Some(3),
+        format!("copy's visits: {:?}", visits_in(&copy_data)),
+    )?;
+    let (code, _) = host.get("copy.localhost", "/")?;
+    ensure(
+        code == 200 && visits_in(&copy_data) == Some(4),
+        format!("the copy serves: {code}"),
+    )?;
+    host.fails(
+        &[
+            "backup",
+            "restore",
+            "notes.localhost",
+            &first_id,
+            "--into",
+            "copy.localhost",
+        ],
+        "already",
+    )?;
+    host.fails(
+        &[
+            "backup",
+            "restore",
+            "notes.localhost",
+            "ffffffff",
+            "--into",
+            "other.localhost",
+        ],
+        "no backup",
+    )?;
+    ensure(
+        host.dsctl(&["appspace", "show", "other.localhost"])?
+            .status
+            .code()
+            != Some(0),
+        "a failed restore made an appspace",
+    )?;
+    host.json(&["appspace", "delete", "copy.localhost", "--yes", "--purge"])?;
+
     // Versions that retained backups need stay unless told.
     host.fails(
         &["app", "remove", "notes", "--version", "1.0.0"],

@@ -157,6 +157,18 @@ pub(super) async fn create_appspace(
 }
 
 async fn create(admin: &Admin, req: &api::CreateAppspace) -> Result<api::Appspace, Failure> {
+    let (rec, appspace) = create_unserved(admin, req).await?;
+    admin.host.add(appspace.clone());
+    Ok(appspace_view(rec, Some(&appspace)).await)
+}
+
+/// Creates an appspace (recorded, its data directory made) that the
+/// host does not serve yet: the caller adds it to the host, or undoes it
+/// with [`uncreate`].
+pub(super) async fn create_unserved(
+    admin: &Admin,
+    req: &api::CreateAppspace,
+) -> Result<(AppspaceRecord, Arc<Appspace>), Failure> {
     let name = name_for_domain(&req.domain, &admin.host.base_domain)?;
     let domain = format!("{name}.{}", admin.host.base_domain);
     let version = match &req.version {
@@ -211,8 +223,16 @@ async fn create(admin: &Admin, req: &api::CreateAppspace) -> Result<api::Appspac
             return Err(internal("opening the log under", e));
         }
     };
-    admin.host.add(appspace.clone());
-    Ok(appspace_view(rec, Some(&appspace)).await)
+    Ok((rec, appspace))
+}
+
+/// Undoes [`create_unserved`]: the record, its host id and its files go.
+pub(super) async fn uncreate(admin: &Admin, rec: &AppspaceRecord) {
+    let _ = admin.state.delete_appspace(&rec.name).await;
+    let _ = admin.state.release_host_id(rec.uid).await;
+    if let Some(home) = rec.data_dir.parent() {
+        let _ = std::fs::remove_dir_all(home);
+    }
 }
 
 /// `POST /v1/appspaces/{key}/{start,stop,pause,resume}`, audited.

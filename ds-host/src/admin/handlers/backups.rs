@@ -56,28 +56,103 @@ pub(super) async fn restore_backup(
     State(admin): State<Arc<Admin>>,
     Extension(peer): Extension<Peer>,
     UrlPath((key, id)): UrlPath<(String, String)>,
+    Query(q): Query<RestoreQuery>,
 ) -> Answer<api::Restored> {
+    if let Some(into) = q.into {
+        let outcome = restore_into(&admin, &key, &id, &into).await;
+        let detail = match &outcome {
+            Ok(r) => format!(
+                "restored {} of {key} into a new appspace {into}",
+                r.restored.id
+            ),
+            Err(_) => format!("restore {id} into {into}"),
+        };
+        return audited(&admin, &peer, "backup.restore", &key, detail, outcome)
+            .await
+            .map(Json);
+    }
     let outcome = async {
         let (restored, replaced) =
             crate::upgrade::restore(&admin.state, &admin.host, &admin.backups, &key, &id)
                 .await
                 .map_err(super::upgrades::upgrade_failure)?;
         Ok(api::Restored {
+            appspace: key.clone(),
             restored: view(restored),
-            replaced: view(replaced),
+            replaced: Some(view(replaced)),
         })
     }
     .await;
     let detail = match &outcome {
         Ok(r) => format!(
             "restored {} (replaced data backed up as {})",
-            r.restored.id, r.replaced.id
+            r.restored.id,
+            r.replaced.as_ref().map(|b| b.id.as_str()).unwrap_or("-")
         ),
         Err(_) => format!("restore {id}"),
     };
     audited(&admin, &peer, "backup.restore", &key, detail, outcome)
         .await
         .map(Json)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RestoreQuery {
+    /// Restore into a new appspace at this domain instead.
+    into: Option<String>,
+}
+
+/// Backup `id` of appspace `key` as a new appspace at `domain`, of the
+/// app and version the backup was taken at; the source is untouched.
+async fn restore_into(
+    admin: &Admin,
+    key: &str,
+    id: &str,
+    domain: &str,
+) -> Result<api::Restored, Failure> {
+    let (rec, _) = find(admin, key).await?;
+    let snapshot = admin
+        .backups
+        .find(&rec.name, id)
+        .await
+        .map_err(|e| match e {
+            crate::backup::BackupError::NoSuchSnapshot { .. } => {
+                Failure::new(ErrorCode::NotFound, e.to_string())
+            }
+            e => failure(e),
+        })?;
+    let req = api::CreateAppspace {
+        app: snapshot.app.clone().unwrap_or_else(|| rec.app.clone()),
+        version: Some(
+            snapshot
+                .version
+                .clone()
+                .unwrap_or_else(|| rec.version.clone()),
+        ),
+        domain: domain.to_owned(),
+    };
+    let (new_rec, new) = super::appspaces::create_unserved(admin, &req).await?;
+    let held = admin.backups.exclusive().await;
+    let put = admin
+        .backups
+        .put_back(&held, &snapshot, &new.config.data_dir)
+        .await;
+    drop(held);
+    if let Err(e) = put {
+        super::appspaces::uncreate(admin, &new_rec).await;
+        return Err(failure(e));
+    }
+    new.log_host(&format!(
+        "created from backup {} of appspace {}",
+        snapshot.id, rec.name
+    ));
+    admin.host.add(new.clone());
+    Ok(api::Restored {
+        appspace: new_rec.domain.clone(),
+        restored: view(snapshot),
+        replaced: None,
+    })
 }
 
 /// `POST /v1/backups/verify`, audited: every backup read back and
