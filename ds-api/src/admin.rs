@@ -121,6 +121,10 @@ pub struct Status {
     /// schedule's interval.
     #[serde(default)]
     pub backups_overdue: Vec<String>,
+    /// How appspaces' disk limits are enforced: `project quota`, `disk
+    /// image`, or `none (why)`.
+    #[serde(default)]
+    pub disk_quota: String,
 }
 
 /// One of ds-host's processes and the confinement it runs under.
@@ -237,6 +241,9 @@ pub struct Appspace {
     pub connections_refused: u64,
     /// The cgroup's usage, when running.
     pub usage: Option<Usage>,
+    /// Its data on disk: limit and use.
+    #[serde(default)]
+    pub disk: Option<Disk>,
 }
 
 /// An appspace's resource limits.
@@ -248,6 +255,24 @@ pub struct Limits {
     pub cpus: f64,
     /// Most tasks.
     pub pids: u64,
+    /// Disk space for its data, in bytes, as the kernel enforces it (0:
+    /// none).
+    #[serde(default)]
+    pub disk_bytes: u64,
+}
+
+/// An appspace's data on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disk {
+    /// What holds it to its limit: `project quota` (the file system's
+    /// project quotas), `disk image` (a file system of its own, in an
+    /// image file), or `none` (not enforced; `dsctl status` says why).
+    pub enforced_by: String,
+    /// The limit in bytes (0: none).
+    pub limit_bytes: u64,
+    /// Bytes in use, when the host can tell cheaply (the quota's count,
+    /// or the image's file system).
+    pub used_bytes: Option<u64>,
 }
 
 /// A running sandbox's usage.
@@ -275,6 +300,9 @@ pub struct LimitsChange {
     pub cpus: Option<f64>,
     /// Most tasks.
     pub pids: Option<u64>,
+    /// Disk space for its data, in bytes.
+    #[serde(default)]
+    pub disk_bytes: Option<u64>,
 }
 
 /// The answer to a limits change.

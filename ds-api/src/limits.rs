@@ -12,6 +12,9 @@ pub const MEMORY: RangeInclusive<u64> = (16 << 20)..=(1 << 40);
 pub const CPUS: RangeInclusive<f64> = 0.01..=1024.0;
 /// Tasks (processes and threads) at once.
 pub const PIDS: RangeInclusive<u64> = 1..=1_000_000;
+/// Disk space for an appspace's data, in bytes: a file system of its own
+/// needs a few MiB for itself; 64 TiB is past any disk ds targets.
+pub const DISK: RangeInclusive<u64> = (16 << 20)..=(64 << 40);
 /// Size of the sandbox's `/tmp`, in bytes.
 pub const TMP: RangeInclusive<u64> = (1 << 20)..=(64 << 30);
 
@@ -22,7 +25,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     let (digits, unit) = t.split_at(split);
     if digits.is_empty() {
         return Err(format!(
-            "invalid size {text:?}: expected a number with an optional K/M/G suffix"
+            "invalid size {text:?}: expected a number with an optional K/M/G/T suffix"
         ));
     }
     let n: u64 = digits
@@ -37,9 +40,10 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "K" => 10,
         "M" => 20,
         "G" => 30,
+        "T" => 40,
         _ => {
             return Err(format!(
-                "invalid size {text:?}: unknown unit {unit:?} (use K, M or G)"
+                "invalid size {text:?}: unknown unit {unit:?} (use K, M, G or T)"
             ))
         }
     };
@@ -49,7 +53,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 fn mib_or_gib(bytes: u64) -> String {
-    if bytes >= 1 << 30 && bytes % (1 << 30) == 0 {
+    if bytes >= 1 << 40 && bytes % (1 << 40) == 0 {
+        format!("{}T", bytes >> 40)
+    } else if bytes >= 1 << 30 && bytes % (1 << 30) == 0 {
         format!("{}G", bytes >> 30)
     } else {
         format!("{}M", bytes >> 20)
@@ -71,6 +77,16 @@ fn within_size(what: &str, bytes: u64, range: &RangeInclusive<u64>) -> Result<u6
 /// Checks a memory limit in bytes.
 pub fn check_memory(bytes: u64) -> Result<u64, String> {
     within_size("memory", bytes, &MEMORY)
+}
+
+/// Checks a disk limit in bytes.
+pub fn check_disk(bytes: u64) -> Result<u64, String> {
+    within_size("disk", bytes, &DISK)
+}
+
+/// Parses and checks a disk limit (`512M`, `20G`).
+pub fn parse_disk(text: &str) -> Result<u64, String> {
+    check_disk(parse_size(text)?)
 }
 
 /// Parses and checks a memory limit (`256M`, `1G`).

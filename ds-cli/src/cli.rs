@@ -204,6 +204,10 @@ pub enum AppspaceCommand {
         /// Most processes and threads at once.
         #[arg(long, value_parser = ds_api::limits::parse_pids)]
         pids: Option<u64>,
+        /// Disk space for its data, e.g. 512M or 20G (enforced by the
+        /// kernel; shrinking a disk image stops the appspace meanwhile).
+        #[arg(long, value_parser = ds_api::limits::parse_disk)]
+        disk: Option<u64>,
     },
     /// Print its log.
     Logs {

@@ -89,6 +89,7 @@ pub async fn run(cli: Cli, socket: &Path) -> Result<(), ClientError> {
                             s.front_door_restarts
                         ),
                     ),
+                    ("disk limits", s.disk_quota.clone()),
                     (
                         "backups",
                         if s.backups_overdue.is_empty() {
@@ -302,6 +303,18 @@ fn print_appspace(a: &api::Appspace) {
         ("pids limit", a.limits.pids.to_string()),
         ("host uid", a.host_uid.to_string()),
     ]);
+    if let Some(d) = &a.disk {
+        let used = d.used_bytes.map(table::size);
+        pairs.push((
+            "disk",
+            match (d.limit_bytes, used) {
+                (0, Some(u)) => format!("{u} used, no limit"),
+                (0, None) => "no limit".to_owned(),
+                (l, Some(u)) => format!("{u} used of {} ({})", table::size(l), d.enforced_by),
+                (l, None) => format!("limit {} ({})", table::size(l), d.enforced_by),
+            },
+        ));
+    }
     if let Some(u) = a.usage {
         pairs.extend([
             (
@@ -579,9 +592,10 @@ async fn appspace(client: &Client, json: bool, cmd: AppspaceCommand) -> Result<(
             memory,
             cpu,
             pids,
+            disk,
         } => {
             let path = format!("/v1/appspaces/{}/limits", seg(&target.domain));
-            if memory.is_none() && cpu.is_none() && pids.is_none() {
+            if memory.is_none() && cpu.is_none() && pids.is_none() && disk.is_none() {
                 let (l, raw): (api::Limits, _) = client.call(Method::GET, &path, None).await?;
                 if json {
                     print_json(&raw);
@@ -593,6 +607,7 @@ async fn appspace(client: &Client, json: bool, cmd: AppspaceCommand) -> Result<(
                     memory_bytes: memory,
                     cpus: cpu,
                     pids,
+                    disk_bytes: disk,
                 };
                 let (l, raw): (api::LimitsApplied, _) =
                     client.call_json(Method::PUT, &path, &change).await?;
@@ -793,5 +808,14 @@ fn print_limits(l: &api::Limits) {
         ("memory", table::size(l.memory_bytes)),
         ("cpu", format!("{} CPU", l.cpus)),
         ("pids", l.pids.to_string()),
+        ("disk", disk_limit(l.disk_bytes)),
     ]);
+}
+
+fn disk_limit(bytes: u64) -> String {
+    if bytes == 0 {
+        "none".into()
+    } else {
+        table::size(bytes)
+    }
 }

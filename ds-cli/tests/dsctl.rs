@@ -71,6 +71,14 @@ fn main() {
             "a_dead_disk_is_restored_on_a_new_machine_from_the_repository_and_its_key",
             a_dead_disk_is_restored_on_a_new_machine_from_the_repository_and_its_key,
         ),
+        (
+            "disk_limits_hold_with_images_where_the_file_system_has_no_project_quotas",
+            disk_limits_hold_with_images_where_the_file_system_has_no_project_quotas,
+        ),
+        (
+            "disk_limits_hold_with_project_quotas_on_ext4_mounted_with_prjquota",
+            disk_limits_hold_with_project_quotas_on_ext4_mounted_with_prjquota,
+        ),
     ];
     let mut trials = common::trials(tests, skip.clone());
     // Deno's node:sqlite is the SQLite writer.
@@ -1818,4 +1826,280 @@ fn a_sqlite_database_written_without_pause_restores_intact_from_every_backup() -
     let n = intact_rows(&data.join("rows.db"))?;
     ensure(n >= after, format!("{n} rows at the end"))?;
     Ok(())
+}
+
+/// Unmounts whatever is still mounted under `dir` when dropped (a failed
+/// test's disk images), so that the temporary directory can go.
+struct Unmounts(PathBuf);
+
+impl Drop for Unmounts {
+    fn drop(&mut self) {
+        for point in mounts_under(&self.0).into_iter().rev() {
+            let _ = Command::new("umount").arg("-l").arg(&point).status();
+        }
+    }
+}
+
+/// Mount points under `dir`, outermost first.
+fn mounts_under(dir: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let prefix = format!("{}/", dir.display());
+    text.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(&prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `GET /write/NAME/MIB` on `domain`: what the app says it wrote.
+fn write_mib(host: &DevHost, domain: &str, name: &str, mib: u64) -> Result<String, Failed> {
+    let (code, body) = host.get(domain, &format!("/write/{name}/{mib}"))?;
+    ensure(code == 200, format!("/write answered {code}: {body}"))?;
+    Ok(body.trim().to_owned())
+}
+
+/// MiB the app says it wrote before the disk refused, and the refusal.
+fn refused_after(said: &str) -> Option<(u64, String)> {
+    let rest = said.strip_prefix("wrote ")?;
+    let (n, why) = rest.split_once(" MiB; refused: ")?;
+    Some((n.parse().ok()?, why.to_owned()))
+}
+
+/// Two appspaces on a host whose disks are limited `how`: one fills its
+/// limit and gets `errno` while the other writes on; usage is shown; a
+/// limit below use is refused with nothing changed; a raised limit lets
+/// it write on (while running); lowering it works; the disk survives a
+/// backup and restore and a host restart.
+fn quota_walkthrough(state: &Path, how: &str, errno: i32) -> Result<(), Failed> {
+    let host = DevHost::start_with(state, &["--disk-quota", how, "--disk-limit", "48M"], None)?;
+    let status = host.json(&["status"])?;
+    let expect = if how == "image" {
+        "disk image"
+    } else {
+        "project quota"
+    };
+    ensure(status["disk_quota"] == expect, format!("{status}"))?;
+    host.json(&[
+        "appspace",
+        "create",
+        "--app",
+        "hello-native",
+        "--domain",
+        "other.localhost",
+    ])?;
+    let shown = host.json(&["appspace", "show", "hello-native.localhost"])?;
+    ensure(
+        shown["disk"]["limit_bytes"] == 48u64 << 20 && shown["disk"]["enforced_by"] == expect,
+        format!("{shown}"),
+    )?;
+    // Fill one; the kernel refuses at the limit, with its own errno.
+    let said = write_mib(&host, "hello-native.localhost", "big", 100)?;
+    let (wrote, why) = refused_after(&said).ok_or(format!("not refused: {said}"))?;
+    ensure(
+        (20..48).contains(&wrote) && why.contains(&format!("os error {errno}")),
+        format!("{how}: {said}"),
+    )?;
+    // The other writes on.
+    let said = write_mib(&host, "other.localhost", "small", 8)?;
+    ensure(said == "wrote 8 MiB", format!("the other appspace: {said}"))?;
+    let shown = host.json(&["appspace", "show", "hello-native.localhost"])?;
+    let used = shown["disk"]["used_bytes"]
+        .as_u64()
+        .ok_or(format!("{shown}"))?;
+    ensure(
+        used >= wrote << 20 && used <= 48 << 20,
+        format!("used {used} after writing {wrote} MiB: {shown}"),
+    )?;
+    let text = host.dsctl(&["appspace", "show", "hello-native.localhost"])?;
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    ensure(
+        text.contains("used of 48.0 MiB") || text.contains("used of 48 MiB"),
+        format!("show says: {text}"),
+    )?;
+    // Below what it uses: refused, nothing changed.
+    host.fails(
+        &[
+            "appspace",
+            "limits",
+            "hello-native.localhost",
+            "--disk",
+            "16M",
+        ],
+        "would leave it no room",
+    )?;
+    let limits = host.json(&["appspace", "limits", "hello-native.localhost"])?;
+    ensure(limits["disk_bytes"] == 48u64 << 20, format!("{limits}"))?;
+    // Raised while it runs: it writes on.
+    let raised = host.json(&[
+        "appspace",
+        "limits",
+        "hello-native.localhost",
+        "--disk",
+        "256M",
+    ])?;
+    ensure(
+        raised["limits"]["disk_bytes"] == 256u64 << 20,
+        format!("{raised}"),
+    )?;
+    let said = write_mib(&host, "hello-native.localhost", "more", 24)?;
+    ensure(said == "wrote 24 MiB", format!("after raising: {said}"))?;
+    // Lowered again (a disk image shrinks with the appspace stopped), but
+    // not below what its file system needs.
+    host.fails(
+        &[
+            "appspace",
+            "limits",
+            "hello-native.localhost",
+            "--disk",
+            "72M",
+        ],
+        "changing the disk limit",
+    )?;
+    let limits = host.json(&["appspace", "limits", "hello-native.localhost"])?;
+    ensure(limits["disk_bytes"] == 256u64 << 20, format!("{limits}"))?;
+    let lowered = host.json(&[
+        "appspace",
+        "limits",
+        "hello-native.localhost",
+        "--disk",
+        "200M",
+    ])?;
+    ensure(
+        lowered["limits"]["disk_bytes"] == 200u64 << 20,
+        format!("{lowered}"),
+    )?;
+    let data = PathBuf::from(
+        shown["data_dir"]
+            .as_str()
+            .ok_or(format!("no data_dir: {shown}"))?,
+    );
+    let size_of = |name: &str| std::fs::metadata(data.join(name)).map(|m| m.len()).ok();
+    ensure(
+        size_of("more") == Some(24 << 20),
+        format!("after lowering: {:?}", size_of("more")),
+    )?;
+    // A backup and a restore keep the data on its disk, and counted.
+    let made = host.json(&["backup", "create", "hello-native.localhost"])?;
+    let id = made["backup"]["id"]
+        .as_str()
+        .ok_or(format!("{made}"))?
+        .to_owned();
+    std::fs::remove_file(data.join("more"))?;
+    host.json(&["backup", "restore", "hello-native.localhost", &id])?;
+    ensure(
+        size_of("more") == Some(24 << 20),
+        format!("after the restore: {:?}", size_of("more")),
+    )?;
+    let shown = host.json(&["appspace", "show", "hello-native.localhost"])?;
+    let used = shown["disk"]["used_bytes"].as_u64().unwrap_or(0);
+    ensure(
+        used >= (wrote + 24) << 20,
+        format!("after the restore: {shown}"),
+    )?;
+    let said = write_mib(&host, "hello-native.localhost", "last", 200)?;
+    ensure(
+        refused_after(&said).is_some(),
+        format!("after the restore: {said}"),
+    )?;
+    // Deleted with --purge: its disk goes too.
+    host.json(&["appspace", "delete", "other.localhost", "--purge", "--yes"])?;
+    host.stop()?;
+    ensure(
+        mounts_under(state).is_empty(),
+        format!("still mounted after the stop: {:?}", mounts_under(state)),
+    )?;
+    // The next start has the disk back, with its data and limit.
+    let host = DevHost::start_with(state, &["--disk-quota", how], None)?;
+    ensure(
+        size_of("more") == Some(24 << 20),
+        "the data after a restart",
+    )?;
+    let limits = host.json(&["appspace", "limits", "hello-native.localhost"])?;
+    ensure(limits["disk_bytes"] == 200u64 << 20, format!("{limits}"))?;
+    let said = write_mib(&host, "hello-native.localhost", "after", 200)?;
+    ensure(
+        refused_after(&said).is_some(),
+        format!("after a restart: {said}"),
+    )?;
+    host.stop()
+}
+
+fn disk_limits_hold_with_images_where_the_file_system_has_no_project_quotas() -> Result<(), Failed>
+{
+    let dir = tempfile::tempdir()?;
+    let _unmount = Unmounts(dir.path().to_owned());
+    let state = dir.path().join("state");
+    quota_walkthrough(&state, "image", 28)?;
+    // Asking for project quotas where there are none is refused at start.
+    let out = Command::new(bin_dir().join("ds-host"))
+        .args([
+            "--dev",
+            "--port",
+            "0",
+            "--tls-port",
+            "0",
+            "--disk-quota",
+            "project",
+        ])
+        .arg("--state-dir")
+        .arg(dir.path().join("other"))
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure(
+        !out.status.success() && err.contains("project quotas"),
+        format!("{}: {err}", out.status),
+    )?;
+    Ok(())
+}
+
+fn run_ok(cmd: &mut Command) -> Result<(), Failed> {
+    let out = cmd.output()?;
+    ensure(
+        out.status.success(),
+        format!(
+            "{cmd:?}: {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn disk_limits_hold_with_project_quotas_on_ext4_mounted_with_prjquota() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let _unmount = Unmounts(dir.path().to_owned());
+    let image = dir.path().join("prjquota.img");
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt)?;
+    std::fs::File::create(&image)?.set_len(512 << 20)?;
+    run_ok(
+        Command::new("mkfs.ext4")
+            .args([
+                "-q",
+                "-F",
+                "-O",
+                "quota,project",
+                "-E",
+                "quotatype=prjquota",
+            ])
+            .arg(&image),
+    )?;
+    run_ok(
+        Command::new("mount")
+            .args(["-o", "loop,prjquota"])
+            .arg(&image)
+            .arg(&mnt),
+    )?;
+    let state = mnt.join("state");
+    // auto picks the project quotas here.
+    {
+        let host = DevHost::start_with(
+            &state.with_extension("auto"),
+            &["--disk-quota", "auto"],
+            None,
+        )?;
+        let status = host.json(&["status"])?;
+        ensure(status["disk_quota"] == "project quota", format!("{status}"))?;
+        host.stop()?;
+    }
+    quota_walkthrough(&state, "project", 122)
 }

@@ -615,6 +615,7 @@ fn main() {
                 &version,
                 &data,
                 64 << 20,
+                (ds_host::state::DiskKind::None, 0),
             )
             .await
             .expect("creating an appspace");

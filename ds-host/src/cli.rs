@@ -73,6 +73,20 @@ pub struct Cli {
     /// --restore-from.
     #[arg(long, value_name = "FILE", requires = "restore_from")]
     pub key_file: Option<PathBuf>,
+    /// How appspaces' disk limits are enforced (dev mode; production:
+    /// `[appspaces] disk_quota`): project quotas of the state directory's
+    /// file system, disk images, whichever works (auto), or none (off).
+    #[arg(
+        long,
+        value_name = "HOW",
+        value_enum,
+        default_value = "off",
+        requires = "dev"
+    )]
+    pub disk_quota: crate::disk::Wanted,
+    /// The disk limit of a new appspace (dev mode; 512M, 4G).
+    #[arg(long, value_name = "SIZE", default_value = "4G", value_parser = ds_api::limits::parse_disk, requires = "dev")]
+    pub disk_limit: u64,
     /// Run this program with each alert as JSON on its stdin (dev mode).
     #[arg(long, value_name = "PATH", requires = "dev")]
     pub notify_command: Option<PathBuf>,

@@ -237,6 +237,12 @@ pub struct AppspacesConfig {
     pub start_timeout_secs: u64,
     /// Between SIGTERM and SIGKILL when stopping.
     pub stop_grace_secs: u64,
+    /// How disk limits are enforced: `auto` (project quotas where the
+    /// state directory's file system has them, else disk images),
+    /// `project`, `image` or `off`.
+    pub disk_quota: crate::disk::Wanted,
+    /// A new appspace's disk limit, in bytes.
+    pub disk_bytes: u64,
 }
 
 impl Default for AppspacesConfig {
@@ -246,6 +252,8 @@ impl Default for AppspacesConfig {
             idle_timeout_secs: l.idle_timeout.as_secs(),
             start_timeout_secs: l.start_timeout.as_secs(),
             stop_grace_secs: l.stop_grace.as_secs(),
+            disk_quota: crate::disk::Wanted::Auto,
+            disk_bytes: crate::disk::DEFAULT_DISK,
         }
     }
 }
@@ -385,6 +393,9 @@ impl HostConfig {
                 return Err(invalid(key, "must be at least 1"));
             }
         }
+        if let Err(e) = ds_api::limits::check_disk(config.appspaces.disk_bytes) {
+            return Err(invalid("appspaces.disk_bytes", &e));
+        }
         if config.limits.max_header_bytes < 8192 {
             return Err(invalid("limits.max_header_bytes", "must be at least 8192"));
         }
@@ -502,6 +513,8 @@ private_key = "/k.pem"
 idle_timeout_secs = 60
 start_timeout_secs = 5
 stop_grace_secs = 1
+disk_quota = "image"
+disk_bytes = 1073741824
 [limits]
 header_read_timeout_secs = 3
 max_header_bytes = 16384

@@ -82,6 +82,7 @@ pub async fn prepare(
     state_dir: &Path,
     deno: Option<&Path>,
     extra: &[PathBuf],
+    disks: &crate::disk::Disks,
 ) -> Result<(State, Vec<AppspaceConfig>), DevError> {
     let state = State::open(state_dir).await?;
     let mut packages = Vec::new();
@@ -112,8 +113,9 @@ pub async fn prepare(
 
     for package in &packages {
         let (name, version) = ensure_installed(&state, package).await?;
-        let data_dir = state_dir.join("appspaces").join(&name).join("data");
-        fs::create_dir_all(&data_dir).map_err(io("creating", &data_dir))?;
+        // The disk is made (or mounted) with every other appspace's at
+        // start-up.
+        let data_dir = disks.data_dir(&state_dir.join("appspaces").join(&name));
         let memory = state
             .manifest(&name, &version)
             .await?
@@ -121,7 +123,15 @@ pub async fn prepare(
             .unwrap_or(256 << 20);
         let domain = format!("{name}.localhost");
         match state
-            .create_appspace(&name, &domain, &name, &version, &data_dir, memory)
+            .create_appspace(
+                &name,
+                &domain,
+                &name,
+                &version,
+                &data_dir,
+                memory,
+                (disks.kind(), disks.default_bytes()),
+            )
             .await
         {
             Ok(()) => info!(appspace = %name, %version, "appspace created"),

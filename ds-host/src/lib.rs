@@ -20,6 +20,7 @@ pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod dev;
+pub mod disk;
 pub mod egress;
 pub mod front_door;
 pub mod front_link;

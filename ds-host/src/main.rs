@@ -12,6 +12,7 @@ use ds_host::admin::Admin;
 use ds_host::appspace::{Appspace, AppspaceConfig, Launcher, Lifecycle};
 use ds_host::cli::Cli;
 use ds_host::config::HostConfig;
+use ds_host::disk::Disks;
 use ds_host::egress::log_writer::EgressLogWriter;
 use ds_host::egress::resolver::Resolver;
 use ds_host::front_door::serve::ConnLimits;
@@ -136,12 +137,20 @@ async fn async_main() -> anyhow::Result<()> {
         return Ok(());
     }
     if let (Some(repository), Some(key)) = (&cli.restore_from, &cli.key_file) {
-        let state_dir = match (&cli.config, cli.dev) {
-            (Some(config), _) => HostConfig::load(config)?.state_dir,
-            (None, true) => std::path::absolute(&cli.state_dir).context("resolving --state-dir")?,
+        let (state_dir, disk_quota, disk_bytes) = match (&cli.config, cli.dev) {
+            (Some(config), _) => {
+                let c = HostConfig::load(config)?;
+                (c.state_dir, c.appspaces.disk_quota, c.appspaces.disk_bytes)
+            }
+            (None, true) => (
+                std::path::absolute(&cli.state_dir).context("resolving --state-dir")?,
+                cli.disk_quota,
+                cli.disk_limit,
+            ),
             (None, false) => bail!("--restore-from needs --config FILE or --dev --state-dir DIR"),
         };
-        return restore_from(repository, key, &state_dir).await;
+        let disks = Disks::detect(disk_quota, &state_dir.join("appspaces"), disk_bytes)?;
+        return restore_from(repository, key, &state_dir, &disks).await;
     }
     match (&cli.config, cli.dev) {
         (Some(config), _) => production(config, stop).await,
@@ -422,7 +431,12 @@ async fn dev(cli: Cli, stop: StopSignals) -> anyhow::Result<()> {
         },
         ..Lifecycle::default()
     };
-    let (state_db, _) = ds_host::dev::prepare(&state, deno.as_deref(), &cli.apps).await?;
+    let disks = Arc::new(Disks::detect(
+        cli.disk_quota,
+        &state.join("appspaces"),
+        cli.disk_limit,
+    )?);
+    let (state_db, _) = ds_host::dev::prepare(&state, deno.as_deref(), &cli.apps, &disks).await?;
     let state_db = Arc::new(state_db);
     let backups = Arc::new(
         ds_host::backup::Backups::new(
@@ -439,6 +453,7 @@ async fn dev(cli: Cli, stop: StopSignals) -> anyhow::Result<()> {
     // Leftovers of a killed host (a migration still running, say) are
     // killed with its cgroups first: nothing writes while we roll back.
     let placement = cgroup_placement()?;
+    attach_disks(&state_db, &disks).await?;
     let (configs, recovered) = recover(&state_db, &backups).await?;
     let resolver = Resolver::system(&cli.nameservers);
     let (egress_sink, egress_log) = EgressLogWriter::start(state_db.clone());
@@ -491,8 +506,10 @@ async fn dev(cli: Cli, stop: StopSignals) -> anyhow::Result<()> {
             group: None,
         },
         default_memory: DEFAULT_MEMORY,
+        disks: disks.clone(),
     });
     println!("ds-host (dev): state in {}", state.display());
+    println!("ds-host (dev): disk limits: {}", disks.describe());
     println!(
         "ds-host (dev): admin socket at {} (dsctl --socket {} status)",
         socket.display(),
@@ -505,18 +522,24 @@ async fn dev(cli: Cli, stop: StopSignals) -> anyhow::Result<()> {
     for name in &names {
         println!("ds-host (dev): serving http://{name}:{port}/ and https://{name}:{tls_port}/");
     }
-    let served = run_until_signal(stop, &door, (admin_listener, admin), front).await;
+    let served = run_until_signal(stop, &door, (admin_listener, admin.clone()), front).await;
     egress_log.finish().await;
+    detach_disks(&admin.state, &disks).await;
     served
 }
 
 /// `--restore-from`: a host restored from its backups, into an empty
 /// state directory; says what it did.
-async fn restore_from(repository: &Path, key: &Path, state_dir: &Path) -> anyhow::Result<()> {
+async fn restore_from(
+    repository: &Path,
+    key: &Path,
+    state_dir: &Path,
+    disks: &Disks,
+) -> anyhow::Result<()> {
     let binary = std::env::var_os("DS_RESTIC")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("restic"));
-    let done = ds_host::backup::restore_host(binary, repository, key, state_dir)
+    let done = ds_host::backup::restore_host(binary, repository, key, state_dir, disks)
         .await
         .with_context(|| format!("restoring a host into {}", state_dir.display()))?;
     println!(
@@ -558,6 +581,50 @@ async fn recover(
     Ok((configs, recovered))
 }
 
+/// Why an appspace whose disk could not be made ready is broken (its data
+/// directory must not be written while its image is not mounted); found
+/// at a later start, the disk is tried again.
+const DISK_BROKEN: &str = "its disk could not be made ready: ";
+
+/// Makes every appspace's disk ready (images mounted, quotas set) before
+/// anything reads or writes its data: recovery may restore into it.
+async fn attach_disks(state: &ds_host::state::State, disks: &Disks) -> anyhow::Result<()> {
+    for rec in state.appspaces().await? {
+        let earlier = rec
+            .broken
+            .as_deref()
+            .is_some_and(|b| b.starts_with(DISK_BROKEN));
+        match disks.attach(&rec).await {
+            Ok(()) if earlier => {
+                tracing::info!(appspace = %rec.name, "its disk is ready again");
+                state.set_broken(&rec.name, None).await?;
+            }
+            Ok(()) => {}
+            Err(e) => {
+                tracing::error!(appspace = %rec.name, error = %e, "its disk could not be made ready");
+                if rec.broken.is_none() || earlier {
+                    state
+                        .set_broken(&rec.name, Some(&format!("{DISK_BROKEN}{e}")))
+                        .await?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Unmounts the appspaces' disk images (the sandboxes are stopped).
+async fn detach_disks(state: &ds_host::state::State, disks: &Disks) {
+    let Ok(all) = state.appspaces().await else {
+        return;
+    };
+    for rec in all {
+        if let Err(e) = disks.detach(&rec).await {
+            tracing::warn!(appspace = %rec.name, error = %e, "unmounting its disk");
+        }
+    }
+}
+
 /// Says in each rolled-back appspace's log what happened to it.
 fn log_recovered(host: &ds_host::host::Host, recovered: Vec<(String, String)>) {
     for (name, what) in recovered {
@@ -586,6 +653,13 @@ async fn production(config_path: &Path, stop: StopSignals) -> anyhow::Result<()>
     // Leftovers of a killed host (a migration still running, say) are
     // killed with its cgroups first: nothing writes while we roll back.
     let placement = cgroup_placement()?;
+    let disks = Arc::new(Disks::detect(
+        config.appspaces.disk_quota,
+        &config.state_dir.join("appspaces"),
+        config.appspaces.disk_bytes,
+    )?);
+    tracing::info!(disk_limits = %disks.describe(), "appspaces' disks");
+    attach_disks(&state, &disks).await?;
     let (configs, recovered) = recover(&state, &backups).await?;
     let sandbox = match &config.sandbox.binary {
         Some(b) => b.clone(),
@@ -649,9 +723,11 @@ async fn production(config_path: &Path, stop: StopSignals) -> anyhow::Result<()>
             group,
         },
         default_memory: DEFAULT_MEMORY,
+        disks: disks.clone(),
     });
     println!("ds-host: admin socket at {}", config.admin.socket.display());
-    let served = run_until_signal(stop, &door, (admin_listener, admin), front).await;
+    let served = run_until_signal(stop, &door, (admin_listener, admin.clone()), front).await;
     egress_log.finish().await;
+    detach_disks(&admin.state, &disks).await;
     served
 }

@@ -1104,6 +1104,7 @@ fn production_mode_serves_https_and_redirects_http() -> Result<(), Failed> {
                 &v.manifest.version,
                 &data,
                 64 << 20,
+                (ds_host::state::DiskKind::None, 0),
             )
             .await?;
         Ok::<_, Failed>(())

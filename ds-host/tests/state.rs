@@ -43,6 +43,7 @@ async fn installs_and_appspaces_are_recorded() {
             &version,
             &data,
             1 << 26,
+            (ds_host::state::DiskKind::None, 0),
         )
         .await
         .unwrap();
@@ -74,17 +75,41 @@ async fn conflicts_and_unknowns_change_nothing() {
     assert!(dup.to_string().contains("already installed"), "{dup}");
     let data = tmp.path().join("d");
     state
-        .create_appspace("a", "a.localhost", "notes", &v, &data, 1)
+        .create_appspace(
+            "a",
+            "a.localhost",
+            "notes",
+            &v,
+            &data,
+            1,
+            (ds_host::state::DiskKind::None, 0),
+        )
         .await
         .unwrap();
     let taken = state
-        .create_appspace("b", "a.localhost", "notes", &v, &data, 1)
+        .create_appspace(
+            "b",
+            "a.localhost",
+            "notes",
+            &v,
+            &data,
+            1,
+            (ds_host::state::DiskKind::None, 0),
+        )
         .await
         .unwrap_err();
     assert!(matches!(taken, StateError::Conflict(_)), "{taken}");
     let missing = semver::Version::new(9, 9, 9);
     let unknown = state
-        .create_appspace("c", "c.localhost", "notes", &missing, &data, 1)
+        .create_appspace(
+            "c",
+            "c.localhost",
+            "notes",
+            &missing,
+            &data,
+            1,
+            (ds_host::state::DiskKind::None, 0),
+        )
         .await
         .unwrap_err();
     assert!(matches!(unknown, StateError::NotFound(_)), "{unknown}");
@@ -131,6 +156,7 @@ async fn versions_whose_files_vanished_break_their_appspaces_and_nothing_is_dele
             &v.manifest.version,
             &tmp.path().join("d"),
             1,
+            (ds_host::state::DiskKind::None, 0),
         )
         .await
         .unwrap();
@@ -196,6 +222,7 @@ async fn every_appspace_gets_its_own_host_uid_from_the_documented_range() {
                 &v.manifest.version,
                 &tmp.path().join(&name),
                 1,
+                (ds_host::state::DiskKind::None, 0),
             )
             .await
             .unwrap();
@@ -226,6 +253,7 @@ async fn every_appspace_gets_its_own_host_uid_from_the_documented_range() {
             &v.manifest.version,
             &tmp.path().join("x"),
             1,
+            (ds_host::state::DiskKind::None, 0),
         )
         .await
         .unwrap();

@@ -102,8 +102,76 @@ pub fn prepare(dir: &Path, uid: u32, gid: u32, as_root: bool) -> Result<Handover
         return Err(DataDirError::NotOwned(dir.to_owned()));
     }
     let mut done = Handover::default();
-    walk(dir, top, uid, gid, &mut done)?;
+    walk(dir, top, "changing the owner of", &mut |parent, name| {
+        hand_over(parent, name, (uid, gid), &mut done)
+    })?;
     Ok(done)
+}
+
+/// Puts `dir` and everything in it into disk-quota project `id` (the
+/// directories with `PROJINHERIT`, so that what is created later is
+/// counted too), the same way [`prepare`] walks: nothing is followed or
+/// waited on. Only directories and regular files carry a project id (the
+/// space of links and special files is a few bytes, counted to no
+/// project). Walks only when `dir` itself is not in the project yet.
+pub fn assign_project(dir: &Path, id: u32) -> Result<Handover, DataDirError> {
+    let io = |what, path: &str| io_err(dir, what, path);
+    let top = rustix::fs::open(
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io("opening", "."))?;
+    let current = crate::sys::project_id(std::os::fd::AsFd::as_fd(&top)).map_err(|e| {
+        io("reading the project of", ".")(Errno::from_io_error(&e).unwrap_or(Errno::IO))
+    })?;
+    if current == id {
+        return Ok(Handover {
+            seen: 1,
+            changed: 0,
+        });
+    }
+    let mut done = Handover::default();
+    walk(dir, top, "setting the project of", &mut |parent, name| {
+        into_project(parent, name, id, &mut done)
+    })?;
+    Ok(done)
+}
+
+/// Puts `name` in `parent` into project `id` unless it is there already
+/// or carries no project id (links, FIFOs, sockets).
+fn into_project(
+    parent: &OwnedFd,
+    name: &CStr,
+    id: u32,
+    done: &mut Handover,
+) -> Result<rustix::fs::Stat, Errno> {
+    let st = rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    done.seen += 1;
+    let kind = FileType::from_raw_mode(st.st_mode);
+    if kind != FileType::Directory && kind != FileType::RegularFile {
+        return Ok(st);
+    }
+    let fd = rustix::fs::openat(
+        parent,
+        name,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let seen = rustix::fs::fstat(&fd)?;
+    if (seen.st_dev, seen.st_ino) != (st.st_dev, st.st_ino) {
+        // Replaced since the stat: take the one that is there now.
+        return Err(Errno::AGAIN);
+    }
+    let fd = std::os::fd::AsFd::as_fd(&fd);
+    let now =
+        crate::sys::project_id(fd).map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
+    if now != id {
+        crate::sys::set_project_id(fd, id, kind == FileType::Directory)
+            .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
+        done.changed += 1;
+    }
+    Ok(st)
 }
 
 /// One directory on the way down: its identity, and the names in it
@@ -160,15 +228,18 @@ fn hand_over(
     Ok(st)
 }
 
+/// Visits `top` (as `.`) and everything under it, depth first, calling
+/// `visit` on each entry with its parent's descriptor; `visit` returns
+/// the entry's stat from before it changed it, and the walk enters what
+/// that says is a directory.
 fn walk(
     root: &Path,
     top: OwnedFd,
-    uid: u32,
-    gid: u32,
-    done: &mut Handover,
+    what: &'static str,
+    visit: &mut dyn FnMut(&OwnedFd, &CStr) -> Result<rustix::fs::Stat, Errno>,
 ) -> Result<(), DataDirError> {
     let io = |what, path: &str| io_err(root, what, path);
-    hand_over(&top, c".", (uid, gid), done).map_err(io("changing the owner of", "."))?;
+    visit(&top, c".").map_err(io(what, "."))?;
     let st = rustix::fs::fstat(&top).map_err(io("reading", "."))?;
     let mut stack = vec![Level {
         dev: st.st_dev,
@@ -200,12 +271,12 @@ fn walk(
             continue;
         };
         let path = join(&level.path, &name);
-        let st = match hand_over(&cur, &name, (uid, gid), done) {
+        let st = match visit(&cur, &name) {
             Ok(st) => st,
             // Removed since it was listed (nothing runs in it now, but be
             // exact about what we know).
             Err(Errno::NOENT) => continue,
-            Err(e) => return Err(io("changing the owner of", &path)(e)),
+            Err(e) => return Err(io(what, &path)(e)),
         };
         if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
             continue;

@@ -47,6 +47,8 @@ pub struct Admin {
     pub policy: AccessPolicy,
     /// Memory of a new appspace whose manifest asks for none.
     pub default_memory: u64,
+    /// How appspaces' disks are limited.
+    pub disks: Arc<crate::disk::Disks>,
 }
 
 /// Why the admin socket could not be set up.

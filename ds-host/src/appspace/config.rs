@@ -164,7 +164,9 @@ impl AppspaceConfig {
     /// What to run for a recorded appspace: its version's entrypoint (under
     /// Deno for Deno apps), logs next to its data directory.
     pub fn from_record(a: crate::state::AppspaceRecord) -> Self {
-        let log_dir = a.data_dir.parent().unwrap_or(&a.data_dir).join("log");
+        // The logs stay outside a disk image: they count to the host's
+        // limits (`[logs]`), not to the app's.
+        let log_dir = a.home().join("log");
         Self {
             name: a.name,
             domain: a.domain.clone(),

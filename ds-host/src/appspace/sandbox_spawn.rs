@@ -71,7 +71,11 @@ pub(crate) static SPAWN_LOCK: Mutex<()> = Mutex::new(());
 /// Starts `ds-sandbox` processes (see the module's documentation).
 #[derive(Debug)]
 pub struct SandboxSpawner {
+    /// What is executed: the sealed in-memory copy ([`sealed_copy`]) as
+    /// `/proc/self/fd/N`, or the binary's path where no copy could be made.
     sandbox_bin: PathBuf,
+    /// The copy, kept open for as long as sandboxes are spawned from it.
+    _copy: Option<OwnedFd>,
     spare: Mutex<Option<Spare>>,
     /// A spare is being started: many starts at once (a host starting
     /// every appspace) must not each start one.
@@ -81,8 +85,23 @@ pub struct SandboxSpawner {
 impl SandboxSpawner {
     /// A spawner of `sandbox_bin`, with no spare yet.
     pub fn new(sandbox_bin: PathBuf) -> Arc<Self> {
+        let (sandbox_bin, copy) = match sealed_copy(&sandbox_bin) {
+            Ok(fd) => (
+                PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
+                Some(fd),
+            ),
+            Err(e) => {
+                tracing::warn!(
+                    binary = %sandbox_bin.display(),
+                    error = %e,
+                    "no in-memory copy of the sandbox binary: running it from its file (a sandbox then pins the host's mounts, such as other appspaces' disk images, while it runs)"
+                );
+                (sandbox_bin, None)
+            }
+        };
         Arc::new(Self {
             sandbox_bin,
+            _copy: copy,
             spare: Mutex::new(None),
             preparing: AtomicBool::new(false),
         })
@@ -131,7 +150,8 @@ impl SandboxSpawner {
     /// output piped. Spawned on a blocking thread under the spawn lock.
     pub async fn exec_alone(&self, args: Vec<OsString>) -> std::io::Result<Child> {
         let mut cmd = Command::new(&self.sandbox_bin);
-        cmd.arg("exec")
+        cmd.arg0("ds-sandbox")
+            .arg("exec")
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -271,6 +291,7 @@ impl SandboxSpawner {
             handoff: handoff_theirs.as_raw_fd(),
         };
         let mut cmd = Command::new(&self.sandbox_bin);
+        cmd.arg0("ds-sandbox");
         configure(&mut cmd, fds);
         cmd.stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -320,4 +341,30 @@ struct Prepared {
     ours: (UnixStream, OwnedFd),
     /// The ends the launcher inherits (closed here once it has them).
     theirs: (OwnedFd, OwnedFd),
+}
+
+/// A sealed in-memory copy (memfd) of the sandbox binary, which sandboxes
+/// are executed from. The agent runs from the binary it was executed
+/// from; run from its file, that file's mount (the host's root file
+/// system) stays referenced after the agent's pivot_root, and with it,
+/// locked to it in the sandbox's user namespace, every mount the host
+/// had when the sandbox started: another appspace's disk image could not
+/// be released (to resize it) until this sandbox stopped. A memfd lives
+/// on no mount of the host's tree. Sealed, it cannot change under the
+/// sandboxes; an upgrade of the package takes effect at the host's next
+/// start, as for ds-host itself.
+fn sealed_copy(binary: &std::path::Path) -> std::io::Result<OwnedFd> {
+    use rustix::fs::{MemfdFlags, SealFlags};
+    let flags = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
+    // Kernels from 6.3 may refuse to execute a memfd not made executable
+    // (vm.memfd_noexec); older ones do not know the flag.
+    let fd = rustix::fs::memfd_create("ds-sandbox", flags | MemfdFlags::EXEC)
+        .or_else(|_| rustix::fs::memfd_create("ds-sandbox", flags))?;
+    let mut copy = std::fs::File::from(fd);
+    std::io::copy(&mut std::fs::File::open(binary)?, &mut copy)?;
+    rustix::fs::fcntl_add_seals(
+        &copy,
+        SealFlags::SHRINK | SealFlags::GROW | SealFlags::WRITE | SealFlags::SEAL,
+    )?;
+    Ok(copy.into())
 }

@@ -81,6 +81,7 @@ pub async fn restore_host(
     repository: &Path,
     key_file: &Path,
     state_dir: &Path,
+    disks: &crate::disk::Disks,
 ) -> Result<HostRestored, BackupError> {
     let io = |what, path: &Path| {
         let path = path.to_owned();
@@ -196,6 +197,25 @@ pub async fn restore_host(
         what: "restore",
         why: e.to_string(),
     })? {
+        // This machine's way of limiting disks (the old machine's may not
+        // be available here), made ready before the data goes in.
+        let mut rec = rec;
+        if rec.disk_kind != disks.kind() {
+            let home = rec.home();
+            rec.disk_kind = disks.kind();
+            rec.data_dir = disks.data_dir(&home);
+            state
+                .set_disk_layout(&rec.name, rec.disk_kind, &rec.data_dir)
+                .await
+                .map_err(|e| BackupError::Output {
+                    what: "restore",
+                    why: e.to_string(),
+                })?;
+        }
+        if rec.disk_bytes == 0 && disks.kind() != crate::state::DiskKind::None {
+            rec.disk_bytes = disks.default_bytes();
+            let _ = state.set_disk_limit(&rec.name, rec.disk_bytes).await;
+        }
         let Some(snapshot) = taken
             .iter()
             .filter(|s| s.appspace == rec.name)
@@ -204,12 +224,10 @@ pub async fn restore_host(
             restored.without_data.push(rec.name.clone());
             continue;
         };
-        let parent = rec.data_dir.parent().unwrap_or(&rec.data_dir);
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(parent)
-            .map_err(io("creating", parent))?;
+        disks.attach(&rec).await.map_err(|e| BackupError::Output {
+            what: "restore",
+            why: format!("making the disk of {}: {e}", rec.name),
+        })?;
         let staged = restic.restore_beside(snapshot, &rec.data_dir).await?;
         if rec.data_dir.exists() {
             restic::swap_in(&staged, &rec.data_dir)?;
@@ -227,6 +245,9 @@ pub async fn restore_host(
                 let _ = state.set_version(&rec.name, &version).await;
             }
         }
+        // The host mounts it again at its start (the restore is a command
+        // of its own).
+        let _ = disks.detach(&rec).await;
         restored
             .appspaces
             .push((rec.name.clone(), snapshot.id.clone()));

@@ -5,7 +5,9 @@ use std::path::Path;
 
 use sqlx::Row;
 
-use super::{appspace_from_row, db, now, AppspaceRecord, State, StateError, APPSPACE_COLUMNS};
+use super::{
+    appspace_from_row, db, now, AppspaceRecord, DiskKind, State, StateError, APPSPACE_COLUMNS,
+};
 
 /// New limits for an appspace; `None` keeps the current value.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -28,6 +30,7 @@ impl State {
         version: &semver::Version,
         data_dir: &Path,
         memory_bytes: u64,
+        disk: (DiskKind, u64),
     ) -> Result<(), StateError> {
         let mut tx = self.pool.begin().await.map_err(db("beginning"))?;
         let exists = sqlx::query("SELECT 1 FROM app_versions WHERE app = ? AND version = ?")
@@ -43,8 +46,9 @@ impl State {
         }
         let uid = super::host_ids::allocate(&mut tx, name).await?;
         let inserted = sqlx::query(
-            "INSERT INTO appspaces (name, domain, app, version, data_dir, memory_bytes, created_at, uid)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO appspaces (name, domain, app, version, data_dir, memory_bytes, created_at, uid,
+                 disk_kind, disk_bytes)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(name)
         .bind(domain)
@@ -54,6 +58,8 @@ impl State {
         .bind(memory_bytes as i64)
         .bind(now())
         .bind(i64::from(uid))
+        .bind(disk.0.as_str())
+        .bind(disk.1 as i64)
         .execute(&mut *tx)
         .await;
         if let Err(sqlx::Error::Database(e)) = &inserted {
@@ -129,6 +135,39 @@ impl State {
         }
         tx.commit().await.map_err(db("committing the limits"))?;
         self.appspace(name).await
+    }
+
+    /// Records an appspace's disk limit (already applied by the caller).
+    pub async fn set_disk_limit(&self, name: &str, bytes: u64) -> Result<(), StateError> {
+        let done = sqlx::query("UPDATE appspaces SET disk_bytes = ? WHERE name = ?")
+            .bind(bytes as i64)
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(db("changing the disk limit"))?;
+        if done.rows_affected() == 0 {
+            return Err(StateError::NotFound(format!("no appspace {name:?}")));
+        }
+        Ok(())
+    }
+
+    /// Moves an appspace to another way of limiting its disk, with the data
+    /// directory that way uses (a host restored on a machine that limits
+    /// disks differently, before any data is put back).
+    pub async fn set_disk_layout(
+        &self,
+        name: &str,
+        kind: DiskKind,
+        data_dir: &Path,
+    ) -> Result<(), StateError> {
+        sqlx::query("UPDATE appspaces SET disk_kind = ?, data_dir = ? WHERE name = ?")
+            .bind(kind.as_str())
+            .bind(data_dir.to_string_lossy().into_owned())
+            .bind(name)
+            .execute(&self.pool)
+            .await
+            .map_err(db("changing the disk layout"))?;
+        Ok(())
     }
 
     /// Marks appspaces broken (`Some(why)`) or repaired (`None`).

@@ -106,6 +106,55 @@ pub struct AppspaceRecord {
     /// A change under way (an upgrade's journal, JSON), to be finished or
     /// undone.
     pub pending: Option<String>,
+    /// Its disk limit in bytes (0: none).
+    pub disk_bytes: u64,
+    /// What enforces it.
+    pub disk_kind: DiskKind,
+}
+
+impl AppspaceRecord {
+    /// Its home: the directory holding its data directory (or, for a disk
+    /// image, the image and its mount point), its logs and its staging.
+    pub fn home(&self) -> PathBuf {
+        let up = self.data_dir.parent().unwrap_or(&self.data_dir);
+        match self.disk_kind {
+            DiskKind::Image => up.parent().unwrap_or(up).to_owned(),
+            _ => up.to_owned(),
+        }
+    }
+}
+
+/// What holds an appspace's data to its disk limit (docs/quotas.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskKind {
+    /// Nothing: the file system offers no project quotas and the host
+    /// makes no images (or was told not to).
+    None,
+    /// A project quota on the data directory's file system; the project
+    /// is the appspace's host uid.
+    Project,
+    /// A file system of its own in `<home>/disk.img`, mounted at
+    /// `<home>/disk`.
+    Image,
+}
+
+impl DiskKind {
+    /// As stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DiskKind::None => "none",
+            DiskKind::Project => "project",
+            DiskKind::Image => "image",
+        }
+    }
+
+    pub(crate) fn from_stored(s: &str) -> Self {
+        match s {
+            "project" => DiskKind::Project,
+            "image" => DiskKind::Image,
+            _ => DiskKind::None,
+        }
+    }
 }
 
 /// The state database plus the app store it describes.
@@ -146,7 +195,7 @@ impl State {
 pub(crate) const APPSPACE_COLUMNS: &str =
     "s.name, s.domain, s.app, s.version, v.runtime, v.entrypoint, v.dir, s.data_dir,
      s.memory_bytes, s.cpus, s.pids, s.status, s.created_at, s.egress, s.uid, s.broken,
-     s.pending
+     s.pending, s.disk_bytes, s.disk_kind
      FROM appspaces s JOIN app_versions v ON v.app = s.app AND v.version = s.version";
 
 pub(crate) fn appspace_from_row(r: &sqlx::sqlite::SqliteRow) -> AppspaceRecord {
@@ -170,6 +219,8 @@ pub(crate) fn appspace_from_row(r: &sqlx::sqlite::SqliteRow) -> AppspaceRecord {
         uid: r.get::<i64, _>(14) as u32,
         broken: r.get(15),
         pending: r.get(16),
+        disk_bytes: r.get::<i64, _>(17) as u64,
+        disk_kind: DiskKind::from_stored(&r.get::<String, _>(18)),
     }
 }
 

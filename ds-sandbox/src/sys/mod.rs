@@ -2,7 +2,7 @@
 //! system calls that neither `rustix` nor `nix` expose safely (fork, exec
 //! from a descriptor, raw exit, one network ioctl, seccomp and its
 //! listener's ioctls, adopting inherited descriptors, the process's
-//! command line).
+//! command line, project ids and quotas).
 //!
 //! Everything here that runs between `fork` and `exec` is async-signal-safe:
 //! plain system calls on memory prepared before the fork. The functions
@@ -598,5 +598,126 @@ pub fn try_ptrace_attach(pid: i32) -> io::Result<()> {
     }
     // SAFETY: as above.
     unsafe { libc::ptrace(libc::PTRACE_DETACH, pid, 0usize, 0usize) };
+    Ok(())
+}
+
+/// `struct fsxattr` of `<linux/fs.h>`, for `FS_IOC_FS[GS]ETXATTR`.
+#[repr(C)]
+#[derive(Default)]
+struct FsXattr {
+    xflags: u32,
+    extsize: u32,
+    nextents: u32,
+    projid: u32,
+    cowextsize: u32,
+    pad: [u8; 8],
+}
+
+/// `_IOR('X', 31, struct fsxattr)` and `_IOW('X', 32, struct fsxattr)`.
+const FS_IOC_FSGETXATTR: libc::c_ulong = 0x801c_581f;
+const FS_IOC_FSSETXATTR: libc::c_ulong = 0x401c_5820;
+/// New entries of a directory with this flag get its project id.
+const FS_XFLAG_PROJINHERIT: u32 = 0x0000_0200;
+/// `PRJQUOTA` of `<sys/quota.h>`.
+const PRJQUOTA: libc::c_int = 2;
+/// Quota block limits are counted in these (`QIF_DQBLKSIZE`).
+const QUOTA_BLOCK: u64 = 1024;
+
+fn fs_xattr(fd: BorrowedFd<'_>) -> io::Result<FsXattr> {
+    let mut attr = FsXattr::default();
+    // SAFETY: FS_IOC_FSGETXATTR writes one `struct fsxattr` (which
+    // `FsXattr` lays out exactly, `repr(C)`) into `attr`, exclusively
+    // borrowed for the call.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_FSGETXATTR, &mut attr as *mut FsXattr) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(attr)
+}
+
+/// The project id of the open file or directory `fd`.
+pub fn project_id(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    Ok(fs_xattr(fd)?.projid)
+}
+
+/// Puts the open file or directory `fd` into project `id`; a directory
+/// also gets `PROJINHERIT`, so that what is created in it is counted to
+/// the same project. Needs root (`CAP_FOWNER`) in the initial user
+/// namespace.
+pub fn set_project_id(fd: BorrowedFd<'_>, id: u32, directory: bool) -> io::Result<()> {
+    let mut attr = fs_xattr(fd)?;
+    attr.projid = id;
+    if directory {
+        attr.xflags |= FS_XFLAG_PROJINHERIT;
+    }
+    // SAFETY: FS_IOC_FSSETXATTR only reads the `struct fsxattr` in
+    // `attr`, which lives across the call.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_FSSETXATTR, &attr as *const FsXattr) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// `quotactl_fd(fd, QCMD(cmd, PRJQUOTA), id, block)`.
+fn project_quotactl(
+    fd: BorrowedFd<'_>,
+    cmd: libc::c_int,
+    id: u32,
+    block: &mut libc::dqblk,
+) -> io::Result<()> {
+    let qcmd = ((cmd as u32) << 8 | PRJQUOTA as u32) as libc::c_int;
+    // SAFETY: Q_GETQUOTA writes and Q_SETQUOTA reads one `struct
+    // if_dqblk`, which `libc::dqblk` lays out; `block` is exclusively
+    // borrowed for the call and the kernel touches nothing else of ours.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_quotactl_fd,
+            fd.as_raw_fd(),
+            qcmd,
+            id as libc::c_int,
+            block as *mut libc::dqblk,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Bytes project `id` uses on the file system of `fd` (`ESRCH` when the
+/// file system keeps no project quotas).
+pub fn project_usage(fd: BorrowedFd<'_>, id: u32) -> io::Result<u64> {
+    // SAFETY: `dqblk` is plain old data; all-zero is a valid value.
+    let mut block: libc::dqblk = unsafe { std::mem::zeroed() };
+    project_quotactl(fd, libc::Q_GETQUOTA, id, &mut block)?;
+    Ok(block.dqb_curspace)
+}
+
+/// Sets project `id`'s hard block limit on the file system of `fd` to
+/// `bytes` (rounded up to the quota's 1 KiB blocks; 0 removes it). Needs
+/// `CAP_SYS_ADMIN`.
+pub fn set_project_limit(fd: BorrowedFd<'_>, id: u32, bytes: u64) -> io::Result<()> {
+    // SAFETY: as in `project_usage`.
+    let mut block: libc::dqblk = unsafe { std::mem::zeroed() };
+    block.dqb_bhardlimit = bytes.div_ceil(QUOTA_BLOCK);
+    block.dqb_bsoftlimit = 0;
+    block.dqb_valid = libc::QIF_BLIMITS;
+    project_quotactl(fd, libc::Q_SETQUOTA, id, &mut block)
+}
+
+/// `EXT4_IOC_RESIZE_FS`: `_IOW('f', 16, __u64)`.
+const EXT4_IOC_RESIZE_FS: libc::c_ulong = 0x4008_6610;
+
+/// Grows the mounted ext4 file system that `fd` (any file or directory
+/// on it) belongs to, to `blocks` of its blocks, online (what resize2fs
+/// does for a mounted file system, without opening the block device that
+/// newer kernels keep from writers while mounted). Needs
+/// `CAP_SYS_RESOURCE`.
+pub fn ext4_grow(fd: BorrowedFd<'_>, blocks: u64) -> io::Result<()> {
+    let count = blocks;
+    // SAFETY: the ioctl reads one u64 (the new block count) from `count`,
+    // which lives across the call.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), EXT4_IOC_RESIZE_FS, &count as *const u64) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
     Ok(())
 }

@@ -23,9 +23,15 @@ pub(super) async fn appspace_view(rec: AppspaceRecord, live: Option<&Appspace>) 
     } else {
         "stopped"
     };
+    let disk = api::Disk {
+        enforced_by: crate::disk::enforced_by(rec.disk_kind).into(),
+        limit_bytes: rec.disk_bytes,
+        used_bytes: crate::disk::usage(&rec),
+    };
     api::Appspace {
         status: status.into(),
-        limits: limits_view(limits),
+        limits: limits_view(limits, rec.disk_bytes),
+        disk: Some(disk),
         data_dir: rec.data_dir.display().to_string(),
         host_uid: rec.uid,
         broken: rec.broken,
@@ -48,11 +54,12 @@ pub(super) async fn appspace_view(rec: AppspaceRecord, live: Option<&Appspace>) 
     }
 }
 
-pub(super) fn limits_view(l: ResourceLimits) -> api::Limits {
+pub(super) fn limits_view(l: ResourceLimits, disk_bytes: u64) -> api::Limits {
     api::Limits {
         memory_bytes: l.memory_bytes,
         cpus: l.cpus,
         pids: l.pids,
+        disk_bytes,
     }
 }
 
@@ -199,8 +206,8 @@ pub(super) async fn create_unserved(
         let to = keep_aside(&admin.state_dir, &home, &name).map_err(|e| internal("moving", e))?;
         warn!(from = %home.display(), to = %to.display(), "moved an orphaned appspace directory aside");
     }
-    let data_dir = home.join("data");
-    std::fs::create_dir_all(&data_dir).map_err(|e| internal("creating", e))?;
+    let data_dir = admin.disks.data_dir(&home);
+    std::fs::create_dir_all(&home).map_err(|e| internal("creating", e))?;
     let memory = admin
         .state
         .manifest(&req.app, &version)
@@ -209,9 +216,24 @@ pub(super) async fn create_unserved(
         .unwrap_or(admin.default_memory);
     admin
         .state
-        .create_appspace(&name, &domain, &req.app, &version, &data_dir, memory)
+        .create_appspace(
+            &name,
+            &domain,
+            &req.app,
+            &version,
+            &data_dir,
+            memory,
+            (admin.disks.kind(), admin.disks.default_bytes()),
+        )
         .await?;
     let rec = admin.state.appspace(&name).await?;
+    if let Err(e) = admin.disks.attach(&rec).await {
+        uncreate(admin, &rec).await;
+        return Err(Failure::new(
+            ErrorCode::Internal,
+            format!("making the appspace's disk: {e}"),
+        ));
+    }
     let appspace = match Appspace::new(
         AppspaceConfig::from_record(rec.clone()),
         &admin.host.lifecycle,
@@ -230,9 +252,8 @@ pub(super) async fn create_unserved(
 pub(super) async fn uncreate(admin: &Admin, rec: &AppspaceRecord) {
     let _ = admin.state.delete_appspace(&rec.name).await;
     let _ = admin.state.release_host_id(rec.uid).await;
-    if let Some(home) = rec.data_dir.parent() {
-        let _ = std::fs::remove_dir_all(home);
-    }
+    let _ = admin.disks.release(rec).await;
+    let _ = std::fs::remove_dir_all(rec.home());
 }
 
 /// `POST /v1/appspaces/{key}/{start,stop,pause,resume}`, audited.
@@ -369,7 +390,10 @@ async fn delete(admin: &Admin, key: &str, purge: bool) -> Result<api::Deleted, F
         }
         return Err(e.into());
     }
-    let home = rec.data_dir.parent().unwrap_or(&rec.data_dir).to_owned();
+    let home = rec.home();
+    if let Err(e) = admin.disks.release(&rec).await {
+        warn!(appspace = %rec.name, error = %e, "releasing a deleted appspace's disk");
+    }
     let fail = |what: &str, e: std::io::Error| {
         Failure::new(
             ErrorCode::Internal,

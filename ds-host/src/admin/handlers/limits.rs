@@ -7,12 +7,12 @@ pub(super) async fn show_limits(
     State(admin): State<Arc<Admin>>,
     UrlPath(key): UrlPath<String>,
 ) -> Answer<api::Limits> {
-    let (_, live) = find(&admin, &key).await?;
-    Ok(Json(limits_view(live.limits())))
+    let (rec, live) = find(&admin, &key).await?;
+    Ok(Json(limits_view(live.limits(), rec.disk_bytes)))
 }
 
 fn check_limits(change: &api::LimitsChange) -> Result<(), Failure> {
-    use ds_api::limits::{check_cpus, check_memory, check_pids};
+    use ds_api::limits::{check_cpus, check_disk, check_memory, check_pids};
     let invalid = |m: String| Failure::new(ErrorCode::Invalid, m);
     if let Some(m) = change.memory_bytes {
         check_memory(m).map_err(invalid)?;
@@ -23,7 +23,14 @@ fn check_limits(change: &api::LimitsChange) -> Result<(), Failure> {
     if let Some(p) = change.pids {
         check_pids(p).map_err(invalid)?;
     }
-    if change.memory_bytes.is_none() && change.cpus.is_none() && change.pids.is_none() {
+    if let Some(d) = change.disk_bytes {
+        check_disk(d).map_err(invalid)?;
+    }
+    if change.memory_bytes.is_none()
+        && change.cpus.is_none()
+        && change.pids.is_none()
+        && change.disk_bytes.is_none()
+    {
         return Err(invalid("no limit to change".into()));
     }
     Ok(())
@@ -66,29 +73,96 @@ async fn apply_limits(
         cpus: change.cpus.unwrap_or(old.cpus),
         pids: change.pids.unwrap_or(old.pids),
     };
-    let applied_live = match live.set_limits(new) {
-        Ok(live) => live,
-        Err(e) => {
+    let cgroup_change =
+        change.memory_bytes.is_some() || change.cpus.is_some() || change.pids.is_some();
+    let applied_live = if cgroup_change {
+        match live.set_limits(new) {
+            Ok(live) => live,
+            Err(e) => {
+                let _ = live.set_limits(old);
+                return Err(Failure::new(
+                    ErrorCode::Invalid,
+                    format!("the running sandbox refused the limits: {e}"),
+                ));
+            }
+        }
+    } else {
+        false
+    };
+    let undo_cgroup = || {
+        if cgroup_change {
             let _ = live.set_limits(old);
-            return Err(Failure::new(
-                ErrorCode::Invalid,
-                format!("the running sandbox refused the limits: {e}"),
-            ));
         }
     };
+    let mut disk_bytes = rec.disk_bytes;
+    if let Some(disk) = change.disk_bytes.filter(|&d| d != rec.disk_bytes) {
+        if let Err(e) = change_disk(admin, &rec, &live, disk).await {
+            undo_cgroup();
+            return Err(e);
+        }
+        disk_bytes = disk;
+    }
     let update = LimitsUpdate {
         memory_bytes: change.memory_bytes,
         cpus: change.cpus,
         pids: change.pids,
     };
     if let Err(e) = admin.state.set_limits(&rec.name, update).await {
-        let _ = live.set_limits(old);
+        undo_cgroup();
         return Err(e.into());
     }
     Ok(api::LimitsApplied {
-        limits: limits_view(new),
+        limits: limits_view(new, disk_bytes),
         applied_live,
     })
+}
+
+/// Changes the appspace's disk limit in the kernel, then records it; a
+/// failure on either side leaves both as they were. A disk image that
+/// cannot be resized while mounted (shrinking; growing without
+/// `CAP_SYS_RESOURCE`) takes the appspace out of service (and holds off
+/// backups) while its file system is resized.
+async fn change_disk(
+    admin: &Admin,
+    rec: &AppspaceRecord,
+    live: &Appspace,
+    bytes: u64,
+) -> Result<(), Failure> {
+    use crate::disk::DiskError;
+    let failure = |e: DiskError| {
+        let code = match e {
+            DiskError::BelowUse { .. } | DiskError::TooSmall { .. } | DiskError::NotEnforced(_) => {
+                ErrorCode::Invalid
+            }
+            DiskError::Running => ErrorCode::Conflict,
+            _ => ErrorCode::Internal,
+        };
+        Failure::new(code, format!("changing the disk limit: {e}"))
+    };
+    let resized = match admin.disks.resize(rec, bytes, false).await {
+        Err(DiskError::Running) => {
+            let _held = admin.backups.exclusive().await;
+            let grace = admin.host.lifecycle.stop_grace;
+            live.out_of_service(
+                grace,
+                "resizing its disk",
+                admin.disks.resize(rec, bytes, true),
+            )
+            .await
+            .1
+        }
+        other => other,
+    };
+    resized.map_err(failure)?;
+    if let Err(e) = admin.state.set_disk_limit(&rec.name, bytes).await {
+        // The kernel has the new limit; put the old one back (a grown
+        // image stays grown: only its limit is what was recorded).
+        let mut now = rec.clone();
+        now.disk_bytes = bytes;
+        let _ = admin.disks.resize(&now, rec.disk_bytes, false).await;
+        return Err(e.into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -102,6 +176,7 @@ mod tests {
                 memory_bytes,
                 cpus,
                 pids,
+                disk_bytes: None,
             })
             .is_ok()
         };

@@ -221,6 +221,7 @@ async fn status(State(admin): State<Arc<Admin>>) -> Answer<api::Status> {
             }),
         front_door_restarts: front.restarts,
         backups_overdue: admin.backups.overdue(),
+        disk_quota: admin.disks.describe(),
     }))
 }
 

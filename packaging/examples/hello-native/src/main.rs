@@ -91,6 +91,7 @@ fn serve(conn: TcpStream) -> std::io::Result<()> {
                 "500 Internal Server Error",
                 "broken on purpose\n".to_owned(),
             ),
+            p if p.starts_with("/write/") => write_mib(&p["/write/".len()..]),
             _ => ("404 Not Found", format!("no page at {}\n", escape(&path))),
         };
         // One write per response: several small ones would meet Nagle's
@@ -105,6 +106,39 @@ fn serve(conn: TcpStream) -> std::io::Result<()> {
             return Ok(());
         }
     }
+}
+
+/// `/write/NAME/MIB`: writes MIB MiB into `/data/NAME` (appending), one
+/// MiB at a time and synced, and says how much went in and, when the
+/// disk refused, the error (a disk limit's `EDQUOT` or `ENOSPC`).
+fn write_mib(spec: &str) -> (&'static str, String) {
+    use std::io::Write as _;
+    let Some((name, mib)) = spec.split_once('/') else {
+        return ("400 Bad Request", "use /write/NAME/MIB\n".into());
+    };
+    let (Ok(mib), true) = (
+        mib.parse::<u64>(),
+        !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'),
+    ) else {
+        return ("400 Bad Request", "use /write/NAME/MIB\n".into());
+    };
+    let chunk: Vec<u8> = (0..1 << 20)
+        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let mut file = match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(format!("/data/{name}"))
+    {
+        Ok(f) => f,
+        Err(e) => return ("200 OK", format!("wrote 0 MiB; refused: {e}\n")),
+    };
+    for i in 0..mib {
+        if let Err(e) = file.write_all(&chunk).and_then(|()| file.sync_data()) {
+            return ("200 OK", format!("wrote {i} MiB; refused: {e}\n"));
+        }
+    }
+    ("200 OK", format!("wrote {mib} MiB\n"))
 }
 
 /// Converts `/data` from schema `from` to `to`: checks that the data is
