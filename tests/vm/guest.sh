@@ -41,7 +41,8 @@ wait_for() {
 HOST=hello.localhost
 get() { curl -sS -k --max-time 60 --resolve "$HOST:443:127.0.0.1" "https://$HOST$1"; }
 serving() { [ "$(get /hello)" = hello ]; }
-visits() { cat /var/lib/ds/appspaces/*/data/visits 2>/dev/null || echo 0; }
+# The appspace's data is in its disk image (appspaces/NAME/disk/data).
+visits() { cat /var/lib/ds/appspaces/*/disk/data/visits /var/lib/ds/appspaces/*/data/visits 2>/dev/null | head -1 | grep . || echo 0; }
 main_pid() { systemctl show -p MainPID --value ds-host; }
 active() { systemctl is-active --quiet ds-host; }
 
@@ -65,6 +66,9 @@ phase1() {
     check status-shows-both-processes sh -c "dsctl status | grep -q 'front door: *pid [0-9]*, uid $(id -u ds-front),.*Landlock ABI [0-9].*seccomp phase 2' && dsctl status | grep -q 'supervisor: *pid $(main_pid), uid 0'"
     check front-door-restart-keeps-appspaces front_door_restart
     check backup-freezes-on-cgroup-v2 backup_frozen_and_restored
+    check disk-limits-by-image sh -c "dsctl status | grep -q 'disk limits: *disk image' && dsctl appspace show '$HOST' | grep -q 'disk image'"
+    check disk-image-limit-holds-under-the-unit disk_image_limit
+    check disk-project-quota-holds project_quota_limit
     check memory-limit-holds bomb membomb --memory 48M "out of memory (the sandbox's limit is 48 MiB"
     check pids-limit-holds bomb forkbomb --pids 16 "forks="
     check pids-limit-bounds-forks sh -c "grep -ho 'forks=[0-9]*' /var/lib/ds/appspaces/forkbomb/log/app.log | head -1 | awk -F= '\$2 < 16 { ok = 1 } END { exit !ok }'"
@@ -181,6 +185,72 @@ backup_frozen_and_restored() {
     [ "$(visits)" = "$before" ] || { echo "restored $(visits) visits, backed up $before"; return 1; }
     wait_for 60 serving || return 1
     dsctl backup verify
+}
+
+# write_on DOMAIN NAME MIB: what `GET /write/NAME/MIB` answered (https,
+# through the unit's host).
+write_on() { curl -sS -k --max-time 120 --resolve "$1:443:127.0.0.1" "https://$1/write/$2/$3"; }
+
+# The packaged host on Debian's ext4 root (no prjquota): each appspace has
+# a disk image. One shrunk to 64M fills it and gets ENOSPC while the other
+# writes on; grown online (CAP_SYS_RESOURCE under the unit) it writes on;
+# deleted, its image is unmounted and gone.
+disk_image_limit() {
+    local d=filler.localhost said
+    dsctl appspace create --app hello-native --domain "$d" || return 1
+    dsctl appspace limits "$d" --disk 64M || return 1
+    said=$(write_on "$d" big 200); echo "filler: $said"
+    case "$said" in *"refused: No space left on device"*) ;; *) return 1 ;; esac
+    said=$(write_on "$HOST" other 8); echo "$HOST: $said"
+    [ "$said" = "wrote 8 MiB" ] || return 1
+    dsctl appspace show "$d" | grep disk
+    dsctl appspace limits "$d" --disk 128M || return 1
+    grep -q 'out of service: resizing' /var/lib/ds/appspaces/filler/log/app.log \
+        && { echo "grown offline: the unit lacks CAP_SYS_RESOURCE"; return 1; }
+    said=$(write_on "$d" more 24); echo "filler after growing: $said"
+    [ "$said" = "wrote 24 MiB" ] || return 1
+    dsctl appspace delete "$d" --purge --yes || return 1
+    ! grep -q filler /proc/"$(main_pid)"/mountinfo || { echo "still mounted"; return 1; }
+}
+
+# Project quotas on an ext4 made with them and mounted with prjquota (the
+# kernel of the build machine has no quota support; Debian's has): a dev
+# host with its state there, two appspaces, one filled to EDQUOT while the
+# other writes on, the limit raised and lowered at once.
+project_quota_limit() {
+    local img=/var/tmp/prj.img mnt=/mnt/prj sock=/mnt/prj/state/admin.sock pid rc=1 said
+    truncate -s 512M "$img" && mkfs.ext4 -q -F -O quota,project -E quotatype=prjquota "$img" || return 1
+    mkdir -p "$mnt" && mount -o loop,prjquota "$img" "$mnt" || return 1
+    DS_SANDBOX=/usr/lib/ds/ds-sandbox ds-host --dev --state-dir "$mnt/state" --port 18080 --tls-port 18443 \
+        --disk-quota project --disk-limit 48M > /var/tmp/prj-host.log 2>&1 &
+    pid=$!
+    dq() { dsctl --socket "$sock" "$@"; }
+    w() { curl -sS --max-time 120 -H "Host: $1" "http://127.0.0.1:18080/write/$2/$3"; }
+    (
+        set -e
+        wait_for 30 dq status >/dev/null
+        dq status | grep 'disk limits'
+        dq status | grep -q 'disk limits: *project quota'
+        dq app install /vm/hello-native >/dev/null
+        dq appspace create --app hello-native --domain a.localhost >/dev/null
+        dq appspace create --app hello-native --domain b.localhost >/dev/null
+        said=$(w a.localhost big 100); echo "a: $said"
+        case "$said" in *"Disk quota exceeded"*) ;; *) exit 1 ;; esac
+        said=$(w b.localhost small 8); echo "b: $said"; [ "$said" = "wrote 8 MiB" ]
+        dq appspace show a.localhost | grep disk
+        dq appspace show a.localhost | grep -q 'used of 48 MiB (project quota)'
+        ! dq appspace limits a.localhost --disk 16M
+        dq appspace limits a.localhost --disk 96M >/dev/null
+        said=$(w a.localhost more 24); echo "a after raising: $said"; [ "$said" = "wrote 24 MiB" ]
+        dq appspace limits a.localhost --disk 80M >/dev/null
+        said=$(w a.localhost last 100); echo "a after lowering: $said"
+        case "$said" in *"Disk quota exceeded"*) ;; *) exit 1 ;; esac
+    )
+    rc=$?
+    kill "$pid"; wait "$pid"
+    [ $rc = 0 ] || tail -n 20 /var/tmp/prj-host.log
+    umount "$mnt"; rm -f "$img"
+    return $rc
 }
 
 # A front door killed is restarted; the running sandbox is not touched.

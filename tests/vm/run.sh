@@ -59,7 +59,7 @@ cp tests/vm/guest.sh "$payload/guest.sh"
 echo "vm: building the Debian 12 root (mmdebstrap)"
 root="$work/root"
 mmdebstrap --quiet --variant=minbase \
-    --include=systemd,systemd-sysv,udev,dbus,linux-image-amd64,adduser,procps,curl,ca-certificates,kmod,restic \
+    --include=systemd,systemd-sysv,udev,dbus,linux-image-amd64,adduser,procps,curl,ca-certificates,kmod,restic,e2fsprogs,mount \
     bookworm "$root"
 cp -a "$payload" "$root/vm"
 echo ds-vm > "$root/etc/hostname"
