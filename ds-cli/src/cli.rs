@@ -337,6 +337,8 @@ mod tests {
             "0.5",
             "--pids",
             "10",
+            "--disk",
+            "2G",
         ])
         .unwrap();
         match cli.command {
@@ -345,8 +347,10 @@ mod tests {
                 memory,
                 cpu,
                 pids,
+                disk,
             }) => {
                 assert_eq!(target.domain, "a.localhost");
+                assert_eq!(disk, Some(2 << 30));
                 assert_eq!(memory, Some(128 << 20));
                 assert_eq!(cpu, Some(0.5));
                 assert_eq!(pids, Some(10));
@@ -361,6 +365,8 @@ mod tests {
             ["--cpu", "x"],
             ["--pids", "0"],
             ["--pids", "many"],
+            ["--disk", "1M"],
+            ["--disk", "huge"],
         ] {
             let args = [&["appspace", "limits", "a.localhost"][..], &bad[..]].concat();
             assert!(parse(&args).is_err(), "{bad:?} was accepted");

@@ -75,12 +75,27 @@ fn main() {
             "disk_limits_hold_with_images_where_the_file_system_has_no_project_quotas",
             disk_limits_hold_with_images_where_the_file_system_has_no_project_quotas,
         ),
-        (
-            "disk_limits_hold_with_project_quotas_on_ext4_mounted_with_prjquota",
-            disk_limits_hold_with_project_quotas_on_ext4_mounted_with_prjquota,
-        ),
     ];
     let mut trials = common::trials(tests, skip.clone());
+    // Project quotas need a kernel built with CONFIG_QUOTA (Debian's is;
+    // some build machines' are not). Where the kernel has none, the same
+    // walkthrough runs in the Debian VM under Debian's kernel
+    // (tests/vm/guest.sh: disk-project-quota-holds), so it is not a skip
+    // of the suite, only of this machine.
+    if kernel_has_quotas() {
+        trials.extend(common::trials(
+            vec![(
+                "disk_limits_hold_with_project_quotas_on_ext4_mounted_with_prjquota",
+                disk_limits_hold_with_project_quotas_on_ext4_mounted_with_prjquota as TestFn,
+            )],
+            skip.clone(),
+        ));
+    } else {
+        eprintln!(
+            "note: this kernel cannot mount ext4 with prjquota (no CONFIG_QUOTA?); \
+             project quotas are tested in the Debian VM instead (disk-project-quota-holds)"
+        );
+    }
     // Deno's node:sqlite is the SQLite writer.
     trials.extend(common::trials(
         vec![(
@@ -2062,6 +2077,47 @@ fn run_ok(cmd: &mut Command) -> Result<(), Failed> {
             String::from_utf8_lossy(&out.stderr)
         ),
     )
+}
+
+/// Whether this kernel mounts an ext4 with project quotas: it needs
+/// CONFIG_QUOTA and CONFIG_QFMT_V2, which Debian's kernel has and some
+/// build machines' do not. Probed the way the test uses it: a small
+/// image, made and mounted with prjquota, then unmounted.
+fn kernel_has_quotas() -> bool {
+    let Ok(dir) = tempfile::tempdir() else {
+        return false;
+    };
+    let image = dir.path().join("probe.img");
+    let mnt = dir.path().join("mnt");
+    let made = std::fs::create_dir(&mnt).is_ok()
+        && std::fs::File::create(&image)
+            .and_then(|f| f.set_len(32 << 20))
+            .is_ok()
+        && run_ok(
+            Command::new("mkfs.ext4")
+                .args([
+                    "-q",
+                    "-F",
+                    "-O",
+                    "quota,project",
+                    "-E",
+                    "quotatype=prjquota",
+                ])
+                .arg(&image),
+        )
+        .is_ok();
+    let mounted = made
+        && run_ok(
+            Command::new("mount")
+                .args(["-o", "loop,prjquota"])
+                .arg(&image)
+                .arg(&mnt),
+        )
+        .is_ok();
+    if mounted {
+        let _ = Command::new("umount").arg(&mnt).status();
+    }
+    mounted
 }
 
 fn disk_limits_hold_with_project_quotas_on_ext4_mounted_with_prjquota() -> Result<(), Failed> {

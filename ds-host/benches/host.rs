@@ -613,9 +613,11 @@ fn main() {
                 &format!("{name}.localhost"),
                 "hello-native",
                 &version,
-                &data,
                 64 << 20,
-                (ds_host::state::DiskKind::None, 0),
+                ds_host::state::Storage {
+                    data_dir: &data,
+                    disk: (ds_host::state::DiskKind::None, 0),
+                },
             )
             .await
             .expect("creating an appspace");

@@ -128,9 +128,11 @@ pub async fn prepare(
                 &domain,
                 &name,
                 &version,
-                &data_dir,
                 memory,
-                (disks.kind(), disks.default_bytes()),
+                crate::state::Storage {
+                    data_dir: &data_dir,
+                    disk: (disks.kind(), disks.default_bytes()),
+                },
             )
             .await
         {

@@ -1102,9 +1102,11 @@ fn production_mode_serves_https_and_redirects_http() -> Result<(), Failed> {
                 "echoer.test.example",
                 "echoer",
                 &v.manifest.version,
-                &data,
                 64 << 20,
-                (ds_host::state::DiskKind::None, 0),
+                ds_host::state::Storage {
+                    data_dir: &data,
+                    disk: (ds_host::state::DiskKind::None, 0),
+                },
             )
             .await?;
         Ok::<_, Failed>(())

@@ -41,9 +41,11 @@ async fn installs_and_appspaces_are_recorded() {
             "notes.localhost",
             "notes",
             &version,
-            &data,
             1 << 26,
-            (ds_host::state::DiskKind::None, 0),
+            ds_host::state::Storage {
+                data_dir: &data,
+                disk: (ds_host::state::DiskKind::None, 0),
+            },
         )
         .await
         .unwrap();
@@ -80,9 +82,11 @@ async fn conflicts_and_unknowns_change_nothing() {
             "a.localhost",
             "notes",
             &v,
-            &data,
             1,
-            (ds_host::state::DiskKind::None, 0),
+            ds_host::state::Storage {
+                data_dir: &data,
+                disk: (ds_host::state::DiskKind::None, 0),
+            },
         )
         .await
         .unwrap();
@@ -92,9 +96,11 @@ async fn conflicts_and_unknowns_change_nothing() {
             "a.localhost",
             "notes",
             &v,
-            &data,
             1,
-            (ds_host::state::DiskKind::None, 0),
+            ds_host::state::Storage {
+                data_dir: &data,
+                disk: (ds_host::state::DiskKind::None, 0),
+            },
         )
         .await
         .unwrap_err();
@@ -106,9 +112,11 @@ async fn conflicts_and_unknowns_change_nothing() {
             "c.localhost",
             "notes",
             &missing,
-            &data,
             1,
-            (ds_host::state::DiskKind::None, 0),
+            ds_host::state::Storage {
+                data_dir: &data,
+                disk: (ds_host::state::DiskKind::None, 0),
+            },
         )
         .await
         .unwrap_err();
@@ -154,9 +162,11 @@ async fn versions_whose_files_vanished_break_their_appspaces_and_nothing_is_dele
             "notes.localhost",
             "notes",
             &v.manifest.version,
-            &tmp.path().join("d"),
             1,
-            (ds_host::state::DiskKind::None, 0),
+            ds_host::state::Storage {
+                data_dir: &tmp.path().join("d"),
+                disk: (ds_host::state::DiskKind::None, 0),
+            },
         )
         .await
         .unwrap();
@@ -220,9 +230,11 @@ async fn every_appspace_gets_its_own_host_uid_from_the_documented_range() {
                 &format!("{name}.localhost"),
                 "notes",
                 &v.manifest.version,
-                &tmp.path().join(&name),
                 1,
-                (ds_host::state::DiskKind::None, 0),
+                ds_host::state::Storage {
+                    data_dir: &tmp.path().join(&name),
+                    disk: (ds_host::state::DiskKind::None, 0),
+                },
             )
             .await
             .unwrap();
@@ -251,9 +263,11 @@ async fn every_appspace_gets_its_own_host_uid_from_the_documented_range() {
             "n5.localhost",
             "notes",
             &v.manifest.version,
-            &tmp.path().join("x"),
             1,
-            (ds_host::state::DiskKind::None, 0),
+            ds_host::state::Storage {
+                data_dir: &tmp.path().join("x"),
+                disk: (ds_host::state::DiskKind::None, 0),
+            },
         )
         .await
         .unwrap();

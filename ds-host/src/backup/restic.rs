@@ -621,6 +621,33 @@ impl Restic {
     }
 }
 
+/// Puts `staging` into the disk-quota project of `data` (when it has one)
+/// before anything is restored into it, so that what is restored counts
+/// to the appspace's quota from the start (docs/quotas.md). Best effort:
+/// file systems without project ids have nothing to inherit.
+fn inherit_project(data: &Path, staging: &Path) {
+    use std::os::fd::AsFd;
+    let open = |p: &Path| {
+        rustix::fs::open(
+            p,
+            rustix::fs::OFlags::RDONLY
+                | rustix::fs::OFlags::DIRECTORY
+                | rustix::fs::OFlags::NOFOLLOW
+                | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .ok()
+    };
+    let (Some(d), Some(s)) = (open(data), open(staging)) else {
+        return;
+    };
+    if let Ok(id) = ds_sandbox::sys::project_id(d.as_fd()) {
+        if id != 0 {
+            let _ = ds_sandbox::sys::set_project_id(s.as_fd(), id, true);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -647,32 +674,5 @@ mod tests {
         // Nothing half done: nothing changes.
         recover_swap(&data);
         assert_eq!(std::fs::read_to_string(data.join("file")).unwrap(), "old");
-    }
-}
-
-/// Puts `staging` into the disk-quota project of `data` (when it has one)
-/// before anything is restored into it, so that what is restored counts
-/// to the appspace's quota from the start (docs/quotas.md). Best effort:
-/// file systems without project ids have nothing to inherit.
-fn inherit_project(data: &Path, staging: &Path) {
-    use std::os::fd::AsFd;
-    let open = |p: &Path| {
-        rustix::fs::open(
-            p,
-            rustix::fs::OFlags::RDONLY
-                | rustix::fs::OFlags::DIRECTORY
-                | rustix::fs::OFlags::NOFOLLOW
-                | rustix::fs::OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        )
-        .ok()
-    };
-    let (Some(d), Some(s)) = (open(data), open(staging)) else {
-        return;
-    };
-    if let Ok(id) = ds_sandbox::sys::project_id(d.as_fd()) {
-        if id != 0 {
-            let _ = ds_sandbox::sys::set_project_id(s.as_fd(), id, true);
-        }
     }
 }

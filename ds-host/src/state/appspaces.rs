@@ -20,6 +20,15 @@ pub struct LimitsUpdate {
     pub pids: Option<u64>,
 }
 
+/// Where an appspace's data lives and how its disk use is limited.
+#[derive(Debug, Clone, Copy)]
+pub struct Storage<'a> {
+    /// The data directory.
+    pub data_dir: &'a Path,
+    /// How the disk limit is enforced, and the limit in bytes.
+    pub disk: (DiskKind, u64),
+}
+
 impl State {
     /// Creates an appspace of `app` `version` at `domain`.
     pub async fn create_appspace(
@@ -28,10 +37,10 @@ impl State {
         domain: &str,
         app: &str,
         version: &semver::Version,
-        data_dir: &Path,
         memory_bytes: u64,
-        disk: (DiskKind, u64),
+        storage: Storage<'_>,
     ) -> Result<(), StateError> {
+        let Storage { data_dir, disk } = storage;
         let mut tx = self.pool.begin().await.map_err(db("beginning"))?;
         let exists = sqlx::query("SELECT 1 FROM app_versions WHERE app = ? AND version = ?")
             .bind(app)

@@ -18,7 +18,7 @@ mod egress;
 mod host_ids;
 
 pub use apps::{AppSummary, VersionSummary};
-pub use appspaces::LimitsUpdate;
+pub use appspaces::{LimitsUpdate, Storage};
 pub use audit::{AuditEntry, AuditRecord};
 pub use egress::{EgressLogEntry, EGRESS_LOG_KEEP};
 

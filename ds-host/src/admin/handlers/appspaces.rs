@@ -221,9 +221,11 @@ pub(super) async fn create_unserved(
             &domain,
             &req.app,
             &version,
-            &data_dir,
             memory,
-            (admin.disks.kind(), admin.disks.default_bytes()),
+            crate::state::Storage {
+                data_dir: &data_dir,
+                disk: (admin.disks.kind(), admin.disks.default_bytes()),
+            },
         )
         .await?;
     let rec = admin.state.appspace(&name).await?;
