@@ -275,6 +275,35 @@ pub struct Disk {
     pub used_bytes: Option<u64>,
 }
 
+/// An appspace's use of resources in one hour (docs/usage.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageHour {
+    /// The hour's first second, Unix time (UTC).
+    pub hour: i64,
+    /// CPU time used in it, milliseconds (every sandbox that ran in it).
+    pub cpu_ms: u64,
+    /// The highest memory use seen in it, bytes.
+    pub memory_peak_bytes: u64,
+    /// The most disk used seen in it, bytes (absent for an appspace
+    /// without a disk limit: nothing measures it).
+    pub disk_bytes: Option<u64>,
+    /// Requests served in it.
+    pub requests: u64,
+    /// Egress bytes (out and in) of connections that closed in it.
+    pub egress_bytes: u64,
+}
+
+/// An appspace's usage history: `GET /v1/appspaces/{key}/usage?since=T`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageHistory {
+    /// The appspace's domain.
+    pub domain: String,
+    /// From the hour holding this time (Unix time) on.
+    pub since: i64,
+    /// Hours with any use, oldest first; hours with none are left out.
+    pub hours: Vec<UsageHour>,
+}
+
 /// A running sandbox's usage.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Usage {

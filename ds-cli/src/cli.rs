@@ -209,6 +209,17 @@ pub enum AppspaceCommand {
         #[arg(long, value_parser = ds_api::limits::parse_disk)]
         disk: Option<u64>,
     },
+    /// Its use of resources per hour (kept 30 days): CPU time, memory and
+    /// disk highs, requests, egress bytes.
+    Usage {
+        /// Which appspace.
+        #[command(flatten)]
+        target: Target,
+        /// From when: a duration ago (6h, 7d) or a UTC time
+        /// (2026-11-22T10:00:00Z, 2026-11-22); default: the last 24 hours.
+        #[arg(long, value_parser = parse_since)]
+        since: Option<i64>,
+    },
     /// Print its log.
     Logs {
         /// Which appspace.

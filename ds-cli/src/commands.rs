@@ -647,6 +647,18 @@ async fn appspace(client: &Client, json: bool, cmd: AppspaceCommand) -> Result<(
                 }
             }
         }
+        AppspaceCommand::Usage { target, since } => {
+            let mut path = format!("/v1/appspaces/{}/usage", seg(&target.domain));
+            if let Some(since) = since {
+                path.push_str(&format!("?since={since}"));
+            }
+            let (u, raw): (api::UsageHistory, _) = client.call(Method::GET, &path, None).await?;
+            if json {
+                print_json(&raw);
+            } else {
+                print_usage(&u);
+            }
+        }
         AppspaceCommand::Egress(cmd) => egress(client, json, cmd).await?,
         AppspaceCommand::Delete { target, yes, purge } => {
             let key = seg(&target.domain);
@@ -818,4 +830,58 @@ fn disk_limit(bytes: u64) -> String {
     } else {
         table::size(bytes)
     }
+}
+
+/// An appspace's usage history as a table, one line per hour with any
+/// use, and the totals (highs for memory and disk).
+fn print_usage(u: &api::UsageHistory) {
+    if u.hours.is_empty() {
+        println!(
+            "{}: no use recorded since {}",
+            u.domain,
+            table::time(u.since)
+        );
+        return;
+    }
+    let cpu = |ms: u64| format!("{}.{:03}s", ms / 1000, ms % 1000);
+    let disk = |d: Option<u64>| d.map_or_else(|| "-".to_owned(), table::size);
+    let mut rows: Vec<Vec<String>> = u
+        .hours
+        .iter()
+        .map(|h| {
+            vec![
+                table::time(h.hour),
+                cpu(h.cpu_ms),
+                table::size(h.memory_peak_bytes),
+                disk(h.disk_bytes),
+                h.requests.to_string(),
+                table::size(h.egress_bytes),
+            ]
+        })
+        .collect();
+    rows.push(vec![
+        "total".into(),
+        cpu(u.hours.iter().map(|h| h.cpu_ms).sum()),
+        table::size(
+            u.hours
+                .iter()
+                .map(|h| h.memory_peak_bytes)
+                .max()
+                .unwrap_or(0),
+        ),
+        disk(u.hours.iter().filter_map(|h| h.disk_bytes).max()),
+        u.hours.iter().map(|h| h.requests).sum::<u64>().to_string(),
+        table::size(u.hours.iter().map(|h| h.egress_bytes).sum()),
+    ]);
+    table::print(
+        &[
+            "HOUR (UTC)",
+            "CPU",
+            "MEMORY PEAK",
+            "DISK",
+            "REQUESTS",
+            "EGRESS",
+        ],
+        &rows,
+    );
 }

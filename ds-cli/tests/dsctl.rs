@@ -75,6 +75,10 @@ fn main() {
             "disk_limits_hold_with_images_where_the_file_system_has_no_project_quotas",
             disk_limits_hold_with_images_where_the_file_system_has_no_project_quotas,
         ),
+        (
+            "usage_is_kept_per_hour_across_idle_stops_and_host_restarts",
+            usage_is_kept_per_hour_across_idle_stops_and_host_restarts,
+        ),
     ];
     let mut trials = common::trials(tests, skip.clone());
     // Project quotas need a kernel built with CONFIG_QUOTA (Debian's is;
@@ -2158,4 +2162,123 @@ fn disk_limits_hold_with_project_quotas_on_ext4_mounted_with_prjquota() -> Resul
         host.stop()?;
     }
     quota_walkthrough(&state, "project", 122)
+}
+
+/// The usage history's one hour row for `domain` (there is one: the test
+/// runs within an hour, or two at an hour's turn, which it sums).
+fn usage_totals(host: &DevHost, domain: &str) -> Result<(u64, u64, u64), Failed> {
+    let u = host.json(&["appspace", "usage", domain, "--since", "2h"])?;
+    let hours = u["hours"].as_array().ok_or(format!("{u}"))?;
+    let sum = |k: &str| hours.iter().filter_map(|h| h[k].as_u64()).sum::<u64>();
+    let peak = hours
+        .iter()
+        .filter_map(|h| h["memory_peak_bytes"].as_u64())
+        .max()
+        .unwrap_or(0);
+    Ok((sum("cpu_ms"), sum("requests"), peak))
+}
+
+fn usage_is_kept_per_hour_across_idle_stops_and_host_restarts() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let _unmount = Unmounts(dir.path().to_owned());
+    let state = dir.path().join("state");
+    let domain = "hello-native.localhost";
+    let host = DevHost::start_with(
+        &state,
+        &["--disk-quota", "image", "--disk-limit", "64M"],
+        None,
+    )?;
+    // Nothing served yet: nothing used (the disk image's own few MiB
+    // show once it is sampled).
+    let (cpu, requests, _) = usage_totals(&host, domain)?;
+    ensure(
+        cpu == 0 && requests == 0,
+        format!("before any request: {cpu} ms, {requests} requests"),
+    )?;
+    for path in ["/hello", "/spin/400", "/hello"] {
+        let (status, body) = host.get(domain, path)?;
+        ensure(status == 200, format!("{path}: {status} {body}"))?;
+    }
+    // Stopped before any sample could see the sandbox's cgroup: its CPU
+    // time comes only from the launcher's last report.
+    let out = host.dsctl(&["appspace", "stop", domain])?;
+    ensure(
+        out.status.success(),
+        format!("stop: {}", String::from_utf8_lossy(&out.stderr)),
+    )?;
+    let (cpu, requests, peak) = usage_totals(&host, domain)?;
+    ensure(
+        cpu >= 350 && requests == 3 && peak > 0,
+        format!("after a spin of 400 ms and a stop: {cpu} ms, {requests} requests, peak {peak}"),
+    )?;
+    // Asking again adds nothing (the totals are not counted twice).
+    let again = usage_totals(&host, domain)?;
+    ensure(
+        again.0 == cpu && again.1 == 3,
+        format!("asked again: {again:?}"),
+    )?;
+    // A second run, sampled while it runs and after it stopped.
+    let (status, _) = host.get(domain, "/spin/300")?;
+    ensure(status == 200, "second spin")?;
+    let running = usage_totals(&host, domain)?;
+    ensure(
+        running.0 >= cpu + 250 && running.1 == 4,
+        format!("while running: {running:?}"),
+    )?;
+    let out = host.dsctl(&["appspace", "stop", domain])?;
+    ensure(out.status.success(), "second stop")?;
+    let stopped = usage_totals(&host, domain)?;
+    ensure(
+        stopped.0 >= running.0 && stopped.0 < running.0 + 250 && stopped.1 == 4,
+        format!("after the second stop: {stopped:?} (while running: {running:?})"),
+    )?;
+    // The table for people, with the disk its image measures.
+    let text = host.dsctl(&["appspace", "usage", domain])?;
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    ensure(
+        text.starts_with("HOUR (UTC)")
+            && text.contains("MiB")
+            && text.lines().last().is_some_and(|l| l.starts_with("total")),
+        format!("usage table: {text}"),
+    )?;
+    let out = host.dsctl(&["appspace", "usage", domain, "--since", "soon"])?;
+    ensure(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("invalid time"),
+        "--since soon was accepted",
+    )?;
+    host.fails(&["appspace", "usage", "nowhere.localhost"], "nowhere")?;
+    // A request served while the host stops is counted by its last sample.
+    let (status, _) = host.get(domain, "/hello")?;
+    ensure(status == 200, "last request")?;
+    host.stop()?;
+    let host = DevHost::start_with(
+        &state,
+        &["--disk-quota", "image", "--disk-limit", "64M"],
+        None,
+    )?;
+    let after = usage_totals(&host, domain)?;
+    ensure(
+        after.0 >= stopped.0 && after.1 == 5,
+        format!("after a host restart: {after:?} (before: {stopped:?} and one request)"),
+    )?;
+    // Gone with the appspace.
+    let out = host.dsctl(&["appspace", "delete", domain, "--purge", "--yes"])?;
+    ensure(
+        out.status.success(),
+        format!("delete: {}", String::from_utf8_lossy(&out.stderr)),
+    )?;
+    host.json(&[
+        "appspace",
+        "create",
+        "--app",
+        "hello-native",
+        "--domain",
+        domain,
+    ])?;
+    let fresh = usage_totals(&host, domain)?;
+    ensure(
+        fresh.0 == 0 && fresh.1 == 0,
+        format!("a new appspace of the same name: {fresh:?}"),
+    )?;
+    host.stop()
 }

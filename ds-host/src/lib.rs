@@ -30,3 +30,4 @@ pub mod package;
 pub mod state;
 pub mod supervisor;
 pub mod upgrade;
+pub mod usage;

@@ -340,6 +340,8 @@ async fn run_until_signal(
     let mut tasks = tokio::task::JoinSet::new();
     let mut rx = stop_rx.clone();
     let (admin_listener, admin) = admin;
+    let usage = admin.usage.clone();
+    let sampling = tokio::spawn(usage.clone().run());
     tasks.spawn(ds_host::admin::serve(admin_listener, admin, async move {
         let _ = rx.wait_for(|stop| *stop).await;
     }));
@@ -388,6 +390,8 @@ async fn run_until_signal(
     host.begin_stopping();
     let _ = stop_tx.send(true);
     host.stop_all().await;
+    sampling.abort();
+    usage.last_sample(USAGE_SETTLE).await;
     let _ = phase.send(Phase::Closing);
     let _ = keeper.await;
     host.launcher.cgroups().remove_own();
@@ -407,6 +411,9 @@ async fn run_until_signal(
 /// How long a stopping host waits for its appspaces' last egress attempts
 /// (all of them together).
 const EGRESS_SETTLE: Duration = Duration::from_secs(2);
+
+/// How long a stopping host waits for its sandboxes' last usage reports.
+const USAGE_SETTLE: Duration = Duration::from_secs(2);
 
 fn bind(
     addr: impl std::net::ToSocketAddrs + std::fmt::Debug + Copy,
@@ -493,7 +500,7 @@ async fn dev(cli: Cli, stop: StopSignals) -> anyhow::Result<()> {
     backups.clone().spawn_scheduler(door.clone());
     resolver.attach(&front);
     let admin = Arc::new(Admin {
-        state: state_db,
+        state: state_db.clone(),
         host: door.clone(),
         front: front.clone(),
         backups: backups.clone(),
@@ -507,6 +514,7 @@ async fn dev(cli: Cli, stop: StopSignals) -> anyhow::Result<()> {
         },
         default_memory: DEFAULT_MEMORY,
         disks: disks.clone(),
+        usage: ds_host::usage::Sampler::new(state_db.clone(), door.clone(), front.clone()),
     });
     println!("ds-host (dev): state in {}", state.display());
     println!("ds-host (dev): disk limits: {}", disks.describe());
@@ -710,7 +718,7 @@ async fn production(config_path: &Path, stop: StopSignals) -> anyhow::Result<()>
     backups.clone().spawn_scheduler(door.clone());
     resolver.attach(&front);
     let admin = Arc::new(Admin {
-        state,
+        state: state.clone(),
         host: door.clone(),
         front: front.clone(),
         backups: backups.clone(),
@@ -724,6 +732,7 @@ async fn production(config_path: &Path, stop: StopSignals) -> anyhow::Result<()>
         },
         default_memory: DEFAULT_MEMORY,
         disks: disks.clone(),
+        usage: ds_host::usage::Sampler::new(state.clone(), door.clone(), front.clone()),
     });
     println!("ds-host: admin socket at {}", config.admin.socket.display());
     let served = run_until_signal(stop, &door, (admin_listener, admin.clone()), front).await;

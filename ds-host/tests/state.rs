@@ -275,3 +275,139 @@ async fn every_appspace_gets_its_own_host_uid_from_the_documented_range() {
     assert_ne!(again, gone);
     assert!(!uids.contains(&again));
 }
+
+#[tokio::test]
+async fn usage_adds_up_per_hour_keeps_highs_forgets_old_hours_and_goes_with_its_appspace() {
+    use ds_host::state::{hour_of, UsageHour, USAGE_KEEP_SECS};
+    let tmp = tempfile::tempdir().unwrap();
+    let state = State::open(&tmp.path().join("s")).await.unwrap();
+    let v = state
+        .install(
+            &package(tmp.path(), "notes", "1.0.0"),
+            &PackageLimits::default(),
+        )
+        .await
+        .unwrap();
+    let data = tmp.path().join("data");
+    state
+        .create_appspace(
+            "a",
+            "a.localhost",
+            "notes",
+            &v.manifest.version,
+            1 << 26,
+            ds_host::state::Storage {
+                data_dir: &data,
+                disk: (ds_host::state::DiskKind::None, 0),
+            },
+        )
+        .await
+        .unwrap();
+    let now = 1_800_000_123;
+    let sample = |at: i64, cpu: u64, mem: u64, disk: Option<u64>, req: u64| {
+        (
+            "a".to_owned(),
+            UsageHour {
+                hour: at,
+                cpu_ms: cpu,
+                memory_peak_bytes: mem,
+                disk_bytes: disk,
+                requests: req,
+                egress_bytes: 0,
+            },
+        )
+    };
+    let long_ago = now - USAGE_KEEP_SECS - 3600;
+    state
+        .add_usage(
+            &[
+                sample(now - 60, 10, 100, Some(5), 1),
+                sample(now, 20, 50, None, 2),
+                sample(now - 3600, 1, 1, None, 1),
+                // Deleted meanwhile (or never there): dropped.
+                (
+                    "gone".to_owned(),
+                    UsageHour {
+                        hour: now,
+                        cpu_ms: 5,
+                        ..Default::default()
+                    },
+                ),
+            ],
+            now,
+        )
+        .await
+        .unwrap();
+    // Egress counts into the hour its connection closed in (now, as the
+    // log writes it).
+    let egress = |appspace: &str, up: u64, down: u64| ds_host::egress::EgressEvent {
+        appspace: appspace.into(),
+        destination: "example.com:443".into(),
+        address: None,
+        outcome: ds_host::egress::Outcome::Allowed,
+        reason: String::new(),
+        bytes_up: up,
+        bytes_down: down,
+        duration: std::time::Duration::ZERO,
+    };
+    state
+        .record_egress(&[
+            egress("a", 300, 700),
+            egress("a", 0, 24),
+            egress("gone", 1, 1),
+        ])
+        .await
+        .unwrap();
+    let wall_hour = hour_of(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64,
+    );
+    let hours = state.usage_hours("a", 0).await.unwrap();
+    let at = |h: i64| {
+        hours
+            .iter()
+            .find(|u| u.hour == h)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let this = at(hour_of(now));
+    assert_eq!(
+        (
+            this.cpu_ms,
+            this.memory_peak_bytes,
+            this.disk_bytes,
+            this.requests
+        ),
+        (30, 100, Some(5), 3),
+        "{hours:?}"
+    );
+    assert_eq!(at(hour_of(now) - 3600).cpu_ms, 1);
+    assert_eq!(at(wall_hour).egress_bytes, 1024, "{hours:?}");
+    assert!(state.usage_hours("gone", 0).await.unwrap().is_empty());
+    // --since: from the hour holding it.
+    let recent = state.usage_hours("a", now - 10).await.unwrap();
+    assert!(recent.iter().all(|u| u.hour >= hour_of(now)), "{recent:?}");
+    // Hours older than the 30 days go at the next write.
+    state
+        .add_usage(&[sample(long_ago, 7, 7, None, 7)], long_ago)
+        .await
+        .unwrap();
+    assert!(state
+        .usage_hours("a", 0)
+        .await
+        .unwrap()
+        .iter()
+        .any(|u| u.cpu_ms == 7));
+    state.add_usage(&[], now).await.unwrap();
+    assert!(!state
+        .usage_hours("a", 0)
+        .await
+        .unwrap()
+        .iter()
+        .any(|u| u.cpu_ms == 7));
+    // Gone with the appspace.
+    state.delete_appspace("a").await.unwrap();
+    assert!(state.usage_hours("a", 0).await.unwrap().is_empty());
+}

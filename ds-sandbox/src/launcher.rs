@@ -95,11 +95,15 @@ fn child_error(sync: &mut UnixStream, spec: &SandboxSpec) -> LaunchError {
 /// `channel` is the sandbox's end of the host channel (required when
 /// `spec.channel` is set).
 /// `handoff` is the host's handoff socket (required when `spec.handoff` is
-/// set).
+/// set). `report`, if given, gets the sandbox's final usage as one line
+/// ([`usage_line`]) once it has ended, read just before its cgroup is
+/// removed: the host's accounting must not lose what a removed cgroup
+/// counted.
 pub fn run(
     spec: &SandboxSpec,
     channel: Option<OwnedFd>,
     handoff: Option<OwnedFd>,
+    report: Option<std::fs::File>,
 ) -> Result<i32, LaunchError> {
     if spec.channel != channel.is_some() || spec.handoff != handoff.is_some() {
         return Err(LaunchError::Stage(std::io::Error::other(
@@ -135,6 +139,11 @@ pub fn run(
         .map_or(String::new(), |d| d.display().to_string());
     let version = cgroup.version();
     cgroup.remove();
+    if let Some(mut report) = report {
+        use std::io::Write as _;
+        // Best effort: a host that went away has nothing to account.
+        let _ = report.write_all(usage_line(&usage).as_bytes());
+    }
     let status = result?;
     if spec.report {
         eprintln!(
@@ -145,12 +154,7 @@ pub fn run(
                 "joined by the child"
             }
         );
-        eprintln!(
-            "ds-sandbox: usage: cpu_ms={} memory_peak_bytes={} oom_kills={}",
-            usage.cpu_ns / 1_000_000,
-            usage.memory_peak,
-            usage.oom_kills
-        );
+        eprint!("ds-sandbox: usage: {}", usage_line(&usage));
     }
     if usage.oom_kills > 0 {
         eprintln!(
@@ -160,6 +164,17 @@ pub fn run(
         );
     }
     Ok(status)
+}
+
+/// A sandbox's final usage as the launcher reports it: `cpu_ms=N
+/// memory_peak_bytes=N oom_kills=N` and a newline.
+pub fn usage_line(usage: &crate::cgroup::Usage) -> String {
+    format!(
+        "cpu_ms={} memory_peak_bytes={} oom_kills={}\n",
+        usage.cpu_ns / 1_000_000,
+        usage.memory_peak,
+        usage.oom_kills
+    )
 }
 
 /// What the cloned child needs, prepared before the clone: `join`, the

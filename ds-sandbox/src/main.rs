@@ -112,6 +112,13 @@ struct ExecArgs {
     /// egress sockets to the agent (with --channel-fd; what ds-host passes).
     #[arg(long, value_name = "FD", value_parser = clap::value_parser!(i32).range(3..), requires = "channel_fd")]
     handoff_fd: Option<i32>,
+    /// An inherited pipe on which the launcher writes the sandbox's final
+    /// resource usage as it ends (one line: `cpu_ms=N memory_peak_bytes=N
+    /// oom_kills=N`), read from its cgroup before the cgroup goes: what
+    /// ds-host accounts across stops. The app never holds it, so it cannot
+    /// forge it (its output goes to stdout and stderr).
+    #[arg(long, value_name = "FD", value_parser = clap::value_parser!(i32).range(3..))]
+    report_fd: Option<i32>,
     /// The command and its arguments (paths as seen inside).
     #[arg(last = true, required = true, value_name = "CMD")]
     command: Vec<String>,
@@ -250,7 +257,13 @@ fn exec(args: ExecArgs) -> Result<i32, String> {
         }
         None => None,
     };
-    launcher::run(&spec, channel, handoff).map_err(|e| e.to_string())
+    let report = match args.report_fd {
+        Some(fd) => Some(std::fs::File::from(
+            ds_sandbox::sys::adopt_fd(fd).map_err(|e| format!("--report-fd {fd}: {e}"))?,
+        )),
+        None => None,
+    };
+    launcher::run(&spec, channel, handoff, report).map_err(|e| e.to_string())
 }
 
 /// The `exec` arguments a spare launcher receives on stdin, or `None` when

@@ -41,8 +41,13 @@ wait_for() {
 HOST=hello.localhost
 get() { curl -sS -k --max-time 60 --resolve "$HOST:443:127.0.0.1" "https://$HOST$1"; }
 serving() { [ "$(get /hello)" = hello ]; }
-# The appspace's data is in its disk image (appspaces/NAME/disk/data).
-visits() { cat /var/lib/ds/appspaces/*/disk/data/visits /var/lib/ds/appspaces/*/data/visits 2>/dev/null | head -1 | grep . || echo 0; }
+# The appspace's data is in its disk image (appspaces/NAME/disk/data),
+# mounted in the service's own mount namespace (the unit's ProtectSystem
+# gives it one): read there while the host runs, else from the old place.
+visits() {
+    { nsenter -t "$(main_pid)" -m sh -c 'cat /var/lib/ds/appspaces/*/disk/data/visits' \
+        || cat /var/lib/ds/appspaces/*/data/visits; } 2>/dev/null | head -1 | grep . || echo 0
+}
 main_pid() { systemctl show -p MainPID --value ds-host; }
 active() { systemctl is-active --quiet ds-host; }
 

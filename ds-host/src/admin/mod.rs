@@ -49,6 +49,8 @@ pub struct Admin {
     pub default_memory: u64,
     /// How appspaces' disks are limited.
     pub disks: Arc<crate::disk::Disks>,
+    /// The usage history's sampler.
+    pub usage: Arc<crate::usage::Sampler>,
 }
 
 /// Why the admin socket could not be set up.

@@ -89,6 +89,8 @@ pub struct Launcher {
     resolver: Arc<crate::egress::resolver::Resolver>,
     /// Where sandbox cgroups go.
     cgroups: ds_sandbox::cgroup::Placement,
+    /// What ended sandboxes used, as their launchers reported it.
+    ended: Arc<crate::usage::Ended>,
 }
 
 impl Launcher {
@@ -100,7 +102,13 @@ impl Launcher {
             egress_sink: None,
             resolver: crate::egress::resolver::Resolver::system(&[]),
             cgroups: ds_sandbox::cgroup::Placement::fallback(),
+            ended: Arc::default(),
         }
+    }
+
+    /// What ended sandboxes used (the usage history's, docs/usage.md).
+    pub fn ended(&self) -> Arc<crate::usage::Ended> {
+        self.ended.clone()
     }
 
     /// Puts sandbox cgroups where `placement` says (the host's delegated

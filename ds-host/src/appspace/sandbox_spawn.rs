@@ -39,6 +39,9 @@ pub struct Spawned {
     pub channel: UnixStream,
     /// Where connected egress sockets go to its agent.
     pub handoff: OwnedFd,
+    /// Where its launcher reports the sandbox's final usage as it ends
+    /// (`--report-fd`; read to its end).
+    pub report: OwnedFd,
     /// Whether it was the spare (which may have died before it got its
     /// arguments; the agent's greeting on `channel` tells).
     pub from_spare: bool,
@@ -53,14 +56,16 @@ struct Spare {
     fds: SandboxFds,
 }
 
-/// The descriptor numbers of a launcher's channel and handoff sockets, as
-/// its `exec` arguments name them.
+/// The descriptor numbers of a launcher's channel and handoff sockets and
+/// its report pipe, as its `exec` arguments name them.
 #[derive(Debug, Clone, Copy)]
 pub struct SandboxFds {
     /// `--channel-fd`.
     pub channel: i32,
     /// `--handoff-fd`.
     pub handoff: i32,
+    /// `--report-fd`.
+    pub report: i32,
 }
 
 /// Serialises every spawn of this process (sandboxes and the front door):
@@ -286,9 +291,13 @@ impl SandboxSpawner {
             rustix::net::SocketFlags::CLOEXEC,
             None,
         )?;
+        // The launcher's own report, apart from the app's output (which
+        // shares its stdout and stderr and so could forge one).
+        let (report, report_theirs) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
         let fds = SandboxFds {
             channel: theirs.as_raw_fd(),
             handoff: handoff_theirs.as_raw_fd(),
+            report: report_theirs.as_raw_fd(),
         };
         let mut cmd = Command::new(&self.sandbox_bin);
         cmd.arg0("ds-sandbox");
@@ -299,8 +308,8 @@ impl SandboxSpawner {
         Ok(Prepared {
             cmd,
             fds,
-            ours: (channel, handoff),
-            theirs: (OwnedFd::from(theirs), handoff_theirs),
+            ours: (channel, handoff, report),
+            theirs: (OwnedFd::from(theirs), handoff_theirs, report_theirs),
         })
     }
 
@@ -310,12 +319,12 @@ impl SandboxSpawner {
         let Prepared {
             mut cmd,
             fds,
-            ours: (channel, handoff),
+            ours: (channel, handoff, report),
             theirs,
         } = prepared;
         let child = {
             let _only_spawn = SPAWN_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-            for fd in [theirs.0.as_fd(), theirs.1.as_fd()] {
+            for fd in [theirs.0.as_fd(), theirs.1.as_fd(), theirs.2.as_fd()] {
                 rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::empty())?;
             }
             cmd.spawn()?
@@ -325,6 +334,7 @@ impl SandboxSpawner {
                 child,
                 channel,
                 handoff,
+                report,
                 from_spare: false,
             },
             fds,
@@ -337,10 +347,10 @@ impl SandboxSpawner {
 struct Prepared {
     cmd: Command,
     fds: SandboxFds,
-    /// The host's ends.
-    ours: (UnixStream, OwnedFd),
+    /// The host's ends: channel, handoff, report.
+    ours: (UnixStream, OwnedFd, OwnedFd),
     /// The ends the launcher inherits (closed here once it has them).
-    theirs: (OwnedFd, OwnedFd),
+    theirs: (OwnedFd, OwnedFd, OwnedFd),
 }
 
 /// A sealed in-memory copy (memfd) of the sandbox binary, which sandboxes

@@ -97,6 +97,8 @@ impl Appspace {
                 fds.channel.to_string().into(),
                 "--handoff-fd".into(),
                 fds.handoff.to_string().into(),
+                "--report-fd".into(),
+                fds.report.to_string().into(),
             ];
             args.extend(common.iter().cloned());
             args.push("--".into());
@@ -111,6 +113,7 @@ impl Appspace {
                 mut child,
                 channel: ours,
                 handoff,
+                report,
                 from_spare,
             } = launcher
                 .spawner
@@ -126,6 +129,7 @@ impl Appspace {
             if let Some(err) = child.stderr.take() {
                 self.log.clone().pump(err, "stderr");
             }
+            crate::usage::read_report(report, cfg.name.clone(), launcher.ended());
             // The agent greets first. A waiting launcher that died before it
             // got its arguments (killed by someone, say) shows here: then
             // once more with a launcher started for this start.

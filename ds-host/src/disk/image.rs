@@ -20,6 +20,9 @@ use super::{io, run, run_allowing, DiskError};
 pub(crate) const MOUNT: &str = "disk";
 const IMAGE: &str = "disk.img";
 const OPTIONS: &str = "loop,nosuid,nodev,noexec,noatime";
+/// The largest journal an image gets, MiB (what mke2fs gives 128 MiB to
+/// 1 GiB file systems; plenty for an app's writes).
+const JOURNAL_MIB: u32 = 16;
 
 /// Whether images can be made and mounted here; if not, why.
 pub(crate) fn available() -> Result<(), String> {
@@ -88,6 +91,9 @@ pub(crate) async fn attach(home: &Path, data: &Path, bytes: u64) -> Result<(), D
 /// A sparse file of `bytes` with an ext4 in it: no blocks reserved for
 /// root (the app gets the whole limit), inode tables and journal left for
 /// the kernel to initialise as they are used (the image stays sparse).
+/// The journal is at most [`JOURNAL_MIB`]: mke2fs would give a 4 GiB
+/// file system 64 MiB, which resize2fs never shrinks, so that a default
+/// image could not be lowered below ~110 MiB later.
 async fn create(image: &Path, bytes: u64) -> Result<(), DiskError> {
     let partial = image.with_extension("img.new");
     let _ = std::fs::remove_file(&partial);
@@ -99,20 +105,22 @@ async fn create(image: &Path, bytes: u64) -> Result<(), DiskError> {
         .map_err(io("creating", &partial))?;
     file.set_len(bytes).map_err(io("sizing", &partial))?;
     drop(file);
-    let made = run(
-        "mkfs.ext4",
-        &[
-            "-q".as_ref(),
-            "-F".as_ref(),
-            "-m".as_ref(),
-            "0".as_ref(),
-            "-E".as_ref(),
-            "lazy_itable_init=1,lazy_journal_init=1,nodiscard".as_ref(),
-            partial.as_os_str(),
-        ],
-        image,
-    )
-    .await;
+    let journal = format!("size={JOURNAL_MIB}");
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "-q".as_ref(),
+        "-F".as_ref(),
+        "-m".as_ref(),
+        "0".as_ref(),
+        "-E".as_ref(),
+        "lazy_itable_init=1,lazy_journal_init=1,nodiscard".as_ref(),
+    ];
+    // Up to 1 GiB mke2fs's own choice is that size or smaller.
+    if bytes > 1 << 30 {
+        args.push(std::ffi::OsStr::new("-J"));
+        args.push(std::ffi::OsStr::new(&journal));
+    }
+    args.push(partial.as_os_str());
+    let made = run("mkfs.ext4", &args, image).await;
     if let Err(e) = made {
         let _ = std::fs::remove_file(&partial);
         return Err(e);

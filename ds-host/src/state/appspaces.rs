@@ -202,6 +202,11 @@ impl State {
         if done.rows_affected() == 0 {
             return Err(StateError::NotFound(format!("no appspace {name:?}")));
         }
+        sqlx::query("DELETE FROM usage_hours WHERE appspace = ?")
+            .bind(name)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("deleting an appspace's usage"))?;
         tx.commit().await.map_err(db("committing the deletion"))
     }
 

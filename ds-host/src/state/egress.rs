@@ -67,6 +67,30 @@ impl State {
             .await
             .map_err(db("writing the egress log"))?;
         }
+        // What moved counts to the appspace's usage in the hour it closed
+        // (docs/usage.md), in the same transaction as its log line.
+        let mut moved: Vec<(&str, u64)> = Vec::new();
+        for e in events.iter().filter(|e| e.bytes_up + e.bytes_down > 0) {
+            match moved.iter_mut().find(|(a, _)| *a == e.appspace) {
+                Some((_, n)) => *n += e.bytes_up + e.bytes_down,
+                None => moved.push((&e.appspace, e.bytes_up + e.bytes_down)),
+            }
+        }
+        for (appspace, bytes) in moved {
+            sqlx::query(
+                "INSERT INTO usage_hours (appspace, hour, egress_bytes)
+                 SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM appspaces WHERE name = ?)
+                 ON CONFLICT (appspace, hour) DO UPDATE SET
+                     egress_bytes = egress_bytes + excluded.egress_bytes",
+            )
+            .bind(appspace)
+            .bind(super::hour_of(now()))
+            .bind(bytes as i64)
+            .bind(appspace)
+            .execute(&mut *tx)
+            .await
+            .map_err(db("counting egress bytes"))?;
+        }
         sqlx::query("DELETE FROM egress_log WHERE id <= (SELECT max(id) FROM egress_log) - ?")
             .bind(EGRESS_LOG_KEEP)
             .execute(&mut *tx)

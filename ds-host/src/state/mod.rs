@@ -1,7 +1,7 @@
 //! The host's state in SQLite (through sqlx, migrations embedded), one
 //! file per table: apps and installed versions ([`apps`]), appspaces
 //! ([`appspaces`]) and their host ids ([`host_ids`]), the audit log
-//! ([`audit`]) and the egress log ([`egress`]). Every multi-step change
+//! ([`audit`]), the egress log ([`egress`]) and usage per hour ([`usage`]). Every multi-step change
 //! is one transaction, and files on disk are reconciled with the database
 //! at start, so a host killed at any point comes back consistent.
 
@@ -16,11 +16,13 @@ mod appspaces;
 mod audit;
 mod egress;
 mod host_ids;
+mod usage;
 
 pub use apps::{AppSummary, VersionSummary};
 pub use appspaces::{LimitsUpdate, Storage};
 pub use audit::{AuditEntry, AuditRecord};
 pub use egress::{EgressLogEntry, EGRESS_LOG_KEEP};
+pub use usage::{hour_of, UsageHour, USAGE_KEEP_SECS};
 
 use crate::package::{AppStore, InstallError};
 

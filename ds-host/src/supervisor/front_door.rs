@@ -472,16 +472,14 @@ impl FrontDoor {
     }
 
     /// Asks the front door for its counts and gives each appspace its own;
-    /// without an answer within a second, the last ones stay.
-    pub async fn refresh_usage(&self) {
-        let Some(wire) = self
+    /// without an answer within a second, the last ones stay. Returns the
+    /// counts it answered with.
+    pub async fn refresh_usage(&self) -> Option<Vec<crate::front_link::messages::Usage>> {
+        let wire = self
             .current
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
-        else {
-            return;
-        };
+            .clone()?;
         let asked = self.usages.ask();
         let question = ToFront::UsageRequest {
             request: asked.request,
@@ -494,10 +492,11 @@ impl FrontDoor {
             .await
             .ok()
             .flatten();
-        for u in usage.unwrap_or_default() {
+        for u in usage.iter().flatten() {
             if let Some(a) = self.host.get(&u.name).filter(|a| a.config.name == u.name) {
-                a.set_usage(u);
+                a.set_usage(u.clone());
             }
         }
+        usage
     }
 }

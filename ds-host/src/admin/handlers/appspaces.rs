@@ -306,6 +306,47 @@ pub(super) async fn lifecycle_change(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(super) struct UsageQuery {
+    /// Unix time; default: a day ago.
+    since: Option<i64>,
+}
+
+/// The usage history, sampled afresh first so that it is up to now.
+pub(super) async fn appspace_usage(
+    State(admin): State<Arc<Admin>>,
+    UrlPath(key): UrlPath<String>,
+    Query(q): Query<UsageQuery>,
+) -> Answer<api::UsageHistory> {
+    let (rec, _) = find(&admin, &key).await?;
+    let now = crate::state::now();
+    let since = q.since.unwrap_or(now - 24 * 3600);
+    if since > now {
+        return Err(Failure::new(
+            ErrorCode::Invalid,
+            format!("since {since}: in the future (now is {now})"),
+        ));
+    }
+    admin.usage.sample(now).await?;
+    let hours = admin.state.usage_hours(&rec.name, since).await?;
+    Ok(Json(api::UsageHistory {
+        domain: rec.domain,
+        since,
+        hours: hours
+            .into_iter()
+            .map(|h| api::UsageHour {
+                hour: h.hour,
+                cpu_ms: h.cpu_ms,
+                memory_peak_bytes: h.memory_peak_bytes,
+                disk_bytes: h.disk_bytes,
+                requests: h.requests,
+                egress_bytes: h.egress_bytes,
+            })
+            .collect(),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct LogsQuery {
     lines: Option<usize>,
     #[serde(default)]

@@ -11,8 +11,8 @@ mod upgrades;
 
 use apps::{install_app, list_apps, remove_app, show_app};
 use appspaces::{
-    appspace_logs, create_appspace, delete_appspace, lifecycle_change, list_appspaces,
-    show_appspace,
+    appspace_logs, appspace_usage, create_appspace, delete_appspace, lifecycle_change,
+    list_appspaces, show_appspace,
 };
 use backups::{
     backup_key, create_backup, create_host_backup, delete_backup, list_backups, list_host_backups,
@@ -149,6 +149,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
             get(show_limits).put(change_limits),
         )
         .route("/v1/appspaces/{key}/logs", get(appspace_logs))
+        .route("/v1/appspaces/{key}/usage", get(appspace_usage))
         .route("/v1/appspaces/{key}/egress", get(show_egress))
         .route(
             "/v1/appspaces/{key}/egress/{verb}",

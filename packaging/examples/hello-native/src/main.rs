@@ -92,6 +92,7 @@ fn serve(conn: TcpStream) -> std::io::Result<()> {
                 "broken on purpose\n".to_owned(),
             ),
             p if p.starts_with("/write/") => write_mib(&p["/write/".len()..]),
+            p if p.starts_with("/spin/") => spin(&p["/spin/".len()..]),
             _ => ("404 Not Found", format!("no page at {}\n", escape(&path))),
         };
         // One write per response: several small ones would meet Nagle's
@@ -226,4 +227,24 @@ fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+/// `/spin/MS`: keeps a core busy for MS milliseconds (at most 10 s), for
+/// the usage history's tests.
+fn spin(ms: &str) -> (&'static str, String) {
+    let Ok(ms) = ms.parse::<u64>() else {
+        return (
+            "400 Bad Request",
+            "spin for how many milliseconds?\n".into(),
+        );
+    };
+    let ms = ms.min(10_000);
+    let start = std::time::Instant::now();
+    let mut x = 0u64;
+    while start.elapsed() < std::time::Duration::from_millis(ms) {
+        for i in 0..10_000u64 {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+        }
+    }
+    ("200 OK", format!("spun {ms} ms ({})\n", x % 10))
 }
