@@ -10,6 +10,7 @@
 //! controllers) it is stopped instead and kept from starting until the
 //! backup is done; its next request starts it.
 
+pub mod export;
 mod host_state;
 pub mod restic;
 
@@ -311,6 +312,11 @@ impl Backups {
         let doomed = self.find(appspace, id).await?;
         self.restic.forget_one(&doomed.id).await?;
         Ok(doomed)
+    }
+
+    /// `restic dump` of `snapshot` (see [`restic::Restic::dump`]).
+    pub fn dump(&self, snapshot: &Snapshot) -> Result<tokio::process::Child, BackupError> {
+        self.restic.dump(snapshot)
     }
 
     /// The snapshot `id` of `appspace`.

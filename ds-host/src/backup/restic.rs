@@ -222,16 +222,40 @@ impl Restic {
         Ok(())
     }
 
-    async fn run(&self, what: &'static str, args: &[&str]) -> Result<Vec<u8>, BackupError> {
-        let out = tokio::process::Command::new(&self.binary)
-            .env_clear()
+    /// restic with this repository, its key and nothing else of ours in
+    /// its environment.
+    fn command(&self) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(&self.binary);
+        cmd.env_clear()
             .env("RESTIC_REPOSITORY", self.repository())
             .env("RESTIC_PASSWORD_FILE", self.key_file())
             .env("RESTIC_CACHE_DIR", self.dir.join("cache"))
             .env("PATH", "/usr/bin:/bin")
             .env("TZ", "UTC")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// `restic dump --archive tar` of the data in `snapshot`, its output
+    /// piped (entries named by the snapshot's absolute path, without the
+    /// leading `/`); the caller reads it and waits for the child.
+    pub fn dump(&self, snapshot: &Snapshot) -> Result<tokio::process::Child, BackupError> {
+        self.command()
+            .args(["dump", "--archive", "tar", &snapshot.id, &snapshot.path])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| BackupError::Spawn {
+                binary: self.binary.display().to_string(),
+                source,
+            })
+    }
+
+    async fn run(&self, what: &'static str, args: &[&str]) -> Result<Vec<u8>, BackupError> {
+        let out = self
+            .command()
             .args(args)
-            .stdin(Stdio::null())
             .output()
             .await
             .map_err(|source| BackupError::Spawn {
