@@ -275,6 +275,27 @@ pub struct Disk {
     pub used_bytes: Option<u64>,
 }
 
+/// What `POST /v1/backups/import?domain=D` made of an export.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Imported {
+    /// The new appspace.
+    pub appspace: Appspace,
+    /// Whether its app version was installed by the import (else it was
+    /// installed already and is used as it is).
+    pub app_installed: bool,
+    /// The domain it had where it was exported.
+    pub from_domain: String,
+    /// When it was exported (Unix time).
+    pub exported_at: i64,
+    /// Files, directories and links in its data.
+    pub entries: u64,
+    /// Bytes of file contents in its data.
+    pub bytes: u64,
+    /// Egress it was allowed where it came from: not granted by the
+    /// import (`dsctl appspace egress allow` grants it).
+    pub egress_not_granted: Vec<String>,
+}
+
 /// An appspace's use of resources in one hour (docs/usage.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageHour {

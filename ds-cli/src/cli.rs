@@ -98,6 +98,27 @@ pub enum BackupCommand {
         /// The appspace (domain or name).
         appspace: String,
     },
+    /// Write an appspace (its data from a fresh backup, its app version,
+    /// its limits) into one file, to move it to another host with
+    /// `backup import`.
+    Export {
+        /// The appspace (domain or name).
+        appspace: String,
+        /// The file to write (never overwritten); default:
+        /// NAME-TIME.ds-export.tar.gz here.
+        #[arg(long, short = 'o')]
+        output: Option<std::path::PathBuf>,
+    },
+    /// Make a new appspace from an export (`backup export`): checked
+    /// through first, its app version installed if missing; egress it was
+    /// allowed is shown, never granted.
+    Import {
+        /// The export file.
+        file: std::path::PathBuf,
+        /// The domain to serve it at.
+        #[arg(long)]
+        domain: String,
+    },
     /// Put an appspace's data back as backup ID holds it (its current
     /// data is backed up first; it is out of service meanwhile). A backup
     /// taken at another version brings that version back with it.

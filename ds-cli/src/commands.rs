@@ -373,6 +373,48 @@ async fn backup(client: &Client, json: bool, cmd: BackupCommand) -> Result<(), C
                 );
             }
         }
+        BackupCommand::Export { appspace, output } => {
+            export(client, json, &appspace, output).await?;
+        }
+        BackupCommand::Import { file, domain } => {
+            let bytes = std::fs::read(&file).map_err(|source| ClientError::Local {
+                what: "reading",
+                path: file.clone(),
+                source,
+            })?;
+            let path = format!("/v1/backups/import?domain={}", seg(&domain));
+            let (i, raw): (api::Imported, _) = client
+                .call(
+                    Method::POST,
+                    &path,
+                    Some(("application/gzip", bytes.into())),
+                )
+                .await?;
+            if json {
+                print_json(&raw);
+            } else {
+                println!(
+                    "imported {} as {} ({} {}{}): {} entries, {} of data",
+                    i.from_domain,
+                    i.appspace.domain,
+                    i.appspace.app,
+                    i.appspace.version,
+                    if i.app_installed {
+                        ", installed now"
+                    } else {
+                        ""
+                    },
+                    i.entries,
+                    table::size(i.bytes)
+                );
+                for e in &i.egress_not_granted {
+                    println!(
+                        "not granted: egress to {e}, which it was allowed before (dsctl appspace egress allow {} {e})",
+                        i.appspace.domain
+                    );
+                }
+            }
+        }
         BackupCommand::Restore { appspace, id, into } => {
             let mut path = format!(
                 "/v1/appspaces/{}/backups/{}/restore",
@@ -884,4 +926,83 @@ fn print_usage(u: &api::UsageHistory) {
         ],
         &rows,
     );
+}
+
+/// `backup export`: the answer's body into `output` (written beside as
+/// `.partial`, renamed when complete; an existing file is never replaced).
+async fn export(
+    client: &Client,
+    json: bool,
+    appspace: &str,
+    output: Option<std::path::PathBuf>,
+) -> Result<(), ClientError> {
+    let out = output.unwrap_or_else(|| {
+        let stamp = table::time(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0),
+        )
+        .replace([':', '-'], "");
+        let name = appspace.split('.').next().unwrap_or(appspace);
+        std::path::PathBuf::from(format!("{name}-{stamp}.ds-export.tar.gz"))
+    });
+    let local = |what: &'static str, path: &Path| {
+        let path = path.to_owned();
+        move |source| ClientError::Local { what, path, source }
+    };
+    if out.exists() {
+        return Err(local("not replacing", &out)(std::io::Error::from(
+            std::io::ErrorKind::AlreadyExists,
+        )));
+    }
+    let partial = std::path::PathBuf::from(format!("{}.partial", out.display()));
+    let path = format!("/v1/appspaces/{}/export", seg(appspace));
+    let resp = client.send(Method::POST, &path, None).await?;
+    let skipped: u64 = resp
+        .headers()
+        .get("x-ds-export-skipped")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&partial)
+        .map_err(local("creating", &partial))?;
+    let mut body = resp.into_body();
+    let mut size = 0u64;
+    let copied: Result<(), ClientError> = async {
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| ClientError::Http(e.to_string()))?;
+            if let Ok(data) = frame.into_data() {
+                size += data.len() as u64;
+                file.write_all(&data).map_err(local("writing", &partial))?;
+            }
+        }
+        file.sync_all().map_err(local("writing", &partial))?;
+        std::fs::rename(&partial, &out).map_err(local("renaming into place", &out))
+    }
+    .await;
+    if let Err(e) = copied {
+        let _ = std::fs::remove_file(&partial);
+        return Err(e);
+    }
+    if json {
+        print_json(&serde_json::json!({
+            "file": out.display().to_string(),
+            "bytes": size,
+            "skipped_special_files": skipped,
+        }));
+    } else {
+        println!(
+            "exported {appspace} to {} ({})",
+            out.display(),
+            table::size(size)
+        );
+        if skipped > 0 {
+            println!("left out: {skipped} FIFOs, sockets or device files (not data)");
+        }
+    }
+    Ok(())
 }

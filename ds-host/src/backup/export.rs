@@ -217,7 +217,9 @@ fn copy_data<W: Write>(
             tar::EntryType::Symlink => {
                 let target = entry
                     .link_name()?
-                    .ok_or_else(|| io::Error::other(format!("{}: a link without a target", rel.display())))?
+                    .ok_or_else(|| {
+                        io::Error::other(format!("{}: a link without a target", rel.display()))
+                    })?
                     .into_owned();
                 let mut h = tar::Header::new_gnu();
                 h.set_entry_type(tar::EntryType::Symlink);
@@ -277,7 +279,9 @@ pub fn check(
         .read_to_string(&mut text)
         .map_err(|e| invalid(format!("{MANIFEST}: {e}")))?;
     if text.len() as u64 > MAX_MANIFEST_BYTES {
-        return Err(invalid(format!("{MANIFEST} is larger than {MAX_MANIFEST_BYTES} bytes")));
+        return Err(invalid(format!(
+            "{MANIFEST} is larger than {MAX_MANIFEST_BYTES} bytes"
+        )));
     }
     let manifest = parse_manifest(&text)?;
     // 2. The package.
@@ -318,7 +322,10 @@ pub fn check(
                 .map_err(|e| invalid(format!("data/{}: {e}", rel.display())))?;
             bytes += n;
             if data_limit > 0 && bytes > data_limit {
-                return Err(ExportError::TooLarge { bytes, limit: data_limit });
+                return Err(ExportError::TooLarge {
+                    bytes,
+                    limit: data_limit,
+                });
             }
         }
     }
@@ -337,7 +344,10 @@ pub fn parse_manifest(text: &str) -> Result<Manifest, ExportError> {
     let m: Manifest =
         serde_json::from_str(text).map_err(|e| invalid(format!("{MANIFEST}: {e}")))?;
     if m.format != FORMAT {
-        return Err(invalid(format!("{MANIFEST}: format {:?}, not {FORMAT:?}", m.format)));
+        return Err(invalid(format!(
+            "{MANIFEST}: format {:?}, not {FORMAT:?}",
+            m.format
+        )));
     }
     if m.format_version == 0 || m.format_version > FORMAT_VERSION {
         return Err(invalid(format!(
@@ -346,7 +356,10 @@ pub fn parse_manifest(text: &str) -> Result<Manifest, ExportError> {
         )));
     }
     if m.version.parse::<semver::Version>().is_err() {
-        return Err(invalid(format!("{MANIFEST}: version {:?} is not a version", m.version)));
+        return Err(invalid(format!(
+            "{MANIFEST}: version {:?} is not a version",
+            m.version
+        )));
     }
     Ok(m)
 }
@@ -369,14 +382,19 @@ struct Tree {
 impl Tree {
     /// Checks one entry; returns its path below `data/` (`None` for
     /// `data/` itself).
-    fn admit<R: Read>(&mut self, entry: &tar::Entry<'_, R>) -> Result<Option<PathBuf>, ExportError> {
+    fn admit<R: Read>(
+        &mut self,
+        entry: &tar::Entry<'_, R>,
+    ) -> Result<Option<PathBuf>, ExportError> {
         let raw = entry
             .path()
             .map_err(|e| invalid(format!("an entry's name: {e}")))?
             .into_owned();
         let shown = raw.display().to_string();
         if raw.as_os_str().len() > MAX_PATH_BYTES {
-            return Err(invalid(format!("{shown}: a name longer than {MAX_PATH_BYTES} bytes")));
+            return Err(invalid(format!(
+                "{shown}: a name longer than {MAX_PATH_BYTES} bytes"
+            )));
         }
         let rel = match raw.strip_prefix(DATA) {
             Ok(rel) => rel.to_owned(),
@@ -401,7 +419,9 @@ impl Tree {
         }
         match kind {
             tar::EntryType::Regular | tar::EntryType::Directory | tar::EntryType::Symlink => {}
-            tar::EntryType::Link => return Err(invalid(format!("{shown}: hard links are refused"))),
+            tar::EntryType::Link => {
+                return Err(invalid(format!("{shown}: hard links are refused")))
+            }
             tar::EntryType::Char | tar::EntryType::Block => {
                 return Err(invalid(format!("{shown}: device files are refused")))
             }
@@ -430,15 +450,20 @@ impl Tree {
 }
 
 /// Writes the data of the export `file` (checked by [`check`] first)
-/// into `into`, a directory made here (mode 0700, must not exist): files
+/// into `into`, a directory made here (mode 0700) or empty: files
 /// created new and never through a link, modes without set-id bits, times
 /// as exported. Owners are root's; the appspace's next start hands the
 /// files to its uid.
 pub fn unpack_data(file: &Path, into: &Path) -> Result<u64, ExportError> {
-    fs::DirBuilder::new()
-        .mode(0o700)
-        .create(into)
-        .map_err(io_at("creating", into))?;
+    match fs::DirBuilder::new().mode(0o700).create(into) {
+        Ok(()) => {}
+        // Or made empty by the caller (given a disk-quota project first).
+        Err(e)
+            if e.kind() == io::ErrorKind::AlreadyExists
+                && is_real_dir(into)
+                && fs::read_dir(into).is_ok_and(|mut d| d.next().is_none()) => {}
+        Err(e) => return Err(io_at("creating", into)(e)),
+    }
     let mut archive = tar::Archive::new(open(file)?);
     let read_err = |e: io::Error| invalid(format!("reading it: {e}"));
     let mut tree = Tree::default();
@@ -493,7 +518,9 @@ pub fn unpack_data(file: &Path, into: &Path) -> Result<u64, ExportError> {
                 let target = entry
                     .link_name()
                     .map_err(read_err)?
-                    .ok_or_else(|| invalid(format!("data/{}: a link without a target", rel.display())))?
+                    .ok_or_else(|| {
+                        invalid(format!("data/{}: a link without a target", rel.display()))
+                    })?
                     .into_owned();
                 std::os::unix::fs::symlink(&target, &dst).map_err(io_at("creating", &dst))?;
                 filetime::set_symlink_file_times(&dst, mtime, mtime)
@@ -525,7 +552,8 @@ pub fn pack_version(dir: &Path, out: &Path) -> Result<(), ExportError> {
         .mode(0o600)
         .open(out)
         .map_err(io_at("creating", out))?;
-    let gz = flate2::write::GzEncoder::new(io::BufWriter::new(file), flate2::Compression::default());
+    let gz =
+        flate2::write::GzEncoder::new(io::BufWriter::new(file), flate2::Compression::default());
     let mut tar = tar::Builder::new(gz);
     tar.follow_symlinks(false);
     let packed = (|| -> io::Result<()> {
@@ -609,10 +637,20 @@ mod tests {
                 ("link:srv/d/l->/etc/passwd", b""),
             ],
         );
-        let listed = std::process::Command::new("tar").arg("tzf").arg(&out).output().unwrap();
+        let listed = std::process::Command::new("tar")
+            .arg("tzf")
+            .arg(&out)
+            .output()
+            .unwrap();
         let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
-        assert!(listed.starts_with("ds-export.json\npackage.tar.gz\ndata"), "{listed}");
-        assert!(listed.contains("data/sub/b\n") && listed.contains("data/l\n"), "{listed}");
+        assert!(
+            listed.starts_with("ds-export.json\npackage.tar.gz\ndata"),
+            "{listed}"
+        );
+        assert!(
+            listed.contains("data/sub/b\n") && listed.contains("data/l\n"),
+            "{listed}"
+        );
         let checked = check(&out, &dir.path().join("p"), 1 << 20, 0).unwrap();
         assert_eq!(checked.manifest, manifest());
         assert_eq!((checked.entries, checked.bytes), (4, 11));
@@ -622,15 +660,27 @@ mod tests {
         assert_eq!(fs::read_to_string(into.join("sub/b")).unwrap(), "world!");
         let meta = fs::metadata(into.join("a.txt")).unwrap();
         assert_eq!(meta.permissions().mode() & 0o7777, 0o755, "set-uid dropped");
-        assert_eq!(filetime::FileTime::from_last_modification_time(&meta).unix_seconds(), 1_700_000_000);
+        assert_eq!(
+            filetime::FileTime::from_last_modification_time(&meta).unix_seconds(),
+            1_700_000_000
+        );
         let sub = fs::metadata(into.join("sub")).unwrap();
         assert_eq!(sub.permissions().mode() & 0o777, 0o750);
-        assert_eq!(filetime::FileTime::from_last_modification_time(&sub).unix_seconds(), 1_700_000_000);
-        assert_eq!(fs::read_link(into.join("l")).unwrap(), Path::new("/etc/passwd"));
+        assert_eq!(
+            filetime::FileTime::from_last_modification_time(&sub).unix_seconds(),
+            1_700_000_000
+        );
+        assert_eq!(
+            fs::read_link(into.join("l")).unwrap(),
+            Path::new("/etc/passwd")
+        );
         // Too large for the importing limit: refused before anything.
         assert!(matches!(
             check(&out, &dir.path().join("p2"), 1 << 20, 10),
-            Err(ExportError::TooLarge { bytes: 11, limit: 10 })
+            Err(ExportError::TooLarge {
+                bytes: 11,
+                limit: 10
+            })
         ));
     }
 
@@ -639,7 +689,10 @@ mod tests {
     fn forged(dir: &Path, raw: bool, entries: &[(&str, tar::EntryType, &[u8])]) -> PathBuf {
         let out = dir.join(format!("forged-{}.tar.gz", entries.len()));
         let _ = fs::remove_file(&out);
-        let gz = flate2::write::GzEncoder::new(fs::File::create(&out).unwrap(), flate2::Compression::fast());
+        let gz = flate2::write::GzEncoder::new(
+            fs::File::create(&out).unwrap(),
+            flate2::Compression::fast(),
+        );
         let mut b = tar::Builder::new(gz);
         let json = serde_json::to_vec(&manifest()).unwrap();
         let mut all: Vec<(&str, tar::EntryType, &[u8])> = Vec::new();
@@ -672,19 +725,60 @@ mod tests {
         use tar::EntryType as T;
         let dir = tempfile::tempdir().unwrap();
         let d: &[u8] = b"";
-        let cases: Vec<(bool, Vec<(&str, T, &[u8])>, &str)> = vec![
+        type Entries<'a> = Vec<(&'a str, T, &'a [u8])>;
+        let cases: Vec<(bool, Entries, &str)> = vec![
             (true, vec![], "empty"),
             (true, vec![("data/", T::Directory, d)], "first entry"),
             (false, vec![], "no data/"),
-            (false, vec![("data/", T::Directory, d), ("data/../x", T::Regular, b"x")], "plain relative"),
-            (false, vec![("data/", T::Directory, d), ("/etc/x", T::Regular, b"x")], "outside"),
-            (false, vec![("data/", T::Directory, d), ("other", T::Regular, b"x")], "outside"),
+            (
+                false,
+                vec![("data/", T::Directory, d), ("data/../x", T::Regular, b"x")],
+                "plain relative",
+            ),
+            (
+                false,
+                vec![("data/", T::Directory, d), ("/etc/x", T::Regular, b"x")],
+                "outside",
+            ),
+            (
+                false,
+                vec![("data/", T::Directory, d), ("other", T::Regular, b"x")],
+                "outside",
+            ),
             (false, vec![("data/x", T::Regular, b"x")], "before data/"),
-            (false, vec![("data/", T::Directory, d), ("data/l", T::Symlink, d), ("data/l/x", T::Regular, b"x")], "not a directory"),
-            (false, vec![("data/", T::Directory, d), ("data/f", T::Regular, b"x"), ("data/f", T::Regular, b"y")], "twice"),
-            (false, vec![("data/", T::Directory, d), ("data/h", T::Link, d)], "hard links"),
-            (false, vec![("data/", T::Directory, d), ("data/p", T::Fifo, d)], "FIFOs"),
-            (false, vec![("data/", T::Directory, d), ("data/c", T::Char, d)], "device"),
+            (
+                false,
+                vec![
+                    ("data/", T::Directory, d),
+                    ("data/l", T::Symlink, d),
+                    ("data/l/x", T::Regular, b"x"),
+                ],
+                "not a directory",
+            ),
+            (
+                false,
+                vec![
+                    ("data/", T::Directory, d),
+                    ("data/f", T::Regular, b"x"),
+                    ("data/f", T::Regular, b"y"),
+                ],
+                "twice",
+            ),
+            (
+                false,
+                vec![("data/", T::Directory, d), ("data/h", T::Link, d)],
+                "hard links",
+            ),
+            (
+                false,
+                vec![("data/", T::Directory, d), ("data/p", T::Fifo, d)],
+                "FIFOs",
+            ),
+            (
+                false,
+                vec![("data/", T::Directory, d), ("data/c", T::Char, d)],
+                "device",
+            ),
         ];
         for (i, (raw, entries, needle)) in cases.into_iter().enumerate() {
             let file = forged(dir.path(), raw, &entries);
@@ -700,13 +794,21 @@ mod tests {
             let text = serde_json::to_string_pretty(&manifest()).unwrap();
             let bad = text.replace(
                 edit,
-                &edit.replace("ds-appspace-export", "tarball").replace('1', "9"),
+                &edit
+                    .replace("ds-appspace-export", "tarball")
+                    .replace('1', "9"),
             );
-            assert!(parse_manifest(&bad).unwrap_err().to_string().contains(needle));
+            assert!(parse_manifest(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains(needle));
         }
         assert!(parse_manifest(r#"{"format":"ds-appspace-export"}"#).is_err());
         let mut extra = serde_json::to_value(manifest()).unwrap();
         extra["surprise"] = 1.into();
-        assert!(parse_manifest(&extra.to_string()).unwrap_err().to_string().contains("unknown field"));
+        assert!(parse_manifest(&extra.to_string())
+            .unwrap_err()
+            .to_string()
+            .contains("unknown field"));
     }
 }

@@ -253,15 +253,15 @@ impl Restic {
     }
 
     async fn run(&self, what: &'static str, args: &[&str]) -> Result<Vec<u8>, BackupError> {
-        let out = self
-            .command()
-            .args(args)
-            .output()
-            .await
-            .map_err(|source| BackupError::Spawn {
-                binary: self.binary.display().to_string(),
-                source,
-            })?;
+        let out =
+            self.command()
+                .args(args)
+                .output()
+                .await
+                .map_err(|source| BackupError::Spawn {
+                    binary: self.binary.display().to_string(),
+                    source,
+                })?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
@@ -649,7 +649,7 @@ impl Restic {
 /// before anything is restored into it, so that what is restored counts
 /// to the appspace's quota from the start (docs/quotas.md). Best effort:
 /// file systems without project ids have nothing to inherit.
-fn inherit_project(data: &Path, staging: &Path) {
+pub(crate) fn inherit_project(data: &Path, staging: &Path) {
     use std::os::fd::AsFd;
     let open = |p: &Path| {
         rustix::fs::open(

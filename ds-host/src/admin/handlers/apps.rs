@@ -42,7 +42,7 @@ pub(super) async fn show_app(
 static UPLOADS: AtomicU64 = AtomicU64::new(0);
 
 /// Removes an uploaded package file when the install is over.
-struct Upload(PathBuf);
+pub(super) struct Upload(pub(super) PathBuf);
 
 impl Drop for Upload {
     fn drop(&mut self) {
@@ -50,9 +50,29 @@ impl Drop for Upload {
     }
 }
 
-/// Writes the request body to a file under the state directory, refusing
-/// more than `cap` bytes.
+/// Writes the request body (a package) to a file under the state
+/// directory, refusing more than a package may be.
 async fn receive_package(admin: &Admin, body: Body) -> Result<Upload, Failure> {
+    receive_upload(admin, body, admin.package_limits.max_total_bytes, "package").await
+}
+
+/// A file under `uploads/` of the state directory, removed when dropped.
+pub(super) fn upload_path(admin: &Admin, suffix: &str) -> Upload {
+    Upload(admin.state_dir.join("uploads").join(format!(
+        "upload-{}-{}{suffix}",
+        std::process::id(),
+        UPLOADS.fetch_add(1, Ordering::Relaxed)
+    )))
+}
+
+/// Writes the request body to a file under the state directory, refusing
+/// more than `cap` bytes; `what` names it in errors.
+pub(super) async fn receive_upload(
+    admin: &Admin,
+    body: Body,
+    cap: u64,
+    what: &str,
+) -> Result<Upload, Failure> {
     let dir = admin.state_dir.join("uploads");
     let internal = |what: &str, e: std::io::Error| {
         Failure::new(
@@ -63,25 +83,20 @@ async fn receive_package(admin: &Admin, body: Body) -> Result<Upload, Failure> {
     tokio::fs::create_dir_all(&dir)
         .await
         .map_err(|e| internal("creating", e))?;
-    let upload = Upload(dir.join(format!(
-        "upload-{}-{}.tar.gz",
-        std::process::id(),
-        UPLOADS.fetch_add(1, Ordering::Relaxed)
-    )));
+    let upload = upload_path(admin, ".tar.gz");
     let mut file = tokio::fs::File::create(&upload.0)
         .await
         .map_err(|e| internal("writing into", e))?;
-    let cap = admin.package_limits.max_total_bytes;
     let mut received = 0u64;
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk
-            .map_err(|e| Failure::new(ErrorCode::Invalid, format!("receiving the package: {e}")))?;
+            .map_err(|e| Failure::new(ErrorCode::Invalid, format!("receiving the {what}: {e}")))?;
         received += chunk.len() as u64;
         if received > cap {
             return Err(Failure::new(
                 ErrorCode::TooLarge,
-                format!("the package is larger than the {} MiB allowed", cap >> 20),
+                format!("the {what} is larger than the {} MiB allowed", cap >> 20),
             ));
         }
         file.write_all(&chunk)
@@ -92,7 +107,10 @@ async fn receive_package(admin: &Admin, body: Body) -> Result<Upload, Failure> {
         .await
         .map_err(|e| internal("writing into", e))?;
     if received == 0 {
-        return Err(Failure::new(ErrorCode::BadPackage, "the package is empty"));
+        return Err(Failure::new(
+            ErrorCode::BadPackage,
+            format!("the {what} is empty"),
+        ));
     }
     Ok(upload)
 }

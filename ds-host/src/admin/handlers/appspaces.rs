@@ -164,17 +164,19 @@ pub(super) async fn create_appspace(
 }
 
 async fn create(admin: &Admin, req: &api::CreateAppspace) -> Result<api::Appspace, Failure> {
-    let (rec, appspace) = create_unserved(admin, req).await?;
+    let (rec, appspace) = create_unserved(admin, req, None).await?;
     admin.host.add(appspace.clone());
     Ok(appspace_view(rec, Some(&appspace)).await)
 }
 
 /// Creates an appspace (recorded, its data directory made) that the
 /// host does not serve yet: the caller adds it to the host, or undoes it
-/// with [`uncreate`].
+/// with [`uncreate`]. Its disk limit is `disk_bytes`, or the host's
+/// default.
 pub(super) async fn create_unserved(
     admin: &Admin,
     req: &api::CreateAppspace,
+    disk_bytes: Option<u64>,
 ) -> Result<(AppspaceRecord, Arc<Appspace>), Failure> {
     let name = name_for_domain(&req.domain, &admin.host.base_domain)?;
     let domain = format!("{name}.{}", admin.host.base_domain);
@@ -224,7 +226,10 @@ pub(super) async fn create_unserved(
             memory,
             crate::state::Storage {
                 data_dir: &data_dir,
-                disk: (admin.disks.kind(), admin.disks.default_bytes()),
+                disk: (
+                    admin.disks.kind(),
+                    disk_bytes.unwrap_or(admin.disks.default_bytes()),
+                ),
             },
         )
         .await?;

@@ -132,7 +132,9 @@ async fn restore_into(
         ),
         domain: domain.to_owned(),
     };
-    let (new_rec, new) = super::appspaces::create_unserved(admin, &req).await?;
+    // The source's disk limit, when it has one: its data fits in it.
+    let disk = (rec.disk_bytes > 0).then_some(rec.disk_bytes);
+    let (new_rec, new) = super::appspaces::create_unserved(admin, &req, disk).await?;
     let held = admin.backups.exclusive().await;
     let put = admin
         .backups

@@ -7,6 +7,7 @@ mod appspaces;
 mod backups;
 mod egress;
 mod limits;
+mod transfer;
 mod upgrades;
 
 use apps::{install_app, list_apps, remove_app, show_app};
@@ -20,6 +21,7 @@ use backups::{
 };
 use egress::{change_egress_list, egress_log, show_egress};
 use limits::{change_limits, show_limits};
+use transfer::{export_appspace, import_appspace};
 use upgrades::upgrade_appspace;
 
 use std::path::{Path, PathBuf};
@@ -143,6 +145,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
             get(show_appspace).delete(delete_appspace),
         )
         .route("/v1/appspaces/{key}/upgrade", post(upgrade_appspace))
+        .route("/v1/appspaces/{key}/export", post(export_appspace))
         .route("/v1/appspaces/{key}/{verb}", post(lifecycle_change))
         .route(
             "/v1/appspaces/{key}/limits",
@@ -164,6 +167,7 @@ pub fn router(admin: Arc<Admin>) -> Router {
         )
         .route("/v1/backups", get(list_backups))
         .route("/v1/backups/verify", post(verify_backups))
+        .route("/v1/backups/import", post(import_appspace))
         .route("/v1/backups/run-due", post(run_due_backups))
         .route("/v1/backups/key", get(backup_key))
         .route(
