@@ -76,6 +76,10 @@ fn main() {
             disk_limits_hold_with_images_where_the_file_system_has_no_project_quotas,
         ),
         (
+            "an_appspace_moves_to_another_host_by_export_and_import",
+            an_appspace_moves_to_another_host_by_export_and_import,
+        ),
+        (
             "usage_is_kept_per_hour_across_idle_stops_and_host_restarts",
             usage_is_kept_per_hour_across_idle_stops_and_host_restarts,
         ),
@@ -2281,4 +2285,163 @@ fn usage_is_kept_per_hour_across_idle_stops_and_host_restarts() -> Result<(), Fa
         format!("a new appspace of the same name: {fresh:?}"),
     )?;
     host.stop()
+}
+
+fn an_appspace_moves_to_another_host_by_export_and_import() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let _unmount = Unmounts(dir.path().to_owned());
+    let disks = ["--disk-quota", "image", "--disk-limit", "64M"];
+    let a = DevHost::start_with(&dir.path().join("a"), &disks, None)?;
+    // An app the other host does not have, with data, limits and egress.
+    let pkg = package(dir.path(), "mover", "1.2.0")?;
+    a.json(&["app", "install", pkg.to_str().ok_or("path")?])?;
+    a.json(&[
+        "appspace",
+        "create",
+        "--app",
+        "mover",
+        "--domain",
+        "mover.localhost",
+    ])?;
+    a.json(&[
+        "appspace",
+        "limits",
+        "mover.localhost",
+        "--memory",
+        "96M",
+        "--pids",
+        "50",
+        "--disk",
+        "80M",
+    ])?;
+    a.json(&[
+        "appspace",
+        "egress",
+        "allow",
+        "mover.localhost",
+        "example.com:443",
+    ])?;
+    for _ in 0..2 {
+        ensure(a.get("mover.localhost", "/")?.0 == 200, "a visit")?;
+    }
+    let said = write_mib(&a, "mover.localhost", "big", 2)?;
+    ensure(said == "wrote 2 MiB", said)?;
+    let file = dir.path().join("mover.ds-export.tar.gz");
+    let out = a.dsctl(&[
+        "backup",
+        "export",
+        "mover.localhost",
+        "-o",
+        file.to_str().ok_or("path")?,
+    ])?;
+    ensure(
+        out.status.success(),
+        format!("export: {}", String::from_utf8_lossy(&out.stderr)),
+    )?;
+    // Plain tar reads it.
+    let listed = Command::new("tar").arg("tzf").arg(&file).output()?;
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    ensure(
+        listed.starts_with("ds-export.json\npackage.tar.gz\ndata")
+            && listed.contains("data/visits\n")
+            && listed.contains("data/big\n"),
+        format!("tar tzf: {listed}"),
+    )?;
+    // An existing file is never replaced.
+    let before = std::fs::read(&file)?;
+    let out = a.dsctl(&[
+        "backup",
+        "export",
+        "mover.localhost",
+        "-o",
+        file.to_str().ok_or("path")?,
+    ])?;
+    ensure(!out.status.success(), "an export replaced a file")?;
+    ensure(std::fs::read(&file)? == before, "the existing file changed")?;
+    a.stop()?;
+
+    let b = DevHost::start_with(&dir.path().join("b"), &disks, None)?;
+    let count = |h: &DevHost| -> Result<usize, Failed> {
+        Ok(h.json(&["appspace", "list"])?
+            .as_array()
+            .map_or(0, Vec::len))
+    };
+    let apps_before = b.json(&["app", "list"])?;
+    let listed_before = count(&b)?;
+    // Bad files change nothing: garbage, a truncated export, a taken domain.
+    let garbage = dir.path().join("garbage.tar.gz");
+    std::fs::write(&garbage, b"not an export at all")?;
+    let truncated = dir.path().join("truncated.tar.gz");
+    std::fs::write(&truncated, &before[..before.len() / 2])?;
+    for (bad, domain, needle) in [
+        (&garbage, "moved.localhost", "not a valid appspace export"),
+        (&truncated, "moved.localhost", "not a valid appspace export"),
+        (&file, "hello-native.localhost", "already serves"),
+    ] {
+        b.fails(
+            &[
+                "backup",
+                "import",
+                bad.to_str().ok_or("path")?,
+                "--domain",
+                domain,
+            ],
+            needle,
+        )?;
+    }
+    ensure(
+        count(&b)? == listed_before,
+        "a failed import left an appspace",
+    )?;
+    ensure(
+        b.json(&["app", "list"])? == apps_before,
+        "a failed import left an app",
+    )?;
+    ensure(
+        std::fs::read_dir(dir.path().join("b/uploads"))?
+            .next()
+            .is_none(),
+        "a failed import left files in uploads/",
+    )?;
+    // The real one.
+    let out = b.dsctl(&[
+        "backup",
+        "import",
+        file.to_str().ok_or("path")?,
+        "--domain",
+        "moved.localhost",
+    ])?;
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    ensure(
+        out.status.success(),
+        format!("import: {}", String::from_utf8_lossy(&out.stderr)),
+    )?;
+    ensure(
+        said.contains("imported mover.localhost as moved.localhost (mover 1.2.0, installed now)")
+            && said.contains("not granted: egress to example.com:443"),
+        format!("import said: {said}"),
+    )?;
+    let shown = b.json(&["appspace", "show", "moved.localhost"])?;
+    ensure(
+        shown["limits"]["memory_bytes"] == 96u64 << 20
+            && shown["limits"]["pids"] == 50
+            && shown["disk"]["limit_bytes"] == 80u64 << 20
+            && shown["disk"]["enforced_by"] == "disk image",
+        format!("{shown}"),
+    )?;
+    let egress = b.json(&["appspace", "egress", "list", "moved.localhost"])?;
+    ensure(
+        egress["allow"].as_array().is_some_and(Vec::is_empty),
+        format!("egress granted by an import: {egress}"),
+    )?;
+    // It serves its data: the third visit, the file it wrote.
+    let (code, page) = b.get("moved.localhost", "/")?;
+    ensure(
+        code == 200 && page.contains("big") && page.contains("<td>3</td>"),
+        format!("{code}: {page}"),
+    )?;
+    let audit = b.dsctl(&["audit"])?;
+    let audit = String::from_utf8_lossy(&audit.stdout).into_owned();
+    ensure(audit.contains("backup.import"), format!("audit: {audit}"))?;
+    b.stop()
 }

@@ -281,13 +281,15 @@ pub(crate) async fn resize(
             Err(DiskError::Io { source, .. })
                 if source.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) =>
             {
-                Err(DiskError::Running)
+                Err(DiskError::Running(format!(
+                    "the kernel refused to grow it mounted: {source}"
+                )))
             }
             other => other,
         };
     }
     if !stopped {
-        return Err(DiskError::Running);
+        return Err(DiskError::Running("ext4 cannot shrink mounted".into()));
     }
     let block = rustix::fs::statvfs(&mount_point)
         .map(|st| st.f_frsize)

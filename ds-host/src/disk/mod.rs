@@ -84,9 +84,9 @@ pub enum DiskError {
         /// Bytes resize2fs asks for at least.
         smallest: u64,
     },
-    /// Resizing this image needs the appspace stopped.
-    #[error("resizing this disk image needs the appspace stopped")]
-    Running,
+    /// Resizing this image needs the appspace stopped (and why).
+    #[error("resizing this disk image needs the appspace stopped ({0})")]
+    Running(String),
     /// Handing the data to its project failed.
     #[error(transparent)]
     Walk(#[from] ds_sandbox::data_dir::DataDirError),

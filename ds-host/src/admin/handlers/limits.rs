@@ -134,18 +134,18 @@ async fn change_disk(
             DiskError::BelowUse { .. } | DiskError::TooSmall { .. } | DiskError::NotEnforced(_) => {
                 ErrorCode::Invalid
             }
-            DiskError::Running => ErrorCode::Conflict,
+            DiskError::Running(_) => ErrorCode::Conflict,
             _ => ErrorCode::Internal,
         };
         Failure::new(code, format!("changing the disk limit: {e}"))
     };
     let resized = match admin.disks.resize(rec, bytes, false).await {
-        Err(DiskError::Running) => {
+        Err(DiskError::Running(why)) => {
             let _held = admin.backups.exclusive().await;
             let grace = admin.host.lifecycle.stop_grace;
             live.out_of_service(
                 grace,
-                "resizing its disk",
+                &format!("resizing its disk ({why})"),
                 admin.disks.resize(rec, bytes, true),
             )
             .await
