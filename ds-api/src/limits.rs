@@ -154,12 +154,13 @@ mod tests {
         assert_eq!(parse_size("512K"), Ok(512 << 10));
         assert_eq!(parse_size("100MiB"), Ok(100 << 20));
         assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("2T"), Ok(2 << 40));
         for bad in [
             "",
             "M",
             "-1M",
             "1.5G",
-            "10T",
+            "10P",
             "0",
             "99999999999999999999G",
             "64 M",
@@ -173,7 +174,7 @@ mod tests {
         assert_eq!(parse_memory("16M"), Ok(16 << 20));
         assert_eq!(parse_memory("1024G"), Ok(1 << 40));
         let low = parse_memory("15M").unwrap_err();
-        assert!(low.contains("between 16M and 1024G"), "{low}");
+        assert!(low.contains("between 16M and 1T"), "{low}");
         assert!(parse_memory("1025G").is_err());
         assert_eq!(parse_cpus("0.5"), Ok(0.5));
         for bad in ["", "0", "-1", "abc", "1e9", "NaN", "0.001"] {
@@ -184,6 +185,8 @@ mod tests {
             assert!(parse_pids(bad).is_err(), "{bad:?}");
         }
         assert!(parse_tmp("512K").is_err());
+        assert_eq!(parse_disk("64T"), Ok(64 << 40));
+        assert!(parse_disk("15M").is_err());
         assert_eq!(parse_tmp("64M"), Ok(64 << 20));
     }
 }
