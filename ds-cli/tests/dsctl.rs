@@ -4,6 +4,8 @@
 //! is reported ignored with a "SKIPPED ..." line, never passed.
 
 mod common;
+#[path = "dsctl/sftp.rs"]
+mod sftp;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -82,6 +84,10 @@ fn main() {
         (
             "usage_is_kept_per_hour_across_idle_stops_and_host_restarts",
             usage_is_kept_per_hour_across_idle_stops_and_host_restarts,
+        ),
+        (
+            "backups_go_to_an_sftp_server_and_a_new_machine_restores_from_them",
+            sftp::backups_go_to_an_sftp_server_and_a_new_machine_restores_from_them,
         ),
     ];
     let mut trials = common::trials(tests, skip.clone());

@@ -205,7 +205,7 @@ async fn main() {
     let _ = std::fs::remove_file(&archive);
 
     // ds: the first backup (everything new) and a restore of it.
-    let restic = Restic::new(restic_bin.clone(), root.join("backups"), None);
+    let restic = Restic::new(restic_bin.clone(), root.join("backups"), None, None);
     restic.ensure_repository().await.expect("repository");
     let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
     drop_caches();
@@ -215,7 +215,11 @@ async fn main() {
         .await
         .expect("backup");
     let backup_time = t.elapsed();
-    let repo = restic.repository();
+    let repo = restic
+        .repository()
+        .local()
+        .expect("a local repository")
+        .to_owned();
     let repo_size = du(&repo);
     drop_caches();
     let t = Instant::now();

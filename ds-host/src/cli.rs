@@ -60,15 +60,24 @@ pub struct Cli {
     #[arg(long, value_name = "SECS", default_value_t = 0, requires = "dev")]
     pub backup_every: u64,
     /// The backups' restic repository (dev mode; default: in the state
-    /// directory).
-    #[arg(long, value_name = "DIR", requires = "dev")]
-    pub backup_repository: Option<PathBuf>,
+    /// directory): a directory, or sftp://user@host[:port]/path.
+    #[arg(long, value_name = "DIR|URL", requires = "dev")]
+    pub backup_repository: Option<crate::backup::Target>,
+    /// The private key for an SFTP repository (dev mode and
+    /// --restore-from; production: `[backups] ssh_key`).
+    #[arg(long, value_name = "FILE", requires = "backup_known_hosts")]
+    pub backup_ssh_key: Option<PathBuf>,
+    /// The SFTP server's host keys, OpenSSH known_hosts format (with
+    /// --backup-ssh-key).
+    #[arg(long, value_name = "FILE", requires = "backup_ssh_key")]
+    pub backup_known_hosts: Option<PathBuf>,
     /// Restore a host from the newest backup of its state in this restic
-    /// repository (with --key-file) into the state directory of --config
+    /// repository (with --key-file; an SFTP one with --backup-ssh-key, or
+    /// the config's) into the state directory of --config
     /// or --dev --state-dir, which must hold no host yet, then each
     /// appspace's newest data; and exit (docs/backups.md).
-    #[arg(long, value_name = "DIR", requires = "key_file", conflicts_with_all = ["check_config"])]
-    pub restore_from: Option<PathBuf>,
+    #[arg(long, value_name = "DIR|URL", requires = "key_file", conflicts_with_all = ["check_config"])]
+    pub restore_from: Option<crate::backup::Target>,
     /// The repository's key (what `dsctl backup key` showed), for
     /// --restore-from.
     #[arg(long, value_name = "FILE", requires = "restore_from")]

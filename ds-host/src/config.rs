@@ -110,11 +110,25 @@ pub struct BackupsConfig {
     /// Monthly backups kept.
     pub keep_monthly: u32,
     /// The restic repository (default: `<state_dir>/backups/repository`);
-    /// somewhere a dead disk does not take along: a USB disk, an NFS mount.
-    pub repository: Option<PathBuf>,
+    /// somewhere a dead disk does not take along: a directory on a USB
+    /// disk or an NFS mount, or `sftp://user@host[:port]/path`.
+    pub repository: Option<crate::backup::Target>,
+    /// The private key ds logs in to an SFTP repository with.
+    pub ssh_key: Option<PathBuf>,
+    /// The SFTP server's host keys (OpenSSH `known_hosts` format); a
+    /// server whose key is not there is refused.
+    pub ssh_known_hosts: Option<PathBuf>,
 }
 
 impl BackupsConfig {
+    /// The SSH access to an SFTP repository, if both files were named.
+    pub fn ssh(&self) -> Option<crate::backup::SshAccess> {
+        Some(crate::backup::SshAccess {
+            key: self.ssh_key.clone()?,
+            known_hosts: self.ssh_known_hosts.clone()?,
+        })
+    }
+
     /// As the backups' schedule.
     pub fn schedule(&self) -> crate::backup::Schedule {
         crate::backup::Schedule {
@@ -138,6 +152,8 @@ impl Default for BackupsConfig {
             keep_weekly: 4,
             keep_monthly: 12,
             repository: None,
+            ssh_key: None,
+            ssh_known_hosts: None,
         }
     }
 }
@@ -368,6 +384,17 @@ impl HostConfig {
         {
             return Err(invalid("notify.command", "must be an absolute path"));
         }
+        if config.backups.ssh_key.is_some() != config.backups.ssh_known_hosts.is_some() {
+            return Err(invalid(
+                "backups.ssh_key",
+                "ssh_key and ssh_known_hosts go together",
+            ));
+        }
+        if let Some(target) = &config.backups.repository {
+            if let Err(e) = target.check_access(config.backups.ssh().as_ref()) {
+                return Err(invalid("backups.repository", &e.to_string()));
+            }
+        }
         if !config.state_dir.is_absolute() {
             return Err(invalid("state_dir", "must be an absolute path"));
         }
@@ -560,9 +587,42 @@ deno = "/usr/lib/ds/deno"
                 format!("{MINIMAL}\n[notify]\ncommand = \"alert.sh\"\n"),
                 "notify.command",
             ),
+            (
+                format!("{MINIMAL}\n[backups]\nrepository = \"sftp://b@nas/srv/ds\"\n"),
+                "needs an SSH key",
+            ),
+            (
+                format!("{MINIMAL}\n[backups]\nrepository = \"nas:/srv\"\n"),
+                "sftp://user@host",
+            ),
+            (
+                format!("{MINIMAL}\n[backups]\nssh_key = \"/etc/ds/k\"\n"),
+                "go together",
+            ),
+            (
+                format!(
+                    "{MINIMAL}\n[backups]\nrepository = \"sftp://b@nas/srv\"\n\
+                     ssh_key = \"k\"\nssh_known_hosts = \"/etc/ds/h\"\n"
+                ),
+                "absolute",
+            ),
             ("base_domain = \"a.b\"\n".to_owned(), "https"),
             ("not toml [".to_owned(), "ds.toml"),
         ];
+        let ok = format!(
+            "{MINIMAL}\n[backups]\nrepository = \"sftp://b@nas:2222/srv/ds\"\n\
+             ssh_key = \"/etc/ds/k\"\nssh_known_hosts = \"/etc/ds/h\"\n"
+        );
+        let c = HostConfig::parse(&ok, Path::new("ds.toml")).unwrap();
+        assert_eq!(
+            c.backups
+                .repository
+                .as_ref()
+                .map(|t| t.to_string())
+                .as_deref(),
+            Some("sftp://b@nas:2222/srv/ds")
+        );
+        assert!(c.backups.ssh().is_some());
         for (text, needle) in cases {
             let err = HostConfig::parse(&text, Path::new("ds.toml"))
                 .unwrap_err()

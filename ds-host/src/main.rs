@@ -137,20 +137,28 @@ async fn async_main() -> anyhow::Result<()> {
         return Ok(());
     }
     if let (Some(repository), Some(key)) = (&cli.restore_from, &cli.key_file) {
-        let (state_dir, disk_quota, disk_bytes) = match (&cli.config, cli.dev) {
+        let (state_dir, disk_quota, disk_bytes, config_ssh) = match (&cli.config, cli.dev) {
             (Some(config), _) => {
                 let c = HostConfig::load(config)?;
-                (c.state_dir, c.appspaces.disk_quota, c.appspaces.disk_bytes)
+                let ssh = c.backups.ssh();
+                (
+                    c.state_dir,
+                    c.appspaces.disk_quota,
+                    c.appspaces.disk_bytes,
+                    ssh,
+                )
             }
             (None, true) => (
                 std::path::absolute(&cli.state_dir).context("resolving --state-dir")?,
                 cli.disk_quota,
                 cli.disk_limit,
+                None,
             ),
             (None, false) => bail!("--restore-from needs --config FILE or --dev --state-dir DIR"),
         };
         let disks = Disks::detect(disk_quota, &state_dir.join("appspaces"), disk_bytes)?;
-        return restore_from(repository, key, &state_dir, &disks).await;
+        let ssh = cli_ssh(&cli).or(config_ssh);
+        return restore_from(repository, ssh, key, &state_dir, &disks).await;
     }
     match (&cli.config, cli.dev) {
         (Some(config), _) => production(config, stop).await,
@@ -453,7 +461,8 @@ async fn dev(cli: Cli, stop: StopSignals) -> anyhow::Result<()> {
                 ..Default::default()
             },
         )
-        .with_repository(cli.backup_repository.clone())
+        .with_repository(cli.backup_repository.clone(), cli_ssh(&cli))
+        .context("--backup-repository")?
         .with_host_state(state_db.clone(), Vec::new())
         .with_notify(cli.notify_command.clone()),
     );
@@ -536,10 +545,19 @@ async fn dev(cli: Cli, stop: StopSignals) -> anyhow::Result<()> {
     served
 }
 
+/// `--backup-ssh-key` and `--backup-known-hosts`, if given.
+fn cli_ssh(cli: &Cli) -> Option<ds_host::backup::SshAccess> {
+    Some(ds_host::backup::SshAccess {
+        key: std::path::absolute(cli.backup_ssh_key.as_ref()?).ok()?,
+        known_hosts: std::path::absolute(cli.backup_known_hosts.as_ref()?).ok()?,
+    })
+}
+
 /// `--restore-from`: a host restored from its backups, into an empty
 /// state directory; says what it did.
 async fn restore_from(
-    repository: &Path,
+    repository: &ds_host::backup::Target,
+    ssh: Option<ds_host::backup::SshAccess>,
     key: &Path,
     state_dir: &Path,
     disks: &Disks,
@@ -547,7 +565,7 @@ async fn restore_from(
     let binary = std::env::var_os("DS_RESTIC")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("restic"));
-    let done = ds_host::backup::restore_host(binary, repository, key, state_dir, disks)
+    let done = ds_host::backup::restore_host(binary, repository, ssh, key, state_dir, disks)
         .await
         .with_context(|| format!("restoring a host into {}", state_dir.display()))?;
     println!(
@@ -647,14 +665,19 @@ async fn production(config_path: &Path, stop: StopSignals) -> anyhow::Result<()>
     let state = Arc::new(ds_host::state::State::open(&config.state_dir).await?);
     let backups = Arc::new(
         ds_host::backup::Backups::new(&config.state_dir, config.backups.schedule())
-            .with_repository(config.backups.repository.clone())
+            .with_repository(config.backups.repository.clone(), config.backups.ssh())
+            .context("[backups] repository")?
             .with_host_state(
                 state.clone(),
-                vec![
+                [
                     std::path::absolute(config_path).unwrap_or_else(|_| config_path.to_owned()),
                     config.https.certificate.clone(),
                     config.https.private_key.clone(),
-                ],
+                ]
+                .into_iter()
+                .chain(config.backups.ssh_key.clone())
+                .chain(config.backups.ssh_known_hosts.clone())
+                .collect(),
             )
             .with_notify(config.notify.command.clone()),
     );

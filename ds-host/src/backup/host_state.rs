@@ -73,12 +73,14 @@ pub struct HostRestored {
 }
 
 /// Restores the newest backup of a host's state in `repository` (opened
-/// with the key in `key_file`) into `state_dir`, which must not hold a
+/// with the key in `key_file`, an SFTP one reached with `ssh`) into
+/// `state_dir`, which must not hold a
 /// host yet, then each appspace's newest data. Nothing in `state_dir` is
 /// overwritten; files outside it are put under `state_dir/restored/`.
 pub async fn restore_host(
     binary: PathBuf,
-    repository: &Path,
+    repository: &super::Target,
+    ssh: Option<super::SshAccess>,
     key_file: &Path,
     state_dir: &Path,
     disks: &crate::disk::Disks,
@@ -94,6 +96,7 @@ pub async fn restore_host(
             path: state_dir.to_owned(),
         });
     }
+    repository.check_access(ssh.as_ref())?;
     let key = std::fs::read_to_string(key_file).map_err(io("reading", key_file))?;
     let backups_dir = state_dir.join("backups");
     std::fs::DirBuilder::new()
@@ -101,7 +104,7 @@ pub async fn restore_host(
         .mode(0o700)
         .create(&backups_dir)
         .map_err(io("creating", &backups_dir))?;
-    let restic = Restic::new(binary, backups_dir.clone(), Some(repository.to_owned()));
+    let restic = Restic::new(binary, backups_dir.clone(), Some(repository.clone()), ssh);
     let key_copy = restic.key_file();
     if !key_copy.exists() {
         let mut file = std::fs::OpenOptions::new()
@@ -122,7 +125,7 @@ pub async fn restore_host(
             what: "snapshots",
             why: format!(
                 "{} holds no backup of a host's state (dsctl backup host takes one)",
-                repository.display()
+                repository
             ),
         })?;
     let staging = state_dir.join(".restoring-host");

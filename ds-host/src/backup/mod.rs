@@ -13,6 +13,7 @@
 pub mod export;
 mod host_state;
 pub mod restic;
+pub mod target;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use crate::appspace::Appspace;
 pub use host_state::{restore_host, HostRestored};
 pub use restic::{recover_swap, BackupError, HostSnapshot, Labels, Snapshot};
+pub use target::{SftpTarget, SshAccess, Target, TargetError};
 
 /// The labels of a backup of `appspace` now.
 pub fn labels<'a>(appspace: &'a Appspace, reason: Option<&'static str>) -> Labels<'a> {
@@ -99,7 +101,7 @@ impl Backups {
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("restic"));
         Self {
-            restic: restic::Restic::new(binary, state_dir.join("backups"), None),
+            restic: restic::Restic::new(binary, state_dir.join("backups"), None, None),
             schedule,
             lacking: std::sync::Mutex::default(),
             overdue: std::sync::Mutex::default(),
@@ -112,11 +114,19 @@ impl Backups {
     }
 
     /// The repository at `repository` instead of in the state directory
-    /// (a USB disk, an NFS mount: somewhere a dead disk does not take).
-    pub fn with_repository(mut self, repository: Option<PathBuf>) -> Self {
+    /// (a USB disk, an NFS mount, an SFTP server reached with `ssh`:
+    /// somewhere a dead disk does not take along).
+    pub fn with_repository(
+        mut self,
+        repository: Option<Target>,
+        ssh: Option<SshAccess>,
+    ) -> Result<Self, TargetError> {
+        if let Some(t) = &repository {
+            t.check_access(ssh.as_ref())?;
+        }
         let binary = self.restic.binary().to_owned();
-        self.restic = restic::Restic::new(binary, self.dir.clone(), repository);
-        self
+        self.restic = restic::Restic::new(binary, self.dir.clone(), repository, ssh);
+        Ok(self)
     }
 
     /// The host's own state is backed up too: `state`'s database, the
@@ -141,15 +151,15 @@ impl Backups {
 
     /// The backups of the host's own state, oldest first.
     pub async fn list_host(&self) -> Result<Vec<HostSnapshot>, BackupError> {
-        if !self.restic.exists() {
+        if !self.restic.exists().await? {
             return Ok(Vec::new());
         }
         self.restic.host_snapshots().await
     }
 
     /// Where the repository is and the file holding its key.
-    pub fn location(&self) -> (PathBuf, PathBuf) {
-        (self.restic.repository(), self.restic.key_file())
+    pub fn location(&self) -> (String, PathBuf) {
+        (self.restic.repository().to_string(), self.restic.key_file())
     }
 
     /// Backs up `appspace`'s data now: frozen while it is read (stopped on
@@ -209,7 +219,7 @@ impl Backups {
     /// does not exist yet is fine (nothing to check).
     pub async fn verify(&self) -> Result<usize, BackupError> {
         let _one = self.one_at_a_time.lock().await;
-        if !self.restic.exists() {
+        if !self.restic.exists().await? {
             return Ok(0);
         }
         self.restic.check().await?;
@@ -219,7 +229,7 @@ impl Backups {
     /// The snapshots of `appspace` (every appspace's if `None`), oldest
     /// first.
     pub async fn list(&self, appspace: Option<&str>) -> Result<Vec<Snapshot>, BackupError> {
-        if !self.restic.exists() {
+        if !self.restic.exists().await? {
             return Ok(Vec::new());
         }
         self.restic.snapshots(appspace).await
@@ -353,7 +363,7 @@ impl Backups {
             return Ok(Vec::new());
         };
         let _one = self.one_at_a_time.lock().await;
-        let taken = if self.restic.exists() {
+        let taken = if self.restic.exists().await? {
             self.restic.snapshots(None).await?
         } else {
             Vec::new()

@@ -12,6 +12,8 @@ use std::process::Stdio;
 
 use serde::Deserialize;
 
+use super::target::{SshAccess, Target, TargetError};
+
 /// Why a backup operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
@@ -49,6 +51,9 @@ pub enum BackupError {
         /// Why.
         source: std::io::Error,
     },
+    /// The repository's place or its SSH access is unusable.
+    #[error(transparent)]
+    Target(#[from] TargetError),
     /// No such snapshot of that appspace.
     #[error("no backup {snapshot} of appspace {appspace}")]
     NoSuchSnapshot {
@@ -129,7 +134,11 @@ pub struct Restic {
     binary: PathBuf,
     /// The key and restic's cache.
     dir: PathBuf,
-    repository: PathBuf,
+    repository: Target,
+    /// How an SFTP repository is reached.
+    ssh: Option<SshAccess>,
+    /// Once seen, a repository does not go away: asked once.
+    seen: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Deserialize)]
@@ -151,13 +160,21 @@ struct BackupLine {
 
 impl Restic {
     /// The repository at `repository` (`dir/repository` if `None`), its
-    /// key in `dir/key`.
-    pub fn new(binary: PathBuf, dir: PathBuf, repository: Option<PathBuf>) -> Self {
-        let repository = repository.unwrap_or_else(|| dir.join("repository"));
+    /// key in `dir/key`; an SFTP repository is reached with `ssh`
+    /// (checked by [`Target::check_access`] before).
+    pub fn new(
+        binary: PathBuf,
+        dir: PathBuf,
+        repository: Option<Target>,
+        ssh: Option<SshAccess>,
+    ) -> Self {
+        let repository = repository.unwrap_or_else(|| Target::Local(dir.join("repository")));
         Self {
             binary,
             dir,
             repository,
+            ssh,
+            seen: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -166,9 +183,9 @@ impl Restic {
         &self.binary
     }
 
-    /// The repository's directory.
-    pub fn repository(&self) -> PathBuf {
-        self.repository.clone()
+    /// Where the repository is.
+    pub fn repository(&self) -> &Target {
+        &self.repository
     }
 
     /// The file holding its key.
@@ -176,9 +193,28 @@ impl Restic {
         self.dir.join("key")
     }
 
-    /// Whether the repository was made.
-    pub fn exists(&self) -> bool {
-        self.repository().join("config").is_file()
+    /// Whether the repository was made. A local one is looked at; a
+    /// remote one is asked (`restic cat config`), and a server that cannot
+    /// be reached is an error, never taken for an empty repository.
+    pub async fn exists(&self) -> Result<bool, BackupError> {
+        use std::sync::atomic::Ordering;
+        if self.seen.load(Ordering::Relaxed) {
+            return Ok(true);
+        }
+        let seen = match &self.repository {
+            Target::Local(dir) => dir.join("config").is_file(),
+            Target::Sftp(_) => match self.run("cat config", &["cat", "config"]).await {
+                Ok(_) => true,
+                Err(BackupError::Failed { stderr, .. })
+                    if stderr.contains("Is there a repository at the following location?") =>
+                {
+                    false
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        self.seen.store(seen, Ordering::Relaxed);
+        Ok(seen)
     }
 
     /// Makes the backups directory (root only), the key (random, root
@@ -216,8 +252,9 @@ impl Restic {
             std::io::Write::write_all(&mut file, hex.as_bytes()).map_err(io("writing", &key))?;
             file.sync_all().map_err(io("writing", &key))?;
         }
-        if !self.exists() {
+        if !self.exists().await? {
             self.run("init", &["init"]).await?;
+            self.seen.store(true, std::sync::atomic::Ordering::Relaxed);
         }
         Ok(())
     }
@@ -227,12 +264,19 @@ impl Restic {
     fn command(&self) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(&self.binary);
         cmd.env_clear()
-            .env("RESTIC_REPOSITORY", self.repository())
+            .env("RESTIC_REPOSITORY", self.repository.restic_repository())
             .env("RESTIC_PASSWORD_FILE", self.key_file())
             .env("RESTIC_CACHE_DIR", self.dir.join("cache"))
             .env("PATH", "/usr/bin:/bin")
             .env("TZ", "UTC")
             .stdin(Stdio::null());
+        if let Some(ssh) = self
+            .ssh
+            .as_ref()
+            .and_then(|a| self.repository.sftp_command(a))
+        {
+            cmd.arg("-o").arg(format!("sftp.command={ssh}"));
+        }
         cmd
     }
 

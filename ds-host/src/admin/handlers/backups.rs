@@ -36,7 +36,7 @@ pub(super) async fn create_backup(
         Ok(api::BackupTaken {
             backup: view(snapshot),
             held: held.into(),
-            repository: repository.display().to_string(),
+            repository,
             key_file: key_file.display().to_string(),
         })
     }
@@ -203,7 +203,7 @@ pub(super) async fn backup_key(
         let key = admin.backups.key().await.map_err(failure)?;
         Ok(api::BackupKey {
             key: key.trim().to_owned(),
-            repository: admin.backups.location().0.display().to_string(),
+            repository: admin.backups.location().0,
         })
     }
     .await;

@@ -229,8 +229,10 @@ fn escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// `/spin/MS`: keeps a core busy for MS milliseconds (at most 10 s), for
-/// the usage history's tests.
+/// `/spin/MS`: keeps a core busy until this thread has used MS
+/// milliseconds of CPU time (at most 10 s; as wall time where `/proc` does
+/// not say), for the usage history's tests: a loaded machine stretches the
+/// spin, never shortens what it used.
 fn spin(ms: &str) -> (&'static str, String) {
     let Ok(ms) = ms.parse::<u64>() else {
         return (
@@ -240,11 +242,28 @@ fn spin(ms: &str) -> (&'static str, String) {
     };
     let ms = ms.min(10_000);
     let start = std::time::Instant::now();
+    let cpu_start = thread_cpu_ms();
+    let used = || match (cpu_start, thread_cpu_ms()) {
+        (Some(a), Some(b)) => b.saturating_sub(a),
+        _ => start.elapsed().as_millis() as u64,
+    };
     let mut x = 0u64;
-    while start.elapsed() < std::time::Duration::from_millis(ms) {
-        for i in 0..10_000u64 {
+    while used() < ms && start.elapsed() < std::time::Duration::from_secs(60) {
+        for i in 0..100_000u64 {
             x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
         }
     }
     ("200 OK", format!("spun {ms} ms ({})\n", x % 10))
+}
+
+/// This thread's CPU time (user and system) in milliseconds, from
+/// `/proc/thread-self/stat` (clock ticks of 10 ms on Linux).
+fn thread_cpu_ms() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    // The command name (field 2) may hold blanks: count after its ')'.
+    let after = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) * 10)
 }
