@@ -7,6 +7,29 @@
 pub mod admin;
 pub mod limits;
 
+/// Which runtime files an app needs besides its own: what a manifest
+/// says (`runtime = "native"`) and what `ds-sandbox --runtime` mounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    /// A native executable: the system's shared libraries are mounted.
+    Native,
+    /// A Deno program: the libraries and the Deno binary are mounted.
+    Deno,
+}
+
+impl std::str::FromStr for Runtime {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "native" => Ok(Self::Native),
+            "deno" => Ok(Self::Deno),
+            _ => Err(format!("unknown runtime {s:?} (native or deno)")),
+        }
+    }
+}
+
 /// The production admin socket, when the config names none.
 pub const DEFAULT_ADMIN_SOCKET: &str = "/run/ds/admin.sock";
 

@@ -26,7 +26,7 @@ pub mod front_door;
 pub mod front_link;
 pub mod host;
 pub mod log_fields;
-pub mod package;
+pub use ds_package as package;
 pub mod state;
 pub mod supervisor;
 pub mod upgrade;

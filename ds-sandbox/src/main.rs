@@ -56,7 +56,7 @@ struct ExecArgs {
     #[arg(long, value_name = "DIR")]
     data: PathBuf,
     /// Runtime files to provide.
-    #[arg(long, value_enum, default_value = "native")]
+    #[arg(long, value_name = "native|deno", default_value = "native")]
     runtime: Runtime,
     /// Memory limit (swap off), e.g. 64M or 1G.
     #[arg(long, value_parser = ds_api::limits::parse_memory, default_value = "256M")]

@@ -14,15 +14,9 @@ pub const DEFAULT_PROXY_PORT: u16 = 8001;
 /// The hostname every sandbox sees.
 pub const HOSTNAME: &str = "appspace";
 
-/// Which runtime files the app needs besides its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Runtime {
-    /// A native executable: the system's shared libraries are mounted.
-    Native,
-    /// A Deno program: the libraries and the Deno binary are mounted.
-    Deno,
-}
+/// Which runtime files the app needs besides its own (shared with the
+/// manifest, hence defined in `ds-api`).
+pub use ds_api::Runtime;
 
 /// Resource limits enforced by the cgroup (and rlimits as a backstop).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -22,7 +22,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use ds_api::limits::parse_memory;
-use ds_sandbox::spec::Runtime;
+use ds_api::Runtime;
 use serde::Deserialize;
 
 /// The manifest's file name at the package root.

@@ -9,7 +9,7 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::manifest::{self, Manifest, ManifestError, MANIFEST_FILE};
+use crate::manifest::{self, Manifest, ManifestError, MANIFEST_FILE};
 
 /// Caps that keep a package from exhausting the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -645,9 +645,7 @@ fn check_program(staging: &Path, manifest: &Manifest, program: &Path) -> Result<
     if !meta.is_file() {
         return Err(fail("is not a regular file"));
     }
-    if manifest.runtime == ds_sandbox::spec::Runtime::Native
-        && meta.permissions().mode() & 0o111 == 0
-    {
+    if manifest.runtime == ds_api::Runtime::Native && meta.permissions().mode() & 0o111 == 0 {
         return Err(fail("is not executable (a native entrypoint must be)"));
     }
     Ok(())
