@@ -177,6 +177,25 @@ pub struct Installed {
     pub version: String,
     /// Its runtime.
     pub runtime: String,
+    /// Hosts it asks to reach: shown to the admin, granted only by
+    /// `appspace create --grant-egress` or `appspace egress allow`.
+    #[serde(default)]
+    pub egress_requested: Vec<EgressRequest>,
+    /// Memory it asks for (a new appspace's limit).
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
+    /// Disk it asks for (a new appspace's limit).
+    #[serde(default)]
+    pub disk_bytes: Option<u64>,
+}
+
+/// A host an app's manifest asks to reach, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EgressRequest {
+    /// An allowlist entry: `host`, `*.suffix`, with an optional `:port`.
+    pub host: String,
+    /// The author's reason, if given.
+    pub reason: Option<String>,
 }
 
 /// `DELETE /v1/apps/{name}`.
@@ -198,6 +217,10 @@ pub struct CreateAppspace {
     pub version: Option<String>,
     /// The domain to serve it at, under the host's base domain.
     pub domain: String,
+    /// Put the hosts its version's manifest asks to reach on its egress
+    /// allowlist (never done without this).
+    #[serde(default)]
+    pub grant_egress: bool,
 }
 
 /// An appspace as the admin sees it.
@@ -244,6 +267,10 @@ pub struct Appspace {
     /// Its data on disk: limit and use.
     #[serde(default)]
     pub disk: Option<Disk>,
+    /// Hosts its version's manifest asks to reach that its allowlist does
+    /// not grant (`appspace egress allow` grants them).
+    #[serde(default)]
+    pub egress_not_granted: Vec<EgressRequest>,
 }
 
 /// An appspace's resource limits.

@@ -56,10 +56,26 @@ pub enum Command {
 /// `dsctl app ...`
 #[derive(Debug, Subcommand)]
 pub enum AppCommand {
-    /// Install a package (a directory or a .tar.gz).
+    /// Install a package (a directory or a .tar.gz); prints what it asks
+    /// for (egress, memory, disk), which nothing grants by itself.
     Install {
         /// The package.
         path: PathBuf,
+    },
+    /// Check a package (a directory or a .tar.gz) exactly as install
+    /// would, without a host; nothing is written.
+    Check {
+        /// The package.
+        path: PathBuf,
+    },
+    /// Check a package directory as install would and write it as a
+    /// .tar.gz (never over an existing file).
+    Pack {
+        /// The package directory.
+        dir: PathBuf,
+        /// The file to write (default: NAME-VERSION.tar.gz here).
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
     },
     /// List installed apps and versions.
     List,
@@ -186,6 +202,10 @@ pub enum AppspaceCommand {
         /// The domain to serve it at.
         #[arg(long)]
         domain: String,
+        /// Allow the hosts the app's manifest asks to reach (`app install`
+        /// shows them); without it the appspace reaches none.
+        #[arg(long)]
+        grant_egress: bool,
     },
     /// List appspaces.
     List,

@@ -45,6 +45,14 @@ pub enum ClientError {
         /// Why.
         source: std::io::Error,
     },
+    /// A package was refused by the validation `app install` runs.
+    #[error("{path}: {source}")]
+    Package {
+        /// The package.
+        path: PathBuf,
+        /// Why.
+        source: ds_package::InstallError,
+    },
 }
 
 /// A client of the admin socket at one path.

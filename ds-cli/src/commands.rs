@@ -163,6 +163,68 @@ fn version_rows(a: &api::App) -> Vec<Vec<String>> {
 
 const VERSION_HEADERS: [&str; 5] = ["APP", "VERSION", "RUNTIME", "INSTALLED", "APPSPACES"];
 
+/// What a package asks for, said so that nobody takes it for granted.
+fn print_requests(egress: &[api::EgressRequest], memory: Option<u64>, disk: Option<u64>) {
+    for e in egress {
+        match &e.reason {
+            Some(why) => println!("asks for egress to {} ({why})", e.host),
+            None => println!("asks for egress to {}", e.host),
+        }
+    }
+    if !egress.is_empty() {
+        println!(
+            "egress is not granted: appspace create --grant-egress allows these, or appspace egress allow D HOST"
+        );
+    }
+    if let Some(m) = memory {
+        println!(
+            "asks for {} of memory (a new appspace's limit)",
+            table::size(m)
+        );
+    }
+    if let Some(d) = disk {
+        println!(
+            "asks for {} of disk (a new appspace's limit)",
+            table::size(d)
+        );
+    }
+}
+
+fn runtime_word(r: ds_api::Runtime) -> &'static str {
+    match r {
+        ds_api::Runtime::Native => "native",
+        ds_api::Runtime::Deno => "deno",
+    }
+}
+
+fn manifest_requests(m: &ds_package::Manifest) -> Vec<api::EgressRequest> {
+    m.egress
+        .iter()
+        .map(|e| api::EgressRequest {
+            host: e.to_string(),
+            reason: e.reason.clone(),
+        })
+        .collect()
+}
+
+/// `app check --json` and `app pack --json`: the manifest as validated.
+fn manifest_json(m: &ds_package::Manifest) -> serde_json::Value {
+    let mut command = vec![m.entrypoint.display().to_string()];
+    command.extend(m.args.iter().cloned());
+    serde_json::json!({
+        "name": m.name,
+        "version": m.version.to_string(),
+        "runtime": runtime_word(m.runtime),
+        "command": command,
+        "env": m.env.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
+        "egress_requested": manifest_requests(m),
+        "memory_bytes": m.memory_bytes,
+        "disk_bytes": m.disk_bytes,
+        "health": m.health,
+        "schema": m.data.schema,
+    })
+}
+
 async fn app(client: &Client, json: bool, cmd: AppCommand) -> Result<(), ClientError> {
     match cmd {
         AppCommand::Install { path } => {
@@ -178,6 +240,39 @@ async fn app(client: &Client, json: bool, cmd: AppCommand) -> Result<(), ClientE
                 print_json(&raw);
             } else {
                 println!("installed {} {} ({})", i.name, i.version, i.runtime);
+                print_requests(&i.egress_requested, i.memory_bytes, i.disk_bytes);
+            }
+        }
+        AppCommand::Check { path } => {
+            let scratch = package::scratch()?;
+            let staged = package::check(&path, scratch.path())?;
+            let m = staged.manifest();
+            if json {
+                print_json(&manifest_json(m));
+            } else {
+                println!(
+                    "{}: {} {} ({}) is a valid package",
+                    path.display(),
+                    m.name,
+                    m.version,
+                    runtime_word(m.runtime)
+                );
+                print_requests(&manifest_requests(m), m.memory_bytes, m.disk_bytes);
+            }
+        }
+        AppCommand::Pack { dir, output } => {
+            let (file, m) = package::pack(&dir, output)?;
+            if json {
+                let mut v = manifest_json(&m);
+                v["file"] = file.display().to_string().into();
+                print_json(&v);
+            } else {
+                println!(
+                    "wrote {} ({} {}, checked as install checks it)",
+                    file.display(),
+                    m.name,
+                    m.version
+                );
             }
         }
         AppCommand::List => {
@@ -334,6 +429,21 @@ fn print_appspace(a: &api::Appspace) {
         ("data", a.data_dir.clone()),
         ("created", table::time(a.created_at)),
     ]);
+    for e in &a.egress_not_granted {
+        pairs.push((
+            "egress not granted",
+            match &e.reason {
+                Some(why) => format!(
+                    "{} ({why}): dsctl appspace egress allow {} {}",
+                    e.host, a.domain, e.host
+                ),
+                None => format!(
+                    "{}: dsctl appspace egress allow {} {}",
+                    e.host, a.domain, e.host
+                ),
+            },
+        ));
+    }
     table::print_pairs(&pairs);
 }
 
@@ -573,11 +683,13 @@ async fn appspace(client: &Client, json: bool, cmd: AppspaceCommand) -> Result<(
             app,
             version,
             domain,
+            grant_egress,
         } => {
             let body = api::CreateAppspace {
                 app,
                 version,
                 domain,
+                grant_egress,
             };
             let (a, raw): (api::Appspace, _) = client
                 .call_json(Method::POST, "/v1/appspaces", &body)

@@ -148,6 +148,11 @@ impl Staged {
         &self.manifest_text
     }
 
+    /// The validated files, as they would be installed.
+    pub fn files(&self) -> &Path {
+        &self.staging
+    }
+
     /// Makes the files read-only and renames them into place (atomic: the
     /// version appears complete or not at all).
     pub fn commit(mut self) -> Result<InstalledVersion, InstallError> {

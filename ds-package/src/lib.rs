@@ -7,5 +7,6 @@ mod manifest;
 
 pub use install::{AppStore, InstallError, InstalledVersion, PackageLimits, Staged};
 pub use manifest::{
-    parse as parse_manifest, DataSchema, EgressHost, Manifest, ManifestError, MANIFEST_FILE,
+    expand, parse as parse_manifest, DataSchema, EgressHost, HostValues, Manifest, ManifestError,
+    HOST_ENV, MANIFEST_FILE, PLACEHOLDERS,
 };

@@ -65,6 +65,10 @@ pub struct AppspaceConfig {
     pub runtime: Runtime,
     /// The entrypoint, relative to the package root (`/app` inside).
     pub entrypoint: String,
+    /// Its arguments from the manifest's `command`, placeholders unexpanded.
+    pub args: Vec<String>,
+    /// The manifest's `[env]`.
+    pub env: Vec<(String, String)>,
     /// Its own host uid and gid, allocated in the state database (used
     /// when the host runs as root).
     pub host_id: u32,
@@ -176,6 +180,8 @@ impl AppspaceConfig {
             data_dir: a.data_dir,
             runtime: a.runtime,
             entrypoint: a.entrypoint,
+            args: a.args,
+            env: a.env,
             host_id: a.uid,
             limits: ResourceLimits {
                 memory_bytes: a.memory_bytes,
@@ -200,14 +206,33 @@ impl AppspaceConfig {
     }
 
     /// The command its sandbox runs (paths as seen inside), given the
-    /// egress allowlist in force.
+    /// egress allowlist in force: the entrypoint (under `deno run` with
+    /// the host's permission flags for Deno apps) and the manifest's
+    /// arguments with the host's values filled in. An argument that no
+    /// longer expands (the manifest was validated, so only a database
+    /// edited by hand) is passed as written, and said so.
     pub fn command(&self, egress: &[Rule]) -> Vec<String> {
         let entry = format!("/app/{}", self.entrypoint);
+        let values = ds_package::HostValues {
+            port: ds_sandbox::spec::DEFAULT_APP_PORT,
+            data: "/data",
+            app: "/app",
+            tmp: "/tmp",
+        };
+        let args = self.args.iter().map(|a| {
+            ds_package::expand(a, Some(&values)).unwrap_or_else(|e| {
+                warn!(appspace = %self.domain, error = %e, "passing an argument as written");
+                a.clone()
+            })
+        });
         match self.runtime {
-            Runtime::Native => vec![entry],
+            Runtime::Native => std::iter::once(entry).chain(args).collect(),
+            // The manifest's words follow the script: they are the
+            // script's arguments, never Deno's flags.
             Runtime::Deno => std::iter::once("deno".to_owned())
                 .chain(deno_run_args(egress))
                 .chain([entry])
+                .chain(args)
                 .collect(),
         }
     }

@@ -63,6 +63,12 @@ impl Appspace {
             "--pids".into(),
             limits.pids.to_string().into(),
         ];
+        // The version's static environment (`[env]`, checked at install
+        // against the names the host sets and those that bend a layer, so
+        // these never replace $PORT, $HOME or the proxies).
+        for (k, v) in &version.env {
+            args.extend(["--env".into(), format!("{k}={v}").into()]);
+        }
         // Root gives each appspace its own host uid and gid, allocated in
         // the state database; otherwise the sandbox maps to our own.
         if rustix::process::geteuid().is_root() {

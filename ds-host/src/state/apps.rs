@@ -165,8 +165,8 @@ impl State {
             .await
             .map_err(db("recording the app"))?;
         let inserted = sqlx::query(
-            "INSERT INTO app_versions (app, version, runtime, entrypoint, memory_bytes, dir, manifest, installed_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO app_versions (app, version, runtime, entrypoint, memory_bytes, dir, manifest, installed_at, args, env)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&m.name)
         .bind(m.version.to_string())
@@ -176,6 +176,8 @@ impl State {
         .bind(dir.to_string_lossy().into_owned())
         .bind(staged.manifest_text())
         .bind(now())
+        .bind(serde_json::to_string(&m.args).unwrap_or_else(|_| "[]".into()))
+        .bind(serde_json::to_string(&m.env).unwrap_or_else(|_| "[]".into()))
         .execute(&mut *tx)
         .await;
         if let Err(sqlx::Error::Database(e)) = &inserted {

@@ -259,7 +259,7 @@ impl State {
     ) -> Result<AppspaceRecord, StateError> {
         let mut rec = self.appspace(name).await?;
         let row = sqlx::query(
-            "SELECT runtime, entrypoint, dir FROM app_versions WHERE app = ? AND version = ?",
+            "SELECT runtime, entrypoint, dir, args, env FROM app_versions WHERE app = ? AND version = ?",
         )
         .bind(&rec.app)
         .bind(version.to_string())
@@ -271,6 +271,8 @@ impl State {
         rec.runtime = super::runtime_from(&row.get::<String, _>(0));
         rec.entrypoint = row.get(1);
         rec.app_dir = std::path::PathBuf::from(row.get::<String, _>(2));
+        rec.args = serde_json::from_str(&row.get::<String, _>(3)).unwrap_or_default();
+        rec.env = serde_json::from_str(&row.get::<String, _>(4)).unwrap_or_default();
         Ok(rec)
     }
 }

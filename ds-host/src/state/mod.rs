@@ -85,6 +85,10 @@ pub struct AppspaceRecord {
     pub runtime: Runtime,
     /// Entrypoint of that version.
     pub entrypoint: String,
+    /// Its arguments (`command` after the entrypoint, unexpanded).
+    pub args: Vec<String>,
+    /// Its static environment (`[env]`).
+    pub env: Vec<(String, String)>,
     /// Installed files of that version.
     pub app_dir: PathBuf,
     /// Its data directory.
@@ -197,7 +201,7 @@ impl State {
 pub(crate) const APPSPACE_COLUMNS: &str =
     "s.name, s.domain, s.app, s.version, v.runtime, v.entrypoint, v.dir, s.data_dir,
      s.memory_bytes, s.cpus, s.pids, s.status, s.created_at, s.egress, s.uid, s.broken,
-     s.pending, s.disk_bytes, s.disk_kind
+     s.pending, s.disk_bytes, s.disk_kind, v.args, v.env
      FROM appspaces s JOIN app_versions v ON v.app = s.app AND v.version = s.version";
 
 pub(crate) fn appspace_from_row(r: &sqlx::sqlite::SqliteRow) -> AppspaceRecord {
@@ -223,6 +227,9 @@ pub(crate) fn appspace_from_row(r: &sqlx::sqlite::SqliteRow) -> AppspaceRecord {
         pending: r.get(16),
         disk_bytes: r.get::<i64, _>(17) as u64,
         disk_kind: DiskKind::from_stored(&r.get::<String, _>(18)),
+        // Written only from validated manifests, like egress above.
+        args: serde_json::from_str(&r.get::<String, _>(19)).unwrap_or_default(),
+        env: serde_json::from_str(&r.get::<String, _>(20)).unwrap_or_default(),
     }
 }
 

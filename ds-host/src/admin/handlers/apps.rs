@@ -127,6 +127,9 @@ pub(super) async fn install_app(
             .install(&upload.0, &admin.package_limits)
             .await?;
         Ok(api::Installed {
+            egress_requested: egress_requests(&v.manifest),
+            memory_bytes: v.manifest.memory_bytes,
+            disk_bytes: v.manifest.disk_bytes,
             name: v.manifest.name,
             version: v.manifest.version.to_string(),
             runtime: crate::state::runtime_name(v.manifest.runtime).into(),
@@ -207,4 +210,16 @@ pub(super) async fn remove_app(
     audited(&admin, &peer, "app.remove", &name, detail, outcome)
         .await
         .map(Json)
+}
+
+/// The hosts `manifest` asks to reach, as allowlist entries with reasons.
+pub(super) fn egress_requests(manifest: &crate::package::Manifest) -> Vec<api::EgressRequest> {
+    manifest
+        .egress
+        .iter()
+        .map(|e| api::EgressRequest {
+            host: e.to_string(),
+            reason: e.reason.clone(),
+        })
+        .collect()
 }

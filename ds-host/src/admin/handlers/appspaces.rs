@@ -32,6 +32,7 @@ pub(super) async fn appspace_view(rec: AppspaceRecord, live: Option<&Appspace>) 
         status: status.into(),
         limits: limits_view(limits, rec.disk_bytes),
         disk: Some(disk),
+        egress_not_granted: Vec::new(),
         data_dir: rec.data_dir.display().to_string(),
         host_uid: rec.uid,
         broken: rec.broken,
@@ -79,7 +80,9 @@ pub(super) async fn show_appspace(
 ) -> Answer<api::Appspace> {
     let (rec, live) = find(&admin, &key).await?;
     admin.front.refresh_usage().await;
-    Ok(Json(appspace_view(rec, Some(&live)).await))
+    let mut view = appspace_view(rec.clone(), Some(&live)).await;
+    view.egress_not_granted = not_granted(&admin, &rec).await;
+    Ok(Json(view))
 }
 
 /// Checks a domain and returns the appspace name it gives: the labels
@@ -166,7 +169,29 @@ pub(super) async fn create_appspace(
 async fn create(admin: &Admin, req: &api::CreateAppspace) -> Result<api::Appspace, Failure> {
     let (rec, appspace) = create_unserved(admin, req, None).await?;
     admin.host.add(appspace.clone());
-    Ok(appspace_view(rec, Some(&appspace)).await)
+    let mut view = appspace_view(rec.clone(), Some(&appspace)).await;
+    view.egress_not_granted = not_granted(admin, &rec).await;
+    Ok(view)
+}
+
+/// What `rec`'s version asks to reach that its allowlist does not grant.
+pub(super) async fn not_granted(admin: &Admin, rec: &AppspaceRecord) -> Vec<api::EgressRequest> {
+    let Ok(version) = semver::Version::parse(&rec.version) else {
+        return Vec::new();
+    };
+    let Ok(manifest) = admin.state.manifest(&rec.app, &version).await else {
+        return Vec::new();
+    };
+    let granted: Vec<crate::egress::rules::Rule> =
+        rec.egress.iter().filter_map(|e| e.parse().ok()).collect();
+    super::apps::egress_requests(&manifest)
+        .into_iter()
+        .filter(|r| {
+            r.host
+                .parse::<crate::egress::rules::Rule>()
+                .map_or(true, |rule| !granted.contains(&rule))
+        })
+        .collect()
 }
 
 /// Creates an appspace (recorded, its data directory made) that the
@@ -210,12 +235,13 @@ pub(super) async fn create_unserved(
     }
     let data_dir = admin.disks.data_dir(&home);
     std::fs::create_dir_all(&home).map_err(|e| internal("creating", e))?;
-    let memory = admin
-        .state
-        .manifest(&req.app, &version)
-        .await?
-        .memory_bytes
-        .unwrap_or(admin.default_memory);
+    let manifest = admin.state.manifest(&req.app, &version).await?;
+    let memory = manifest.memory_bytes.unwrap_or(admin.default_memory);
+    // The disk the caller gives (an import keeps its source's), else what
+    // the manifest asks for, else the host's default.
+    let disk = disk_bytes
+        .or(manifest.disk_bytes)
+        .unwrap_or(admin.disks.default_bytes());
     admin
         .state
         .create_appspace(
@@ -226,13 +252,23 @@ pub(super) async fn create_unserved(
             memory,
             crate::state::Storage {
                 data_dir: &data_dir,
-                disk: (
-                    admin.disks.kind(),
-                    disk_bytes.unwrap_or(admin.disks.default_bytes()),
-                ),
+                disk: (admin.disks.kind(), disk),
             },
         )
         .await?;
+    // Egress the manifest asks for, only when the admin said so.
+    if req.grant_egress && !manifest.egress.is_empty() {
+        let entries: Vec<String> = manifest
+            .egress
+            .iter()
+            .filter_map(|e| e.to_string().parse::<crate::egress::rules::Rule>().ok())
+            .map(|r| r.to_string())
+            .collect();
+        if let Err(e) = admin.state.set_egress(&name, &entries).await {
+            let _ = admin.state.delete_appspace(&name).await;
+            return Err(e.into());
+        }
+    }
     let rec = admin.state.appspace(&name).await?;
     if let Err(e) = admin.disks.attach(&rec).await {
         uncreate(admin, &rec).await;

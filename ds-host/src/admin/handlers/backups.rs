@@ -131,6 +131,8 @@ async fn restore_into(
                 .unwrap_or_else(|| rec.version.clone()),
         ),
         domain: domain.to_owned(),
+        // A new appspace: its egress is granted anew by the admin.
+        grant_egress: false,
     };
     // The source's disk limit, when it has one: its data fits in it.
     let disk = (rec.disk_bytes > 0).then_some(rec.disk_bytes);

@@ -272,6 +272,8 @@ async fn import(admin: &Admin, domain: &str, body: Body) -> Result<api::Imported
         app: m.app.clone(),
         version: Some(m.version.clone()),
         domain: domain.to_owned(),
+        // What it was allowed on the other host is shown, never granted.
+        grant_egress: false,
     };
     let (rec, new) = match super::appspaces::create_unserved(admin, &req, disk).await {
         Ok(made) => made,
