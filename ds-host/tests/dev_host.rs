@@ -1171,7 +1171,12 @@ fn production_mode_serves_https_and_redirects_http() -> Result<(), Failed> {
         .spawn()?;
     let mut lines = BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
     // "ds-host: serving https://*.test.example:P/ on 127.0.0.1:P (plain HTTP on 127.0.0.1:Q redirects)"
-    let line = lines.next().ok_or("ds-host printed nothing")??;
+    // (log lines, which go to stdout under systemd, may come first)
+    let line = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("ds-host: serving https://"))
+        .ok_or("ds-host printed no banner")?;
     let ports: Vec<u16> = line
         .split("127.0.0.1:")
         .skip(1)
