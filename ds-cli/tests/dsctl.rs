@@ -4,6 +4,8 @@
 //! is reported ignored with a "SKIPPED ..." line, never passed.
 
 mod common;
+#[path = "dsctl/contract.rs"]
+mod contract;
 #[path = "dsctl/sftp.rs"]
 mod sftp;
 
@@ -84,6 +86,10 @@ fn main() {
         (
             "usage_is_kept_per_hour_across_idle_stops_and_host_restarts",
             usage_is_kept_per_hour_across_idle_stops_and_host_restarts,
+        ),
+        (
+            "the_manifest_command_env_and_egress_requests_reach_the_app_as_the_admin_decides",
+            contract::the_manifest_command_env_and_egress_requests_reach_the_app_as_the_admin_decides,
         ),
         (
             "backups_go_to_an_sftp_server_and_a_new_machine_restores_from_them",

@@ -6,7 +6,8 @@
 //! migration (docs/upgrades.md): it converts `/data` from schema FROM to
 //! TO, recorded in `/data/schema`; `hello-native migrate-fail FROM TO`
 //! spoils the data and fails, as a broken migration would, and
-//! `migrate-hang` spoils it and never ends. Standard
+//! `migrate-hang` spoils it and never ends. `/argv` and `/env` list the
+//! arguments and environment it was started with. Standard
 //! library only.
 
 use std::io::{BufRead, BufReader, Write};
@@ -87,6 +88,15 @@ fn serve(conn: TcpStream) -> std::io::Result<()> {
         let (status, body) = match path.as_str() {
             "/" => ("200 OK", page()),
             "/hello" => ("200 OK", "hello\n".to_owned()),
+            // What the host started it with (the manifest's `command` and
+            // `[env]` as the app receives them), one per line.
+            "/argv" => ("200 OK", lines(std::env::args().skip(1))),
+            "/env" => {
+                let mut vars: Vec<String> =
+                    std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
+                vars.sort();
+                ("200 OK", lines(vars.into_iter()))
+            }
             "/boom" => (
                 "500 Internal Server Error",
                 "broken on purpose\n".to_owned(),
@@ -227,6 +237,10 @@ fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+fn lines(items: impl Iterator<Item = String>) -> String {
+    items.map(|l| l + "\n").collect()
 }
 
 /// `/spin/MS`: keeps a core busy until this thread has used MS
