@@ -92,6 +92,10 @@ fn main() {
             contract::the_manifest_command_env_and_egress_requests_reach_the_app_as_the_admin_decides,
         ),
         (
+            "dev_watch_reinstalls_a_changed_package_and_keeps_serving_a_broken_one",
+            contract::dev_watch_reinstalls_a_changed_package_and_keeps_serving_a_broken_one,
+        ),
+        (
             "backups_go_to_an_sftp_server_and_a_new_machine_restores_from_them",
             sftp::backups_go_to_an_sftp_server_and_a_new_machine_restores_from_them,
         ),

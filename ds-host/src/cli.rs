@@ -32,6 +32,11 @@ pub struct Cli {
     /// mode; repeatable.
     #[arg(long = "app", value_name = "PATH", requires = "dev")]
     pub apps: Vec<PathBuf>,
+    /// Reinstall each --app directory over its version and restart its
+    /// appspace whenever a file in it changes, and copy its log to the
+    /// terminal (dev mode: an app author's loop).
+    #[arg(long, requires = "apps")]
+    pub watch: bool,
     /// Stop an appspace after this many seconds without requests (dev mode).
     #[arg(long, value_name = "SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     pub idle_timeout: u64,

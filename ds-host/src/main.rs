@@ -539,6 +539,15 @@ async fn dev(cli: Cli, stop: StopSignals) -> anyhow::Result<()> {
     for name in &names {
         println!("ds-host (dev): serving http://{name}:{port}/ and https://{name}:{tls_port}/");
     }
+    if cli.watch {
+        for dir in &cli.apps {
+            ds_host::dev::watch::spawn(
+                std::path::absolute(dir).unwrap_or_else(|_| dir.clone()),
+                state_db.clone(),
+                door.clone(),
+            )?;
+        }
+    }
     let served = run_until_signal(stop, &door, (admin_listener, admin.clone()), front).await;
     egress_log.finish().await;
     detach_disks(&admin.state, &disks).await;

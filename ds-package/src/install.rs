@@ -133,6 +133,8 @@ pub struct Staged {
     manifest: Option<Manifest>,
     manifest_text: String,
     target: PathBuf,
+    /// Put in place of an installed copy of the same version (dev mode).
+    replacing: bool,
 }
 
 impl Staged {
@@ -165,6 +167,27 @@ impl Staged {
                 .map_err(io_err(format!("creating {}", app_dir.display())))?;
         }
         make_read_only(&self.staging).map_err(io_err("making the package read-only"))?;
+        if self.replacing && self.target.exists() {
+            // One atomic exchange: the new files are in place and the old
+            // ones in the staging path, which the drop removes.
+            rustix::fs::renameat_with(
+                rustix::fs::CWD,
+                &self.staging,
+                rustix::fs::CWD,
+                &self.target,
+                rustix::fs::RenameFlags::EXCHANGE,
+            )
+            .map_err(|e| {
+                io_err(format!(
+                    "exchanging the package with {}",
+                    self.target.display()
+                ))(e.into())
+            })?;
+            return Ok(InstalledVersion {
+                manifest,
+                dir: self.target.clone(),
+            });
+        }
         fs::rename(&self.staging, &self.target).map_err(io_err(format!(
             "moving the package to {}",
             self.target.display()
@@ -227,6 +250,26 @@ impl AppStore {
     /// directory, ready to [`Staged::commit`]. Dropping the result without
     /// committing removes the staging directory.
     pub fn stage(&self, source: &Path, limits: &PackageLimits) -> Result<Staged, InstallError> {
+        self.stage_as(source, limits, false)
+    }
+
+    /// [`AppStore::stage`] for a package that may replace the installed
+    /// files of the same version when committed (dev mode's reinstall of
+    /// an app under development; never for a production host).
+    pub fn stage_over(
+        &self,
+        source: &Path,
+        limits: &PackageLimits,
+    ) -> Result<Staged, InstallError> {
+        self.stage_as(source, limits, true)
+    }
+
+    fn stage_as(
+        &self,
+        source: &Path,
+        limits: &PackageLimits,
+        replacing: bool,
+    ) -> Result<Staged, InstallError> {
         let staging = self.root.join(format!(
             ".staging-{}-{}",
             std::process::id(),
@@ -238,6 +281,7 @@ impl AppStore {
             manifest: None,
             manifest_text: String::new(),
             target: PathBuf::new(),
+            replacing,
         };
         let meta = fs::metadata(source).map_err(io_err(format!("reading {}", source.display())))?;
         let mut budget = Budget::new(limits);
@@ -258,7 +302,7 @@ impl AppStore {
         let (manifest, text) = read_manifest(&staged.staging, limits)?;
         check_entrypoint(&staged.staging, &manifest)?;
         staged.target = self.version_dir(&manifest.name, &manifest.version);
-        if staged.target.exists() {
+        if staged.target.exists() && !replacing {
             return Err(InstallError::DuplicateVersion {
                 name: manifest.name,
                 version: manifest.version,

@@ -64,6 +64,8 @@ pub struct DevHost {
     child: Child,
     pub port: u16,
     pub socket: PathBuf,
+    /// What it printed on stdout after its banner.
+    output: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl DevHost {
@@ -107,8 +109,15 @@ impl DevHost {
                 break;
             }
         }
-        std::thread::spawn(move || for _ in lines {});
+        let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = output.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+        });
         Ok(Self {
+            output,
             child,
             port: port.ok_or_else(|| {
                 let log =
@@ -122,6 +131,14 @@ impl DevHost {
             })?,
             socket: socket.ok_or("ds-host printed no admin socket")?,
         })
+    }
+
+    /// The lines it printed on stdout after its banner, so far.
+    pub fn output(&self) -> Vec<String> {
+        self.output
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Runs dsctl against this host.

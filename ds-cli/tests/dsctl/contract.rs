@@ -257,3 +257,80 @@ pub(super) fn the_manifest_command_env_and_egress_requests_reach_the_app_as_the_
     )?;
     host.stop()
 }
+
+/// Polls `what` every 100 ms for up to `secs` seconds until it is true.
+fn eventually(secs: u64, mut what: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if what() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    false
+}
+
+pub(super) fn dev_watch_reinstalls_a_changed_package_and_keeps_serving_a_broken_one(
+) -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let pkg = notes(
+        dir.path(),
+        "0.1.0",
+        "command = [\"bin/notes\", \"first\"]\n",
+    )?;
+    let host = DevHost::start_with(
+        &dir.path().join("state"),
+        &["--app", pkg.to_str().ok_or("path")?, "--watch"],
+        None,
+    )?;
+    let argv = |host: &DevHost| host.get("notes.localhost", "/argv").map(|(_, b)| b);
+    ensure(argv(&host)? == "first\n", "the first command")?;
+    let (code, _) = host.get("notes.localhost", "/")?;
+    ensure(code == 200, format!("visit: {code}"))?;
+    // The app's output reaches the terminal.
+    ensure(
+        eventually(10, || {
+            host.output()
+                .iter()
+                .any(|l| l.starts_with("[notes] ") && l.contains("hello-native listening"))
+        }),
+        format!("no app output on the terminal: {:?}", host.output()),
+    )?;
+    // A changed manifest: reinstalled over 0.1.0 and restarted.
+    let manifest = pkg.join("ds-app.toml");
+    let text = std::fs::read_to_string(&manifest)?;
+    std::fs::write(&manifest, text.replace("\"first\"", "\"second\""))?;
+    ensure(
+        eventually(20, || argv(&host).is_ok_and(|b| b == "second\n")),
+        format!("not reinstalled: {:?}", host.output()),
+    )?;
+    let shown = host.json(&["appspace", "show", "notes.localhost"])?;
+    ensure(shown["version"] == "0.1.0", format!("{shown}"))?;
+    // Its data stayed: the count goes on.
+    let (_, page) = host.get("notes.localhost", "/")?;
+    ensure(
+        page.contains("visits (kept in /data)</th><td>2<"),
+        format!("visits: {page}"),
+    )?;
+    // A broken package is reported and the previous files keep serving.
+    std::fs::write(&manifest, text.replace("\"first\"", "\"${NOPE}\""))?;
+    ensure(
+        eventually(20, || {
+            host.output()
+                .iter()
+                .any(|l| l.contains("not reinstalled") && l.contains("unknown ${NOPE}"))
+        }),
+        format!("a broken package not reported: {:?}", host.output()),
+    )?;
+    ensure(
+        argv(&host)? == "second\n",
+        "the previous files stopped serving",
+    )?;
+    // Fixed again: served again.
+    std::fs::write(&manifest, text.replace("\"first\"", "\"third\""))?;
+    ensure(
+        eventually(20, || argv(&host).is_ok_and(|b| b == "third\n")),
+        format!("not reinstalled after the fix: {:?}", host.output()),
+    )?;
+    host.stop()
+}

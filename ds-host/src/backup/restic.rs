@@ -297,6 +297,18 @@ impl Restic {
     }
 
     async fn run(&self, what: &'static str, args: &[&str]) -> Result<Vec<u8>, BackupError> {
+        // restic's check and forget lock the repository exclusively and
+        // refuse while any lock is there, even that of a restic killed
+        // with its host (a power cut): `unlock` removes only such stale
+        // locks (this machine's, their process gone, or older than 30
+        // minutes); ours never overlap (`Backups` runs one at a time).
+        if matches!(args.first(), Some(&"check" | &"forget")) {
+            self.run_once("unlock", &["unlock"]).await?;
+        }
+        self.run_once(what, args).await
+    }
+
+    async fn run_once(&self, what: &'static str, args: &[&str]) -> Result<Vec<u8>, BackupError> {
         let out =
             self.command()
                 .args(args)

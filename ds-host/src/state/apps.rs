@@ -10,7 +10,7 @@ use sqlx::Row;
 use tracing::warn;
 
 use super::{db, now, runtime_name, State, StateError};
-use crate::package::{InstallError, InstalledVersion, Manifest, PackageLimits};
+use crate::package::{InstallError, InstalledVersion, Manifest, PackageLimits, Staged};
 
 /// One installed version of an app.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +36,15 @@ pub struct AppSummary {
     pub name: String,
     /// Its versions.
     pub versions: Vec<VersionSummary>,
+}
+
+/// What [`State::stage_dev`] did with a package under development.
+#[derive(Debug)]
+pub enum DevPackage {
+    /// Validated, to go over the files of its installed version.
+    Staged(Staged),
+    /// A version not installed before: installed.
+    Installed(InstalledVersion),
 }
 
 impl State {
@@ -192,6 +201,54 @@ impl State {
         inserted.map_err(db("recording the version"))?;
         let installed = staged.commit()?;
         tx.commit().await.map_err(db("committing the install"))?;
+        Ok(installed)
+    }
+
+    /// Dev mode only (`ds-host --dev --app DIR --watch`): validates the
+    /// package at `source` exactly as an install and stages it to go over
+    /// the recorded files of its version ([`State::reinstall_dev`]); a
+    /// version not installed yet is installed at once.
+    pub async fn stage_dev(
+        &self,
+        source: &Path,
+        limits: &PackageLimits,
+    ) -> Result<DevPackage, StateError> {
+        let staged = self.store.stage_over(source, limits)?;
+        let m = staged.manifest();
+        if self.has_version(&m.name, &m.version).await? {
+            return Ok(DevPackage::Staged(staged));
+        }
+        drop(staged);
+        self.install(source, limits)
+            .await
+            .map(DevPackage::Installed)
+    }
+
+    /// Puts `staged` (from [`State::stage_dev`]) over the files of its
+    /// version, its row updated in the same transaction as the files are
+    /// exchanged. The caller keeps the version's appspaces stopped.
+    pub async fn reinstall_dev(&self, staged: Staged) -> Result<InstalledVersion, StateError> {
+        let m = staged.manifest().clone();
+        let mut tx = self.pool.begin().await.map_err(db("beginning"))?;
+        sqlx::query(
+            "UPDATE app_versions SET runtime = ?, entrypoint = ?, memory_bytes = ?, manifest = ?,
+                    args = ?, env = ?, installed_at = ?
+             WHERE app = ? AND version = ?",
+        )
+        .bind(runtime_name(m.runtime))
+        .bind(m.entrypoint.to_string_lossy().into_owned())
+        .bind(m.memory_bytes.map(|b| b as i64))
+        .bind(staged.manifest_text())
+        .bind(serde_json::to_string(&m.args).unwrap_or_else(|_| "[]".into()))
+        .bind(serde_json::to_string(&m.env).unwrap_or_else(|_| "[]".into()))
+        .bind(now())
+        .bind(&m.name)
+        .bind(m.version.to_string())
+        .execute(&mut *tx)
+        .await
+        .map_err(db("recording the reinstalled version"))?;
+        let installed = staged.commit()?;
+        tx.commit().await.map_err(db("committing the reinstall"))?;
         Ok(installed)
     }
 

@@ -18,7 +18,7 @@ mod egress;
 mod host_ids;
 mod usage;
 
-pub use apps::{AppSummary, VersionSummary};
+pub use apps::{AppSummary, DevPackage, VersionSummary};
 pub use appspaces::{LimitsUpdate, Storage};
 pub use audit::{AuditEntry, AuditRecord};
 pub use egress::{EgressLogEntry, EGRESS_LOG_KEEP};

@@ -8,13 +8,15 @@ use std::path::{Path, PathBuf};
 
 use tracing::{info, warn};
 
+pub mod watch;
+
 use crate::appspace::AppspaceConfig;
 use crate::package::{InstallError, PackageLimits};
-use crate::state::{State, StateError};
+use crate::state::{DevPackage, State, StateError};
 
-const NATIVE_MANIFEST: &str = include_str!("../../packaging/examples/hello-native/ds-app.toml");
-const DENO_MANIFEST: &str = include_str!("../../packaging/examples/hello-deno/ds-app.toml");
-const DENO_MAIN: &str = include_str!("../../packaging/examples/hello-deno/main.ts");
+const NATIVE_MANIFEST: &str = include_str!("../../../packaging/examples/hello-native/ds-app.toml");
+const DENO_MANIFEST: &str = include_str!("../../../packaging/examples/hello-deno/ds-app.toml");
+const DENO_MAIN: &str = include_str!("../../../packaging/examples/hello-deno/main.ts");
 
 /// Why dev mode could not be prepared.
 #[derive(Debug, thiserror::Error)]
@@ -109,10 +111,22 @@ pub async fn prepare(
     } else {
         warn!("no Deno binary (set DS_DENO); not serving hello-deno");
     }
+    let bundled = packages.len();
     packages.extend(extra.iter().cloned());
 
-    for package in &packages {
-        let (name, version) = ensure_installed(&state, package).await?;
+    for (i, package) in packages.iter().enumerate() {
+        let (name, version) = if i < bundled {
+            ensure_installed(&state, package).await?
+        } else {
+            // An app under development: what is in its folder now, even
+            // over the same version installed by an earlier run.
+            let limits = PackageLimits::default();
+            let m = match state.stage_dev(package, &limits).await? {
+                DevPackage::Staged(staged) => state.reinstall_dev(staged).await?.manifest,
+                DevPackage::Installed(v) => v.manifest,
+            };
+            (m.name, m.version)
+        };
         // The disk is made (or mounted) with every other appspace's at
         // start-up.
         let data_dir = disks.data_dir(&state_dir.join("appspaces").join(&name));
