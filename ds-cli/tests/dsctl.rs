@@ -6,6 +6,8 @@
 mod common;
 #[path = "dsctl/contract.rs"]
 mod contract;
+#[path = "dsctl/real_apps.rs"]
+mod real_apps;
 #[path = "dsctl/sftp.rs"]
 mod sftp;
 
@@ -120,12 +122,30 @@ fn main() {
              project quotas are tested in the Debian VM instead (disk-project-quota-holds)"
         );
     }
-    // Deno's node:sqlite is the SQLite writer.
     trials.extend(common::trials(
         vec![(
-            "a_sqlite_database_written_without_pause_restores_intact_from_every_backup",
-            a_sqlite_database_written_without_pause_restores_intact_from_every_backup as TestFn,
+            "dufs_from_crates_io_uploads_lists_downloads_deletes_and_keeps_files_across_restarts",
+            real_apps::dufs_from_crates_io_uploads_lists_downloads_deletes_and_keeps_files_across_restarts
+                as TestFn,
         )],
+        skip.clone(),
+    ));
+    // Deno's node:sqlite is the SQLite writer; Express and ws run on Deno.
+    trials.extend(common::trials(
+        vec![
+            (
+                "a_sqlite_database_written_without_pause_restores_intact_from_every_backup",
+                a_sqlite_database_written_without_pause_restores_intact_from_every_backup as TestFn,
+            ),
+            (
+                "express_from_npm_under_deno_stores_a_posted_form_in_data",
+                real_apps::express_from_npm_under_deno_stores_a_posted_form_in_data,
+            ),
+            (
+                "websockets_on_npm_ws_under_deno_broadcast_and_keep_their_history",
+                real_apps::websockets_on_npm_ws_under_deno_broadcast_and_keep_their_history,
+            ),
+        ],
         skip.or_else(|| common::deno().err()),
     ));
     libtest_mimic::run(&args, trials).exit();

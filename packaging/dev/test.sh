@@ -21,6 +21,9 @@ cargo build --workspace --bins --locked
 # that run.sh ships (one more link, no recompilation).
 DS_SANDBOX="$(./packaging/dev/static-sandbox.sh)"
 export DS_SANDBOX
+# The real third-party apps the end-to-end tests run (dufs from crates.io,
+# Express and ws from npm), built once here rather than inside a test.
+./tests/apps/third-party/fetch.sh > /dev/null
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"

@@ -202,6 +202,49 @@ impl DevHost {
         Ok((status, body))
     }
 
+    /// One HTTP/1.1 request to the front door for `host`: `head` is extra
+    /// header lines, `body` is sent with its length. Returns the status,
+    /// the response's header block (lowercase names) and its body (a
+    /// chunked one decoded).
+    pub fn request(
+        &self,
+        host: &str,
+        method: &str,
+        path: &str,
+        head: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(u16, String, Vec<u8>), Failed> {
+        let mut conn = TcpStream::connect(("127.0.0.1", self.port))?;
+        conn.set_read_timeout(Some(Duration::from_secs(60)))?;
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for (name, value) in head {
+            req.push_str(&format!("{name}: {value}\r\n"));
+        }
+        req.push_str("\r\n");
+        conn.write_all(req.as_bytes())?;
+        conn.write_all(body)?;
+        let mut raw = Vec::new();
+        conn.read_to_end(&mut raw)?;
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .ok_or_else(|| format!("no response head in {:?}", String::from_utf8_lossy(&raw)))?;
+        let headers = String::from_utf8_lossy(&raw[..split]).to_lowercase();
+        let status = headers
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("no status in {headers:?}"))?;
+        let mut body = raw[split + 4..].to_vec();
+        if headers.contains("\r\ntransfer-encoding: chunked") {
+            body = dechunk(&body)?;
+        }
+        Ok((status, headers, body))
+    }
+
     pub fn stop(mut self) -> Result<(), Failed> {
         let pid = rustix::process::Pid::from_raw(self.child.id() as i32).ok_or("bad pid")?;
         rustix::process::kill_process(pid, rustix::process::Signal::TERM)?;
@@ -218,6 +261,26 @@ impl Drop for DevHost {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A chunked HTTP/1.1 body, decoded.
+fn dechunk(mut raw: &[u8]) -> Result<Vec<u8>, Failed> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = raw
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("a chunk size line without its end")?;
+        let size = std::str::from_utf8(&raw[..line_end])?;
+        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16)?;
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        ensure(raw.len() >= size + 2, "a chunk cut short")?;
+        out.extend_from_slice(&raw[..size]);
+        raw = &raw[size + 2..];
     }
 }
 

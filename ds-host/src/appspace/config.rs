@@ -135,7 +135,9 @@ pub struct RuntimeInfo {
 /// run or FFI. Environment and system information stay open: both are
 /// the sandbox's own (a clean environment, its own namespaces).
 pub fn deno_run_args(egress: &[Rule]) -> Vec<String> {
-    let mut net: Vec<String> = ["0.0.0.0", "127.0.0.1", "localhost"]
+    // `[::]`: Node's `server.listen(port)` (and so Express's
+    // `app.listen(port)`) binds the IPv6 wildcard, dual-stack.
+    let mut net: Vec<String> = ["0.0.0.0", "127.0.0.1", "localhost", "[::]", "[::1]"]
         .iter()
         .map(|h| format!("{h}:{DEFAULT_APP_PORT}"))
         .chain(
@@ -257,6 +259,7 @@ mod tests {
             .unwrap();
         for want in [
             "127.0.0.1:8000",
+            "[::]:8000",
             "127.0.0.1:8001",
             "api.example.com:80",
             "api.example.com:443",
@@ -271,6 +274,10 @@ mod tests {
             || a.starts_with("--allow-run")
             || a.starts_with("--allow-ffi")
             || a == "-A"));
+        // Only the app's port is open on the wildcards.
+        assert!(!net
+            .split(',')
+            .any(|h| h == "[::]:8001" || h == "0.0.0.0:8001"));
         let networks = deno_run_args(&["10.1.0.0/16".parse().unwrap()]);
         assert!(!networks.iter().any(|a| a.contains("10.1.")));
     }

@@ -104,7 +104,7 @@ async fn reload(dir: &Path, name: &str, state: &State, host: &Host) {
         Ok(DevPackage::Staged(staged)) => staged,
         Ok(DevPackage::Installed(v)) => {
             println!(
-                "ds-host (dev): installed {} {} beside {}; `dsctl appspace upgrade {name} {}` moves the appspace to it (its migration runs)",
+                "ds-host (dev): installed {} {} beside {}; `dsctl appspace upgrade {name} --version {}` moves the appspace to it (its migration runs)",
                 v.manifest.name, v.manifest.version, live.config.version, v.manifest.version
             );
             return;
