@@ -70,6 +70,10 @@ fn main() {
             a_host_killed_during_an_upgrade_rolls_it_back_at_its_next_start,
         ),
         (
+            "a_host_killed_during_a_restore_leaves_the_data_as_before_or_as_after",
+            a_host_killed_during_a_restore_leaves_the_data_as_before_or_as_after,
+        ),
+        (
             "a_host_killed_during_a_backup_leaves_everything_usable_and_backups_delete",
             a_host_killed_during_a_backup_leaves_everything_usable_and_backups_delete,
         ),
@@ -1650,6 +1654,124 @@ fn a_host_killed_during_a_backup_leaves_everything_usable_and_backups_delete() -
         &["backup", "delete", "nope.localhost", &again_id, "--yes"],
         "nope.localhost",
     )?;
+    host.json(&["backup", "verify"])?;
+    host.stop()
+}
+
+/// Every file under `dir` (relative path, contents), in name order.
+fn tree_of(dir: &Path) -> Result<Vec<(PathBuf, Vec<u8>)>, Failed> {
+    let mut files = Vec::new();
+    for path in walk_files(dir) {
+        let rel = path.strip_prefix(dir)?.to_owned();
+        files.push((rel, std::fs::read(&path)?));
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn a_host_killed_during_a_restore_leaves_the_data_as_before_or_as_after() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let host = DevHost::start(&state)?;
+    let d = "hello-native.localhost";
+    let (code, _) = host.get(d, "/")?;
+    ensure(code == 200, format!("status {code}"))?;
+    let data = state.join("appspaces/hello-native/data");
+    let random = |name: &str, mib: u32| -> Result<(), Failed> {
+        let status = Command::new("dd")
+            .args(["if=/dev/urandom", "bs=1M", "status=none"])
+            .arg(format!("count={mib}"))
+            .arg(format!("of={}", data.join(name).display()))
+            .status()?;
+        ensure(status.success(), "dd")
+    };
+    // The state restored ("after"): enough data that restoring it takes a
+    // while.
+    random("big", 300)?;
+    std::fs::write(data.join("marker"), "after")?;
+    host.json(&["appspace", "stop", d])?;
+    let snapshot = host.json(&["backup", "create", d])?;
+    let id = snapshot["backup"]["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let after = tree_of(&data)?;
+    // The state it replaces ("before").
+    std::fs::remove_file(data.join("big"))?;
+    random("other", 20)?;
+    std::fs::write(data.join("marker"), "before")?;
+    let before = tree_of(&data)?;
+
+    let mut restore = Command::new(DSCTL)
+        .arg("--socket")
+        .arg(&host.socket)
+        .args(["backup", "restore", d, &id])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    // Killed while restic writes the snapshot out (after the pre-restore
+    // backup of "before"), with its restic, as a power cut would.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let restics = loop {
+        let found: Vec<i32> = restics_of(&state)
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| c.split(|b| *b == 0).any(|w| w == b"restore"))
+            })
+            .collect();
+        if !found.is_empty() {
+            break found;
+        }
+        ensure(Instant::now() < deadline, "no restic restore seen")?;
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let home = state.join("appspaces/hello-native");
+    let pid = rustix::process::Pid::from_raw(host.pid() as i32).ok_or("pid")?;
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL)?;
+    for r in restics {
+        if let Some(p) = rustix::process::Pid::from_raw(r) {
+            let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+        }
+    }
+    // Half written when killed, or this test proves nothing.
+    ensure(
+        home.join(".restoring").exists() || home.join("disk/.restoring").exists(),
+        "the restore had finished before the kill",
+    )?;
+    drop(host);
+    let _ = restore.wait();
+
+    let host = DevHost::start(&state)?;
+    let now = tree_of(&data)?;
+    let which = if now == before {
+        "before"
+    } else if now == after {
+        "after"
+    } else {
+        let names: Vec<_> = now.iter().map(|(p, b)| (p.clone(), b.len())).collect();
+        return Err(format!("half restored: {names:?}").into());
+    };
+    eprintln!("killed during a restore: the data is as {which} it");
+    for leftover in [".restoring", ".replaced"] {
+        ensure(
+            !home.join(leftover).exists(),
+            format!("{leftover} left behind"),
+        )?;
+    }
+    let (code, _) = host.get(d, "/")?;
+    ensure(code == 200, format!("after the restart: {code}"))?;
+    // The restore can be run again and finishes.
+    host.json(&["backup", "restore", d, &id])?;
+    let (code, _) = host.get(d, "/")?;
+    ensure(code == 200, format!("after restoring again: {code}"))?;
+    let mut now = tree_of(&data)?;
+    // The app counted the visits meanwhile.
+    now.retain(|(p, _)| p != Path::new("visits"));
+    let mut after = after;
+    after.retain(|(p, _)| p != Path::new("visits"));
+    ensure(now == after, "restoring again did not give the snapshot")?;
     host.json(&["backup", "verify"])?;
     host.stop()
 }

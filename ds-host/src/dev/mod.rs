@@ -130,11 +130,11 @@ pub async fn prepare(
         // The disk is made (or mounted) with every other appspace's at
         // start-up.
         let data_dir = disks.data_dir(&state_dir.join("appspaces").join(&name));
-        let memory = state
-            .manifest(&name, &version)
-            .await?
-            .memory_bytes
-            .unwrap_or(256 << 20);
+        // What the manifest asks for, as `appspace create` gives it; never
+        // its egress requests (only an admin grants those).
+        let manifest = state.manifest(&name, &version).await?;
+        let memory = manifest.memory_bytes.unwrap_or(256 << 20);
+        let disk = manifest.disk_bytes.unwrap_or_else(|| disks.default_bytes());
         let domain = format!("{name}.localhost");
         match state
             .create_appspace(
@@ -145,7 +145,7 @@ pub async fn prepare(
                 memory,
                 crate::state::Storage {
                     data_dir: &data_dir,
-                    disk: (disks.kind(), disks.default_bytes()),
+                    disk: (disks.kind(), disk),
                 },
             )
             .await
