@@ -74,6 +74,10 @@ fn main() {
             a_host_killed_during_a_restore_leaves_the_data_as_before_or_as_after,
         ),
         (
+            "a_host_killed_during_an_import_leaves_no_half_made_appspace",
+            a_host_killed_during_an_import_leaves_no_half_made_appspace,
+        ),
+        (
             "a_host_killed_during_a_backup_leaves_everything_usable_and_backups_delete",
             a_host_killed_during_a_backup_leaves_everything_usable_and_backups_delete,
         ),
@@ -1774,6 +1778,105 @@ fn a_host_killed_during_a_restore_leaves_the_data_as_before_or_as_after() -> Res
     ensure(now == after, "restoring again did not give the snapshot")?;
     host.json(&["backup", "verify"])?;
     host.stop()
+}
+
+fn a_host_killed_during_an_import_leaves_no_half_made_appspace() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let a_state = dir.path().join("a");
+    let a = DevHost::start(&a_state)?;
+    // An app the other host does not have, with enough data that placing
+    // it takes a while.
+    let pkg = package(dir.path(), "mover", "1.2.0")?;
+    a.json(&["app", "install", pkg.to_str().ok_or("path")?])?;
+    let d = "mover.localhost";
+    a.json(&["appspace", "create", "--app", "mover", "--domain", d])?;
+    ensure(a.get(d, "/")?.0 == 200, "a visit")?;
+    a.json(&["appspace", "stop", d])?;
+    let shown = a.json(&["appspace", "show", d])?;
+    let data = PathBuf::from(shown["data_dir"].as_str().ok_or("no data_dir")?);
+    let status = Command::new("dd")
+        .args(["if=/dev/urandom", "bs=1M", "count=120", "status=none"])
+        .arg(format!("of={}", data.join("big").display()))
+        .status()?;
+    ensure(status.success(), "dd")?;
+    let file = dir.path().join("mover.ds-export.tar.gz");
+    let out = a.dsctl(&["backup", "export", d, "-o", file.to_str().ok_or("path")?])?;
+    ensure(
+        out.status.success(),
+        format!("export: {}", String::from_utf8_lossy(&out.stderr)),
+    )?;
+    let exported = tree_of(&data)?;
+    a.stop()?;
+
+    let b_state = dir.path().join("b");
+    let b = DevHost::start(&b_state)?;
+    let before = b.json(&["appspace", "list"])?;
+    let mut import = Command::new(DSCTL)
+        .arg("--socket")
+        .arg(&b.socket)
+        .args(["backup", "import"])
+        .arg(&file)
+        .args(["--domain", d])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    // Killed while the data is unpacked into the new appspace.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let staging = || {
+        std::fs::read_dir(b_state.join("appspaces"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                e.path().join(".restoring").exists() || e.path().join("disk/.restoring").exists()
+            })
+    };
+    while !staging() {
+        ensure(Instant::now() < deadline, "no import seen unpacking")?;
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let pid = rustix::process::Pid::from_raw(b.pid() as i32).ok_or("pid")?;
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL)?;
+    drop(b);
+    let _ = import.wait();
+
+    // Not there at all: no appspace, no app installed for it, no files.
+    let b = DevHost::start(&b_state)?;
+    let after = b.json(&["appspace", "list"])?;
+    ensure(after == before, format!("after the kill: {after}"))?;
+    let apps = b.json(&["app", "list"])?.to_string();
+    ensure(
+        !apps.contains("mover"),
+        format!("the app stayed installed: {apps}"),
+    )?;
+    let homes: Vec<String> = std::fs::read_dir(b_state.join("appspaces"))?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    ensure(
+        !homes.iter().any(|h| h.contains("mover")),
+        format!("files left: {homes:?}"),
+    )?;
+    let (code, _) = b.get(d, "/")?;
+    ensure(
+        code == 404 || code == 421 || code == 502,
+        format!("the domain serves: {code}"),
+    )?;
+    // The same file imports whole afterwards.
+    let imported = b.json(&[
+        "backup",
+        "import",
+        file.to_str().ok_or("path")?,
+        "--domain",
+        d,
+    ])?;
+    ensure(imported["app_installed"] == true, format!("{imported}"))?;
+    let shown = b.json(&["appspace", "show", d])?;
+    let data = PathBuf::from(shown["data_dir"].as_str().ok_or("no data_dir")?);
+    ensure(tree_of(&data)? == exported, "the imported data differs")?;
+    ensure(b.get(d, "/")?.0 == 200, "the import serves")?;
+    b.stop()
 }
 
 fn restore_from(state: &Path, repository: &Path, key: &Path) -> Result<Output, Failed> {

@@ -470,7 +470,7 @@ async fn dev(cli: Cli, stop: StopSignals) -> anyhow::Result<()> {
     // killed with its cgroups first: nothing writes while we roll back.
     let placement = cgroup_placement()?;
     attach_disks(&state_db, &disks).await?;
-    let (configs, recovered) = recover(&state_db, &backups).await?;
+    let (configs, recovered) = recover(&state_db, &backups, &disks).await?;
     let resolver = Resolver::system(&cli.nameservers);
     let (egress_sink, egress_log) = EgressLogWriter::start(state_db.clone());
     let door = host(
@@ -603,8 +603,9 @@ async fn restore_from(
 async fn recover(
     state: &ds_host::state::State,
     backups: &ds_host::backup::Backups,
+    disks: &Disks,
 ) -> anyhow::Result<(Vec<AppspaceConfig>, Vec<(String, String)>)> {
-    let recovered = ds_host::upgrade::recover(state, backups)
+    let recovered = ds_host::upgrade::recover(state, backups, disks)
         .await
         .context("rolling back interrupted changes")?;
     let configs = state
@@ -700,7 +701,7 @@ async fn production(config_path: &Path, stop: StopSignals) -> anyhow::Result<()>
     )?);
     tracing::info!(disk_limits = %disks.describe(), "appspaces' disks");
     attach_disks(&state, &disks).await?;
-    let (configs, recovered) = recover(&state, &backups).await?;
+    let (configs, recovered) = recover(&state, &backups, &disks).await?;
     let sandbox = match &config.sandbox.binary {
         Some(b) => b.clone(),
         None => find_sandbox()?,

@@ -97,14 +97,27 @@ pub struct Upgraded {
     pub health_status: u16,
 }
 
-/// What an interrupted upgrade left in the state database.
+/// What an interrupted upgrade, restore or import left in the state
+/// database.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub(crate) struct Journal {
-    pub(crate) op: String,
-    pub(crate) from: String,
-    pub(crate) to: String,
-    pub(crate) backup: String,
+pub struct Journal {
+    /// `upgrade`, `restore` or `import`.
+    pub op: String,
+    /// The version it left (an import: the domain it came from).
+    pub from: String,
+    /// The version it went to.
+    pub to: String,
+    /// The backup that holds the data as it was (none for an import).
+    pub backup: String,
+    /// An import installed the app version it runs (undone with it,
+    /// unless another appspace uses it by then).
+    #[serde(default)]
+    pub app_installed: bool,
 }
+
+/// The journal op of an import: a host killed before it finished removes
+/// the half-made appspace at its next start.
+pub const IMPORT: &str = "import";
 
 /// Moves appspace `key` to version `to` of its app (up or down).
 pub async fn upgrade(
@@ -162,6 +175,7 @@ pub async fn upgrade(
                 from: from.clone(),
                 to: to.to_string(),
                 backup: backup.id.clone(),
+                app_installed: false,
             })
             .unwrap_or_default();
             state.set_pending(&name, Some(&journal)).await?;

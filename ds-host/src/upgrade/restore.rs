@@ -75,6 +75,7 @@ pub async fn restore(
                 from: rec.version.clone(),
                 to: version.clone(),
                 backup: replaced.id.clone(),
+                app_installed: false,
             })
             .unwrap_or_default();
             state.set_pending(&name, Some(&journal)).await?;

@@ -282,7 +282,28 @@ async fn import(admin: &Admin, domain: &str, body: Body) -> Result<api::Imported
             return Err(f);
         }
     };
-    let placed = place(admin, &rec, &new, &upload.0, m).await;
+    // Journalled until the data is in: a host killed before that removes
+    // the half-made appspace (and what was installed for it) at its next
+    // start, so an import is all there or not there at all.
+    let journal = serde_json::to_string(&crate::upgrade::Journal {
+        op: crate::upgrade::IMPORT.into(),
+        from: m.domain.clone(),
+        to: version.to_string(),
+        backup: String::new(),
+        app_installed,
+    })
+    .unwrap_or_default();
+    let placed = match admin.state.set_pending(&rec.name, Some(&journal)).await {
+        Ok(()) => match place(admin, &rec, &new, &upload.0, m).await {
+            Ok(()) => admin
+                .state
+                .set_pending(&rec.name, None)
+                .await
+                .map_err(Failure::from),
+            Err(f) => Err(f),
+        },
+        Err(e) => Err(e.into()),
+    };
     if let Err(f) = placed {
         super::appspaces::uncreate(admin, &rec).await;
         undo_install(admin, app_installed, m, &version).await;
