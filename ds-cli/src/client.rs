@@ -5,8 +5,10 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use ds_api::admin::ErrorBody;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use futures::TryStreamExt;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
@@ -81,6 +83,47 @@ impl Client {
         path: &str,
         body: Option<(&'static str, Bytes)>,
     ) -> Result<Response<Incoming>, ClientError> {
+        let body = body.map(|(content_type, bytes)| {
+            let length = bytes.len() as u64;
+            let body = Full::new(bytes).map_err(|never| match never {}).boxed();
+            (content_type, length, body)
+        });
+        self.send_body(method, path, body).await
+    }
+
+    /// [`Client::send`] with the file at `file` as the body, read as it
+    /// is sent (an export may be larger than memory).
+    pub async fn send_file(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &'static str,
+        file: &Path,
+    ) -> Result<Response<Incoming>, ClientError> {
+        let local = |what| {
+            move |source| ClientError::Local {
+                what,
+                path: file.to_owned(),
+                source,
+            }
+        };
+        let opened = tokio::fs::File::open(file)
+            .await
+            .map_err(local("reading"))?;
+        let length = opened.metadata().await.map_err(local("reading"))?.len();
+        let frames =
+            tokio_util::io::ReaderStream::with_capacity(opened, 256 << 10).map_ok(Frame::data);
+        let body = StreamBody::new(frames).boxed();
+        self.send_body(method, path, Some((content_type, length, body)))
+            .await
+    }
+
+    async fn send_body(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&'static str, u64, BoxBody<Bytes, std::io::Error>)>,
+    ) -> Result<Response<Incoming>, ClientError> {
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
             .map_err(|e| match e.kind() {
@@ -102,14 +145,18 @@ impl Client {
             .uri(path)
             .header(hyper::header::HOST, "ds-host");
         let payload = match body {
-            Some((content_type, bytes)) => {
-                req = req.header(hyper::header::CONTENT_TYPE, content_type);
-                bytes
+            Some((content_type, length, body)) => {
+                req = req
+                    .header(hyper::header::CONTENT_TYPE, content_type)
+                    .header(hyper::header::CONTENT_LENGTH, length);
+                body
             }
-            None => Bytes::new(),
+            None => Full::new(Bytes::new())
+                .map_err(|never| match never {})
+                .boxed(),
         };
         let resp = sender
-            .send_request(req.body(Full::new(payload)).map_err(http)?)
+            .send_request(req.body(payload).map_err(http)?)
             .await
             .map_err(http)?;
         if resp.status().is_success() {
@@ -134,11 +181,18 @@ impl Client {
         path: &str,
         body: Option<(&'static str, Bytes)>,
     ) -> Result<(T, serde_json::Value), ClientError> {
-        let resp = self.send(method, path, body).await?;
-        let bytes = resp.into_body().collect().await.map_err(http)?.to_bytes();
-        let raw: serde_json::Value = serde_json::from_slice(&bytes).map_err(http)?;
-        let typed = serde_json::from_value(raw.clone()).map_err(http)?;
-        Ok((typed, raw))
+        decoded(self.send(method, path, body).await?).await
+    }
+
+    /// [`Client::call`] with a file streamed as the body.
+    pub async fn call_file<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &'static str,
+        file: &Path,
+    ) -> Result<(T, serde_json::Value), ClientError> {
+        decoded(self.send_file(method, path, content_type, file).await?).await
     }
 
     /// [`Client::call`] with a JSON body.
@@ -152,4 +206,14 @@ impl Client {
         self.call(method, path, Some(("application/json", bytes.into())))
             .await
     }
+}
+
+/// The JSON answer of `resp`, typed and raw.
+async fn decoded<T: DeserializeOwned>(
+    resp: Response<Incoming>,
+) -> Result<(T, serde_json::Value), ClientError> {
+    let bytes = resp.into_body().collect().await.map_err(http)?.to_bytes();
+    let raw: serde_json::Value = serde_json::from_slice(&bytes).map_err(http)?;
+    let typed = serde_json::from_value(raw.clone()).map_err(http)?;
+    Ok((typed, raw))
 }

@@ -487,18 +487,9 @@ async fn backup(client: &Client, json: bool, cmd: BackupCommand) -> Result<(), C
             export(client, json, &appspace, output).await?;
         }
         BackupCommand::Import { file, domain } => {
-            let bytes = std::fs::read(&file).map_err(|source| ClientError::Local {
-                what: "reading",
-                path: file.clone(),
-                source,
-            })?;
             let path = format!("/v1/backups/import?domain={}", seg(&domain));
             let (i, raw): (api::Imported, _) = client
-                .call(
-                    Method::POST,
-                    &path,
-                    Some(("application/gzip", bytes.into())),
-                )
+                .call_file(Method::POST, &path, "application/gzip", &file)
                 .await?;
             if json {
                 print_json(&raw);
