@@ -12,7 +12,7 @@ use ds_host::admin::Admin;
 use ds_host::appspace::{Appspace, AppspaceConfig, Launcher, Lifecycle};
 use ds_host::cli::Cli;
 use ds_host::config::HostConfig;
-use ds_host::disk::Disks;
+use ds_host::disk::{Disks, BROKEN as DISK_BROKEN};
 use ds_host::egress::log_writer::EgressLogWriter;
 use ds_host::egress::resolver::Resolver;
 use ds_host::front_door::serve::ConnLimits;
@@ -616,11 +616,6 @@ async fn recover(
         .collect();
     Ok((configs, recovered))
 }
-
-/// Why an appspace whose disk could not be made ready is broken (its data
-/// directory must not be written while its image is not mounted); found
-/// at a later start, the disk is tried again.
-const DISK_BROKEN: &str = "its disk could not be made ready: ";
 
 /// Makes every appspace's disk ready (images mounted, quotas set) before
 /// anything reads or writes its data: recovery may restore into it.

@@ -29,6 +29,11 @@ use crate::state::{AppspaceRecord, DiskKind};
 /// An appspace's data gets this much unless its admin says otherwise.
 pub const DEFAULT_DISK: u64 = 4 << 30;
 
+/// Why an appspace whose disk could not be made ready is broken (its data
+/// directory must not be written while its image is not mounted); found
+/// at a later start, the disk is tried again.
+pub const BROKEN: &str = "its disk could not be made ready: ";
+
 /// What the configuration asks for (`[appspaces] disk_quota`; dev:
 /// `--disk-quota`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]

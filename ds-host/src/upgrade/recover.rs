@@ -26,6 +26,16 @@ pub async fn recover(
         let Some(journal) = &rec.pending else {
             continue;
         };
+        if rec
+            .broken
+            .as_deref()
+            .is_some_and(|b| b.starts_with(crate::disk::BROKEN))
+        {
+            // Its data directory is not its data (the image is not
+            // mounted): the roll-back waits for a start with its disk.
+            warn!(appspace = %rec.name, "an interrupted change waits for its disk to be ready");
+            continue;
+        }
         if let Ok(j) = serde_json::from_str::<Journal>(journal) {
             if j.op == super::IMPORT {
                 unimport(state, disks, &rec, &j).await?;
@@ -35,6 +45,11 @@ pub async fn recover(
         match roll_back(backups, &rec, journal).await {
             Ok(what) => {
                 state.set_pending(&rec.name, None).await?;
+                if rec.broken.is_some() {
+                    // Broken by an undo that failed at the time: its data
+                    // is as it was before the change now.
+                    state.set_broken(&rec.name, None).await?;
+                }
                 info!(appspace = %rec.name, "{what}");
                 rolled_back.push((rec.name.clone(), what));
             }
@@ -106,4 +121,106 @@ async fn unimport(
         "the host stopped during an import: the half-made appspace was removed; import the file again"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+    use crate::backup::Schedule;
+    use crate::disk::Wanted;
+    use crate::package::PackageLimits;
+    use crate::state::Storage;
+
+    fn journal(op: &str) -> String {
+        serde_json::to_string(&Journal {
+            op: op.into(),
+            from: "elsewhere.example".into(),
+            to: "1.0.0".into(),
+            backup: "0123abcd".into(),
+            app_installed: true,
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_half_made_import_is_removed_and_a_change_on_an_unready_disk_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = dir.path().join("s");
+        let state = State::open(&s).await.unwrap();
+        let pkg = dir.path().join("pkg");
+        std::fs::create_dir_all(pkg.join("bin")).unwrap();
+        std::fs::write(
+            pkg.join("ds-app.toml"),
+            "name = \"imp\"\nversion = \"1.0.0\"\nruntime = \"native\"\nentrypoint = \"bin/app\"\n",
+        )
+        .unwrap();
+        std::fs::write(pkg.join("bin/app"), "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(pkg.join("bin/app"), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+        state
+            .install(&pkg, &PackageLimits::default())
+            .await
+            .unwrap();
+        let version: semver::Version = "1.0.0".parse().unwrap();
+        let disks = Disks::detect(Wanted::Off, &s.join("appspaces"), 1 << 30).unwrap();
+        for name in ["half", "waiting"] {
+            let data = s.join("appspaces").join(name).join("data");
+            std::fs::create_dir_all(&data).unwrap();
+            std::fs::write(data.join("file"), name).unwrap();
+            state
+                .create_appspace(
+                    name,
+                    &format!("{name}.localhost"),
+                    "imp",
+                    &version,
+                    64 << 20,
+                    Storage {
+                        data_dir: &data,
+                        disk: (disks.kind(), 1 << 30),
+                    },
+                )
+                .await
+                .unwrap();
+        }
+        state
+            .set_pending("half", Some(&journal(crate::upgrade::IMPORT)))
+            .await
+            .unwrap();
+        // An upgrade killed half way whose appspace's disk image did not
+        // mount at this start: rolling back would write into the empty
+        // mount point, not its data.
+        state
+            .set_pending("waiting", Some(&journal("upgrade")))
+            .await
+            .unwrap();
+        let unready = format!("{}losetup failed", crate::disk::BROKEN);
+        state.set_broken("waiting", Some(&unready)).await.unwrap();
+
+        let backups = Backups::new(&s, Schedule::default());
+        let rolled = recover(&state, &backups, &disks).await.unwrap();
+        assert!(rolled.is_empty(), "{rolled:?}");
+        let left: Vec<String> = state
+            .appspaces()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.name)
+            .collect();
+        assert_eq!(left, ["waiting"]);
+        assert!(!s.join("appspaces/half").exists());
+        // The version the import installed stays while another uses it.
+        assert!(state.has_version("imp", &version).await.unwrap());
+        let waiting = state.appspace("waiting").await.unwrap();
+        assert_eq!(
+            waiting.pending.as_deref(),
+            Some(journal("upgrade").as_str())
+        );
+        assert_eq!(waiting.broken.as_deref(), Some(unready.as_str()));
+        assert_eq!(
+            std::fs::read_to_string(waiting.data_dir.join("file")).unwrap(),
+            "waiting"
+        );
+    }
 }

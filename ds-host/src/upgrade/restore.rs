@@ -93,8 +93,27 @@ pub async fn restore(
                 let undone = backups
                     .put_back(&held, &replaced, &old.config.data_dir)
                     .await;
-                if undone.is_ok() {
-                    let _ = state.set_pending(&name, None).await;
+                match undone {
+                    Ok(()) => {
+                        let _ = state.set_pending(&name, None).await;
+                    }
+                    Err(u) => {
+                        // Its data is neither as it was nor the backup's:
+                        // it must not serve it. The journal stays, so the
+                        // next start tries the undo again.
+                        let broken = format!(
+                            "restoring backup {id} failed and could not be undone ({u}): backup {} holds the data as it was",
+                            replaced.id
+                        );
+                        let _ = state.set_broken(&name, Some(&broken)).await;
+                        old.log_host(&broken);
+                        let mut config = old.config.clone();
+                        config.broken = Some(broken);
+                        if let Ok(stand_in) = Appspace::new(config, &host.lifecycle) {
+                            host.replace(&old, Arc::new(stand_in));
+                        }
+                        old.mark_replaced();
+                    }
                 }
                 return Err(e);
             }
