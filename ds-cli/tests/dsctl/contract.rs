@@ -332,5 +332,31 @@ pub(super) fn dev_watch_reinstalls_a_changed_package_and_keeps_serving_a_broken_
         eventually(20, || argv(&host).is_ok_and(|b| b == "third\n")),
         format!("not reinstalled after the fix: {:?}", host.output()),
     )?;
+    // A new version is installed beside, not run: an upgrade moves to it.
+    std::fs::write(
+        &manifest,
+        text.replace("\"first\"", "\"fourth\"")
+            .replace("version = \"0.1.0\"", "version = \"0.2.0\""),
+    )?;
+    ensure(
+        eventually(20, || {
+            host.output()
+                .iter()
+                .any(|l| l.contains("installed notes 0.2.0 beside 0.1.0"))
+        }),
+        format!("a new version not reported: {:?}", host.output()),
+    )?;
+    ensure(
+        argv(&host)? == "third\n",
+        "a new version was run without an upgrade",
+    )?;
+    host.json(&[
+        "appspace",
+        "upgrade",
+        "notes.localhost",
+        "--version",
+        "0.2.0",
+    ])?;
+    ensure(argv(&host)? == "fourth\n", "the upgrade to the new version")?;
     host.stop()
 }
