@@ -1750,7 +1750,10 @@ fn fake_nameserver() -> Result<(std::net::SocketAddr, Asked), Failed> {
                 .push(format!("{} {}", query.name(), query.query_type()));
             let mut answer = Message::response(q.metadata.id, OpCode::Query);
             answer.add_query(query.clone());
-            if query.name().to_ascii() == "up.test." {
+            if query.name().to_ascii() == "long.test." {
+                // Too long for a datagram: truncated, whole over TCP.
+                answer.metadata.truncation = true;
+            } else if query.name().to_ascii() == "up.test." {
                 if query.query_type() == RecordType::A {
                     answer.add_answer(Record::from_rdata(
                         query.name().clone(),
@@ -1770,6 +1773,54 @@ fn fake_nameserver() -> Result<(std::net::SocketAddr, Asked), Failed> {
                 let _ = socket.send_to(&stray, from);
                 let _ = socket.send_to(&answer, from);
             }
+        }
+    });
+    // The same port over TCP (RFC 7766): `long.test` has the address
+    // 127.0.0.2 there; each message after its two-byte length.
+    let tcp = std::net::TcpListener::bind(addr)?;
+    let seen = asked.clone();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for conn in tcp.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let mut len = [0u8; 2];
+                while conn.read_exact(&mut len).is_ok() {
+                    let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+                    if conn.read_exact(&mut buf).is_err() {
+                        return;
+                    }
+                    let Ok(q) = Message::from_vec(&buf) else {
+                        return;
+                    };
+                    let Some(query) = q.queries.first().cloned() else {
+                        return;
+                    };
+                    seen.lock().unwrap().push(format!(
+                        "tcp {} {}",
+                        query.name(),
+                        query.query_type()
+                    ));
+                    let mut answer = Message::response(q.metadata.id, OpCode::Query);
+                    answer.add_query(query.clone());
+                    if query.name().to_ascii() == "long.test."
+                        && query.query_type() == RecordType::A
+                    {
+                        answer.add_answer(Record::from_rdata(
+                            query.name().clone(),
+                            60,
+                            RData::A(A(std::net::Ipv4Addr::new(127, 0, 0, 2))),
+                        ));
+                    }
+                    let Ok(bytes) = answer.to_vec() else { return };
+                    let mut framed = (bytes.len() as u16).to_be_bytes().to_vec();
+                    framed.extend_from_slice(&bytes);
+                    if conn.write_all(&framed).is_err() {
+                        return;
+                    }
+                }
+            });
         }
     });
     Ok((addr, asked))
@@ -1818,6 +1869,34 @@ fn egress_names_are_resolved_by_the_front_door() -> Result<(), Failed> {
     ensure(
         log_has(state.path(), "wl", "gone.test.: no such name"),
         format!("NXDOMAIN not reported: {}", log_of(state.path(), "wl")),
+    )?;
+    // A truncated answer is asked again over TCP, whose answer decides.
+    dsctl(
+        state.path(),
+        &[
+            "appspace",
+            "egress",
+            "allow",
+            "wl.localhost",
+            "long.test:80",
+        ],
+    )?;
+    let _ = host.get("wl.localhost", "/egress/get?url=http://long.test/")?;
+    ensure(
+        log_has(
+            state.path(),
+            "wl",
+            "long.test resolves to 127.0.0.2, a loopback address",
+        ),
+        format!("not asked over TCP: {}", log_of(state.path(), "wl")),
+    )?;
+    ensure(
+        asked
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|q| q == "tcp long.test. A"),
+        "no TCP question",
     )?;
     let asked = asked.lock().unwrap().clone();
     ensure(

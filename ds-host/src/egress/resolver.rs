@@ -5,7 +5,9 @@
 //! `/etc/resolv.conf`, in order, each over a fresh UDP socket connected to
 //! it (so a new random source port per lookup) that the confined front
 //! door gets with the name and answers with addresses only
-//! (`front_door/dns.rs`). Without a front door (it is restarting) a lookup
+//! (`front_door/dns.rs`); an answer too long for a datagram (truncated) is
+//! asked again over a TCP connection to the same nameserver, handed over
+//! the same way. Without a front door (it is restarting) a lookup
 //! fails, and the egress attempt is refused saying so.
 
 use std::collections::HashMap;
@@ -75,7 +77,18 @@ impl Resolver {
                     continue;
                 }
             };
-            match front.resolve(name, socket).await {
+            let mut answer = front.resolve(name, socket).await;
+            if answer
+                .as_ref()
+                .is_err_and(|why| why.contains(crate::front_door::dns::TRUNCATED))
+            {
+                // Too long for a datagram: the same questions over TCP.
+                answer = match connected_tcp(*server).await {
+                    Ok(stream) => front.resolve(name, stream).await,
+                    Err(e) => Err(format!("over TCP: {e}")),
+                };
+            }
+            match answer {
                 Ok(ips) => return Ok(with_port(&ips)),
                 Err(why) => last = io::Error::other(format!("nameserver {server}: {why}")),
             }
@@ -93,6 +106,15 @@ async fn connected_udp(server: SocketAddr) -> io::Result<std::os::fd::OwnedFd> {
     let socket = tokio::net::UdpSocket::bind(any).await?;
     socket.connect(server).await?;
     Ok(socket.into_std()?.into())
+}
+
+/// A TCP connection to `server`, within the time a UDP answer gets.
+async fn connected_tcp(server: SocketAddr) -> io::Result<std::os::fd::OwnedFd> {
+    let wait = crate::front_door::dns::ANSWER_WAIT;
+    let stream = tokio::time::timeout(wait, tokio::net::TcpStream::connect(server))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connecting timed out"))??;
+    Ok(stream.into_std()?.into())
 }
 
 /// The `nameserver` lines of a `resolv.conf`.

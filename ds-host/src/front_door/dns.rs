@@ -25,19 +25,71 @@ use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
 /// How long the nameserver has to answer both questions.
 pub const ANSWER_WAIT: Duration = Duration::from_secs(3);
 
-/// Largest answer read (EDNS is not offered: 512 bytes is the classic
-/// limit, and a longer answer comes truncated).
+/// Largest answer read over UDP (EDNS is not offered: 512 bytes is the
+/// classic limit, and a longer answer comes truncated, to be asked again
+/// over TCP).
 const MAX_ANSWER: usize = 4096;
 
-/// Looks `name` up on `socket` (a UDP socket connected to a nameserver):
-/// its IPv4 and IPv6 addresses, or why there are none.
-pub async fn resolve(socket: OwnedFd, name: &str) -> Result<Vec<IpAddr>, String> {
-    let socket = std::net::UdpSocket::from(socket);
-    socket
-        .set_nonblocking(true)
-        .map_err(|e| format!("the nameserver socket: {e}"))?;
-    let socket = tokio::net::UdpSocket::from_std(socket)
-        .map_err(|e| format!("the nameserver socket: {e}"))?;
+/// What [`resolve`] says when a UDP answer was truncated: the supervisor
+/// asks again over TCP (RFC 7766), where answers are whole.
+pub const TRUNCATED: &str = "the nameserver's answer was truncated";
+
+/// How the nameserver socket carries messages.
+enum Transport {
+    /// One message per datagram.
+    Udp(tokio::net::UdpSocket),
+    /// Each message after its two-byte length (RFC 1035 4.2.2).
+    Tcp(tokio::net::TcpStream),
+}
+
+impl Transport {
+    async fn send(&mut self, msg: &[u8]) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        match self {
+            Transport::Udp(s) => s.send(msg).await.map(drop),
+            Transport::Tcp(s) => {
+                let len = u16::try_from(msg.len()).map_err(std::io::Error::other)?;
+                let mut framed = len.to_be_bytes().to_vec();
+                framed.extend_from_slice(msg);
+                s.write_all(&framed).await
+            }
+        }
+    }
+
+    /// The next message into `buf`; its length.
+    async fn recv(&mut self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+        use tokio::io::AsyncReadExt;
+        match self {
+            Transport::Udp(s) => {
+                buf.resize(MAX_ANSWER, 0);
+                s.recv(buf).await
+            }
+            Transport::Tcp(s) => {
+                let mut len = [0u8; 2];
+                s.read_exact(&mut len).await?;
+                let len = u16::from_be_bytes(len) as usize;
+                buf.resize(len, 0);
+                s.read_exact(&mut buf[..len]).await?;
+                Ok(len)
+            }
+        }
+    }
+}
+
+/// Looks `name` up on `socket` (a UDP socket connected to a nameserver,
+/// or a TCP connection to one when `stream`): its IPv4 and IPv6
+/// addresses, or why there are none.
+pub async fn resolve(socket: OwnedFd, name: &str, stream: bool) -> Result<Vec<IpAddr>, String> {
+    let broken = |e: std::io::Error| format!("the nameserver socket: {e}");
+    let mut transport = if stream {
+        let socket = std::net::TcpStream::from(socket);
+        socket.set_nonblocking(true).map_err(broken)?;
+        Transport::Tcp(tokio::net::TcpStream::from_std(socket).map_err(broken)?)
+    } else {
+        let socket = std::net::UdpSocket::from(socket);
+        socket.set_nonblocking(true).map_err(broken)?;
+        Transport::Udp(tokio::net::UdpSocket::from_std(socket).map_err(broken)?)
+    };
     let qname = Name::from_ascii(name)
         .map_err(|e| format!("{name}: not a domain name: {e}"))?
         .to_lowercase();
@@ -49,7 +101,7 @@ pub async fn resolve(socket: OwnedFd, name: &str) -> Result<Vec<IpAddr>, String>
         query.metadata.recursion_desired = true;
         query.add_query(Query::query(qname.clone(), rtype));
         let bytes = query.to_vec().map_err(|e| format!("{name}: {e}"))?;
-        socket
+        transport
             .send(&bytes)
             .await
             .map_err(|e| format!("asking the nameserver: {e}"))?;
@@ -57,12 +109,13 @@ pub async fn resolve(socket: OwnedFd, name: &str) -> Result<Vec<IpAddr>, String>
     }
     let mut addrs = Vec::new();
     let mut errors = Vec::new();
-    let mut buf = vec![0u8; MAX_ANSWER];
+    let mut buf = Vec::new();
     let answered = tokio::time::timeout(ANSWER_WAIT, async {
         while !pending.is_empty() {
-            let n = match socket.recv(&mut buf).await {
+            let n = match transport.recv(&mut buf).await {
                 Ok(n) => n,
-                // An ICMP error (nothing listens): no answer will come.
+                // An ICMP error (nothing listens), a closed connection: no
+                // answer will come.
                 Err(e) => return Err(format!("the nameserver: {e}")),
             };
             let Ok(answer) = Message::from_vec(&buf[..n]) else {
@@ -93,6 +146,11 @@ pub async fn resolve(socket: OwnedFd, name: &str) -> Result<Vec<IpAddr>, String>
         }
         Err(_) => {}
     }
+    // A truncated answer may hide addresses: over UDP, it is asked again
+    // over TCP even when the other question had some.
+    if let Some(tc) = errors.iter().find(|e| e.contains(TRUNCATED)) {
+        return Err(tc.clone());
+    }
     if addrs.is_empty() {
         return Err(errors
             .into_iter()
@@ -116,7 +174,7 @@ fn is_answer_to(msg: &Message, id: u16, qname: &Name, rtype: RecordType) -> bool
 /// The addresses an answer gives for `qname` (following its CNAMEs).
 fn addresses(msg: &Message, qname: &Name, rtype: RecordType) -> Result<Vec<IpAddr>, String> {
     if msg.metadata.truncation {
-        return Err(format!("{qname}: the nameserver's answer was truncated"));
+        return Err(format!("{qname}: {TRUNCATED}"));
     }
     match msg.metadata.response_code {
         ResponseCode::NoError => {}

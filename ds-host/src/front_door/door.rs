@@ -183,7 +183,7 @@ impl Door {
                     tokio::spawn(async move {
                         let (addresses, error) = match check_nameserver(&socket) {
                             Err(e) => (Vec::new(), Some(e)),
-                            Ok(()) => match super::dns::resolve(socket, &name).await {
+                            Ok(stream) => match super::dns::resolve(socket, &name, stream).await {
                                 Ok(found) => (found, None),
                                 Err(e) => (Vec::new(), Some(e)),
                             },
@@ -219,8 +219,9 @@ impl Door {
     }
 }
 
-/// A nameserver socket must be a connected UDP socket.
-fn check_nameserver(fd: &OwnedFd) -> Result<(), String> {
+/// A nameserver socket must be a connected UDP or TCP socket; whether it
+/// is TCP.
+fn check_nameserver(fd: &OwnedFd) -> Result<bool, String> {
     use rustix::net::{sockopt, AddressFamily, SocketType};
     let kind = sockopt::socket_type(fd).map_err(|e| e.to_string())?;
     let domain = sockopt::socket_domain(fd).map_err(|e| e.to_string())?;
@@ -228,10 +229,10 @@ fn check_nameserver(fd: &OwnedFd) -> Result<(), String> {
     let connected = rustix::net::getpeername(fd)
         .map_err(|e| e.to_string())?
         .is_some();
-    if kind != SocketType::DGRAM || !inet || !connected {
+    if !(kind == SocketType::DGRAM || kind == SocketType::STREAM) || !inet || !connected {
         return Err(format!(
-            "a nameserver socket that is not a connected UDP socket ({domain:?}, {kind:?})"
+            "a nameserver socket that is not a connected UDP or TCP socket ({domain:?}, {kind:?})"
         ));
     }
-    Ok(())
+    Ok(kind == SocketType::STREAM)
 }

@@ -115,7 +115,8 @@ pub enum ToFront {
         reason: String,
     },
     /// Look `name` up on the nameserver socket this carries (a UDP
-    /// socket connected to one nameserver) and answer `Resolved`.
+    /// socket connected to one nameserver, or a TCP connection to it when
+    /// its UDP answer was truncated) and answer `Resolved`.
     Resolve {
         /// Echoed in the answer.
         request: u64,
