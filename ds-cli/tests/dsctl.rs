@@ -70,6 +70,10 @@ fn main() {
             a_host_killed_during_an_upgrade_rolls_it_back_at_its_next_start,
         ),
         (
+            "limits_changed_during_an_upgrade_apply_to_the_new_version",
+            limits_changed_during_an_upgrade_apply_to_the_new_version,
+        ),
+        (
             "a_host_killed_during_a_restore_leaves_the_data_as_before_or_as_after",
             a_host_killed_during_a_restore_leaves_the_data_as_before_or_as_after,
         ),
@@ -1460,6 +1464,76 @@ fn upgrades_migrate_check_and_roll_back_by_themselves() -> Result<(), Failed> {
                 >= 4
         }),
         "upgrades are audited",
+    )?;
+    host.stop()
+}
+
+/// An admin who changes limits while an upgrade runs: the new version's
+/// sandbox runs under them (the change is not lost on the old one).
+fn limits_changed_during_an_upgrade_apply_to_the_new_version() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let host = DevHost::start(&state)?;
+    install(
+        &host,
+        &versioned(dir.path(), "notes", "1.0.0", "[data]\nschema = 1\n")?,
+    )?;
+    install(
+        &host,
+        &versioned(
+            dir.path(),
+            "notes",
+            "2.0.0",
+            "[data]\nschema = 2\noldest_schema = 1\nmigrate = [\"hello-native\", \"migrate-slow\"]\n",
+        )?,
+    )?;
+    let d = "notes.localhost";
+    host.json(&[
+        "appspace",
+        "create",
+        "--app",
+        "notes",
+        "--version",
+        "1.0.0",
+        "--domain",
+        d,
+    ])?;
+    ensure(host.get(d, "/")?.0 == 200, "a visit")?;
+    let mut upgrade = Command::new(DSCTL)
+        .arg("--socket")
+        .arg(&host.socket)
+        .args(["appspace", "upgrade", d, "--version", "2.0.0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // While the migration runs (it takes 4 s).
+    let log = state.join("appspaces/notes/log/app.log");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log).is_ok_and(|l| l.contains("out of service: moving from")) {
+        ensure(Instant::now() < deadline, "the upgrade did not begin")?;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    host.json(&["appspace", "limits", d, "--memory", "80M"])?;
+    let status = upgrade.wait()?;
+    let mut err = String::new();
+    if let Some(mut e) = upgrade.stderr.take() {
+        std::io::Read::read_to_string(&mut e, &mut err)?;
+    }
+    ensure(status.success(), format!("the upgrade: {err}"))?;
+    ensure(version_of(&host, d)? == "2.0.0", "not upgraded")?;
+    ensure(host.get(d, "/")?.0 == 200, "a visit after")?;
+    let shown = host.json(&["appspace", "show", d])?;
+    ensure(
+        shown["limits"]["memory_bytes"] == 80u64 << 20,
+        format!("recorded: {shown}"),
+    )?;
+    ensure(
+        live_memory_limit(&host, "notes") == Some(80 << 20),
+        format!(
+            "the new version's sandbox runs under {:?}, not the 80 MiB set during the upgrade",
+            live_memory_limit(&host, "notes")
+        ),
     )?;
     host.stop()
 }

@@ -113,6 +113,13 @@ impl Host {
             .cloned()
     }
 
+    /// What serves `old`'s appspace now, when that is no longer `old`
+    /// (an upgrade or a restore replaced it).
+    pub fn successor(&self, old: &Arc<Appspace>) -> Option<Arc<Appspace>> {
+        self.get(&old.config.name)
+            .filter(|now| now.config.name == old.config.name && !Arc::ptr_eq(now, old))
+    }
+
     /// Every appspace served.
     pub fn all(&self) -> Vec<Arc<Appspace>> {
         self.by_domain.load().values().cloned().collect()

@@ -428,6 +428,23 @@ impl Appspace {
         format!("as-{}", self.config.name)
     }
 
+    /// Takes the admin's settings as `rec` records them now (limits,
+    /// paused): a successor built before an upgrade or a restore finished
+    /// gets what an admin changed meanwhile.
+    pub async fn adopt(&self, rec: &crate::state::AppspaceRecord, grace: Duration) {
+        let limits = ResourceLimits {
+            memory_bytes: rec.memory_bytes,
+            cpus: rec.cpus,
+            pids: rec.pids,
+        };
+        if limits != self.limits() {
+            let _ = self.set_limits(limits);
+        }
+        if rec.paused != self.is_paused() {
+            self.set_paused(rec.paused, grace).await;
+        }
+    }
+
     /// Changes the limits; a running sandbox's cgroup is changed at once.
     /// Returns whether a running sandbox was changed.
     pub fn set_limits(&self, limits: ResourceLimits) -> Result<bool, CgroupError> {

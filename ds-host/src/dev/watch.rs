@@ -137,8 +137,7 @@ async fn reload(dir: &Path, name: &str, state: &State, host: &Host) {
                 let next = Appspace::new(AppspaceConfig::from_record(rec), &host.lifecycle)
                     .map_err(|e| failed(&e))?;
                 let next = Arc::new(next);
-                host.replace(&live, next.clone());
-                live.mark_replaced();
+                crate::upgrade::hand_over(state, host, &live, &next).await;
                 Ok::<_, String>((version, next))
             },
         )

@@ -115,6 +115,19 @@ pub struct Journal {
     pub app_installed: bool,
 }
 
+/// `next` takes `old`'s place (starts that waited for `old` find it
+/// retired and go to `next`) with the admin's settings as recorded now: a
+/// change of limits or a pause while `next` was prepared applies to it (an
+/// admin change that still found `old` re-applies itself to the successor:
+/// see the limits and pause handlers).
+pub async fn hand_over(state: &State, host: &Host, old: &Arc<Appspace>, next: &Arc<Appspace>) {
+    host.replace(old, next.clone());
+    old.mark_replaced();
+    if let Ok(rec) = state.appspace(&next.config.name).await {
+        next.adopt(&rec, host.lifecycle.stop_grace).await;
+    }
+}
+
 /// The journal op of an import: a host killed before it finished removes
 /// the half-made appspace at its next start.
 pub const IMPORT: &str = "import";
@@ -209,8 +222,7 @@ pub async fn upgrade(
                 Ok(health_status) => {
                     // Starts that waited for the old one find it replaced
                     // and go to this one.
-                    host.replace(&old, next.clone());
-                    old.mark_replaced();
+                    hand_over(state, host, &old, &next).await;
                     next.log_host(&format!("now at {to} (was {from}); backup {} holds the data as it was", backup.id));
                     Ok(Upgraded {
                         from: from.clone(),

@@ -117,8 +117,7 @@ pub async fn restore(
                 }
                 return Err(e);
             }
-            host.replace(&old, next.clone());
-            old.mark_replaced();
+            super::hand_over(state, host, &old, &next).await;
             next.log_host(&format!(
                 "restored backup {id}, with {version} (was {}); the data it replaced is backup {}",
                 rec.version, replaced.id

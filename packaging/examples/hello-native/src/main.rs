@@ -5,8 +5,9 @@
 //! path it is never works). `hello-native migrate FROM TO` is its data
 //! migration (docs/upgrades.md): it converts `/data` from schema FROM to
 //! TO, recorded in `/data/schema`; `hello-native migrate-fail FROM TO`
-//! spoils the data and fails, as a broken migration would, and
-//! `migrate-hang` spoils it and never ends. `/argv` and `/env` list the
+//! spoils the data and fails, as a broken migration would,
+//! `migrate-hang` spoils it and never ends, and `migrate-slow` waits 4 s
+//! before migrating. `/argv` and `/env` list the
 //! arguments and environment it was started with. Standard
 //! library only.
 
@@ -17,6 +18,11 @@ fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("migrate") if args.len() == 4 => return migrate(&args[2], &args[3]),
+        Some("migrate-slow") if args.len() == 4 => {
+            // A migration that takes a while (an admin acts meanwhile).
+            std::thread::sleep(std::time::Duration::from_secs(4));
+            return migrate(&args[2], &args[3]);
+        }
         Some("migrate-fail") => {
             std::fs::write("/data/visits", "spoilt by a failed migration")?;
             eprintln!("hello-native: migration failed on purpose");
