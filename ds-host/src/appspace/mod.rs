@@ -429,9 +429,14 @@ impl Appspace {
     }
 
     /// Takes the admin's settings as `rec` records them now (limits,
-    /// paused): a successor built before an upgrade or a restore finished
-    /// gets what an admin changed meanwhile.
+    /// egress allowlist, paused): a successor built before an upgrade or a
+    /// restore finished gets what an admin changed meanwhile.
     pub async fn adopt(&self, rec: &crate::state::AppspaceRecord, grace: Duration) {
+        let rules: Vec<crate::egress::rules::Rule> =
+            rec.egress.iter().filter_map(|e| e.parse().ok()).collect();
+        if rules != self.egress.rules() {
+            self.egress.set_rules(rules);
+        }
         let limits = ResourceLimits {
             memory_bytes: rec.memory_bytes,
             cpus: rec.cpus,

@@ -334,7 +334,7 @@ pub(super) async fn lifecycle_change(
                 let paused = paused == "pause";
                 admin.state.set_paused(&rec.name, paused).await?;
                 live.set_paused(paused, grace).await;
-                super::limits::follow_successor(&admin, &live).await;
+                super::follow_successor(&admin, &live).await;
             }
         }
         let rec = admin.state.appspace(&rec.name).await?;

@@ -75,6 +75,7 @@ async fn change_egress(
     let texts: Vec<String> = rules.iter().map(ToString::to_string).collect();
     admin.state.set_egress(&rec.name, &texts).await?;
     live.egress().set_rules(rules);
+    super::follow_successor(admin, &live).await;
     // A running Deno app holds the allowlist in its own permissions
     // (`--allow-net`), fixed when it started: it is stopped gracefully
     // (SIGTERM, its grace) and started again with the new list, in the

@@ -111,25 +111,11 @@ async fn apply_limits(
         undo_cgroup();
         return Err(e.into());
     }
-    follow_successor(admin, &live).await;
+    super::follow_successor(admin, &live).await;
     Ok(api::LimitsApplied {
         limits: limits_view(new, disk_bytes),
         applied_live,
     })
-}
-
-/// When `live` was replaced (an upgrade or a restore finished) while an
-/// admin change was applied to it, applies what is recorded now to its
-/// successor: the change is never lost on the retired object.
-pub(super) async fn follow_successor(admin: &Admin, live: &Arc<Appspace>) {
-    if !live.is_retired() {
-        return;
-    }
-    if let Some(now) = admin.host.successor(live) {
-        if let Ok(rec) = admin.state.appspace(&now.config.name).await {
-            now.adopt(&rec, admin.host.lifecycle.stop_grace).await;
-        }
-    }
 }
 
 /// Changes the appspace's disk limit in the kernel, then records it; a

@@ -247,6 +247,20 @@ async fn find(admin: &Admin, key: &str) -> Result<(AppspaceRecord, Arc<Appspace>
     Ok((rec, live))
 }
 
+/// When `live` was replaced (an upgrade or a restore finished) while an
+/// admin change was applied to it, applies what is recorded now to its
+/// successor: the change is never lost on the retired object.
+async fn follow_successor(admin: &Admin, live: &Arc<Appspace>) {
+    if !live.is_retired() {
+        return;
+    }
+    if let Some(now) = admin.host.successor(live) {
+        if let Ok(rec) = admin.state.appspace(&now.config.name).await {
+            now.adopt(&rec, admin.host.lifecycle.stop_grace).await;
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AuditQuery {
