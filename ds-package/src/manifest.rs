@@ -21,6 +21,7 @@
 //! schema = 3                # the schema of the data this version keeps (default 0)
 //! oldest_schema = 1         # the oldest its migrate command converts from and to
 //! migrate = ["bin/notes", "migrate"]  # run with FROM TO appended (docs/upgrades.md)
+//! migrate_timeout = "30m"   # how long it may run (1s to 24h, default 10m)
 //! ```
 //! Unknown keys are errors, so a typo never silently drops a setting.
 
@@ -83,10 +84,11 @@ struct RawData {
     schema: Option<u32>,
     oldest_schema: Option<u32>,
     migrate: Option<Vec<String>>,
+    migrate_timeout: Option<String>,
 }
 
 /// The data a version keeps, and how it converts data of other schemas.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataSchema {
     /// The schema of the data this version reads and writes.
     pub schema: u32,
@@ -96,7 +98,16 @@ pub struct DataSchema {
     /// The migrate command: a program in the package and its first
     /// arguments (FROM and TO are appended).
     pub migrate: Option<Vec<String>>,
+    /// How long its migrate command may run before the upgrade is rolled
+    /// back ([`DEFAULT_MIGRATE_TIMEOUT`] unless the manifest says).
+    pub migrate_timeout: std::time::Duration,
 }
+
+/// How long a migration may run when the manifest does not say.
+pub const DEFAULT_MIGRATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The longest `data.migrate_timeout` a manifest may ask for.
+pub const MAX_MIGRATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -418,6 +429,18 @@ fn parse_command(
     }
 }
 
+impl Default for DataSchema {
+    /// Schema 0, no migrate command.
+    fn default() -> Self {
+        Self {
+            schema: 0,
+            oldest: 0,
+            migrate: None,
+            migrate_timeout: DEFAULT_MIGRATE_TIMEOUT,
+        }
+    }
+}
+
 impl DataSchema {
     /// The migrate command's program, relative to the package root.
     pub fn migrate_program(&self) -> Option<PathBuf> {
@@ -474,6 +497,30 @@ fn parse_data(raw: RawData) -> Result<DataSchema, ManifestError> {
         }
         None => None,
     };
+    let migrate_timeout = match raw.migrate_timeout {
+        None => DEFAULT_MIGRATE_TIMEOUT,
+        Some(text) => {
+            let bad = || {
+                invalid(
+                    "data.migrate_timeout",
+                    format!(
+                        "{text:?}: a duration from 1s to 24h, such as \"90s\", \"30m\" or \"2h\""
+                    ),
+                )
+            };
+            let d = humantime::parse_duration(&text).map_err(|_| bad())?;
+            if d < std::time::Duration::from_secs(1) || d > MAX_MIGRATE_TIMEOUT {
+                return Err(bad());
+            }
+            if migrate.is_none() {
+                return Err(invalid(
+                    "data.migrate_timeout",
+                    "is for a migrate command; there is none",
+                ));
+            }
+            d
+        }
+    };
     if oldest < schema && migrate.is_none() {
         return Err(invalid(
             "data.migrate",
@@ -484,6 +531,7 @@ fn parse_data(raw: RawData) -> Result<DataSchema, ManifestError> {
         schema,
         oldest,
         migrate,
+        migrate_timeout,
     })
 }
 
@@ -615,7 +663,16 @@ memory = "128M"
                 schema: 3,
                 oldest: 1,
                 migrate: Some(vec!["./bin/a".into(), "migrate".into()]),
+                migrate_timeout: DEFAULT_MIGRATE_TIMEOUT,
             }
+        );
+        let patient = parse(
+            "name = \"a\"\nversion = \"2.0.0\"\nruntime = \"native\"\nentrypoint = \"a\"\n[data]\nschema = 2\noldest_schema = 1\nmigrate = [\"a\"]\nmigrate_timeout = \"2h 30m\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            patient.data.migrate_timeout,
+            std::time::Duration::from_secs(9000)
         );
     }
 
@@ -695,6 +752,9 @@ disk = "2G"
             ("name = \"x\"\nversion = \"1.0.0\"\nruntime = \"native\"\nentrypoint = \"x\"\nhealth = \"up\"\n", "health"),
             ("name = \"x\"\nversion = \"1.0.0\"\nruntime = \"native\"\nentrypoint = \"x\"\n[data]\nschema = 1\noldest_schema = 2\n", "data.oldest_schema"),
             ("name = \"x\"\nversion = \"1.0.0\"\nruntime = \"native\"\nentrypoint = \"x\"\n[data]\nschema = 2\noldest_schema = 1\n", "data.migrate: is needed"),
+            ("name = \"x\"\nversion = \"1.0.0\"\nruntime = \"native\"\nentrypoint = \"x\"\n[data]\nschema = 2\noldest_schema = 1\nmigrate = [\"x\"]\nmigrate_timeout = \"3d\"\n", "data.migrate_timeout"),
+            ("name = \"x\"\nversion = \"1.0.0\"\nruntime = \"native\"\nentrypoint = \"x\"\n[data]\nschema = 2\noldest_schema = 1\nmigrate = [\"x\"]\nmigrate_timeout = \"soon\"\n", "data.migrate_timeout"),
+            ("name = \"x\"\nversion = \"1.0.0\"\nruntime = \"native\"\nentrypoint = \"x\"\n[data]\nschema = 1\nmigrate_timeout = \"1m\"\n", "data.migrate_timeout: is for a migrate command"),
             ("name = \"x\"\nversion = \"1.0.0\"\nruntime = \"native\"\nentrypoint = \"x\"\n[data]\nschema = 2\nmigrate = []\n", "data.migrate: is empty"),
             ("name = \"x\"\nversion = \"1.0.0\"\nruntime = \"native\"\nentrypoint = \"x\"\n[data]\nmigrate = [\"/bin/sh\"]\n", "data.migrate"),
             ("name = \"x\"\nversion = \"1.0.0\"\nruntime = \"native\"\nentrypoint = \"x\"\n[data]\nschemas = 2\n", "unknown field `schemas`"),

@@ -10,7 +10,6 @@ mod recover;
 mod restore;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::appspace::{Appspace, AppspaceConfig};
 use crate::backup::{BackupError, Backups};
@@ -19,9 +18,6 @@ use crate::state::{State, StateError};
 pub use plan::{plan, Incompatible, Migration, Runner};
 pub use recover::recover;
 pub use restore::restore;
-
-/// How long a migrate command may run.
-pub const MIGRATE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Why an upgrade did not happen (nothing changed unless it says so).
 #[derive(Debug, thiserror::Error)]
@@ -198,7 +194,7 @@ pub async fn upgrade(
                         Runner::Target => &next.config,
                         Runner::Current => &old.config,
                     };
-                    next.run_once(&host.launcher, runner, &m.argv, MIGRATE_TIMEOUT)
+                    next.run_once(&host.launcher, runner, &m.argv, m.timeout)
                         .await
                         .map_err(|e| format!("the migration from schema {} to {} failed: {e}", m.from, m.to))?;
                 }

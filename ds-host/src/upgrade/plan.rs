@@ -23,6 +23,8 @@ pub struct Migration {
     pub runner: Runner,
     /// The command with FROM and TO appended.
     pub argv: Vec<String>,
+    /// How long it may run (its manifest's `data.migrate_timeout`).
+    pub timeout: std::time::Duration,
 }
 
 /// Why the versions cannot be swapped.
@@ -65,6 +67,7 @@ pub fn plan(current: &Manifest, target: &Manifest) -> Result<Option<Migration>, 
         to,
         runner,
         argv,
+        timeout: by.data.migrate_timeout,
     }))
 }
 
