@@ -70,6 +70,10 @@ fn main() {
             a_host_killed_during_an_upgrade_rolls_it_back_at_its_next_start,
         ),
         (
+            "a_migration_past_its_timeout_is_killed_and_rolled_back",
+            a_migration_past_its_timeout_is_killed_and_rolled_back,
+        ),
+        (
             "limits_changed_during_an_upgrade_apply_to_the_new_version",
             limits_changed_during_an_upgrade_apply_to_the_new_version,
         ),
@@ -1464,6 +1468,58 @@ fn upgrades_migrate_check_and_roll_back_by_themselves() -> Result<(), Failed> {
                 >= 4
         }),
         "upgrades are audited",
+    )?;
+    host.stop()
+}
+
+/// A migration that runs past its manifest's `data.migrate_timeout` is
+/// killed and the upgrade rolled back, its half-done change undone.
+fn a_migration_past_its_timeout_is_killed_and_rolled_back() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let host = DevHost::start(&state)?;
+    install(
+        &host,
+        &versioned(dir.path(), "notes", "1.0.0", "[data]\nschema = 1\n")?,
+    )?;
+    install(
+        &host,
+        &versioned(
+            dir.path(),
+            "notes",
+            "2.0.0",
+            "[data]\nschema = 2\noldest_schema = 1\nmigrate = [\"hello-native\", \"migrate-hang\"]\nmigrate_timeout = \"2s\"\n",
+        )?,
+    )?;
+    let d = "notes.localhost";
+    host.json(&[
+        "appspace",
+        "create",
+        "--app",
+        "notes",
+        "--version",
+        "1.0.0",
+        "--domain",
+        d,
+    ])?;
+    for _ in 0..2 {
+        ensure(host.get(d, "/")?.0 == 200, "a visit")?;
+    }
+    let data = state.join("appspaces/notes/data");
+    ensure(visits_in(&data) == Some(2), "two visits")?;
+    let started = Instant::now();
+    let said = host.fails(
+        &["appspace", "upgrade", d, "--version", "2.0.0"],
+        "within 2s",
+    )?;
+    ensure(
+        started.elapsed() < Duration::from_secs(60),
+        format!("the 2 s limit took {:?}: {said}", started.elapsed()),
+    )?;
+    ensure(version_of(&host, d)? == "1.0.0", "not rolled back")?;
+    ensure(
+        visits_in(&data) == Some(2),
+        "the half-done migration was not undone",
     )?;
     host.stop()
 }
