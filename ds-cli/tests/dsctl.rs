@@ -70,6 +70,10 @@ fn main() {
             a_host_killed_during_an_upgrade_rolls_it_back_at_its_next_start,
         ),
         (
+            "an_appspace_made_without_a_disk_limit_moves_onto_one",
+            an_appspace_made_without_a_disk_limit_moves_onto_one,
+        ),
+        (
             "a_migration_past_its_timeout_is_killed_and_rolled_back",
             a_migration_past_its_timeout_is_killed_and_rolled_back,
         ),
@@ -2464,6 +2468,83 @@ fn disk_limits_hold_with_images_where_the_file_system_has_no_project_quotas() ->
         format!("{}: {err}", out.status),
     )?;
     Ok(())
+}
+
+/// An appspace made while the host enforced no disk limits gets one
+/// later: `limits --disk` moves its data onto a disk image (copied through
+/// a backup), nothing lost, links kept as links, and the limit holds.
+fn an_appspace_made_without_a_disk_limit_moves_onto_one() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let _unmount = Unmounts(dir.path().to_owned());
+    let state = dir.path().join("state");
+    let d = "hello-native.localhost";
+    let host = DevHost::start_with(&state, &["--disk-quota", "off"], None)?;
+    for _ in 0..2 {
+        ensure(host.get(d, "/")?.0 == 200, "a visit")?;
+    }
+    let said = write_mib(&host, d, "before", 20)?;
+    ensure(said == "wrote 20 MiB", said)?;
+    let shown = host.json(&["appspace", "show", d])?;
+    ensure(shown["disk"]["enforced_by"] == "none", format!("{shown}"))?;
+    let old_data = PathBuf::from(shown["data_dir"].as_str().ok_or("no data_dir")?);
+    // A link the app made: moved as a link, never followed.
+    std::os::unix::fs::symlink("/etc/shadow", old_data.join("sneaky"))?;
+    let before = tree_of(&old_data)?;
+    host.stop()?;
+
+    let host = DevHost::start_with(
+        &state,
+        &["--disk-quota", "image", "--disk-limit", "48M"],
+        None,
+    )?;
+    // Below what it uses: refused, nothing changes.
+    host.fails(&["appspace", "limits", d, "--disk", "16M"], "uses")?;
+    let shown = host.json(&["appspace", "show", d])?;
+    ensure(shown["disk"]["enforced_by"] == "none", format!("{shown}"))?;
+    ensure(
+        tree_of(&old_data)? == before,
+        "a refused move changed the data",
+    )?;
+    host.json(&["appspace", "limits", d, "--disk", "40M"])?;
+    let shown = host.json(&["appspace", "show", d])?;
+    ensure(
+        shown["disk"]["enforced_by"] == "disk image" && shown["disk"]["limit_bytes"] == 40u64 << 20,
+        format!("{shown}"),
+    )?;
+    let data = PathBuf::from(shown["data_dir"].as_str().ok_or("no data_dir")?);
+    ensure(
+        data != old_data && !old_data.exists(),
+        "the old data directory stayed",
+    )?;
+    ensure(tree_of(&data)? == before, "the data changed in the move")?;
+    ensure(
+        std::fs::read_link(data.join("sneaky"))? == Path::new("/etc/shadow"),
+        "the link was not kept as a link",
+    )?;
+    // The app goes on with its data, and the limit holds.
+    let (_, page) = host.get(d, "/")?;
+    ensure(
+        page.contains("visits (kept in /data)</th><td>3<"),
+        format!("visits: {page}"),
+    )?;
+    let said = write_mib(&host, d, "big", 30)?;
+    ensure(
+        refused_after(&said).is_some_and(|(_, why)| why.contains("No space left")),
+        format!("past the limit: {said}"),
+    )?;
+    // And after a restart.
+    host.stop()?;
+    let host = DevHost::start_with(
+        &state,
+        &["--disk-quota", "image", "--disk-limit", "48M"],
+        None,
+    )?;
+    let (_, page) = host.get(d, "/")?;
+    ensure(
+        page.contains("visits (kept in /data)</th><td>4<"),
+        format!("after a restart: {page}"),
+    )?;
+    host.stop()
 }
 
 fn run_ok(cmd: &mut Command) -> Result<(), Failed> {

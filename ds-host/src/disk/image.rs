@@ -50,7 +50,7 @@ pub(crate) fn available() -> Result<(), String> {
     Ok(())
 }
 
-fn paths(home: &Path) -> (PathBuf, PathBuf) {
+pub(crate) fn paths(home: &Path) -> (PathBuf, PathBuf) {
     (home.join(IMAGE), home.join(MOUNT))
 }
 

@@ -213,6 +213,25 @@ impl Disks {
         }
     }
 
+    /// Removes what [`Disks::attach`] made for `rec` when the move onto
+    /// a limit failed before it took effect: an image is unmounted and
+    /// deleted (the data is still where it was), a project's limit lifted.
+    pub async fn undo_attach(&self, rec: &AppspaceRecord) {
+        match rec.disk_kind {
+            DiskKind::None => {}
+            DiskKind::Project => {
+                let _ = project::resize(&rec.data_dir, rec.uid, 0);
+            }
+            DiskKind::Image => {
+                let home = rec.home();
+                let _ = image::detach(&home).await;
+                let (file, mount_point) = image::paths(&home);
+                let _ = std::fs::remove_dir(&mount_point);
+                let _ = std::fs::remove_file(&file);
+            }
+        }
+    }
+
     /// Undoes [`Disks::attach`] before the appspace's files go: unmounts
     /// its image, or lifts its project's limit.
     pub async fn release(&self, rec: &AppspaceRecord) -> Result<(), DiskError> {
@@ -306,4 +325,26 @@ pub(crate) async fn run_allowing(
             }
         ),
     })
+}
+
+/// Bytes the files under `dir` take on disk (allocated blocks, links not
+/// followed, each inode once): what a disk limit would count.
+pub fn tree_bytes(dir: &Path) -> Result<u64, DiskError> {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0u64;
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).map_err(io("reading", &d))? {
+            let entry = entry.map_err(io("reading", &d))?;
+            let meta = entry.metadata().map_err(io("measuring", &entry.path()))?;
+            if meta.is_dir() {
+                stack.push(entry.path());
+            }
+            if seen.insert((meta.dev(), meta.ino())) {
+                total += meta.blocks() * 512;
+            }
+        }
+    }
+    Ok(total)
 }

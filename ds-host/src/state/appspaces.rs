@@ -179,6 +179,28 @@ impl State {
         Ok(())
     }
 
+    /// An appspace made without a disk limit now has one: its way, data
+    /// directory and limit in one change.
+    pub async fn set_disk(
+        &self,
+        name: &str,
+        kind: DiskKind,
+        data_dir: &Path,
+        bytes: u64,
+    ) -> Result<(), StateError> {
+        sqlx::query(
+            "UPDATE appspaces SET disk_kind = ?, data_dir = ?, disk_bytes = ? WHERE name = ?",
+        )
+        .bind(kind.as_str())
+        .bind(data_dir.to_string_lossy().into_owned())
+        .bind(bytes as i64)
+        .bind(name)
+        .execute(&self.pool)
+        .await
+        .map_err(db("giving it a disk limit"))?;
+        Ok(())
+    }
+
     /// Marks appspaces broken (`Some(why)`) or repaired (`None`).
     pub async fn set_broken(&self, name: &str, why: Option<&str>) -> Result<(), StateError> {
         sqlx::query("UPDATE appspaces SET broken = ? WHERE name = ?")

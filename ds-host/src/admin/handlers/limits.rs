@@ -126,7 +126,7 @@ async fn apply_limits(
 async fn change_disk(
     admin: &Admin,
     rec: &AppspaceRecord,
-    live: &Appspace,
+    live: &Arc<Appspace>,
     bytes: u64,
 ) -> Result<(), Failure> {
     use crate::disk::DiskError;
@@ -140,6 +140,11 @@ async fn change_disk(
         };
         Failure::new(code, format!("changing the disk limit: {e}"))
     };
+    if rec.disk_kind == crate::state::DiskKind::None
+        && admin.disks.kind() != crate::state::DiskKind::None
+    {
+        return move_onto_limit(admin, rec, live, bytes).await;
+    }
     let resized = match admin.disks.resize(rec, bytes, false).await {
         Err(DiskError::Running(why)) => {
             let _held = admin.backups.exclusive().await;
@@ -164,6 +169,101 @@ async fn change_disk(
         return Err(e.into());
     }
     Ok(())
+}
+
+/// An appspace made without a disk limit (before the host had a way to
+/// enforce one) moves onto the host's way with limit `bytes`, out of
+/// service meanwhile: a project quota is put on its data directory where
+/// it is; for a disk image, one is made and mounted, the data copied in
+/// through a backup (restic writes it, never following the app's links)
+/// and the old directory removed. The record changes in one statement
+/// once the data is in place; anything failing before leaves it as it
+/// was. A successor with the new data directory takes its place.
+async fn move_onto_limit(
+    admin: &Admin,
+    rec: &AppspaceRecord,
+    live: &Arc<Appspace>,
+    bytes: u64,
+) -> Result<(), Failure> {
+    use crate::state::DiskKind;
+    let failed = |what: String| {
+        Failure::new(
+            ErrorCode::Internal,
+            format!("moving onto a disk limit: {what}"),
+        )
+    };
+    let held = admin.backups.exclusive().await;
+    let grace = admin.host.lifecycle.stop_grace;
+    let mut next = rec.clone();
+    next.disk_kind = admin.disks.kind();
+    next.disk_bytes = bytes;
+    next.data_dir = admin.disks.data_dir(&rec.home());
+    let why = format!("moving its data onto a disk limit of {} MiB", bytes >> 20);
+    let (_, moved) = live
+        .out_of_service(grace, &why, async {
+            let old = rec.data_dir.clone();
+            let used = tokio::task::spawn_blocking(move || crate::disk::tree_bytes(&old))
+                .await
+                .map_err(|e| failed(e.to_string()))?
+                .map_err(|e| failed(e.to_string()))?;
+            if used >= bytes {
+                return Err(Failure::new(
+                    ErrorCode::Invalid,
+                    format!(
+                        "changing the disk limit: {}",
+                        crate::disk::DiskError::BelowUse { used, limit: bytes }
+                    ),
+                ));
+            }
+            let placed = async {
+                // What an earlier, interrupted move left (an image of
+                // another size) goes first: the data is still in `rec`'s.
+                admin.disks.undo_attach(&next).await;
+                admin.disks.attach(&next).await.map_err(|e| failed(e.to_string()))?;
+                if next.data_dir != rec.data_dir {
+                    let copy = admin
+                        .backups
+                        .backup_still(&held, live, "pre-disk-limit")
+                        .await
+                        .map_err(|e| failed(e.to_string()))?;
+                    admin
+                        .backups
+                        .put_back(&held, &copy, &next.data_dir)
+                        .await
+                        .map_err(|e| failed(e.to_string()))?;
+                }
+                admin
+                    .state
+                    .set_disk(&rec.name, next.disk_kind, &next.data_dir, bytes)
+                    .await
+                    .map_err(Failure::from)
+            }
+            .await;
+            if let Err(f) = placed {
+                admin.disks.undo_attach(&next).await;
+                return Err(f);
+            }
+            live.log_host(&format!(
+                "its data now has a disk limit of {} MiB ({})",
+                bytes >> 20,
+                match next.disk_kind {
+                    DiskKind::Image => "a disk image",
+                    _ => "a project quota",
+                }
+            ));
+            if next.data_dir != rec.data_dir {
+                if let Err(e) = std::fs::remove_dir_all(&rec.data_dir) {
+                    warn!(appspace = %rec.name, error = %e, "removing the data directory it moved from");
+                }
+            }
+            let rec = admin.state.appspace(&rec.name).await?;
+            let successor = Appspace::new(AppspaceConfig::from_record(rec), &admin.host.lifecycle)
+                .map_err(|e| failed(e.to_string()))?;
+            crate::upgrade::hand_over(&admin.state, &admin.host, live, &Arc::new(successor)).await;
+            Ok(())
+        })
+        .await;
+    moved
 }
 
 #[cfg(test)]
