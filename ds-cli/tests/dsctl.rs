@@ -1476,25 +1476,16 @@ fn upgrades_migrate_check_and_roll_back_by_themselves() -> Result<(), Failed> {
     host.stop()
 }
 
-/// A migration that runs past its manifest's `data.migrate_timeout` is
-/// killed and the upgrade rolled back, its half-done change undone.
-fn a_migration_past_its_timeout_is_killed_and_rolled_back() -> Result<(), Failed> {
-    let dir = tempfile::tempdir()?;
-    let state = dir.path().join("state");
-    let host = DevHost::start(&state)?;
+/// notes 1.0.0 (schema 1) and 2.0.0 (schema 2, migrated by `migrate`,
+/// the rest of its `migrate = ` line), and an appspace of 1.0.0; its
+/// domain.
+fn notes_to_migrate(dir: &Path, host: &DevHost, migrate: &str) -> Result<&'static str, Failed> {
     install(
-        &host,
-        &versioned(dir.path(), "notes", "1.0.0", "[data]\nschema = 1\n")?,
+        host,
+        &versioned(dir, "notes", "1.0.0", "[data]\nschema = 1\n")?,
     )?;
-    install(
-        &host,
-        &versioned(
-            dir.path(),
-            "notes",
-            "2.0.0",
-            "[data]\nschema = 2\noldest_schema = 1\nmigrate = [\"hello-native\", \"migrate-hang\"]\nmigrate_timeout = \"2s\"\n",
-        )?,
-    )?;
+    let data = format!("[data]\nschema = 2\noldest_schema = 1\nmigrate = {migrate}\n");
+    install(host, &versioned(dir, "notes", "2.0.0", &data)?)?;
     let d = "notes.localhost";
     host.json(&[
         "appspace",
@@ -1506,6 +1497,20 @@ fn a_migration_past_its_timeout_is_killed_and_rolled_back() -> Result<(), Failed
         "--domain",
         d,
     ])?;
+    Ok(d)
+}
+
+/// A migration that runs past its manifest's `data.migrate_timeout` is
+/// killed and the upgrade rolled back, its half-done change undone.
+fn a_migration_past_its_timeout_is_killed_and_rolled_back() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let state = dir.path().join("state");
+    let host = DevHost::start(&state)?;
+    let d = notes_to_migrate(
+        dir.path(),
+        &host,
+        "[\"hello-native\", \"migrate-hang\"]\nmigrate_timeout = \"2s\"",
+    )?;
     for _ in 0..2 {
         ensure(host.get(d, "/")?.0 == 200, "a visit")?;
     }
@@ -1534,30 +1539,7 @@ fn limits_changed_during_an_upgrade_apply_to_the_new_version() -> Result<(), Fai
     let dir = tempfile::tempdir()?;
     let state = dir.path().join("state");
     let host = DevHost::start(&state)?;
-    install(
-        &host,
-        &versioned(dir.path(), "notes", "1.0.0", "[data]\nschema = 1\n")?,
-    )?;
-    install(
-        &host,
-        &versioned(
-            dir.path(),
-            "notes",
-            "2.0.0",
-            "[data]\nschema = 2\noldest_schema = 1\nmigrate = [\"hello-native\", \"migrate-slow\"]\n",
-        )?,
-    )?;
-    let d = "notes.localhost";
-    host.json(&[
-        "appspace",
-        "create",
-        "--app",
-        "notes",
-        "--version",
-        "1.0.0",
-        "--domain",
-        d,
-    ])?;
+    let d = notes_to_migrate(dir.path(), &host, "[\"hello-native\", \"migrate-slow\"]")?;
     ensure(host.get(d, "/")?.0 == 200, "a visit")?;
     let mut upgrade = Command::new(DSCTL)
         .arg("--socket")
