@@ -120,6 +120,25 @@ impl Host {
             .filter(|now| now.config.name == old.config.name && !Arc::ptr_eq(now, old))
     }
 
+    /// A running Deno app holds its egress allowlist in its own
+    /// permissions (`--allow-net`), fixed when it started: after a change
+    /// it is stopped gracefully (SIGTERM, its grace) and started again with
+    /// the new list, in the background. Native apps are checked per
+    /// connection by the host alone, and keep running.
+    pub fn restart_for_allowlist(&self, appspace: &Arc<Appspace>) {
+        if appspace.config.runtime != ds_sandbox::spec::Runtime::Deno || !appspace.is_running() {
+            return;
+        }
+        let (launcher, life) = (self.launcher.clone(), self.lifecycle);
+        let appspace = appspace.clone();
+        tokio::spawn(async move {
+            appspace.stop(life.stop_grace).await;
+            if let Err(e) = appspace.start_now(&launcher, &life).await {
+                tracing::warn!(appspace = %appspace.config.name, error = %e, "restarting after an allowlist change");
+            }
+        });
+    }
+
     /// Every appspace served.
     pub fn all(&self) -> Vec<Arc<Appspace>> {
         self.by_domain.load().values().cloned().collect()

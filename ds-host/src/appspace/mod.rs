@@ -431,10 +431,13 @@ impl Appspace {
     /// Takes the admin's settings as `rec` records them now (limits,
     /// egress allowlist, paused): a successor built before an upgrade or a
     /// restore finished gets what an admin changed meanwhile.
-    pub async fn adopt(&self, rec: &crate::state::AppspaceRecord, grace: Duration) {
+    /// Returns whether the allowlist changed (a running Deno app holds it
+    /// in its own permissions until it restarts).
+    pub async fn adopt(&self, rec: &crate::state::AppspaceRecord, grace: Duration) -> bool {
         let rules: Vec<crate::egress::rules::Rule> =
             rec.egress.iter().filter_map(|e| e.parse().ok()).collect();
-        if rules != self.egress.rules() {
+        let egress_changed = rules != self.egress.rules();
+        if egress_changed {
             self.egress.set_rules(rules);
         }
         let limits = ResourceLimits {
@@ -448,6 +451,7 @@ impl Appspace {
         if rec.paused != self.is_paused() {
             self.set_paused(rec.paused, grace).await;
         }
+        egress_changed
     }
 
     /// Changes the limits; a running sandbox's cgroup is changed at once.

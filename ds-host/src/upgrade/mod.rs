@@ -120,7 +120,9 @@ pub async fn hand_over(state: &State, host: &Host, old: &Arc<Appspace>, next: &A
     host.replace(old, next.clone());
     old.mark_replaced();
     if let Ok(rec) = state.appspace(&next.config.name).await {
-        next.adopt(&rec, host.lifecycle.stop_grace).await;
+        if next.adopt(&rec, host.lifecycle.stop_grace).await {
+            host.restart_for_allowlist(next);
+        }
     }
 }
 

@@ -76,20 +76,7 @@ async fn change_egress(
     admin.state.set_egress(&rec.name, &texts).await?;
     live.egress().set_rules(rules);
     super::follow_successor(admin, &live).await;
-    // A running Deno app holds the allowlist in its own permissions
-    // (`--allow-net`), fixed when it started: it is stopped gracefully
-    // (SIGTERM, its grace) and started again with the new list, in the
-    // background. Native apps are checked per connection by the host
-    // alone, and keep running.
-    if live.config.runtime == ds_sandbox::spec::Runtime::Deno && live.is_running() {
-        let (host, live) = (admin.host.clone(), live.clone());
-        tokio::spawn(async move {
-            live.stop(host.lifecycle.stop_grace).await;
-            if let Err(e) = live.start_now(&host.launcher, &host.lifecycle).await {
-                warn!(appspace = %live.config.name, error = %e, "restarting after an allowlist change");
-            }
-        });
-    }
+    admin.host.restart_for_allowlist(&live);
     egress_view(admin, &rec, &live).await
 }
 

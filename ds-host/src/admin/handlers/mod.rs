@@ -256,7 +256,9 @@ async fn follow_successor(admin: &Admin, live: &Arc<Appspace>) {
     }
     if let Some(now) = admin.host.successor(live) {
         if let Ok(rec) = admin.state.appspace(&now.config.name).await {
-            now.adopt(&rec, admin.host.lifecycle.stop_grace).await;
+            if now.adopt(&rec, admin.host.lifecycle.stop_grace).await {
+                admin.host.restart_for_allowlist(&now);
+            }
         }
     }
 }
