@@ -73,7 +73,8 @@ pub enum AppCommand {
     Pack {
         /// The package directory.
         dir: PathBuf,
-        /// The file to write (default: NAME-VERSION.tar.gz here).
+        /// The file to write, never inside DIR (default: NAME-VERSION.tar.gz
+        /// beside DIR).
         #[arg(long, short = 'o')]
         output: Option<PathBuf>,
     },

@@ -80,8 +80,30 @@ pub fn pack(dir: &Path, output: Option<PathBuf>) -> Result<(PathBuf, Manifest), 
     let work = scratch()?;
     let staged = check(dir, &work.path().join("store"))?;
     let m = staged.manifest().clone();
-    let output =
-        output.unwrap_or_else(|| PathBuf::from(format!("{}-{}.tar.gz", m.name, m.version)));
+    // Beside the package folder by default (`app pack .` from inside it
+    // included): a package file inside the folder would be packed into
+    // the next version.
+    let real = std::fs::canonicalize(dir).map_err(local("reading", dir))?;
+    let output = output.unwrap_or_else(|| {
+        real.parent()
+            .unwrap_or(&real)
+            .join(format!("{}-{}.tar.gz", m.name, m.version))
+    });
+    let beside = std::path::absolute(&output).map_err(local("writing", &output))?;
+    let parent_real = beside
+        .parent()
+        .and_then(|p| std::fs::canonicalize(p).ok())
+        .unwrap_or_else(|| beside.clone());
+    if beside.starts_with(&real) || parent_real.starts_with(&real) {
+        return Err(ClientError::Local {
+            what: "writing",
+            path: output,
+            source: std::io::Error::other(format!(
+                "it would be inside the package {}: write it beside the folder (the default) or elsewhere",
+                dir.display()
+            )),
+        });
+    }
     let partial = work.path().join("package.tar.gz");
     let file = std::fs::File::create(&partial).map_err(local("writing", &partial))?;
     let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
@@ -209,6 +231,16 @@ mod tests {
         let before = std::fs::read(&out).unwrap();
         assert!(pack(&pkg, Some(out.clone())).is_err());
         assert_eq!(std::fs::read(&out).unwrap(), before);
+        // By default beside the folder; never inside it.
+        let (beside, _) = pack(&pkg, None).unwrap();
+        assert_eq!(
+            beside,
+            dir.path().canonicalize().unwrap().join("hi-1.0.0.tar.gz")
+        );
+        let inside = pkg.join("hi.tar.gz");
+        let err = pack(&pkg, Some(inside.clone())).unwrap_err().to_string();
+        assert!(err.contains("inside the package"), "{err}");
+        assert!(!inside.exists());
         // What install refuses, check and pack refuse, writing nothing.
         std::fs::write(
             pkg.join("ds-app.toml"),

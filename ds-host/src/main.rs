@@ -431,6 +431,7 @@ fn bind(
 
 async fn dev(cli: Cli, stop: StopSignals) -> anyhow::Result<()> {
     let state = std::path::absolute(&cli.state_dir).context("resolving --state-dir")?;
+    ds_host::dev::check_apart(&state, &cli.apps)?;
     let deno = find_deno();
     let rate = std::num::NonZeroU32::new(cli.egress_rate).context("--egress-rate")?;
     let lifecycle = Lifecycle {

@@ -278,6 +278,30 @@ pub(super) fn dev_watch_reinstalls_a_changed_package_and_keeps_serving_a_broken_
         "0.1.0",
         "command = [\"bin/notes\", \"first\"]\n",
     )?;
+    // Run from inside the package, the default state (./.ds-dev) would be
+    // in it: refused before anything is written.
+    let out = std::process::Command::new(bin_dir().join("ds-host"))
+        .args([
+            "--dev",
+            "--port",
+            "0",
+            "--tls-port",
+            "0",
+            "--app",
+            ".",
+            "--watch",
+        ])
+        .current_dir(&pkg)
+        .output()?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    ensure(
+        !out.status.success() && err.contains("is inside the package"),
+        format!("state inside the package: {}: {err}", out.status),
+    )?;
+    ensure(
+        !pkg.join(".ds-dev").exists(),
+        "a state directory was made in the package",
+    )?;
     let host = DevHost::start_with(
         &dir.path().join("state"),
         &["--app", pkg.to_str().ok_or("path")?, "--watch"],

@@ -34,6 +34,16 @@ pub enum DevError {
     /// The state store or an install failed.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The state directory is inside a package given with `--app`.
+    #[error(
+        "the state directory {state} is inside the package {package}: run from the folder above it (ds-host --dev --app ./NAME) or pass --state-dir outside the package"
+    )]
+    StateInPackage {
+        /// The state directory.
+        state: PathBuf,
+        /// The package.
+        package: PathBuf,
+    },
 }
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DevError {
@@ -73,6 +83,25 @@ async fn ensure_installed(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Refuses a state directory inside an `--app` package directory (the
+/// default `./.ds-dev` run from the package folder): every install would
+/// copy the state into the package, and every write to it would be a
+/// change to the package. Checked before anything is written.
+pub fn check_apart(state_dir: &Path, apps: &[PathBuf]) -> Result<(), DevError> {
+    for app in apps.iter().filter(|a| a.is_dir()) {
+        let within = |pkg: &Path| state_dir.starts_with(pkg);
+        let absolute = std::path::absolute(app).unwrap_or_else(|_| app.clone());
+        let real = fs::canonicalize(app).unwrap_or_else(|_| absolute.clone());
+        if within(&absolute) || within(&real) {
+            return Err(DevError::StateInPackage {
+                state: state_dir.to_owned(),
+                package: app.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Installs the bundled examples that can run here (and `extra` packages,
