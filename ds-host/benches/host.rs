@@ -617,6 +617,7 @@ fn main() {
                 ds_host::state::Storage {
                     data_dir: &data,
                     disk: (ds_host::state::DiskKind::None, 0),
+                    pending: None,
                 },
             )
             .await

@@ -1106,6 +1106,7 @@ fn production_mode_serves_https_and_redirects_http() -> Result<(), Failed> {
                 ds_host::state::Storage {
                     data_dir: &data,
                     disk: (ds_host::state::DiskKind::None, 0),
+                    pending: None,
                 },
             )
             .await?;

@@ -45,6 +45,7 @@ async fn installs_and_appspaces_are_recorded() {
             ds_host::state::Storage {
                 data_dir: &data,
                 disk: (ds_host::state::DiskKind::None, 0),
+                pending: None,
             },
         )
         .await
@@ -86,6 +87,7 @@ async fn conflicts_and_unknowns_change_nothing() {
             ds_host::state::Storage {
                 data_dir: &data,
                 disk: (ds_host::state::DiskKind::None, 0),
+                pending: None,
             },
         )
         .await
@@ -100,6 +102,7 @@ async fn conflicts_and_unknowns_change_nothing() {
             ds_host::state::Storage {
                 data_dir: &data,
                 disk: (ds_host::state::DiskKind::None, 0),
+                pending: None,
             },
         )
         .await
@@ -116,6 +119,7 @@ async fn conflicts_and_unknowns_change_nothing() {
             ds_host::state::Storage {
                 data_dir: &data,
                 disk: (ds_host::state::DiskKind::None, 0),
+                pending: None,
             },
         )
         .await
@@ -166,6 +170,7 @@ async fn versions_whose_files_vanished_break_their_appspaces_and_nothing_is_dele
             ds_host::state::Storage {
                 data_dir: &tmp.path().join("d"),
                 disk: (ds_host::state::DiskKind::None, 0),
+                pending: None,
             },
         )
         .await
@@ -234,6 +239,7 @@ async fn every_appspace_gets_its_own_host_uid_from_the_documented_range() {
                 ds_host::state::Storage {
                     data_dir: &tmp.path().join(&name),
                     disk: (ds_host::state::DiskKind::None, 0),
+                    pending: None,
                 },
             )
             .await
@@ -267,6 +273,7 @@ async fn every_appspace_gets_its_own_host_uid_from_the_documented_range() {
             ds_host::state::Storage {
                 data_dir: &tmp.path().join("x"),
                 disk: (ds_host::state::DiskKind::None, 0),
+                pending: None,
             },
         )
         .await
@@ -299,6 +306,7 @@ async fn usage_adds_up_per_hour_keeps_highs_forgets_old_hours_and_goes_with_its_
             ds_host::state::Storage {
                 data_dir: &data,
                 disk: (ds_host::state::DiskKind::None, 0),
+                pending: None,
             },
         )
         .await

@@ -175,6 +175,7 @@ pub async fn prepare(
                 crate::state::Storage {
                     data_dir: &data_dir,
                     disk: (disks.kind(), disk),
+                    pending: None,
                 },
             )
             .await

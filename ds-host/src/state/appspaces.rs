@@ -27,6 +27,9 @@ pub struct Storage<'a> {
     pub data_dir: &'a Path,
     /// How the disk limit is enforced, and the limit in bytes.
     pub disk: (DiskKind, u64),
+    /// The journal it is recorded with, while its data is still being put
+    /// in (an import: a host killed before it is cleared removes it).
+    pub pending: Option<&'a str>,
 }
 
 impl State {
@@ -40,7 +43,11 @@ impl State {
         memory_bytes: u64,
         storage: Storage<'_>,
     ) -> Result<(), StateError> {
-        let Storage { data_dir, disk } = storage;
+        let Storage {
+            data_dir,
+            disk,
+            pending,
+        } = storage;
         let mut tx = self.pool.begin().await.map_err(db("beginning"))?;
         let exists = sqlx::query("SELECT 1 FROM app_versions WHERE app = ? AND version = ?")
             .bind(app)
@@ -56,8 +63,8 @@ impl State {
         let uid = super::host_ids::allocate(&mut tx, name).await?;
         let inserted = sqlx::query(
             "INSERT INTO appspaces (name, domain, app, version, data_dir, memory_bytes, created_at, uid,
-                 disk_kind, disk_bytes)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 disk_kind, disk_bytes, pending)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(name)
         .bind(domain)
@@ -69,6 +76,7 @@ impl State {
         .bind(i64::from(uid))
         .bind(disk.0.as_str())
         .bind(disk.1 as i64)
+        .bind(pending)
         .execute(&mut *tx)
         .await;
         if let Err(sqlx::Error::Database(e)) = &inserted {

@@ -179,6 +179,7 @@ mod tests {
                     Storage {
                         data_dir: &data,
                         disk: (disks.kind(), 1 << 30),
+                        pending: None,
                     },
                 )
                 .await

@@ -167,7 +167,7 @@ pub(super) async fn create_appspace(
 }
 
 async fn create(admin: &Admin, req: &api::CreateAppspace) -> Result<api::Appspace, Failure> {
-    let (rec, appspace) = create_unserved(admin, req, None).await?;
+    let (rec, appspace) = create_unserved(admin, req, None, None).await?;
     admin.host.add(appspace.clone());
     let mut view = appspace_view(rec.clone(), Some(&appspace)).await;
     view.egress_not_granted = not_granted(admin, &rec).await;
@@ -197,11 +197,13 @@ pub(super) async fn not_granted(admin: &Admin, rec: &AppspaceRecord) -> Vec<api:
 /// Creates an appspace (recorded, its data directory made) that the
 /// host does not serve yet: the caller adds it to the host, or undoes it
 /// with [`uncreate`]. Its disk limit is `disk_bytes`, or the host's
-/// default.
+/// default. `pending`: the journal it is recorded with while its data is
+/// put in (see [`crate::upgrade::IMPORT`]); the caller clears it.
 pub(super) async fn create_unserved(
     admin: &Admin,
     req: &api::CreateAppspace,
     disk_bytes: Option<u64>,
+    pending: Option<&str>,
 ) -> Result<(AppspaceRecord, Arc<Appspace>), Failure> {
     let name = name_for_domain(&req.domain, &admin.host.base_domain)?;
     let domain = format!("{name}.{}", admin.host.base_domain);
@@ -253,6 +255,7 @@ pub(super) async fn create_unserved(
             crate::state::Storage {
                 data_dir: &data_dir,
                 disk: (admin.disks.kind(), disk),
+                pending,
             },
         )
         .await?;

@@ -136,12 +136,34 @@ async fn restore_into(
     };
     // The source's disk limit, when it has one: its data fits in it.
     let disk = (rec.disk_bytes > 0).then_some(rec.disk_bytes);
-    let (new_rec, new) = super::appspaces::create_unserved(admin, &req, disk).await?;
+    // Journalled as an import until the data is in: a host killed before
+    // removes the half-made appspace at its next start.
+    let journal = serde_json::to_string(&crate::upgrade::Journal {
+        op: crate::upgrade::IMPORT.into(),
+        from: format!("backup {} of {}", snapshot.id, rec.name),
+        to: req.version.clone().unwrap_or_default(),
+        backup: snapshot.id.clone(),
+        app_installed: false,
+    })
+    .unwrap_or_default();
+    let (new_rec, new) =
+        super::appspaces::create_unserved(admin, &req, disk, Some(&journal)).await?;
     let held = admin.backups.exclusive().await;
-    let put = admin
+    let put = match admin
         .backups
         .put_back(&held, &snapshot, &new.config.data_dir)
-        .await;
+        .await
+    {
+        Ok(()) => admin
+            .state
+            .set_pending(&new_rec.name, None)
+            .await
+            .map_err(|e| crate::backup::BackupError::Output {
+                what: "restore",
+                why: e.to_string(),
+            }),
+        Err(e) => Err(e),
+    };
     drop(held);
     if let Err(e) = put {
         super::appspaces::uncreate(admin, &new_rec).await;

@@ -275,16 +275,9 @@ async fn import(admin: &Admin, domain: &str, body: Body) -> Result<api::Imported
         // What it was allowed on the other host is shown, never granted.
         grant_egress: false,
     };
-    let (rec, new) = match super::appspaces::create_unserved(admin, &req, disk).await {
-        Ok(made) => made,
-        Err(f) => {
-            undo_install(admin, app_installed, m, &version).await;
-            return Err(f);
-        }
-    };
-    // Journalled until the data is in: a host killed before that removes
-    // the half-made appspace (and what was installed for it) at its next
-    // start, so an import is all there or not there at all.
+    // Recorded with a journal until the data is in: a host killed before
+    // that removes the half-made appspace (and what was installed for it)
+    // at its next start, so an import is all there or not there at all.
     let journal = serde_json::to_string(&crate::upgrade::Journal {
         op: crate::upgrade::IMPORT.into(),
         from: m.domain.clone(),
@@ -293,16 +286,21 @@ async fn import(admin: &Admin, domain: &str, body: Body) -> Result<api::Imported
         app_installed,
     })
     .unwrap_or_default();
-    let placed = match admin.state.set_pending(&rec.name, Some(&journal)).await {
-        Ok(()) => match place(admin, &rec, &new, &upload.0, m).await {
-            Ok(()) => admin
-                .state
-                .set_pending(&rec.name, None)
-                .await
-                .map_err(Failure::from),
-            Err(f) => Err(f),
-        },
-        Err(e) => Err(e.into()),
+    let made = super::appspaces::create_unserved(admin, &req, disk, Some(&journal)).await;
+    let (rec, new) = match made {
+        Ok(made) => made,
+        Err(f) => {
+            undo_install(admin, app_installed, m, &version).await;
+            return Err(f);
+        }
+    };
+    let placed = match place(admin, &rec, &new, &upload.0, m).await {
+        Ok(()) => admin
+            .state
+            .set_pending(&rec.name, None)
+            .await
+            .map_err(Failure::from),
+        Err(f) => Err(f),
     };
     if let Err(f) = placed {
         super::appspaces::uncreate(admin, &rec).await;
