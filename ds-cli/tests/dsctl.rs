@@ -1775,6 +1775,29 @@ fn a_host_killed_during_a_backup_leaves_everything_usable_and_backups_delete() -
         "nope.localhost",
     )?;
     host.json(&["backup", "verify"])?;
+    // A restic killed while it held the repository exclusively (a check,
+    // a prune: by the OOM killer, say) leaves a lock every later backup
+    // would refuse on: the host removes such stale locks and goes on.
+    let locks = state.join("backups/repository/locks");
+    let mut check = Command::new("restic")
+        .args(["check", "--read-data"])
+        .env("RESTIC_REPOSITORY", state.join("backups/repository"))
+        .env("RESTIC_PASSWORD_FILE", state.join("backups/key"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_dir(&locks)?.next().is_none() {
+        ensure(Instant::now() < deadline, "restic check took no lock")?;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    check.kill()?;
+    let _ = check.wait();
+    ensure(
+        std::fs::read_dir(&locks)?.next().is_some(),
+        "the killed check left no lock",
+    )?;
+    host.json(&["backup", "create", "hello-native.localhost"])?;
     host.stop()
 }
 

@@ -297,15 +297,20 @@ impl Restic {
     }
 
     async fn run(&self, what: &'static str, args: &[&str]) -> Result<Vec<u8>, BackupError> {
-        // restic's check and forget lock the repository exclusively and
-        // refuse while any lock is there, even that of a restic killed
-        // with its host (a power cut): `unlock` removes only such stale
-        // locks (this machine's, their process gone, or older than 30
-        // minutes); ours never overlap (`Backups` runs one at a time).
-        if matches!(args.first(), Some(&"check" | &"forget")) {
-            self.run_once("unlock", &["unlock"]).await?;
+        // restic refuses while a conflicting lock is there, even that of a
+        // restic killed with its host (a power cut) or by the OOM killer:
+        // check and forget refuse on any lock, a backup on an exclusive
+        // one. `unlock` removes only stale locks (this machine's whose
+        // process is gone, or older than 30 minutes), and ours never
+        // overlap (`Backups` runs one at a time): on a refusal for a lock,
+        // it runs and the command is tried once more.
+        match self.run_once(what, args).await {
+            Err(BackupError::Failed { stderr, .. }) if refused_for_a_lock(&stderr) => {
+                self.run_once("unlock", &["unlock"]).await?;
+                self.run_once(what, args).await
+            }
+            other => other,
         }
-        self.run_once(what, args).await
     }
 
     async fn run_once(&self, what: &'static str, args: &[&str]) -> Result<Vec<u8>, BackupError> {
@@ -728,9 +733,31 @@ pub(crate) fn inherit_project(data: &Path, staging: &Path) {
     }
 }
 
+/// Whether restic's complaint is about a lock in the repository.
+fn refused_for_a_lock(stderr: &str) -> bool {
+    stderr.contains("already locked")
+        || stderr.contains("unable to create lock")
+        || stderr.contains("`unlock` command")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn restic_lock_refusals_are_recognised() {
+        // restic 0.14's words, as `run` keeps them (the last lines).
+        for said in [
+            "unable to create lock in backend: repository is already locked exclusively by PID 4242 on host by root (UID 0, GID 0) / lock was created at 2026-12-04 13:39:39 (4.2s ago) / storage ID 3d5507de / the `unlock` command can be used to remove stale locks",
+            "lock was created at 2026-12-04 13:39:39 (4.240999481s ago) / storage ID 3d5507de / the `unlock` command can be used to remove stale locks",
+        ] {
+            assert!(refused_for_a_lock(said), "{said}");
+        }
+        assert!(!refused_for_a_lock("Fatal: wrong password or no key found"));
+        assert!(!refused_for_a_lock(
+            "Is there a repository at the following location?"
+        ));
+    }
 
     #[test]
     fn a_half_done_swap_is_undone_and_a_finished_one_tidied() {
