@@ -26,6 +26,13 @@ pub async fn recover(
         let Some(journal) = &rec.pending else {
             continue;
         };
+        // A half-made import goes whatever state its disk is in.
+        if let Ok(j) = serde_json::from_str::<Journal>(journal) {
+            if j.op == super::IMPORT {
+                unimport(state, disks, &rec, &j).await?;
+                continue;
+            }
+        }
         if rec
             .broken
             .as_deref()
@@ -35,12 +42,6 @@ pub async fn recover(
             // mounted): the roll-back waits for a start with its disk.
             warn!(appspace = %rec.name, "an interrupted change waits for its disk to be ready");
             continue;
-        }
-        if let Ok(j) = serde_json::from_str::<Journal>(journal) {
-            if j.op == super::IMPORT {
-                unimport(state, disks, &rec, &j).await?;
-                continue;
-            }
         }
         match roll_back(backups, &rec, journal).await {
             Ok(what) => {
