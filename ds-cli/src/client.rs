@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use ds_api::admin::ErrorBody;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -57,6 +57,10 @@ pub enum ClientError {
     },
 }
 
+/// How long a streamed upload waits for the host's `100 Continue` before
+/// sending anyway (RFC 9110 lets a client go on after a while).
+const CONTINUE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A client of the admin socket at one path.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -88,7 +92,7 @@ impl Client {
             let body = Full::new(bytes).map_err(|never| match never {}).boxed();
             (content_type, length, body)
         });
-        self.send_body(method, path, body).await
+        self.send_body(method, path, body, None).await
     }
 
     /// [`Client::send`] with the file at `file` as the body, read as it
@@ -111,10 +115,18 @@ impl Client {
             .await
             .map_err(local("reading"))?;
         let length = opened.metadata().await.map_err(local("reading"))?.len();
+        // `Expect: 100-continue`: the body waits for the host's go-ahead,
+        // so a refusal before it reads anything (a taken domain) arrives
+        // as an answer, not as a failed write on a closed connection.
+        let (go, gone_ahead) = tokio::sync::oneshot::channel::<()>();
+        let wait = futures::stream::once(async move {
+            let _ = tokio::time::timeout(CONTINUE_WAIT, gone_ahead).await;
+        })
+        .filter_map(|()| std::future::ready(None::<std::io::Result<Frame<Bytes>>>));
         let frames =
             tokio_util::io::ReaderStream::with_capacity(opened, 256 << 10).map_ok(Frame::data);
-        let body = StreamBody::new(frames).boxed();
-        self.send_body(method, path, Some((content_type, length, body)))
+        let body = BodyExt::boxed(StreamBody::new(wait.chain(frames)));
+        self.send_body(method, path, Some((content_type, length, body)), Some(go))
             .await
     }
 
@@ -123,6 +135,7 @@ impl Client {
         method: Method,
         path: &str,
         body: Option<(&'static str, u64, BoxBody<Bytes, std::io::Error>)>,
+        on_continue: Option<tokio::sync::oneshot::Sender<()>>,
     ) -> Result<Response<Incoming>, ClientError> {
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
@@ -155,10 +168,21 @@ impl Client {
                 .map_err(|never| match never {})
                 .boxed(),
         };
-        let resp = sender
-            .send_request(req.body(payload).map_err(http)?)
-            .await
-            .map_err(http)?;
+        if on_continue.is_some() {
+            req = req.header(hyper::header::EXPECT, "100-continue");
+        }
+        let mut request = req.body(payload).map_err(http)?;
+        if let Some(go) = on_continue {
+            let go = std::sync::Mutex::new(Some(go));
+            hyper::ext::on_informational(&mut request, move |res| {
+                if res.status() == hyper::StatusCode::CONTINUE {
+                    if let Some(go) = go.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                        let _ = go.send(());
+                    }
+                }
+            });
+        }
+        let resp = sender.send_request(request).await.map_err(http)?;
         if resp.status().is_success() {
             return Ok(resp);
         }

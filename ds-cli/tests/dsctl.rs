@@ -2537,13 +2537,17 @@ fn an_appspace_made_without_a_disk_limit_moves_onto_one() -> Result<(), Failed> 
         refused_after(&said).is_some_and(|(_, why)| why.contains("No space left")),
         format!("past the limit: {said}"),
     )?;
-    // And after a restart.
+    // And after a restart; a directory a move left (killed after it was
+    // recorded, before the old directory went) is removed then.
     host.stop()?;
+    std::fs::create_dir(&old_data)?;
+    std::fs::write(old_data.join("visits"), "1")?;
     let host = DevHost::start_with(
         &state,
         &["--disk-quota", "image", "--disk-limit", "48M"],
         None,
     )?;
+    ensure(!old_data.exists(), "the directory a move left was kept")?;
     let (_, page) = host.get(d, "/")?;
     ensure(
         page.contains("visits (kept in /data)</th><td>4<"),

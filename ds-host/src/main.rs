@@ -626,6 +626,9 @@ async fn attach_disks(state: &ds_host::state::State, disks: &Disks) -> anyhow::R
             .broken
             .as_deref()
             .is_some_and(|b| b.starts_with(DISK_BROKEN));
+        if let Err(e) = disks.tidy_finished_move(&rec) {
+            tracing::warn!(appspace = %rec.name, error = %e, "tidying after a move onto a disk image");
+        }
         match disks.attach(&rec).await {
             Ok(()) if earlier => {
                 tracing::info!(appspace = %rec.name, "its disk is ready again");

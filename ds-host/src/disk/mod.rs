@@ -189,6 +189,20 @@ impl Disks {
         }
     }
 
+    /// At start-up, nothing else running: removes the directory a move
+    /// onto a disk image copied from ([`Disks::attach`] for the new way,
+    /// then the record, then this directory), when the host was killed
+    /// after the move was recorded and before the directory went. An
+    /// image appspace has no other directory there.
+    pub fn tidy_finished_move(&self, rec: &AppspaceRecord) -> Result<(), DiskError> {
+        let moved_from = rec.home().join("data");
+        if rec.disk_kind != DiskKind::Image || moved_from == rec.data_dir || !moved_from.exists() {
+            return Ok(());
+        }
+        tracing::warn!(path = %moved_from.display(), "removing the data directory a finished move onto a disk image left");
+        std::fs::remove_dir_all(&moved_from).map_err(io("removing", &moved_from))
+    }
+
     /// Changes the appspace's limit to `bytes`; refused below what it
     /// uses. A disk image grows while the app runs where the kernel allows
     /// it, and otherwise (and to shrink) only with the appspace stopped
