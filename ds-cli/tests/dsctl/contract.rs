@@ -276,7 +276,7 @@ pub(super) fn dev_watch_reinstalls_a_changed_package_and_keeps_serving_a_broken_
     let pkg = notes(
         dir.path(),
         "0.1.0",
-        "command = [\"bin/notes\", \"first\"]\n",
+        "command = [\"bin/notes\", \"first\"]\n[requests]\negress = [\"api.example.com\"]\n",
     )?;
     // Run from inside the package, the default state (./.ds-dev) would be
     // in it: refused before anything is written.
@@ -309,6 +309,17 @@ pub(super) fn dev_watch_reinstalls_a_changed_package_and_keeps_serving_a_broken_
     )?;
     let argv = |host: &DevHost| host.get("notes.localhost", "/argv").map(|(_, b)| b);
     ensure(argv(&host)? == "first\n", "the first command")?;
+    // Dev mode's --app grants no egress the manifest asks for.
+    let egress = host.json(&["appspace", "egress", "list", "notes.localhost"])?;
+    ensure(
+        egress["allow"].as_array().is_some_and(Vec::is_empty),
+        format!("--app granted egress: {egress}"),
+    )?;
+    let shown = host.json(&["appspace", "show", "notes.localhost"])?;
+    ensure(
+        shown["egress_not_granted"][0]["host"] == "api.example.com",
+        format!("the request not shown: {shown}"),
+    )?;
     let (code, _) = host.get("notes.localhost", "/")?;
     ensure(code == 200, format!("visit: {code}"))?;
     // The app's output reaches the terminal.
