@@ -304,13 +304,64 @@ impl Restic {
         // process is gone, or older than 30 minutes), and ours never
         // overlap (`Backups` runs one at a time): on a refusal for a lock,
         // it runs and the command is tried once more.
-        match self.run_once(what, args).await {
+        let ran = match self.run_once(what, args).await {
             Err(BackupError::Failed { stderr, .. }) if refused_for_a_lock(&stderr) => {
                 self.run_once("unlock", &["unlock"]).await?;
                 self.run_once(what, args).await
             }
             other => other,
+        };
+        match ran {
+            // restic says only that the SFTP session did not start, and
+            // loses ssh's own reason when it exits first: ssh, run the
+            // same way, says why (a host key that does not match, a key
+            // refused, no route).
+            Err(BackupError::Failed { what, stderr })
+                if stderr.contains("unable to start the sftp session") =>
+            {
+                let why = self.ssh_says().await;
+                Err(BackupError::Failed {
+                    what,
+                    stderr: match why {
+                        Some(why) => format!("{stderr} / ssh: {why}"),
+                        None => stderr,
+                    },
+                })
+            }
+            other => other,
         }
+    }
+
+    /// The last line ssh prints when run as restic runs it, if it fails.
+    async fn ssh_says(&self) -> Option<String> {
+        let command = self
+            .ssh
+            .as_ref()
+            .and_then(|a| self.repository.sftp_command(a))?;
+        let mut words = command.split_whitespace();
+        let program = words.next()?;
+        let run = tokio::process::Command::new(program)
+            .args(words)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(std::time::Duration::from_secs(30), run)
+            .await
+            .ok()?
+            .ok()?;
+        if out.status.success() {
+            return None;
+        }
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .map(str::to_owned)
     }
 
     async fn run_once(&self, what: &'static str, args: &[&str]) -> Result<Vec<u8>, BackupError> {
