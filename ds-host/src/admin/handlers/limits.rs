@@ -251,15 +251,27 @@ async fn move_onto_limit(
                     _ => "a project quota",
                 }
             ));
+            // The successor serves the new data directory; the old one
+            // goes only once nothing will run on it (if making the
+            // successor fails, the next start serves the recorded new
+            // place and removes the old directory then).
+            let now = admin.state.appspace(&rec.name).await?;
+            let successor = match Appspace::new(AppspaceConfig::from_record(now), &admin.host.lifecycle) {
+                Ok(s) => s,
+                Err(e) => {
+                    // The old one must not write to the old place again.
+                    live.mark_replaced();
+                    return Err(failed(format!(
+                        "the data is in place but the appspace could not be set up on it ({e}); restart ds-host"
+                    )));
+                }
+            };
+            crate::upgrade::hand_over(&admin.state, &admin.host, live, &Arc::new(successor)).await;
             if next.data_dir != rec.data_dir {
                 if let Err(e) = std::fs::remove_dir_all(&rec.data_dir) {
                     warn!(appspace = %rec.name, error = %e, "removing the data directory it moved from");
                 }
             }
-            let rec = admin.state.appspace(&rec.name).await?;
-            let successor = Appspace::new(AppspaceConfig::from_record(rec), &admin.host.lifecycle)
-                .map_err(|e| failed(e.to_string()))?;
-            crate::upgrade::hand_over(&admin.state, &admin.host, live, &Arc::new(successor)).await;
             Ok(())
         })
         .await;
