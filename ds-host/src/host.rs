@@ -115,7 +115,7 @@ impl Host {
 
     /// What serves `old`'s appspace now, when that is no longer `old`
     /// (an upgrade or a restore replaced it).
-    pub fn successor(&self, old: &Arc<Appspace>) -> Option<Arc<Appspace>> {
+    pub(crate) fn successor(&self, old: &Arc<Appspace>) -> Option<Arc<Appspace>> {
         self.get(&old.config.name)
             .filter(|now| now.config.name == old.config.name && !Arc::ptr_eq(now, old))
     }
@@ -125,7 +125,7 @@ impl Host {
     /// it is stopped gracefully (SIGTERM, its grace) and started again with
     /// the new list, in the background. Native apps are checked per
     /// connection by the host alone, and keep running.
-    pub fn restart_for_allowlist(&self, appspace: &Arc<Appspace>) {
+    pub(crate) fn restart_for_allowlist(&self, appspace: &Arc<Appspace>) {
         if appspace.config.runtime != ds_sandbox::spec::Runtime::Deno || !appspace.is_running() {
             return;
         }

@@ -433,7 +433,7 @@ impl Appspace {
     /// restore finished gets what an admin changed meanwhile.
     /// Returns whether the allowlist changed (a running Deno app holds it
     /// in its own permissions until it restarts).
-    pub async fn adopt(&self, rec: &crate::state::AppspaceRecord, grace: Duration) -> bool {
+    pub(crate) async fn adopt(&self, rec: &crate::state::AppspaceRecord, grace: Duration) -> bool {
         let rules: Vec<crate::egress::rules::Rule> =
             rec.egress.iter().filter_map(|e| e.parse().ok()).collect();
         let egress_changed = rules != self.egress.rules();

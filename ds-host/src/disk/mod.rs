@@ -230,7 +230,7 @@ impl Disks {
     /// Removes what [`Disks::attach`] made for `rec` when the move onto
     /// a limit failed before it took effect: an image is unmounted and
     /// deleted (the data is still where it was), a project's limit lifted.
-    pub async fn undo_attach(&self, rec: &AppspaceRecord) {
+    pub(crate) async fn undo_attach(&self, rec: &AppspaceRecord) {
         match rec.disk_kind {
             DiskKind::None => {}
             DiskKind::Project => {
@@ -343,7 +343,7 @@ pub(crate) async fn run_allowing(
 
 /// Bytes the files under `dir` take on disk (allocated blocks, links not
 /// followed, each inode once): what a disk limit would count.
-pub fn tree_bytes(dir: &Path) -> Result<u64, DiskError> {
+pub(crate) fn tree_bytes(dir: &Path) -> Result<u64, DiskError> {
     use std::os::unix::fs::MetadataExt;
     let mut seen = std::collections::HashSet::new();
     let mut total = 0u64;

@@ -96,19 +96,19 @@ pub struct Upgraded {
 /// What an interrupted upgrade, restore or import left in the state
 /// database.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct Journal {
+pub(crate) struct Journal {
     /// `upgrade`, `restore` or `import`.
-    pub op: String,
+    pub(crate) op: String,
     /// The version it left (an import: the domain it came from).
-    pub from: String,
+    pub(crate) from: String,
     /// The version it went to.
-    pub to: String,
+    pub(crate) to: String,
     /// The backup that holds the data as it was (none for an import).
-    pub backup: String,
+    pub(crate) backup: String,
     /// An import installed the app version it runs (undone with it,
     /// unless another appspace uses it by then).
     #[serde(default)]
-    pub app_installed: bool,
+    pub(crate) app_installed: bool,
 }
 
 /// `next` takes `old`'s place (starts that waited for `old` find it
@@ -116,7 +116,12 @@ pub struct Journal {
 /// change of limits or a pause while `next` was prepared applies to it (an
 /// admin change that still found `old` re-applies itself to the successor:
 /// see the limits and pause handlers).
-pub async fn hand_over(state: &State, host: &Host, old: &Arc<Appspace>, next: &Arc<Appspace>) {
+pub(crate) async fn hand_over(
+    state: &State,
+    host: &Host,
+    old: &Arc<Appspace>,
+    next: &Arc<Appspace>,
+) {
     host.replace(old, next.clone());
     old.mark_replaced();
     if let Ok(rec) = state.appspace(&next.config.name).await {
@@ -128,7 +133,7 @@ pub async fn hand_over(state: &State, host: &Host, old: &Arc<Appspace>, next: &A
 
 /// The journal op of an import: a host killed before it finished removes
 /// the half-made appspace at its next start.
-pub const IMPORT: &str = "import";
+pub(crate) const IMPORT: &str = "import";
 
 /// Moves appspace `key` to version `to` of its app (up or down).
 pub async fn upgrade(
