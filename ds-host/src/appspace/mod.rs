@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use ds_proto::{ControlMessage, Session, SessionHandle};
 use ds_sandbox::cgroup::{Cgroup, CgroupError};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::egress::{EgressGate, EgressSink};
 use crate::front_link::messages::Usage;
@@ -446,7 +446,11 @@ impl Appspace {
             pids: rec.pids,
         };
         if limits != self.limits() {
-            let _ = self.set_limits(limits);
+            if let Err(e) = self.set_limits(limits) {
+                // Recorded and kept for its next start; the running
+                // cgroup refused (memory below what is in use, say).
+                warn!(appspace = %self.config.name, error = %e, "the running sandbox refused the recorded limits");
+            }
         }
         if rec.paused != self.is_paused() {
             self.set_paused(rec.paused, grace).await;
